@@ -1,0 +1,73 @@
+"""The Python API. The CLI is a thin layer over these functions; tests call them directly."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Callable
+
+import polars as pl
+
+from dataforge.build import BuildResult, execute
+from dataforge.catalog import query as q
+from dataforge.catalog.db import default_catalog_path
+from dataforge.recipe.validate import Plan, load_recipe
+
+
+def _catalog(path: str | Path | None) -> Path:
+    return Path(path) if path is not None else default_catalog_path()
+
+
+def validate(recipe: str | Path, *, vars: dict[str, Any] | None = None, catalog: str | Path | None = None) -> Plan:
+    """Parse and check a recipe and its DAG without running anything."""
+    return load_recipe(recipe, vars, _catalog(catalog))
+
+
+def build(recipe: str | Path, *, catalog: str | Path | None = None, force: bool = False,
+          only: list[str] | None = None, dry_run: bool = False, vars: dict[str, Any] | None = None,
+          quiet: bool = True, log: Callable[[str], None] | None = None) -> BuildResult:
+    """Validate then build a recipe into the catalog; unchanged steps are reused."""
+    cat = _catalog(catalog)
+    plan = load_recipe(recipe, vars, cat)
+    return execute(plan, cat, force=force, only=only, dry_run=dry_run, quiet=quiet,
+                   log=log or (lambda _msg: None))
+
+
+def datasets(catalog: str | Path | None = None) -> pl.DataFrame:
+    """Every dataset with its latest version, rows and build."""
+    return q.list_datasets(_catalog(catalog))
+
+
+def show(name: str, *, version: int | None = None, limit: int = 20, catalog: str | Path | None = None) -> pl.DataFrame:
+    """Rows of a dataset (latest version unless `version`)."""
+    return q.show(_catalog(catalog), name, version, limit)
+
+
+def read(name: str, *, version: int | None = None, catalog: str | Path | None = None) -> pl.DataFrame:
+    """A whole dataset as a polars DataFrame."""
+    table, _ = q.dataset_table(_catalog(catalog), name, version)
+    return q.run_select(_catalog(catalog), f'select * from "{table}"')
+
+
+def sql(query: str, *, catalog: str | Path | None = None) -> pl.DataFrame:
+    """Run a read-only SQL query over the catalog."""
+    return q.run_select(_catalog(catalog), query)
+
+
+def history(*, limit: int = 20, catalog: str | Path | None = None) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """Recent builds and their steps."""
+    return q.history(_catalog(catalog), limit)
+
+
+def calls(*, build_id: str | None = None, catalog: str | Path | None = None) -> pl.DataFrame:
+    """LLM calls, tokens and cost per build, step and model."""
+    return q.calls_summary(_catalog(catalog), build_id)
+
+
+def write_schema(out: str | Path = "schemas/recipe.schema.json") -> Path:
+    """Write the JSON Schema of recipes (for editors) and return its path."""
+    from dataforge.recipe.schema import schema_json
+
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(schema_json())
+    return out

@@ -1,0 +1,63 @@
+"""Opening the catalog file: short-lived connections, bounded waits on another process's lock.
+
+DuckDB lets one process hold a file for writing and nobody else open it meanwhile.
+dataforge therefore never keeps the catalog open during long work: every write is a
+short transaction on a fresh connection, so a `dataforge sql` in another terminal
+gets in between writes. A connection that cannot get the lock retries briefly and
+then fails with `CatalogBusy` instead of hanging.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import random
+import threading
+import time
+from pathlib import Path
+from typing import Iterator
+
+import duckdb
+
+from dataforge.errors import CatalogBusy
+
+ENV_VAR = "DATAFORGE_CATALOG"
+_lock = threading.RLock()
+
+
+def default_catalog_path() -> Path:
+    """`$DATAFORGE_CATALOG`, else `catalog/dataforge.duckdb` under the current directory."""
+    return Path(os.environ.get(ENV_VAR) or "catalog/dataforge.duckdb")
+
+
+def _is_lock_error(e: Exception) -> bool:
+    text = str(e).lower()
+    return "lock" in text and ("conflicting" in text or "could not set lock" in text or "in use" in text)
+
+
+@contextlib.contextmanager
+def connect(path: Path, *, read_only: bool, wait_s: float | None = None) -> Iterator[duckdb.DuckDBPyConnection]:
+    """A connection to the catalog, closed on exit. Waits up to `wait_s` for another process's lock."""
+    if wait_s is None:
+        wait_s = 10.0 if read_only else 60.0
+    deadline = time.monotonic() + wait_s
+    delay = 0.02
+    with _lock:
+        while True:
+            try:
+                con = duckdb.connect(str(path), read_only=read_only)
+                break
+            except duckdb.IOException as e:
+                if not _is_lock_error(e):
+                    raise
+                if time.monotonic() >= deadline:
+                    raise CatalogBusy(
+                        f"catalog {path} is locked by another process (a build writing?) "
+                        f"and stayed locked for {wait_s:.0f}s; try again in a moment"
+                    ) from None
+                time.sleep(delay * (0.5 + random.random()))
+                delay = min(delay * 2, 0.5)
+        try:
+            yield con
+        finally:
+            con.close()

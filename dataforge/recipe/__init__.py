@@ -1,0 +1,1 @@
+"""Recipes: YAML loading with positions, pydantic models, validation, JSON Schema."""

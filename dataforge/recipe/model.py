@@ -1,0 +1,87 @@
+"""The pydantic model of a recipe. The step union is built from the registry of step kinds."""
+
+from __future__ import annotations
+
+import functools
+from typing import Annotated, Any, Union
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from dataforge.llm.config import LLMConfig
+from dataforge.steps.base import Step, load_registry
+
+IDENT = r"^[A-Za-z_][A-Za-z0-9_]*$"
+
+
+class RecipeBase(BaseModel):
+    """Top-level recipe fields; `steps` is added by `recipe_model()`."""
+
+    model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True)
+
+    name: str = Field(pattern=r"^[A-Za-z0-9_][A-Za-z0-9_.\-]*$", max_length=128)
+    """Recipe name, recorded with every build."""
+    description: str | None = None
+    """What the recipe makes, for people."""
+    seed: int = 0
+    """Seed for every random choice (sampling, templates, symbols); same seed, same bytes."""
+    vars: dict[str, Any] = Field(default_factory=dict)
+    """Variables substituted into strings as `${name}`; `--var name=value` overrides them."""
+    llm: LLMConfig = Field(default_factory=LLMConfig)
+    """Defaults for every LLM step; a step's own `llm:` overrides them field by field."""
+    outputs: dict[str, str] = Field(default_factory=dict)
+    """Dataset name -> step id. Each becomes a versioned dataset and a SQL view of that name."""
+
+    @field_validator("outputs")
+    @classmethod
+    def _names_are_identifiers(cls, v: dict[str, str]) -> dict[str, str]:
+        import re
+
+        from dataforge.catalog.store import RESERVED_NAMES
+
+        for name in v:
+            if not re.fullmatch(IDENT, name) or len(name) > 63:
+                raise ValueError(f"output name {name!r} is not a plain SQL identifier "
+                                 "(letters, digits and _, not starting with a digit, at most 63 chars)")
+            if name.startswith("_") or name.lower() in RESERVED_NAMES or _is_sql_keyword(name):
+                raise ValueError(f"output name {name!r} is reserved; pick another")
+        return v
+
+
+@functools.cache
+def _keywords() -> frozenset[str]:
+    import duckdb
+
+    con = duckdb.connect()
+    try:
+        rows = con.sql("select keyword_name from duckdb_keywords() where keyword_category = 'reserved'").fetchall()
+    finally:
+        con.close()
+    return frozenset(r[0].lower() for r in rows)
+
+
+def _is_sql_keyword(name: str) -> bool:
+    return name.lower() in _keywords()
+
+
+@functools.cache
+def recipe_model() -> type[RecipeBase]:
+    """The `Recipe` model with `steps` typed as the union of every registered step kind."""
+    registry = load_registry()
+    kinds = tuple(sorted(set(registry.values()), key=lambda c: c.__name__))
+    step_union = Annotated[Union[kinds], Field(discriminator="type")]  # type: ignore[valid-type]
+
+    class Recipe(RecipeBase):
+        """A dataforge recipe: sources and steps compiled into catalog datasets."""
+
+        steps: list[step_union] = Field(min_length=1)  # type: ignore[valid-type]
+        """The steps, in order; each reads the previous one unless it says `from`."""
+
+    return Recipe
+
+
+def step_types() -> list[str]:
+    return sorted(load_registry())
+
+
+def as_steps(recipe: Any) -> list[Step]:
+    return list(recipe.steps)

@@ -1,0 +1,1 @@
+"""Step kinds, one module each; every kind registers itself by its YAML `type`."""

@@ -1,0 +1,190 @@
+"""The step contract: every step kind is a pydantic model registered by its YAML `type`.
+
+A kind subclasses `Step`, declares `type: Literal["kind.name"]`, its params as
+documented fields, the columns it needs and adds, and implements `run`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable, ClassVar, get_args, get_origin
+
+import polars as pl
+from pydantic import BaseModel, ConfigDict, Field
+
+from dataforge.errors import UserError
+
+if TYPE_CHECKING:
+    from dataforge.catalog.store import Catalog
+    from dataforge.llm.config import LLMConfig
+    from dataforge.progress import Progress
+
+REGISTRY: dict[str, type["Step"]] = {}
+
+# Columns the executor manages; steps never declare them.
+ID = "id"
+PARENT = "_parent_id"
+
+
+@dataclass
+class StepResult:
+    """What `Step.run` returns.
+
+    `rejections` has columns `row_id, reason, score, detail` (score/detail may be null);
+    `lineage` has `row_id, parent_id` for outputs derived from several rows.
+    """
+
+    df: pl.DataFrame
+    rejections: pl.DataFrame | None = None
+    lineage: pl.DataFrame | None = None
+    notes: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class PlanContext:
+    """What a step may consult while the recipe is validated (before anything runs)."""
+
+    recipe_path: Path
+    seed: int
+    catalog_path: Path | None = None
+    llm: "LLMConfig | None" = None
+
+    @property
+    def recipe_dir(self) -> Path:
+        return self.recipe_path.parent
+
+    def resolve(self, path: str | Path) -> Path:
+        """A path from the recipe, relative to the recipe file unless absolute."""
+        p = Path(path).expanduser()
+        return p if p.is_absolute() else (self.recipe_dir / p)
+
+
+@dataclass
+class RunContext(PlanContext):
+    """What a running step gets: identity, seed, catalog, LLM defaults, progress."""
+
+    step_id: str = ""
+    build_id: str = ""
+    fingerprint: str = ""
+    catalog: "Catalog | None" = None
+    progress: "Progress | None" = None
+    log: Callable[[str], None] = print
+
+
+def rejections_frame(row_ids: list[str], reason: str | list[str], score: list[float | None] | None = None,
+                     detail: list[str | None] | None = None) -> pl.DataFrame:
+    """Build a rejections frame; `reason` may be one string for all rows."""
+    n = len(row_ids)
+    return pl.DataFrame(
+        {
+            "row_id": row_ids,
+            "reason": [reason] * n if isinstance(reason, str) else reason,
+            "score": score if score is not None else [None] * n,
+            "detail": detail if detail is not None else [None] * n,
+        },
+        schema={"row_id": pl.Utf8, "reason": pl.Utf8, "score": pl.Float64, "detail": pl.Utf8},
+    )
+
+
+class Step(BaseModel):
+    """Base of every step kind."""
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True, use_attribute_docstrings=True)
+
+    id: str = Field(pattern=r"^[A-Za-z_][A-Za-z0-9_\-]*$")
+    """Unique id of this step; other steps refer to it in `from`, outputs in `outputs`."""
+    type: str
+    """Step kind; picks the class from the registry."""
+    from_: str | list[str] | None = Field(default=None, alias="from")
+    """Input step id(s). Default: the previous step in the list. Sources take no input."""
+    description: str | None = None
+    """Free text for people; not part of the fingerprint."""
+
+    kind_version: ClassVar[str] = "1"
+    """Bump when the kind's code changes its output: old fingerprints stop matching."""
+    is_source: ClassVar[bool] = False
+    min_inputs: ClassVar[int] = 1
+    max_inputs: ClassVar[int] = 1
+    new_rows: ClassVar[bool] = False
+    """True when output rows are new examples: the executor re-hashes `id` and records lineage."""
+
+    @classmethod
+    def __pydantic_init_subclass__(cls, **kwargs: Any) -> None:
+        super().__pydantic_init_subclass__(**kwargs)
+        ann = cls.model_fields.get("type")
+        if ann is None or get_origin(ann.annotation) is None:
+            return
+        for name in get_args(ann.annotation):
+            if name in REGISTRY and REGISTRY[name].__qualname__ != cls.__qualname__:
+                raise TypeError(f"step type {name!r} registered twice")
+            REGISTRY[name] = cls
+
+    # -- declarations -------------------------------------------------------
+    def inputs(self) -> list[str]:
+        """Ids of the steps this one reads."""
+        if self.from_ is None:
+            return []
+        return [self.from_] if isinstance(self.from_, str) else list(self.from_)
+
+    def required_columns(self) -> list[str]:
+        """Columns that must exist in the (first) input."""
+        return []
+
+    def added_columns(self) -> list[str]:
+        """Columns this step adds to its input's columns."""
+        return []
+
+    def output_columns(self, inputs: list[list[str] | None]) -> list[str] | None:
+        """Columns of the output given the inputs' columns; None when unknown before running."""
+        if not inputs or inputs[0] is None:
+            return None
+        cols = list(inputs[0])
+        for c in self.added_columns():
+            if c not in cols:
+                cols.append(c)
+        return cols
+
+    def check(self, ctx: PlanContext) -> None:
+        """Checks that need the file system or optional packages; raise `UserError`."""
+
+    def params(self) -> dict[str, Any]:
+        """Canonical params: everything that changes the output."""
+        return self.model_dump(mode="json", exclude={"id", "from_", "description", "type"})
+
+    def fingerprint_extra(self, ctx: PlanContext) -> Any:
+        """Extra input to the fingerprint (a source's file hash, say)."""
+        return None
+
+    def uses_llm(self) -> bool:
+        """True for steps that call an LLM (they get the recipe's `llm` defaults)."""
+        return False
+
+    def run(self, inputs: list[pl.DataFrame], ctx: RunContext) -> StepResult | pl.DataFrame:
+        raise NotImplementedError
+
+    # -- helpers for kinds --------------------------------------------------
+    def user_error(self, message: str, field_name: str | None = None) -> UserError:
+        """An error about this step, located later by the validator (see `StepError`)."""
+        return StepError(self.id, field_name, message)
+
+
+class StepError(UserError):
+    """A step-level problem; the validator adds file/line from the recipe's positions."""
+
+    def __init__(self, step_id: str, field_name: str | None, message: str):
+        self.step_id = step_id
+        self.field_name = field_name
+        super().__init__(message)
+
+
+def load_registry() -> dict[str, type[Step]]:
+    """Import every module under `dataforge.steps` so each kind registers itself."""
+    import importlib
+    import pkgutil
+
+    import dataforge.steps as pkg
+
+    for mod in pkgutil.walk_packages(pkg.__path__, prefix="dataforge.steps."):
+        importlib.import_module(mod.name)
+    return REGISTRY
