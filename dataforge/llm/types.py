@@ -65,3 +65,13 @@ class Completion(BaseModel):
     latency_ms: float = 0.0
     cached: bool = False
     """True when answered from the call log instead of the provider."""
+
+
+class CallFailure(BaseModel):
+    """A request that could not be answered (after retries), or whose answer failed to parse."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    error: str
+    status: str = "error"
+    """`error` (provider failed after retries), `skipped` (budget/max_calls reached), `parse_error`."""
