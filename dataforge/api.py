@@ -63,11 +63,18 @@ def calls(*, build_id: str | None = None, catalog: str | Path | None = None) -> 
     return q.calls_summary(_catalog(catalog), build_id)
 
 
-def write_schema(out: str | Path = "schemas/recipe.schema.json") -> Path:
-    """Write the JSON Schema of recipes (for editors) and return its path."""
+def write_schema(out: str | Path = "schemas/recipe.schema.json",
+                 reference: str | Path | None = "docs/recipe-reference.md") -> list[Path]:
+    """Write the JSON Schema of recipes (for editors) and the Markdown reference; return the paths."""
+    from dataforge.recipe.reference import reference_markdown
     from dataforge.recipe.schema import schema_json
 
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(schema_json())
-    return out
+    written = []
+    for path, text in ((out, schema_json), (reference, reference_markdown)):
+        if path is None:
+            continue
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text(), encoding="utf-8")
+        written.append(path)
+    return written

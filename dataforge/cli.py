@@ -159,9 +159,11 @@ def calls(build_id: Optional[str] = typer.Option(None, "--build"), catalog: Opti
 
 
 @app.command()
-def schema(out_path: Path = typer.Option(Path("schemas/recipe.schema.json"), "--out")) -> None:
-    """Write the JSON Schema of recipes (for editor autocompletion)."""
-    _run(lambda: out.print(f"wrote {api.write_schema(out_path)}", highlight=False))
+def schema(out_path: Path = typer.Option(Path("schemas/recipe.schema.json"), "--out"),
+           reference: Path = typer.Option(Path("docs/recipe-reference.md"), "--reference",
+                                          help="Where to write the Markdown recipe reference.")) -> None:
+    """Write the JSON Schema of recipes (for editor autocompletion) and the recipe reference."""
+    _run(lambda: out.print("wrote " + ", ".join(map(str, api.write_schema(out_path, reference))), highlight=False))
 
 
 def main() -> None:
