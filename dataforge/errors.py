@@ -47,5 +47,5 @@ class CatalogBusy(UserError):
     """The catalog file is locked by another process for longer than we are willing to wait."""
 
 
-class BudgetExceeded(DataforgeError):
-    """A build reached its LLM budget; completed work is kept."""
+class BudgetExceeded(UserError):
+    """A build reached its LLM budget; completed work is kept (printed like a user error, exit code 2)."""

@@ -188,6 +188,14 @@ class Catalog:
             ).pl()
         return {r["request_hash"]: r for r in df.iter_rows(named=True)}
 
+    def llm_usage(self, build_id: str) -> tuple[int, float]:
+        """(requests sent, USD spent) by this build so far: what `max_calls` and `budget_usd` count."""
+        with self._read() as con:
+            row = con.execute(
+                """select count(distinct request_hash) filter (where status in ('ok', 'error')),
+                          coalesce(sum(cost_usd), 0) from llm_calls where build_id = ?""", [build_id]).fetchone()
+        return int(row[0] or 0), float(row[1] or 0.0)
+
     # -- reading (for steps such as source.sql) -----------------------------------
     def query(self, sql: str, params: list[Any] | None = None) -> pl.DataFrame:
         with self._read() as con:

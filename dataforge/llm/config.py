@@ -30,6 +30,9 @@ class LLMConfig(BaseModel):
     """Client-side token rate limit (prompt + completion, estimated before the call)."""
     max_retries: int = Field(default=6, ge=0, le=50)
     """Retries on 429, 5xx, timeouts and dropped connections (exponential backoff with jitter)."""
+    retry_backoff_s: float = Field(default=1.0, gt=0, le=600)
+    """First retry delay in seconds; it doubles each retry (capped at 60 s), with full jitter. A server's
+    `Retry-After` takes precedence."""
     timeout_s: float = Field(default=120.0, gt=0)
     """Per-request timeout in seconds."""
     budget_usd: float | None = Field(default=None, ge=0)
@@ -44,7 +47,35 @@ class LLMConfig(BaseModel):
     """Most tokens to generate per sample."""
     stop: list[str] | None = None
     """Stop sequences."""
+    seed: int | None = None
+    """Sampling seed sent to providers that take one (sample i gets seed + i). Default: the recipe's seed."""
     n_ctx: int = Field(default=2048, ge=128)
     """`local` only: context window to allocate."""
     prices: dict[str, tuple[float, float]] | None = None
     """Override the price table: model -> [USD per 1M input tokens, USD per 1M output tokens]."""
+
+
+# Fields that change what a model answers; the rest (limits, budget, keys, prices) only change how it is asked.
+ANSWER_FIELDS = ("provider", "model", "model_path", "temperature", "top_p", "max_tokens", "stop", "seed", "n_ctx")
+
+
+def _partial_model() -> type[BaseModel]:
+    from pydantic import create_model
+
+    fields = {name: (f.annotation | None, Field(default=None, description=f.description))
+              for name, f in LLMConfig.model_fields.items()}
+    model = create_model("LLMOverride", __config__=ConfigDict(extra="forbid"), **fields)  # type: ignore[call-overload]
+    model.__doc__ = "A step's `llm:` block: any `LLMConfig` field; unset fields come from the recipe's `llm:`."
+    return model
+
+
+LLMOverride = _partial_model()
+
+
+def merge(base: LLMConfig | None, override: BaseModel | dict | None) -> LLMConfig:
+    """The recipe's `llm:` with a step's override applied field by field (validated again)."""
+    data = (base or LLMConfig()).model_dump()
+    if override is not None:
+        items = override.items() if isinstance(override, dict) else override.model_dump(exclude_none=True).items()
+        data.update({k: v for k, v in items if v is not None})
+    return LLMConfig.model_validate(data)

@@ -1,0 +1,89 @@
+"""The durable call log: rows for `llm_calls`, written in short group-commit transactions as answers arrive."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import json
+from typing import Any
+
+from dataforge.llm.types import Completion, Request
+
+
+def request_params(r: Request) -> str:
+    """The sampling parameters of a request as JSON (the `params` column)."""
+    return json.dumps({"temperature": r.temperature, "top_p": r.top_p, "max_tokens": r.max_tokens,
+                       "stop": list(r.stop) if r.stop else None, "seed": r.seed, "sample_index": r.sample_index,
+                       **r.extra}, sort_keys=True)
+
+
+def call_row(r: Request, *, build_id: str, step_id: str, status: str, completion: Completion | None = None,
+             cost_usd: float = 0.0, error: str | None = None, latency_ms: float | None = None,
+             request_hash: str | None = None, keep_prompt: bool = True) -> dict[str, Any]:
+    """One `llm_calls` row. Statuses: ok, retry (a failed attempt that was retried), error, cached."""
+    c = completion
+    return {
+        "request_hash": request_hash or r.hash(), "build_id": build_id, "step_id": step_id,
+        "provider": r.provider, "model": r.model, "params": request_params(r),
+        "prompt": r.prompt_text() if keep_prompt else None, "response": c.text if c else None,
+        "finish_reason": c.finish_reason if c else None,
+        "input_tokens": c.input_tokens if c else 0, "output_tokens": c.output_tokens if c else 0,
+        "cost_usd": cost_usd, "latency_ms": latency_ms if latency_ms is not None else (c.latency_ms if c else None),
+        "status": status, "error": error,
+        "created_at": dt.datetime.now(dt.timezone.utc).replace(tzinfo=None),
+    }
+
+
+def completion_from_row(row: dict[str, Any]) -> Completion:
+    """A cached answer from a logged `ok` row."""
+    return Completion(text=row["response"] or "", finish_reason=row["finish_reason"],
+                      input_tokens=row["input_tokens"] or 0, output_tokens=row["output_tokens"] or 0,
+                      latency_ms=row["latency_ms"] or 0.0, cached=True)
+
+
+class CallLog:
+    """Buffers rows and commits them on a background task: as soon as the previous commit is done,
+    at most `max_rows` per transaction, and at least every `interval_s`. `close()` flushes the rest."""
+
+    def __init__(self, catalog: Any, *, max_rows: int = 20, interval_s: float = 0.25):
+        self.catalog = catalog
+        self.max_rows = max_rows
+        self.interval_s = interval_s
+        self.pending: list[dict[str, Any]] = []
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task | None = None
+        self._closing = False
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run())
+
+    def add(self, row: dict[str, Any]) -> None:
+        self.pending.append(row)
+        if len(self.pending) >= self.max_rows:
+            self._wake.set()
+
+    async def _flush(self) -> None:
+        while self.pending:
+            rows, self.pending = self.pending[: self.max_rows * 10], self.pending[self.max_rows * 10:]
+            if self.catalog is not None:
+                await asyncio.to_thread(self.catalog.record_llm_calls, rows)
+
+    async def _run(self) -> None:
+        while not self._closing:
+            try:
+                await asyncio.wait_for(self._wake.wait(), self.interval_s)
+            except asyncio.TimeoutError:
+                pass
+            self._wake.clear()
+            await self._flush()
+
+    async def close(self) -> None:
+        """Stop the background task and commit everything still buffered (also after cancellation)."""
+        self._closing = True
+        self._wake.set()
+        if self._task is not None:
+            try:
+                await self._task
+            except (asyncio.CancelledError, Exception):
+                pass
+        await self._flush()

@@ -1,0 +1,88 @@
+"""`anthropic`: the official SDK's Messages API (base_url configurable for proxies and test servers)."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import httpx
+
+from dataforge.llm.config import LLMConfig
+from dataforge.llm.providers.base import Provider, ProviderError, Secrets, classify_status, parse_retry_after, \
+    read_key
+from dataforge.llm.types import Completion, Request
+
+
+def sdk_error(e: Exception, secrets: Secrets) -> ProviderError:
+    """Turn an anthropic SDK exception into a `ProviderError` (status, retry hint, redacted text)."""
+    import anthropic
+
+    if isinstance(e, anthropic.APIStatusError):
+        retryable, fatal = classify_status(e.status_code)
+        retry_after = parse_retry_after(e.response.headers.get("retry-after"))
+        return ProviderError(secrets.redact(f"HTTP {e.status_code}: {e.message}"[:1000]), status=e.status_code,
+                             retryable=retryable, fatal=fatal, retry_after=retry_after)
+    if isinstance(e, anthropic.APITimeoutError):
+        return ProviderError("timeout: no answer in time", retryable=True)
+    if isinstance(e, anthropic.APIConnectionError):
+        return ProviderError(secrets.redact(f"connection error: {e.__cause__ or e}")[:500], retryable=True)
+    if isinstance(e, (json.JSONDecodeError, httpx.HTTPError, anthropic.APIResponseValidationError, ValueError,
+                      KeyError, IndexError, TypeError)):
+        return ProviderError(secrets.redact(f"malformed response: {type(e).__name__}: {e}")[:500], retryable=True)
+    return ProviderError(secrets.redact(f"{type(e).__name__}: {e}")[:500])
+
+
+def message_params(r: Request) -> dict:
+    """Messages API parameters for a request: system messages go to `system`, a plain prompt becomes a user turn."""
+    if r.messages is not None:
+        system = "\n\n".join(m.content for m in r.messages if m.role == "system")
+        messages = [{"role": m.role, "content": m.content} for m in r.messages if m.role != "system"]
+    else:
+        system, messages = "", [{"role": "user", "content": r.prompt or ""}]
+    p: dict = {"model": r.model, "max_tokens": r.max_tokens, "messages": messages, "temperature": r.temperature}
+    if system:
+        p["system"] = system
+    if r.top_p < 1.0:
+        p["top_p"] = r.top_p
+    if r.stop:
+        p["stop_sequences"] = list(r.stop)
+    p.update(r.extra)
+    return p
+
+
+def completion_from_message(msg: dict | object, latency_ms: float = 0.0) -> Completion:
+    """A `Completion` from a Messages API message (SDK object or plain JSON dict)."""
+    get = (lambda o, k: o.get(k)) if isinstance(msg, dict) else getattr  # noqa: E731
+    blocks = get(msg, "content") or []
+    text = "".join((get(b, "text") or "") for b in blocks if get(b, "type") == "text")
+    usage = get(msg, "usage")
+    return Completion(text=text, finish_reason=get(msg, "stop_reason"),
+                      input_tokens=(get(usage, "input_tokens") or 0) if usage else 0,
+                      output_tokens=(get(usage, "output_tokens") or 0) if usage else 0, latency_ms=latency_ms)
+
+
+class AnthropicProvider(Provider):
+    name = "anthropic"
+
+    def __init__(self, cfg: LLMConfig):
+        super().__init__(cfg)
+        import anthropic
+
+        key = read_key(cfg, "ANTHROPIC_API_KEY", required=cfg.base_url is None) or "not-needed"
+        self.secrets = Secrets(key)
+        limits = httpx.Limits(max_connections=cfg.max_concurrency + 4,
+                              max_keepalive_connections=cfg.max_concurrency + 4)
+        self.client = anthropic.AsyncAnthropic(api_key=key, base_url=cfg.base_url, max_retries=0,
+                                               timeout=cfg.timeout_s,
+                                               http_client=httpx.AsyncClient(limits=limits, timeout=cfg.timeout_s))
+
+    async def complete(self, request: Request) -> Completion:
+        t0 = time.perf_counter()
+        try:
+            msg = await self.client.messages.create(**message_params(request))
+        except Exception as e:  # every SDK failure becomes a typed, redacted ProviderError
+            raise sdk_error(e, self.secrets) from None
+        return completion_from_message(msg, (time.perf_counter() - t0) * 1000)
+
+    async def aclose(self) -> None:
+        await self.client.close()

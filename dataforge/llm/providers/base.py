@@ -1,0 +1,98 @@
+"""The provider interface: one request in, one completion out, typed errors for the retry loop."""
+
+from __future__ import annotations
+
+import abc
+import os
+import re
+
+from dataforge.llm.config import LLMConfig
+from dataforge.llm.types import Completion, Request
+
+
+class ProviderError(Exception):
+    """A failed call. `retryable` errors go back to the retry loop; `fatal` ones stop the run.
+
+    Messages are built by dataforge from the status and the server's error text, passed
+    through `redact`, so they never carry a key.
+    """
+
+    def __init__(self, message: str, *, status: int | None = None, retryable: bool = False,
+                 retry_after: float | None = None, fatal: bool = False):
+        self.status = status
+        self.retryable = retryable
+        self.retry_after = retry_after
+        self.fatal = fatal
+        super().__init__(message)
+
+
+def classify_status(status: int | None) -> tuple[bool, bool]:
+    """(retryable, fatal) for an HTTP status: 408/409/429/5xx retry; 401/403/404 end the run."""
+    if status is None:
+        return True, False
+    if status in (408, 409, 429) or status >= 500:
+        return True, False
+    return False, status in (401, 403, 404)
+
+
+def parse_retry_after(value: str | None) -> float | None:
+    """Seconds from a `Retry-After` (or `retry-after-ms`) header value; None when absent or a date."""
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        return None
+
+
+class Secrets:
+    """The key values a provider holds, to scrub them from any text that leaves it."""
+
+    def __init__(self, *values: str | None):
+        self.values = [v for v in values if v and len(v) >= 4]
+
+    def redact(self, text: str) -> str:
+        for v in self.values:
+            text = text.replace(v, "[redacted]")
+            # Servers often echo a shortened key ("sk-abc1****wxyz"); drop long fragments of it too.
+            for frag in {v[:8], v[-8:]} if len(v) >= 16 else ():
+                text = text.replace(frag, "[redacted]")
+        return re.sub(r"(?i)(bearer\s+|x-api-key:\s*|api[_-]?key['\"]?\s*[:=]\s*['\"]?)[^\s'\",]+",
+                      r"\1[redacted]", text)
+
+
+def read_key(cfg: LLMConfig, default_env: str, *, required: bool) -> str | None:
+    """The key from the environment variable the config names (or the provider's default)."""
+    env = cfg.api_key_env or default_env
+    key = os.environ.get(env)
+    if not key and required:
+        from dataforge.errors import UserError
+
+        raise UserError(f"llm.provider {cfg.provider!r} needs an API key: set the environment variable {env} "
+                        f"(or name another one with llm.api_key_env)")
+    return key
+
+
+class Provider(abc.ABC):
+    """One configured model endpoint. Implementations are async and hold no per-request state."""
+
+    name: str = ""
+
+    def __init__(self, cfg: LLMConfig):
+        self.cfg = cfg
+        self.secrets = Secrets()
+
+    @abc.abstractmethod
+    async def complete(self, request: Request) -> Completion:
+        """Answer one request (one sample); raise `ProviderError` on failure."""
+
+    def model_id(self) -> str:
+        """The `model` recorded in requests (and so in their hashes)."""
+        return self.cfg.model
+
+    def request_extra(self) -> dict:
+        """Provider-specific parameters that change answers (hashed with the request)."""
+        return {}
+
+    async def aclose(self) -> None:
+        """Release clients and connections."""

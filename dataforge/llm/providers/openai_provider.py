@@ -1,0 +1,87 @@
+"""`openai`: the official SDK against api.openai.com or any OpenAI-compatible server (`base_url`)."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import httpx
+
+from dataforge.llm.config import LLMConfig
+from dataforge.llm.providers.base import Provider, ProviderError, Secrets, classify_status, parse_retry_after, \
+    read_key
+from dataforge.llm.types import Completion, Request
+
+# vLLM, llama.cpp's server and Ollama accept any key; the SDK insists on having one.
+PLACEHOLDER_KEY = "not-needed"
+
+
+def sdk_error(e: Exception, secrets: Secrets) -> ProviderError:
+    """Turn an SDK exception into a `ProviderError` (status, retry hint, redacted text)."""
+    import openai
+
+    if isinstance(e, openai.APIStatusError):
+        retryable, fatal = classify_status(e.status_code)
+        headers = e.response.headers
+        retry_after = parse_retry_after(headers.get("retry-after"))
+        if retry_after is None and headers.get("retry-after-ms"):
+            retry_after = (parse_retry_after(headers.get("retry-after-ms")) or 0) / 1000
+        detail = e.message if isinstance(e.message, str) else str(e.body)
+        return ProviderError(secrets.redact(f"HTTP {e.status_code}: {detail}"[:1000]), status=e.status_code,
+                             retryable=retryable, fatal=fatal, retry_after=retry_after)
+    if isinstance(e, openai.APITimeoutError):
+        return ProviderError("timeout: no answer in time", retryable=True)
+    if isinstance(e, openai.APIConnectionError):
+        return ProviderError(secrets.redact(f"connection error: {e.__cause__ or e}")[:500], retryable=True)
+    if isinstance(e, (json.JSONDecodeError, httpx.HTTPError, openai.APIResponseValidationError, ValueError,
+                      KeyError, IndexError, TypeError)):
+        return ProviderError(secrets.redact(f"malformed response: {type(e).__name__}: {e}")[:500], retryable=True)
+    return ProviderError(secrets.redact(f"{type(e).__name__}: {e}")[:500])
+
+
+class OpenAIProvider(Provider):
+    name = "openai"
+
+    def __init__(self, cfg: LLMConfig):
+        super().__init__(cfg)
+        import openai
+
+        key = read_key(cfg, "OPENAI_API_KEY", required=cfg.base_url is None) or PLACEHOLDER_KEY
+        self.secrets = Secrets(key)
+        limits = httpx.Limits(max_connections=cfg.max_concurrency + 4,
+                              max_keepalive_connections=cfg.max_concurrency + 4)
+        self.client = openai.AsyncOpenAI(api_key=key, base_url=cfg.base_url, max_retries=0,
+                                         timeout=cfg.timeout_s,
+                                         http_client=httpx.AsyncClient(limits=limits, timeout=cfg.timeout_s))
+
+    def _params(self, r: Request) -> dict:
+        p: dict = {"model": r.model, "temperature": r.temperature, "top_p": r.top_p, "max_tokens": r.max_tokens}
+        if r.stop:
+            p["stop"] = list(r.stop)
+        if r.seed is not None:
+            p["seed"] = r.seed + r.sample_index
+        p.update(r.extra)
+        return p
+
+    async def complete(self, request: Request) -> Completion:
+        t0 = time.perf_counter()
+        try:
+            if request.messages is not None:
+                resp = await self.client.chat.completions.create(
+                    messages=[m.model_dump() for m in request.messages], **self._params(request))
+                choice = resp.choices[0]
+                text = choice.message.content or ""
+            else:
+                resp = await self.client.completions.create(prompt=request.prompt, **self._params(request))
+                choice = resp.choices[0]
+                text = choice.text or ""
+        except Exception as e:  # every SDK failure becomes a typed, redacted ProviderError
+            raise sdk_error(e, self.secrets) from None
+        usage = resp.usage
+        return Completion(text=text, finish_reason=choice.finish_reason,
+                          input_tokens=getattr(usage, "prompt_tokens", 0) or 0,
+                          output_tokens=getattr(usage, "completion_tokens", 0) or 0,
+                          latency_ms=(time.perf_counter() - t0) * 1000)
+
+    async def aclose(self) -> None:
+        await self.client.close()
