@@ -1,0 +1,175 @@
+"""`filter.heuristics`: cheap rule-based filters, Self-Instruct's instruction rules among them.
+
+Every rule is a param with Self-Instruct's default; each dropped row is recorded with the
+name of the first rule that matched it (rules are tried in the order of the fields below).
+All rules are polars expressions over an NFKC-normalised copy of the text, so full-width
+letters, ligatures and compatibility forms compare like their plain counterparts.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Literal
+
+import polars as pl
+from pydantic import Field, field_validator
+
+from dataforge.steps.base import ID, RunContext, Step, StepResult, rejections_frame
+
+SELF_INSTRUCT_BLACKLIST = [
+    "image", "images", "graph", "graphs", "picture", "pictures", "file", "files", "map", "maps",
+    "draw", "plot", "go to", "video", "audio", "music", "flowchart", "diagram",
+]
+
+# Scripts written without spaces between words: each character counts as one word.
+_UNSPACED = r"\p{Han}\p{Hiragana}\p{Katakana}\p{Hangul}"
+WORD_PATTERN = rf"[{_UNSPACED}]|[^\s{_UNSPACED}]+"
+
+
+def normalized(expr: pl.Expr) -> pl.Expr:
+    """NFKC form with runs of whitespace collapsed to one space and the ends stripped."""
+    return expr.fill_null("").str.normalize("NFKC").str.replace_all(r"\s+", " ").str.strip_chars()
+
+
+def word_count(expr: pl.Expr) -> pl.Expr:
+    """Words in a text: whitespace-separated tokens, plus one per Han/kana/Hangul character."""
+    return expr.str.count_matches(WORD_PATTERN).fill_null(0)
+
+
+def _keyword_regex(words: list[str]) -> str:
+    alts = sorted({r"\s+".join(map(re.escape, w.split())) for w in words if w.strip()}, key=len, reverse=True)
+    return r"(?i)\b(" + "|".join(alts) + r")\b"
+
+
+class HeuristicsFilter(Step):
+    """Drop rows by simple rules; defaults are the Self-Instruct instruction filters."""
+
+    type: Literal["filter.heuristics"]
+    column: str = "instruction"
+    """Text column the instruction rules (word bounds, blacklist, prefixes, first character) look at."""
+    min_words: int | None = Field(default=3, ge=0)
+    """Drop texts with fewer words than this (`too_short`); null turns the rule off."""
+    max_words: int | None = Field(default=150, ge=1)
+    """Drop texts with more words than this (`too_long`); null turns the rule off."""
+    blacklist: list[str] = Field(default_factory=lambda: list(SELF_INSTRUCT_BLACKLIST))
+    """Whole words/phrases (case-insensitive) a language model cannot act on (`blacklist:WORD`)."""
+    forbidden_prefixes: list[str] = Field(default_factory=lambda: ["Write a program"])
+    """Drop texts starting with any of these, ignoring case (`forbidden_prefix`)."""
+    drop_leading_punctuation: bool = True
+    """Drop texts whose first character is punctuation or a symbol in any script (`leading_punctuation`)."""
+    drop_non_ascii_start: bool = True
+    """Drop texts whose first character is not ASCII (`non_ascii_start`); turn off for non-English data."""
+    dedup: Literal["none", "exact", "normalized"] = "normalized"
+    """Drop repeats (`duplicate`, detail = id of the kept copy): `exact` compares raw values,
+    `normalized` compares NFKC text with whitespace collapsed (and case folded if `dedup_ignore_case`)."""
+    dedup_columns: list[str] | None = None
+    """Columns whose combined value must be unique; default: just `column`."""
+    dedup_ignore_case: bool = False
+    """With `dedup: normalized`, also ignore letter case."""
+    min_chars: dict[str, int] = Field(default_factory=dict)
+    """Per-column minimum length in characters, e.g. `{output: 1}` (`min_length:COLUMN`)."""
+    max_chars: dict[str, int] = Field(default_factory=dict)
+    """Per-column maximum length in characters (`max_length:COLUMN`)."""
+    keep_regex: dict[str, str] = Field(default_factory=dict)
+    """Per-column regex a row must match somewhere to be kept (`regex_keep:COLUMN`)."""
+    drop_regex: dict[str, str] = Field(default_factory=dict)
+    """Per-column regex; rows matching it are dropped (`regex_drop:COLUMN`)."""
+
+    kind_version = "1"
+
+    @field_validator("keep_regex", "drop_regex")
+    @classmethod
+    def _compiles(cls, v: dict[str, str]) -> dict[str, str]:
+        for col, pattern in v.items():
+            try:  # polars' (Rust) regex syntax: no look-around or back-references
+                pl.Series([""]).str.contains(pattern)
+            except pl.exceptions.ComputeError as e:
+                why = next((ln for ln in str(e).splitlines() if ln.startswith("error:")), str(e))
+                raise ValueError(f"{col}: not a valid regex ({why.removeprefix('error:').strip()})") from None
+        return v
+
+    def required_columns(self) -> list[str]:
+        cols = [self.column, *(self.dedup_columns or []), *self.min_chars, *self.max_chars,
+                *self.keep_regex, *self.drop_regex]
+        return list(dict.fromkeys(cols))
+
+    def reasons(self, df: pl.DataFrame) -> pl.DataFrame:
+        """`df` with `_reason`, `_score` and `_detail` columns (null reason = kept)."""
+        text = normalized(pl.col(self.column))
+        rules: list[tuple[pl.Expr, pl.Expr, pl.Expr | None, pl.Expr | None]] = []  # cond, reason, score, detail
+        words = word_count(text)
+        rules.append((text == "", pl.lit("empty"), None, None))
+        if self.min_words is not None:
+            rules.append((words < self.min_words, pl.lit("too_short"), words, None))
+        if self.max_words is not None:
+            rules.append((words > self.max_words, pl.lit("too_long"), words, None))
+        if self.blacklist:
+            hit = text.str.extract(_keyword_regex(self.blacklist), 1).str.to_lowercase().str.replace_all(r"\s+", " ")
+            rules.append((hit.is_not_null(), pl.lit("blacklist:") + hit, None, hit))
+        if self.forbidden_prefixes:
+            folded = text.str.to_lowercase()
+            for prefix in self.forbidden_prefixes:
+                p = normalized(pl.lit(prefix)).str.to_lowercase()
+                rules.append((folded.str.starts_with(p), pl.lit("forbidden_prefix"), None, pl.lit(prefix)))
+        if self.drop_leading_punctuation:
+            rules.append((text.str.contains(r"^[\p{P}\p{S}]"), pl.lit("leading_punctuation"), None,
+                          text.str.slice(0, 1)))
+        if self.drop_non_ascii_start:
+            rules.append((text.str.contains(r"^[^\x00-\x7F]"), pl.lit("non_ascii_start"), None, text.str.slice(0, 1)))
+        for col, n in self.min_chars.items():
+            length = normalized(pl.col(col).cast(pl.Utf8)).str.len_chars()
+            rules.append((length < n, pl.lit(f"min_length:{col}"), length, None))
+        for col, n in self.max_chars.items():
+            length = normalized(pl.col(col).cast(pl.Utf8)).str.len_chars()
+            rules.append((length > n, pl.lit(f"max_length:{col}"), length, None))
+        for col, pattern in self.keep_regex.items():
+            rules.append((~pl.col(col).cast(pl.Utf8).fill_null("").str.contains(pattern),
+                          pl.lit(f"regex_keep:{col}"), None, None))
+        for col, pattern in self.drop_regex.items():
+            rules.append((pl.col(col).cast(pl.Utf8).fill_null("").str.contains(pattern),
+                          pl.lit(f"regex_drop:{col}"), None, None))
+
+        def chain(pick):
+            expr = None
+            for rule in rules:
+                value = pick(rule)
+                value = pl.lit(None) if value is None else value
+                expr = pl.when(rule[0]).then(value) if expr is None else expr.when(rule[0]).then(value)
+            return expr.otherwise(None)
+
+        out = df.with_columns(
+            chain(lambda r: r[1]).cast(pl.Utf8).alias("_reason"),
+            chain(lambda r: r[2]).cast(pl.Float64).alias("_score"),
+            chain(lambda r: r[3]).cast(pl.Utf8).alias("_detail"),
+        )
+        return self._dedup(out)
+
+    def _dedup(self, df: pl.DataFrame) -> pl.DataFrame:
+        if self.dedup == "none":
+            return df
+        cols = self.dedup_columns or [self.column]
+        if self.dedup == "exact":
+            keys = [pl.col(c).cast(pl.Utf8).fill_null("\x00") for c in cols]
+        else:
+            keys = [normalized(pl.col(c).cast(pl.Utf8)) for c in cols]
+            if self.dedup_ignore_case:
+                keys = [k.str.to_lowercase() for k in keys]
+        key = pl.concat_str(keys, separator="\x1f")
+        df = df.with_columns(key.alias("_key"), pl.int_range(pl.len()).alias("_pos"))
+        alive = df.filter(pl.col("_reason").is_null())
+        first = alive.group_by("_key").agg(pl.col(ID).first().alias("_first_id"), pl.col("_pos").first().alias("_fpos"))
+        df = df.join(first, on="_key", how="left", maintain_order="left")
+        dup = pl.col("_reason").is_null() & (pl.col("_pos") != pl.col("_fpos"))
+        return df.with_columns(
+            pl.when(dup).then(pl.lit("duplicate")).otherwise(pl.col("_reason")).alias("_reason"),
+            pl.when(dup).then(pl.col("_first_id")).otherwise(pl.col("_detail")).alias("_detail"),
+        ).drop("_key", "_pos", "_first_id", "_fpos")
+
+    def run(self, inputs: list[pl.DataFrame], ctx: RunContext) -> StepResult:
+        df = inputs[0]
+        marked = self.reasons(df)
+        dropped = marked.filter(pl.col("_reason").is_not_null())
+        kept = marked.filter(pl.col("_reason").is_null()).select(df.columns)
+        rej = rejections_frame(dropped[ID].to_list(), dropped["_reason"].to_list(), dropped["_score"].to_list(),
+                               dropped["_detail"].to_list())
+        return StepResult(kept, rejections=rej)
