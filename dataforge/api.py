@@ -78,3 +78,13 @@ def write_schema(out: str | Path = "schemas/recipe.schema.json",
         path.write_text(text(), encoding="utf-8")
         written.append(path)
     return written
+
+
+def export(mixture: str | Path, *, out: str | Path, format: str = "jsonl", catalog: str | Path | None = None):
+    """Export a mixture file's catalog datasets to `out` (jsonl | parquet | hf) with `manifest.json`.
+
+    Returns an `ExportResult` (`out`, `manifest`). The catalog is only read.
+    """
+    from dataforge.export.run import export as run_export
+
+    return run_export(mixture, out, format, _catalog(catalog))

@@ -166,6 +166,24 @@ def schema(out_path: Path = typer.Option(Path("schemas/recipe.schema.json"), "--
     _run(lambda: out.print("wrote " + ", ".join(map(str, api.write_schema(out_path, reference))), highlight=False))
 
 
+@app.command("export")
+def export_(mixture: Path = typer.Argument(..., help="Mixture YAML file."),
+            out_dir: Path = typer.Option(..., "--out", help="Output directory (replaced atomically)."),
+            format: str = typer.Option("jsonl", "--format", help="jsonl | parquet | hf"),
+            catalog: Optional[Path] = CatalogOpt) -> None:
+    """Export a mixture of catalog datasets (rates with caps, templates, split, dedup) with a manifest."""
+
+    def go() -> None:
+        res = api.export(mixture, out=out_dir, format=format, catalog=catalog)
+        rows = ", ".join(f"{k} {v:,}" for k, v in res.manifest["rows"].items())
+        out.print(f"exported {res.manifest['mixture']['name']} to {res.out} ({format}): {rows}", highlight=False)
+        for s in res.manifest["sources"]:
+            out.print(f"  {s['dataset']}: {s['selected']:,} of {s['rows']:,} rows "
+                      f"(cap {s['cap'] if s['cap'] is not None else '-'}, rate {s['rate']:.4f})", highlight=False)
+
+    _run(go)
+
+
 def main() -> None:
     app()
 

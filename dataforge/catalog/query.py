@@ -98,6 +98,23 @@ def dataset_table(path: Path | None, name: str, version: int | None = None) -> t
     return output_table(row[0]), row[1]
 
 
+def dataset_record(path: Path | None, name: str, version: int | None = None) -> dict[str, Any]:
+    """One dataset version's catalog row (latest unless `version`) plus its storage `table`."""
+    table, v = dataset_table(path, name, version)
+    with connect(_require(path), read_only=True) as con:
+        row = con.execute("select name, version, build_id, step_id, fingerprint, rows, created_at "
+                          "from datasets where name = ? and version = ?", [name, v]).fetchone()
+    keys = ("name", "version", "build_id", "step_id", "fingerprint", "rows", "created_at")
+    return {**dict(zip(keys, row)), "table": table}
+
+
+def read_dataset(path: Path | None, name: str, version: int | None = None) -> pl.DataFrame:
+    """Every row of one dataset version (latest unless `version`), read-only."""
+    table, _ = dataset_table(path, name, version)
+    with connect(_require(path), read_only=True) as con:
+        return con.sql(f"select * from {quote_ident(table)}").pl()
+
+
 def show(path: Path | None, name: str, version: int | None = None, limit: int = 20) -> pl.DataFrame:
     table, _ = dataset_table(path, name, version)
     with connect(_require(path), read_only=True) as con:

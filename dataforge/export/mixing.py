@@ -1,0 +1,125 @@
+"""The per-row work of an export, vectorised with polars: dedup, seeded sampling, group split, messages.
+
+Random choices come from a seeded 64-bit mix (splitmix64) of each row's content id (or its
+position when a frame has no `id`), so the same seed and data give the same rows in any order.
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+import numpy as np
+import polars as pl
+
+SOURCE = "source"
+KEY = "_key"
+
+_SALT_SAMPLE = 1
+_SALT_SHUFFLE = 2
+_SALT_ROW_GROUP = 3
+
+
+def _splitmix64(x: np.ndarray) -> np.ndarray:
+    x = x + np.uint64(0x9E3779B97F4A7C15)
+    x = (x ^ (x >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+    x = (x ^ (x >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+    return x ^ (x >> np.uint64(31))
+
+
+def _seed_word(seed: int, salt: int) -> np.uint64:
+    digest = hashlib.blake2b(f"{seed}:{salt}".encode(), digest_size=8).digest()
+    return np.uint64(int.from_bytes(digest, "little"))
+
+
+def row_keys(df: pl.DataFrame) -> pl.Series:
+    """A uint64 per row: its hex content `id` when present, else its position."""
+    if "id" in df.columns and df.schema["id"] == pl.Utf8:
+        ids = df["id"].str.slice(0, 16).str.to_integer(base=16, dtype=pl.UInt64, strict=False)
+        return ids.fill_null(pl.Series(np.arange(df.height, dtype=np.uint64))).alias(KEY)
+    return pl.Series(KEY, np.arange(df.height, dtype=np.uint64))
+
+
+def seeded_hash(keys: pl.Series, seed: int, salt: int) -> np.ndarray:
+    """splitmix64(key ^ word(seed, salt)): a deterministic pseudo-random uint64 per key."""
+    with np.errstate(over="ignore"):
+        return _splitmix64(keys.to_numpy().astype(np.uint64) ^ _seed_word(seed, salt))
+
+
+def normalize_text(expr: pl.Expr) -> pl.Expr:
+    """Lower-case, collapse whitespace runs, trim: the dedup comparison key."""
+    return expr.cast(pl.Utf8).str.to_lowercase().str.replace_all(r"\s+", " ").str.strip_chars()
+
+
+def dedup_across(frames: list[pl.DataFrame], column: str, normalize: bool) -> tuple[list[pl.DataFrame], list[int]]:
+    """Drop rows whose `column` repeats an earlier row (earlier source first, then row order).
+
+    Returns the kept frames and how many rows each source lost.
+    """
+    tagged = pl.concat([f.select(pl.col(column)).with_columns(pl.lit(i, pl.UInt32).alias("_src"))
+                        for i, f in enumerate(frames)], how="vertical_relaxed")
+    key = normalize_text(pl.col(column)) if normalize else pl.col(column)
+    keep = tagged.select(key.is_first_distinct().alias("keep"))["keep"]
+    out, dropped, start = [], [], 0
+    for f in frames:
+        mask = keep.slice(start, f.height)
+        start += f.height
+        out.append(f.filter(mask))
+        dropped.append(f.height - out[-1].height)
+    return out, dropped
+
+
+def sample_rows(df: pl.DataFrame, count: int, seed: int, source_index: int) -> pl.DataFrame:
+    """`count` rows chosen by seeded hash rank, kept in their original order."""
+    if count >= df.height:
+        return df
+    h = seeded_hash(row_keys(df), seed, _SALT_SAMPLE * 1_000_003 + source_index)
+    chosen = np.sort(np.lexsort((np.arange(df.height), h))[:count])
+    return df[chosen]
+
+
+def shuffle_rows(df: pl.DataFrame, seed: int) -> pl.DataFrame:
+    """A seeded permutation of the rows (ties, i.e. identical ids, keep their order)."""
+    h = seeded_hash(row_keys(df), seed, _SALT_SHUFFLE)
+    return df[np.lexsort((np.arange(df.height), h))]
+
+
+def split_groups(df: pl.DataFrame, group_column: str | None, fraction: float, seed: int) -> pl.Series:
+    """Boolean `validation` flag per row; all rows of a group get the same flag.
+
+    Groups are ordered by a seeded hash of their value and moved to validation in that order
+    until validation holds at least round(fraction * rows); at least one group stays in train.
+    """
+    n = df.height
+    if fraction <= 0 or n == 0:
+        return pl.Series("validation", [False] * n)
+    if group_column is None:
+        gkey = pl.Series("_g", seeded_hash(row_keys(df), seed, _SALT_ROW_GROUP))
+        groups = pl.DataFrame({"_g": gkey, "_h": gkey})
+    else:
+        values = df[group_column].cast(pl.Utf8).fill_null("\x00null")
+        uniq = values.unique(maintain_order=True)
+        hashes = [int.from_bytes(hashlib.blake2b(f"{seed}:{v}".encode(), digest_size=8).digest(), "little")
+                  for v in uniq.to_list()]
+        gkey = values.alias("_g")
+        groups = pl.DataFrame({"_g": uniq, "_h": pl.Series(hashes, dtype=pl.UInt64)})
+    sizes = gkey.value_counts(name="_n").rename({gkey.name: "_g"})
+    order = (groups.unique("_g", keep="first", maintain_order=True).join(sizes, on="_g")
+             .sort(["_h", "_g"]).with_columns(pl.col("_n").cum_sum().alias("_cum")))
+    target = round(fraction * n)
+    is_val = (order["_cum"] - order["_n"]) < target
+    if is_val.all():
+        is_val = pl.concat([is_val.head(len(is_val) - 1), pl.Series([False])])
+    val_groups = order.filter(is_val)["_g"]
+    return gkey.is_in(val_groups).alias("validation")
+
+
+def with_messages(df: pl.DataFrame, system_prompt: str | None) -> pl.DataFrame:
+    """Add `messages`: [system?], user = prompt, assistant = completion."""
+
+    def msg(role: str, content: pl.Expr) -> pl.Expr:
+        return pl.struct(pl.lit(role).alias("role"), content.cast(pl.Utf8).alias("content"))
+
+    parts = [msg("user", pl.col("prompt")), msg("assistant", pl.col("completion"))]
+    if system_prompt is not None:
+        parts.insert(0, msg("system", pl.lit(system_prompt)))
+    return df.with_columns(pl.concat_list(parts).alias("messages"))

@@ -1,0 +1,138 @@
+"""The mixture file: which catalog datasets to export, with weights, caps, templates, split and dedup.
+
+Loaded with the recipe loader, so every problem points at `mixture.yaml:LINE:COL: key.path`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from dataforge.errors import RecipeErrors, UserError
+from dataforge.recipe.loader import KeyPath, Positions, format_path, load_yaml
+from dataforge.recipe.validate import _clean_loc, _message
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True)
+
+
+class ExportTemplate(_Model):
+    """Jinja templates (the shared sandboxed environment) that make each row's prompt and completion."""
+
+    prompt: str
+    """Template of the prompt; reads the source's columns, e.g. `"{{ input }}\\nOptions: {{ options }}"`."""
+    completion: str
+    """Template of the completion, e.g. `"{{ label }}"`."""
+
+
+class MixtureSource(_Model):
+    """One catalog dataset in the mixture."""
+
+    dataset: str = Field(min_length=1)
+    """Catalog dataset name (what a recipe's `outputs` named)."""
+    version: int | None = Field(default=None, ge=1)
+    """Dataset version to read; default: the latest."""
+    weight: float = Field(default=1.0, gt=0)
+    """Multiplies the source's capped size in its rate: r_i is proportional to weight * min(rows, cap)."""
+    cap: int | None = Field(default=None, ge=1)
+    """Most rows this source contributes (and counts with in the rate); overrides the mixture's `cap`."""
+    template: ExportTemplate | None = None
+    """Templates for this source's rows; overrides the mixture's `template`."""
+
+
+class SplitConfig(_Model):
+    """Train/validation split by group: every row of a group lands on the same side."""
+
+    validation_fraction: float = Field(default=0.0, ge=0.0, lt=1.0)
+    """Share of rows to put in validation (whole groups are moved, so the result is close, not exact). 0: no validation split."""
+    group_column: str | None = None
+    """Column whose value names a row's group, e.g. `task`; `source` groups by dataset. Default: each row is its own group."""
+
+
+class DedupConfig(_Model):
+    """Cross-dataset deduplication, applied before caps and rates."""
+
+    column: str = "prompt"
+    """Column compared between rows (after templating), e.g. `prompt`."""
+    normalize: bool = True
+    """Compare lower-cased text with whitespace runs collapsed and ends trimmed."""
+
+
+class Mixture(_Model):
+    """A mixture: catalog datasets mixed examples-proportionally with caps, then exported."""
+
+    name: str = Field(pattern=r"^[A-Za-z0-9_][A-Za-z0-9_.\-]*$", max_length=128)
+    """Mixture name, recorded in the manifest."""
+    description: str | None = None
+    """What the mixture is for, for people."""
+    seed: int = 0
+    """Seed of every random choice (which rows are sampled, which groups go to validation)."""
+    sources: list[MixtureSource] = Field(min_length=1)
+    """The datasets to mix, in priority order (dedup keeps the row of the earlier source)."""
+    cap: int | None = Field(default=None, ge=1)
+    """Default per-source cap (Flan uses a few thousand to 30,000); null: no cap."""
+    total: int | None = Field(default=None, ge=1)
+    """Rows to export in all; null: every row after caps. Must not exceed the capped rows available."""
+    template: ExportTemplate | None = None
+    """Templates applied at export time to sources without their own; without any, a source needs `prompt` and `completion` columns."""
+    format: Literal["text", "chat"] = "text"
+    """`text`: prompt/completion fields; `chat`: also a `messages` list (system?, user, assistant)."""
+    system_prompt: str | None = None
+    """System message put first in `messages` (chat format only)."""
+    keep_columns: list[str] = Field(default_factory=list)
+    """Extra source columns copied into the export (every source must have them), e.g. `task`."""
+    split: SplitConfig = Field(default_factory=SplitConfig)
+    """Train/validation split."""
+    dedup: DedupConfig | None = None
+    """Cross-dataset dedup; null: keep duplicates."""
+
+    @model_validator(mode="after")
+    def _distinct_sources(self) -> "Mixture":
+        seen: set[tuple[str, int | None]] = set()
+        for s in self.sources:
+            key = (s.dataset, s.version)
+            if key in seen:
+                raise ValueError(f"dataset {s.dataset!r} is listed twice")
+            seen.add(key)
+        if self.system_prompt is not None and self.format != "chat":
+            raise ValueError("system_prompt needs format: chat")
+        return self
+
+
+@dataclass
+class MixtureFile:
+    """A validated mixture and where its keys are in the file (to locate later errors)."""
+
+    mixture: Mixture
+    path: Path
+    sha256: str
+    positions: Positions
+
+    def error(self, message: str, key: KeyPath = ()) -> UserError:
+        """A `UserError` pointing at `key` (or its nearest ancestor) in the mixture file."""
+        line, col = self.positions.find(key) or (None, None)
+        return UserError(message, file=str(self.path), line=line, col=col, path=format_path(key) or None)
+
+
+def load_mixture(path: str | Path) -> MixtureFile:
+    """Parse and validate a mixture file; every problem is reported as `file:line:col: key: message`."""
+    path = Path(path)
+    data, pos = load_yaml(path)
+    if not isinstance(data, dict):
+        raise UserError("a mixture must be a mapping with name and sources", file=str(path), line=1, col=1)
+    try:
+        mixture = Mixture.model_validate(data)
+    except ValidationError as e:
+        errors = []
+        for err in e.errors():
+            kp = _clean_loc(err["loc"], data)
+            line, col = pos.find(kp) or (None, None)
+            errors.append(UserError(_message(err), file=str(path), line=line, col=col,
+                                    path=format_path(kp) or None))
+        raise RecipeErrors(errors) from None
+    return MixtureFile(mixture, path, hashlib.sha256(path.read_bytes()).hexdigest(), pos)

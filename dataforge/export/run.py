@@ -1,0 +1,172 @@
+"""`export`: read a mixture's datasets from the catalog, mix them, and write files plus `manifest.json`.
+
+Order of work: template each source -> cross-dataset dedup -> rates and counts (rates.py) ->
+seeded sample per source -> group split -> (chat) messages -> seeded shuffle -> write.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+
+from dataforge import __version__
+from dataforge.errors import UserError
+from dataforge.export import mixing
+from dataforge.export.mixture import ExportTemplate, MixtureFile, load_mixture
+from dataforge.export.rates import allocate
+from dataforge.export.writers import FORMATS, MANIFEST, file_entries, staged_dir, write_hf, write_split
+from dataforge.jinja import compile_template, template_variables
+
+
+@dataclass
+class ExportResult:
+    """Where the export went and its manifest (also written as `manifest.json`)."""
+
+    out: Path
+    manifest: dict[str, Any]
+
+
+def export(mixture: str | Path, out: str | Path, fmt: str = "jsonl", catalog: str | Path | None = None) -> ExportResult:
+    """Export a mixture of catalog datasets to `out` (replaced atomically). The catalog is only read."""
+    from dataforge.catalog import query as q
+
+    mf = load_mixture(mixture)
+    if fmt not in FORMATS:
+        raise UserError(f"--format {fmt!r}: choose one of {', '.join(FORMATS)}")
+    frames, infos = [], []
+    for i, src in enumerate(mf.mixture.sources):
+        try:
+            info = q.dataset_record(Path(catalog) if catalog is not None else None, src.dataset, src.version)
+            frames.append(q.read_dataset(Path(catalog) if catalog is not None else None, src.dataset, src.version))
+        except UserError as e:
+            raise mf.error(e.message, ("sources", i, "dataset")) from None
+        infos.append({k: info[k] for k in ("version", "fingerprint", "build_id", "step_id")})
+    return export_frames(mf, frames, Path(out), fmt, infos)
+
+
+def render_templates(df: pl.DataFrame, template: ExportTemplate) -> pl.DataFrame:
+    """Add `prompt` and `completion` rendered from the row's columns."""
+    rows = df.to_dicts()
+    out = {}
+    for name in ("prompt", "completion"):
+        tpl = compile_template(getattr(template, name))
+        out[name] = [tpl.render(r) for r in rows]
+    return df.with_columns(pl.Series("prompt", out["prompt"], dtype=pl.Utf8),
+                           pl.Series("completion", out["completion"], dtype=pl.Utf8))
+
+
+def _prepare(mf: MixtureFile, i: int, df: pl.DataFrame) -> pl.DataFrame:
+    """One source's rows as prompt/completion (+ id, source, kept and group columns)."""
+    m = mf.mixture
+    src = m.sources[i]
+    template, where = (src.template, ("sources", i, "template")) if src.template else (m.template, ("template",))
+    if template is not None:
+        for name in ("prompt", "completion"):
+            try:
+                missing = sorted(template_variables(getattr(template, name)) - set(df.columns))
+            except Exception as e:  # jinja2.TemplateSyntaxError
+                raise mf.error(f"template error: {e}", where + (name,)) from None
+            if missing:
+                raise mf.error(f"dataset {src.dataset!r} lacks column(s) {', '.join(map(repr, missing))} "
+                               f"used by the template; it has: {', '.join(df.columns)}", where + (name,))
+        try:
+            df = render_templates(df, template)
+        except Exception as e:
+            raise mf.error(f"template failed on dataset {src.dataset!r}: {e}", where) from None
+    else:
+        missing = [c for c in ("prompt", "completion") if c not in df.columns]
+        if missing:
+            raise mf.error(f"dataset {src.dataset!r} has no {' or '.join(missing)} column; give a `template` "
+                           f"(it has: {', '.join(df.columns)})", ("sources", i))
+    for c in m.keep_columns:
+        if c not in df.columns:
+            raise mf.error(f"dataset {src.dataset!r} has no column {c!r}", ("keep_columns",))
+    group = m.split.group_column
+    if group is not None and group != mixing.SOURCE and m.split.validation_fraction > 0 and group not in df.columns:
+        raise mf.error(f"dataset {src.dataset!r} has no column {group!r}", ("split", "group_column"))
+    extra = [c for c in dict.fromkeys([*m.keep_columns, *([group] if group and group in df.columns else [])])
+             if c not in ("prompt", "completion", "id", mixing.SOURCE)]
+    ids = [pl.col("id")] if "id" in df.columns else [pl.lit(None, pl.Utf8).alias("id")]
+    return df.select(pl.col("prompt").cast(pl.Utf8), pl.col("completion").cast(pl.Utf8),
+                     pl.lit(src.dataset).alias(mixing.SOURCE), *ids, *extra)
+
+
+def export_frames(mf: MixtureFile, frames: list[pl.DataFrame], out: Path, fmt: str,
+                  infos: list[dict[str, Any]] | None = None) -> ExportResult:
+    """Mix, split and write `frames` (one per mixture source, in order) under `out`."""
+    m = mf.mixture
+    infos = infos or [{} for _ in frames]
+    prepared = [_prepare(mf, i, df) for i, df in enumerate(frames)]
+    sizes_in = [f.height for f in prepared]
+
+    dropped = [0] * len(prepared)
+    if m.dedup is not None:
+        if m.dedup.column not in prepared[0].columns:
+            raise mf.error(f"no column {m.dedup.column!r} to dedup on; have: {', '.join(prepared[0].columns)}",
+                           ("dedup", "column"))
+        prepared, dropped = mixing.dedup_across(prepared, m.dedup.column, m.dedup.normalize)
+
+    caps = [s.cap if s.cap is not None else m.cap for s in m.sources]
+    try:
+        alloc = allocate([f.height for f in prepared], caps, [s.weight for s in m.sources], m.total)
+    except ValueError as e:
+        raise mf.error(str(e), ("total",)) from None
+    chosen = [mixing.sample_rows(f, n, m.seed, i) for i, (f, n) in enumerate(zip(prepared, alloc.counts))]
+    rows = pl.concat(chosen, how="vertical_relaxed")
+
+    is_val = mixing.split_groups(rows, m.split.group_column, m.split.validation_fraction, m.seed)
+    if m.format == "chat":
+        rows = mixing.with_messages(rows, m.system_prompt)
+    columns = list(dict.fromkeys(["prompt", "completion", *(["messages"] if m.format == "chat" else []),
+                                  mixing.SOURCE, "id", *m.keep_columns]))
+    splits = {"train": rows.filter(~is_val)}
+    if m.split.validation_fraction > 0:
+        splits["validation"] = rows.filter(is_val)
+    splits = {k: mixing.shuffle_rows(v, m.seed).select(columns) for k, v in splits.items()}
+
+    per_split = {k: v.group_by(mixing.SOURCE).len() for k, v in splits.items()}
+
+    def split_count(split: str, name: str) -> int:
+        if split not in per_split:
+            return 0
+        hit = per_split[split].filter(pl.col(mixing.SOURCE) == name)
+        return int(hit["len"][0]) if hit.height else 0
+
+    sources = []
+    for i, s in enumerate(m.sources):
+        sources.append({
+            "dataset": s.dataset, **infos[i],
+            "rows": sizes_in[i], "dedup_dropped": dropped[i], "after_dedup": sizes_in[i] - dropped[i],
+            "weight": s.weight, "cap": caps[i], "capped": alloc.capped[i],
+            "rate": float(alloc.rates[i]), "rate_exact": str(alloc.rates[i]),
+            "selected": alloc.counts[i],
+            "train": split_count("train", s.dataset), "validation": split_count("validation", s.dataset),
+        })
+    fingerprint = json.dumps([mf.sha256, m.seed, fmt, [x.get("fingerprint") for x in infos]])
+    with staged_dir(out) as tmp:
+        if fmt == "hf":
+            write_hf(splits, tmp, fingerprint)
+        else:
+            for name, df in splits.items():
+                write_split(df, tmp, name, fmt)
+        manifest = {
+            "dataforge_version": __version__,
+            "mixture": {"name": m.name, "file": str(mf.path), "sha256": mf.sha256},
+            "format": fmt,
+            "style": m.format,
+            "seed": m.seed,
+            "total_requested": m.total,
+            "cap": m.cap,
+            "rows": {k: v.height for k, v in splits.items()},
+            "columns": columns,
+            "sources": sources,
+            "split": m.split.model_dump(mode="json"),
+            "dedup": m.dedup.model_dump(mode="json") if m.dedup else None,
+            "files": file_entries(tmp),
+        }
+        (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    return ExportResult(out, manifest)
