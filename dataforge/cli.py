@@ -14,7 +14,7 @@ from rich.console import Console
 from rich.table import Table
 
 from dataforge import api
-from dataforge.errors import UserError
+from dataforge.errors import RecipeErrors, UserError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Declarative dataset construction: YAML recipes compiled into a DuckDB catalog.")
@@ -39,7 +39,9 @@ def _run(fn: Callable[[], Any]) -> None:
     try:
         fn()
     except UserError as e:
-        err.print(f"[red]error:[/red] {e.render()}", markup=True, highlight=False)
+        # Located errors start with `file:line:col: ` (compiler style, clickable in editors and CI logs).
+        text = e.render() if e.file or isinstance(e, RecipeErrors) else f"error: {e.render()}"
+        err.print(text, markup=False, highlight=False)
         raise typer.Exit(2)
     except KeyboardInterrupt:
         err.print("interrupted; completed work is kept in the catalog")

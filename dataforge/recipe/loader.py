@@ -96,6 +96,9 @@ def load_yaml(path: str | Path) -> tuple[Any, Positions]:
     except yaml.MarkedYAMLError as e:
         mark = e.problem_mark or e.context_mark
         msg = f"YAML syntax error: {e.problem or e.context}"
+        if e.problem and e.context and e.context_mark is not None and e.context_mark is not mark:
+            # e.g. an unclosed quote: say where the construct began, not only where the file ended.
+            msg += f" ({e.context} at line {e.context_mark.line + 1}, column {e.context_mark.column + 1})"
         raise UserError(msg, file=str(path), line=mark.line + 1 if mark else None,
                         col=mark.column + 1 if mark else None) from None
     except yaml.YAMLError as e:

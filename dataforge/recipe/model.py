@@ -5,12 +5,29 @@ from __future__ import annotations
 import functools
 from typing import Annotated, Any, Union
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 from dataforge.llm.config import LLMConfig
 from dataforge.steps.base import Step, load_registry
 
 IDENT = r"^[A-Za-z_][A-Za-z0-9_]*$"
+
+
+def _check_output_name(name: str) -> str:
+    import re
+
+    from dataforge.catalog.store import RESERVED_NAMES
+
+    if not re.fullmatch(IDENT, name) or len(name) > 63:
+        raise ValueError(f"output name {name!r} is not a plain SQL identifier "
+                         "(letters, digits and _, not starting with a digit, at most 63 chars)")
+    if name.startswith("_") or name.lower() in RESERVED_NAMES or _is_sql_keyword(name):
+        raise ValueError(f"output name {name!r} is reserved; pick another")
+    return name
+
+
+# Validated per key, so an error points at the offending entry of `outputs`.
+OutputName = Annotated[str, AfterValidator(_check_output_name)]
 
 
 class RecipeBase(BaseModel):
@@ -28,23 +45,8 @@ class RecipeBase(BaseModel):
     """Variables substituted into strings as `${name}`; `--var name=value` overrides them."""
     llm: LLMConfig = Field(default_factory=LLMConfig)
     """Defaults for every LLM step; a step's own `llm:` overrides them field by field."""
-    outputs: dict[str, str] = Field(default_factory=dict)
+    outputs: dict[OutputName, str] = Field(default_factory=dict)
     """Dataset name -> step id. Each becomes a versioned dataset and a SQL view of that name."""
-
-    @field_validator("outputs")
-    @classmethod
-    def _names_are_identifiers(cls, v: dict[str, str]) -> dict[str, str]:
-        import re
-
-        from dataforge.catalog.store import RESERVED_NAMES
-
-        for name in v:
-            if not re.fullmatch(IDENT, name) or len(name) > 63:
-                raise ValueError(f"output name {name!r} is not a plain SQL identifier "
-                                 "(letters, digits and _, not starting with a digit, at most 63 chars)")
-            if name.startswith("_") or name.lower() in RESERVED_NAMES or _is_sql_keyword(name):
-                raise ValueError(f"output name {name!r} is reserved; pick another")
-        return v
 
 
 @functools.cache
@@ -63,11 +65,15 @@ def _is_sql_keyword(name: str) -> bool:
     return name.lower() in _keywords()
 
 
-@functools.cache
 def recipe_model() -> type[RecipeBase]:
     """The `Recipe` model with `steps` typed as the union of every registered step kind."""
     registry = load_registry()
-    kinds = tuple(sorted(set(registry.values()), key=lambda c: c.__name__))
+    # Keyed on the registered kinds: a kind registered later (a plugin, a test) is not missed.
+    return _recipe_model(tuple(sorted(set(registry.values()), key=lambda c: c.__name__)))
+
+
+@functools.cache
+def _recipe_model(kinds: tuple[type[Step], ...]) -> type[RecipeBase]:
     step_union = Annotated[Union[kinds], Field(discriminator="type")]  # type: ignore[valid-type]
 
     class Recipe(RecipeBase):

@@ -50,6 +50,8 @@ def _clean_loc(loc: tuple, data: Any) -> KeyPath:
     out: list[str | int] = []
     cur = data
     for part in loc:
+        if part == "[key]":
+            continue  # a dict key failed validation: the entry's path is enough
         if isinstance(cur, list) and isinstance(part, int):
             out.append(part)
             cur = cur[part] if part < len(cur) else None
@@ -106,6 +108,8 @@ def load_recipe(path: str | Path, overrides: dict[str, Any] | None = None,
         errors = []
         for err in e.errors():
             kp = _clean_loc(err["loc"], data)
+            if err["type"] == "union_tag_invalid":
+                kp += ("type",)  # point at the bad value, not at the step
             line, col = pos.find(kp) or (None, None)
             errors.append(UserError(_message(err), file=file, line=line, col=col, path=format_path(kp) or None))
         raise RecipeErrors(errors) from None
@@ -140,6 +144,8 @@ def _plan(recipe: Any, path: Path, sha: str, pos: Positions, catalog_path: Path 
         elif not s.is_source and s.from_ is None:
             if i == 0:
                 err(f"the first step must be a source or name its input with `from`", ("steps", i))
+                inputs[s.id] = []
+                continue
             else:
                 ins = [steps[i - 1].id]
         for ref in ins:
