@@ -110,7 +110,7 @@ def split_groups(df: pl.DataFrame, group_column: str | None, fraction: float, se
     if is_val.all():
         is_val = pl.concat([is_val.head(len(is_val) - 1), pl.Series([False])])
     val_groups = order.filter(is_val)["_g"]
-    return gkey.is_in(val_groups).alias("validation")
+    return gkey.is_in(val_groups.implode()).alias("validation")
 
 
 def with_messages(df: pl.DataFrame, system_prompt: str | None) -> pl.DataFrame:

@@ -1,0 +1,281 @@
+"""`dataforge export`: rates with caps, manifest, formats, split, dedup, determinism, errors."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import textwrap
+from fractions import Fraction
+from pathlib import Path
+
+import polars as pl
+import pytest
+import yaml
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from dataforge import api
+from dataforge.export.rates import allocate
+
+SIZES = {"alpha": 50, "beta": 200, "gamma": 1000}
+
+
+def _rows(name: str, n: int) -> list[dict]:
+    return [{"task": f"{name}_{i % 4}", "text": f"{name} sentence number {i}", "label": ["yes", "no"][i % 2]}
+            for i in range(n)]
+
+
+@pytest.fixture(scope="module")
+def cat(tmp_path_factory) -> Path:
+    """A catalog with three classification datasets of 50, 200 and 1,000 rows."""
+    root = tmp_path_factory.mktemp("export_cat")
+    steps = [{"id": n, "type": "source.inline", "rows": _rows(n, k)} for n, k in SIZES.items()]
+    # Two prompt/completion datasets that overlap (case and spacing differ) for the dedup test.
+    steps.append({"id": "pc_a", "type": "source.inline",
+                  "rows": [{"prompt": p, "completion": "a"} for p in ["Hello world", "Unique A", "Same  thing"]]})
+    steps.append({"id": "pc_b", "type": "source.inline",
+                  "rows": [{"prompt": p, "completion": "b"} for p in ["hello   WORLD ", "Unique B", "same thing",
+                                                                        "Unique B"]]})
+    recipe = root / "data.yaml"
+    recipe.write_text(yaml.safe_dump({"name": "export-data", "seed": 1, "steps": steps,
+                                      "outputs": {s["id"]: s["id"] for s in steps}}), encoding="utf-8")
+    path = root / "cat.duckdb"
+    api.build(recipe, catalog=path)
+    return path
+
+
+def _mixture(write, text: str, name: str = "mix.yaml") -> Path:
+    base = textwrap.dedent("""\
+        name: test-mix
+        seed: 7
+        template:
+          prompt: "Classify: {{ text }}"
+          completion: "{{ label }}"
+        keep_columns: [task]
+        """)
+    return write(name, base + textwrap.dedent(text))
+
+
+def _read_jsonl(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
+
+
+def _per_source(out: Path) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for f in sorted(out.glob("*.jsonl")):
+        for r in _read_jsonl(f):
+            counts[r["source"]] = counts.get(r["source"], 0) + 1
+    return counts
+
+
+def _sha(p: Path) -> str:
+    return hashlib.sha256(p.read_bytes()).hexdigest()
+
+
+@pytest.mark.parametrize("config, expected", [
+    # m = (50, 100, 100): all, capped.
+    ("cap: 100\n", {"alpha": 50, "beta": 100, "gamma": 100}),
+    # quotas 120 * (50, 100, 100) / 250 = (24, 48, 48).
+    ("cap: 100\ntotal: 120\n", {"alpha": 24, "beta": 48, "gamma": 48}),
+    # no cap: quotas 125 * (50, 200, 1000) / 1250 = (5, 20, 100).
+    ("total: 125\n", {"alpha": 5, "beta": 20, "gamma": 100}),
+    # quotas 101 * (50, 100, 100) / 250 = (20.2, 40.4, 40.4): floors 100, the spare row goes to
+    # the largest remainder, tie between beta and gamma -> the earlier source (beta).
+    ("cap: 100\ntotal: 101\n", {"alpha": 20, "beta": 41, "gamma": 40}),
+    # per-source cap overrides the default; no total.
+    ("sources_override: true\n", {"alpha": 50, "beta": 200, "gamma": 10}),
+])
+def test_counts_per_source_match_examples_proportional_formula(cat, write, tmp_path, config, expected):
+    if "sources_override" in config:
+        text = "sources:\n  - dataset: alpha\n  - dataset: beta\n  - dataset: gamma\n    cap: 10\n"
+    else:
+        text = config + "sources:\n  - dataset: alpha\n  - dataset: beta\n  - dataset: gamma\n"
+    res = api.export(_mixture(write, text), out=tmp_path / "out", format="jsonl", catalog=cat)
+    assert {s["dataset"]: s["selected"] for s in res.manifest["sources"]} == expected
+    assert _per_source(tmp_path / "out") == expected
+
+
+def test_weights_pin_sources_at_their_cap_and_redistribute(cat, write, tmp_path):
+    # m = (50, 100, 100), weights (1, 3, 1): mass (50, 300, 100), total 200.
+    # beta's quota 200*300/450 = 133.3 >= 100 -> pinned at 100; 100 rows left over alpha and gamma
+    # with mass 50:100 -> quotas 33.3, 66.7 -> floors 33, 66, spare row to gamma (remainder .67).
+    text = "cap: 100\ntotal: 200\nsources:\n  - dataset: alpha\n  - dataset: beta\n    weight: 3\n  - dataset: gamma\n"
+    res = api.export(_mixture(write, text), out=tmp_path / "out", format="jsonl", catalog=cat)
+    assert _per_source(tmp_path / "out") == {"alpha": 33, "beta": 100, "gamma": 67}
+    rates = {s["dataset"]: Fraction(s["rate_exact"]) for s in res.manifest["sources"]}
+    assert rates == {"alpha": Fraction(1, 9), "beta": Fraction(2, 3), "gamma": Fraction(2, 9)}
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, 5000), st.one_of(st.none(), st.integers(1, 3000)),
+                          st.sampled_from([0.5, 1.0, 1.5, 2.0, 3.0])), min_size=1, max_size=8),
+       st.floats(0, 1))
+def test_allocation_properties(sources, share):
+    sizes, caps, weights = map(list, zip(*sources))
+    capped = [n if c is None else min(n, c) for n, c in zip(sizes, caps)]
+    total = int(share * sum(capped))
+    alloc = allocate(sizes, caps, weights, total)
+    assert alloc.capped == capped
+    assert sum(alloc.counts) == total
+    assert all(0 <= c <= m for c, m in zip(alloc.counts, capped))
+    # Sources below their capped size share what the pinned ones left, by rate, within one row.
+    open_ = [i for i, (c, m) in enumerate(zip(alloc.counts, capped)) if c < m]
+    left = total - sum(c for i, c in enumerate(alloc.counts) if i not in open_)
+    mass = sum(Fraction(weights[i]) * capped[i] for i in open_)
+    for i in open_:
+        quota = left * Fraction(weights[i]) * capped[i] / mass
+        assert quota < capped[i]
+        assert int(quota) <= alloc.counts[i] <= int(quota) + 1
+    # Equal weights, no total: every source gives exactly its capped size.
+    assert allocate(sizes, caps).counts == capped
+
+
+def test_manifest_hashes_match_files_and_catalog_is_untouched(cat, write, tmp_path):
+    before = _sha(cat)
+    mix = _mixture(write, "cap: 100\nsplit:\n  validation_fraction: 0.25\n  group_column: task\n"
+                          "sources:\n  - dataset: alpha\n  - dataset: gamma\n")
+    for fmt in ("jsonl", "parquet", "hf"):
+        out = tmp_path / fmt
+        manifest = api.export(mix, out=out, format=fmt, catalog=cat).manifest
+        assert manifest == json.loads((out / "manifest.json").read_text())
+        listed = {f["path"] for f in manifest["files"]}
+        on_disk = {p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file()} - {"manifest.json"}
+        assert listed == on_disk and listed
+        for f in manifest["files"]:
+            assert _sha(out / f["path"]) == f["sha256"]
+            assert (out / f["path"]).stat().st_size == f["bytes"]
+        srcs = {s["dataset"]: s for s in manifest["sources"]}
+        assert srcs["gamma"]["cap"] == 100 and srcs["gamma"]["rows"] == 1000
+        assert srcs["alpha"]["version"] == 1 and len(srcs["alpha"]["fingerprint"]) == 64
+        assert manifest["seed"] == 7
+    assert _sha(cat) == before
+
+
+def test_hf_format_round_trips_through_load_from_disk(cat, write, tmp_path):
+    import datasets
+
+    mix = _mixture(write, "cap: 40\nsplit:\n  validation_fraction: 0.3\n  group_column: task\n"
+                          "sources:\n  - dataset: alpha\n  - dataset: beta\n")
+    api.export(mix, out=tmp_path / "j", format="jsonl", catalog=cat)
+    manifest = api.export(mix, out=tmp_path / "h", format="hf", catalog=cat).manifest
+    dd = datasets.load_from_disk(str(tmp_path / "h"))
+    assert set(dd) == {"train", "validation"}
+    for split in ("train", "validation"):
+        assert dd[split].num_rows == manifest["rows"][split] > 0
+        assert dd[split]["prompt"] == [r["prompt"] for r in _read_jsonl(tmp_path / "j" / f"{split}.jsonl")]
+    parquet = api.export(mix, out=tmp_path / "p", format="parquet", catalog=cat).manifest
+    assert pl.read_parquet(tmp_path / "p" / "train.parquet")["prompt"].to_list() == dd["train"]["prompt"]
+    assert parquet["rows"] == manifest["rows"]
+
+
+def test_jsonl_has_prompt_completion_and_messages_in_chat_format(cat, write, tmp_path):
+    text = api.export(_mixture(write, "total: 10\nsources:\n  - dataset: alpha\n"), out=tmp_path / "t",
+                      catalog=cat)
+    row = _read_jsonl(tmp_path / "t" / "train.jsonl")[0]
+    assert row["prompt"].startswith("Classify: alpha sentence") and row["completion"] in ("yes", "no")
+    assert "messages" not in row and text.manifest["rows"] == {"train": 10}
+
+    chat = _mixture(write, "total: 10\nformat: chat\nsystem_prompt: Answer yes or no.\n"
+                           "sources:\n  - dataset: alpha\n", name="chat.yaml")
+    api.export(chat, out=tmp_path / "c", catalog=cat)
+    for row in _read_jsonl(tmp_path / "c" / "train.jsonl"):
+        assert row["messages"] == [{"role": "system", "content": "Answer yes or no."},
+                                   {"role": "user", "content": row["prompt"]},
+                                   {"role": "assistant", "content": row["completion"]}]
+
+
+def test_group_split_keeps_each_group_on_one_side(cat, write, tmp_path):
+    mix = _mixture(write, "cap: 200\nsplit:\n  validation_fraction: 0.2\n  group_column: task\n"
+                          "sources:\n  - dataset: alpha\n  - dataset: beta\n  - dataset: gamma\n")
+    res = api.export(mix, out=tmp_path / "o", catalog=cat)
+    train = {r["task"] for r in _read_jsonl(tmp_path / "o" / "train.jsonl")}
+    val = {r["task"] for r in _read_jsonl(tmp_path / "o" / "validation.jsonl")}
+    assert train and val and not train & val
+    assert train | val == {f"{n}_{k}" for n in SIZES for k in range(4)}
+    assert sum(s["train"] + s["validation"] for s in res.manifest["sources"]) == 50 + 200 + 200
+
+
+def test_dedup_across_datasets_keeps_first_source_and_counts_drops(cat, write, tmp_path):
+    mix = write("dedup.yaml", """\
+        name: dedup-mix
+        dedup:
+          column: prompt
+        sources:
+          - dataset: pc_a
+          - dataset: pc_b
+        """)
+    res = api.export(mix, out=tmp_path / "o", catalog=cat)
+    rows = _read_jsonl(tmp_path / "o" / "train.jsonl")
+    assert sorted((r["source"], r["prompt"]) for r in rows) == [
+        ("pc_a", "Hello world"), ("pc_a", "Same  thing"), ("pc_a", "Unique A"), ("pc_b", "Unique B")]
+    srcs = {s["dataset"]: s for s in res.manifest["sources"]}
+    assert (srcs["pc_a"]["dedup_dropped"], srcs["pc_b"]["dedup_dropped"]) == (0, 3)
+    assert srcs["pc_b"]["after_dedup"] == 1
+
+
+def test_same_seed_gives_byte_identical_files(cat, write, tmp_path):
+    body = "cap: 100\ntotal: 150\nsplit:\n  validation_fraction: 0.2\nsources:\n  - dataset: beta\n  - dataset: gamma\n"
+    mix = _mixture(write, body)
+    for fmt in ("jsonl", "parquet", "hf"):
+        api.export(mix, out=tmp_path / f"{fmt}1", format=fmt, catalog=cat)
+        api.export(mix, out=tmp_path / f"{fmt}2", format=fmt, catalog=cat)
+        files = sorted(p.relative_to(tmp_path / f"{fmt}1") for p in (tmp_path / f"{fmt}1").rglob("*") if p.is_file())
+        assert files
+        for f in files:
+            assert (tmp_path / f"{fmt}1" / f).read_bytes() == (tmp_path / f"{fmt}2" / f).read_bytes(), f
+    other = write("mix_seed.yaml", _mixture(write, body).read_text().replace("seed: 7", "seed: 8"))
+    api.export(other, out=tmp_path / "seed8", catalog=cat)
+    assert (tmp_path / "seed8" / "train.jsonl").read_bytes() != (tmp_path / "jsonl1" / "train.jsonl").read_bytes()
+
+
+def test_bad_mixture_reports_file_line_col_exits_2_and_keeps_earlier_export(cat, write, tmp_path, cli):
+    good = _mixture(write, "total: 10\nsources:\n  - dataset: alpha\n")
+    out = tmp_path / "out"
+    assert cli("export", good, "--out", out, "--catalog", cat).exit_code == 0
+    before = {p.name: _sha(p) for p in out.iterdir()}
+
+    bad = write("bad.yaml", """\
+        name: bad
+        cap: -3
+        sources:
+          - dataset: alpha
+            weight: 1
+            colour: red
+        """)
+    res = cli("export", bad, "--out", out, "--catalog", cat)
+    assert res.exit_code == 2
+    assert f"{bad}:2:6: cap: Input should be greater than or equal to 1" in res.output
+    assert f"{bad}:6:13: sources[0].colour: unknown field" in res.output
+    missing = write("missing.yaml", "name: m\nsources:\n  - dataset: alpha\n  - dataset: nope\n")
+    res = cli("export", missing, "--out", out, "--catalog", cat)
+    assert res.exit_code == 2 and f"{missing}:4:14: sources[1].dataset: no dataset 'nope'" in res.output
+    too_many = _mixture(write, "total: 51\nsources:\n  - dataset: alpha\n", name="many.yaml")
+    res = cli("export", too_many, "--out", out, "--catalog", cat)
+    assert res.exit_code == 2 and "total: total 51 exceeds the 50 rows available after caps" in res.output
+    assert {p.name: _sha(p) for p in out.iterdir()} == before
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".out.")]  # no staging dirs left
+
+
+def test_refuses_to_replace_a_directory_that_is_not_an_export(cat, write, tmp_path, cli):
+    keep = tmp_path / "precious"
+    keep.mkdir()
+    (keep / "notes.txt").write_text("mine")
+    res = cli("export", _mixture(write, "total: 5\nsources:\n  - dataset: alpha\n"), "--out", keep, "--catalog", cat)
+    assert res.exit_code == 2 and "refusing to replace" in res.output
+    assert (keep / "notes.txt").read_text() == "mine"
+
+
+def test_template_column_errors_point_at_the_template(cat, write, tmp_path):
+    from dataforge.errors import UserError
+
+    mix = write("t.yaml", """\
+        name: t
+        template:
+          prompt: "{{ question }}"
+          completion: "{{ label }}"
+        sources:
+          - dataset: alpha
+        """)
+    with pytest.raises(UserError) as e:
+        api.export(mix, out=tmp_path / "o", catalog=cat)
+    assert "t.yaml:3:11: template.prompt: dataset 'alpha' lacks column(s) 'question'" in e.value.render()
