@@ -137,15 +137,21 @@ def history(path: Path | None, limit: int = 20) -> tuple[pl.DataFrame, pl.DataFr
 
 
 def calls_summary(path: Path | None, build_id: str | None = None) -> pl.DataFrame:
-    """LLM calls, tokens and cost per build, step, model and status."""
+    """LLM calls per build, step and model: requests sent, answered from the log, retries, failures,
+    tokens, dollars and mean latency of successful calls."""
     with connect(_require(path), read_only=True) as con:
         where = "where build_id = ?" if build_id else ""
         return con.sql(
-            f"""select build_id, step_id, provider, model, status, count(*) as calls,
-                       sum(input_tokens) as input_tokens, sum(output_tokens) as output_tokens,
-                       round(sum(cost_usd), 6) as cost_usd, round(avg(latency_ms), 1) as avg_latency_ms
+            f"""select build_id, step_id, provider || ':' || model as model,
+                       count(*) filter (where status = 'ok')::bigint as ok,
+                       count(*) filter (where status = 'cached')::bigint as cached,
+                       count(*) filter (where status = 'retry')::bigint as retried,
+                       count(*) filter (where status = 'error')::bigint as failed,
+                       sum(input_tokens)::bigint as input_tokens, sum(output_tokens)::bigint as output_tokens,
+                       round(sum(cost_usd), 6) as cost_usd,
+                       round(avg(latency_ms) filter (where status = 'ok'), 1) as avg_latency_ms
                 from llm_calls {where}
-                group by all order by build_id, step_id, provider, model, status""",
+                group by all order by min(created_at), step_id, model""",
             params=[build_id] if build_id else None).pl()
 
 

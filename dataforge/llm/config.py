@@ -53,6 +53,14 @@ class LLMConfig(BaseModel):
     """`local` only: context window to allocate."""
     prices: dict[str, tuple[float, float]] | None = None
     """Override the price table: model -> [USD per 1M input tokens, USD per 1M output tokens]."""
+    batch_poll_s: float = Field(default=30.0, gt=0, le=3600)
+    """`mode: batch`: seconds between status checks of submitted batches."""
+    batch_wait_s: float = Field(default=3600.0, ge=0)
+    """`mode: batch`: how long one build waits for its batches. Past it the build stops with the batch ids
+    stored in the catalog; the next `dataforge build` collects them (nothing is resubmitted). 0: submit and stop."""
+    batch_max_rounds: int = Field(default=3, ge=1, le=20)
+    """`mode: batch`: submissions per request in one build; items that failed for a transient reason or
+    expired are resubmitted alone until this many."""
 
 
 # Fields that change what a model answers; the rest (limits, budget, keys, prices) only change how it is asked.

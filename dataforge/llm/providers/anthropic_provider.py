@@ -5,8 +5,6 @@ from __future__ import annotations
 import json
 import time
 
-import httpx
-
 from dataforge.llm.config import LLMConfig
 from dataforge.llm.providers.base import Provider, ProviderError, Secrets, classify_status, parse_retry_after, \
     read_key
@@ -26,28 +24,40 @@ def sdk_error(e: Exception, secrets: Secrets) -> ProviderError:
         return ProviderError("timeout: no answer in time", retryable=True)
     if isinstance(e, anthropic.APIConnectionError):
         return ProviderError(secrets.redact(f"connection error: {e.__cause__ or e}")[:500], retryable=True)
-    if isinstance(e, (json.JSONDecodeError, httpx.HTTPError, anthropic.APIResponseValidationError, ValueError,
+    if isinstance(e, (json.JSONDecodeError, anthropic.APIResponseValidationError, ValueError,
                       KeyError, IndexError, TypeError)):
         return ProviderError(secrets.redact(f"malformed response: {type(e).__name__}: {e}")[:500], retryable=True)
     return ProviderError(secrets.redact(f"{type(e).__name__}: {e}")[:500])
 
 
-def message_params(r: Request) -> dict:
-    """Messages API parameters for a request: system messages go to `system`, a plain prompt becomes a user turn."""
+def message_body(r: Request) -> dict:
+    """The Messages API JSON body for a request (also what a Message Batch item's `params` holds):
+    system messages go to `system`, a plain prompt becomes one user turn."""
     if r.messages is not None:
         system = "\n\n".join(m.content for m in r.messages if m.role == "system")
         messages = [{"role": m.role, "content": m.content} for m in r.messages if m.role != "system"]
     else:
         system, messages = "", [{"role": "user", "content": r.prompt or ""}]
-    p: dict = {"model": r.model, "max_tokens": r.max_tokens, "messages": messages, "temperature": r.temperature}
+    body: dict = {"model": r.model, "max_tokens": r.max_tokens, "messages": messages, "temperature": r.temperature}
     if system:
-        p["system"] = system
+        body["system"] = system
     if r.top_p < 1.0:
-        p["top_p"] = r.top_p
+        body["top_p"] = r.top_p
     if r.stop:
-        p["stop_sequences"] = list(r.stop)
-    p.update(r.extra)
-    return p
+        body["stop_sequences"] = list(r.stop)
+    body.update(r.extra)
+    return body
+
+
+# Body fields SDK 2.x no longer types; they still go to the API, through `extra_body`.
+_UNTYPED = ("temperature", "top_p", "top_k")
+
+
+def message_params(r: Request) -> dict:
+    """Keyword arguments of the SDK's `messages.create` for a request."""
+    body = message_body(r)
+    extra = {k: body.pop(k) for k in _UNTYPED if k in body}
+    return {**body, "extra_body": extra} if extra else body
 
 
 def completion_from_message(msg: dict | object, latency_ms: float = 0.0) -> Completion:
@@ -70,11 +80,8 @@ class AnthropicProvider(Provider):
 
         key = read_key(cfg, "ANTHROPIC_API_KEY", required=cfg.base_url is None) or "not-needed"
         self.secrets = Secrets(key)
-        limits = httpx.Limits(max_connections=cfg.max_concurrency + 4,
-                              max_keepalive_connections=cfg.max_concurrency + 4)
         self.client = anthropic.AsyncAnthropic(api_key=key, base_url=cfg.base_url, max_retries=0,
-                                               timeout=cfg.timeout_s,
-                                               http_client=httpx.AsyncClient(limits=limits, timeout=cfg.timeout_s))
+                                               timeout=cfg.timeout_s)
 
     async def complete(self, request: Request) -> Completion:
         t0 = time.perf_counter()

@@ -5,8 +5,6 @@ from __future__ import annotations
 import json
 import time
 
-import httpx
-
 from dataforge.llm.config import LLMConfig
 from dataforge.llm.providers.base import Provider, ProviderError, Secrets, classify_status, parse_retry_after, \
     read_key
@@ -33,10 +31,27 @@ def sdk_error(e: Exception, secrets: Secrets) -> ProviderError:
         return ProviderError("timeout: no answer in time", retryable=True)
     if isinstance(e, openai.APIConnectionError):
         return ProviderError(secrets.redact(f"connection error: {e.__cause__ or e}")[:500], retryable=True)
-    if isinstance(e, (json.JSONDecodeError, httpx.HTTPError, openai.APIResponseValidationError, ValueError,
+    if isinstance(e, (json.JSONDecodeError, openai.APIResponseValidationError, ValueError,
                       KeyError, IndexError, TypeError)):
         return ProviderError(secrets.redact(f"malformed response: {type(e).__name__}: {e}")[:500], retryable=True)
     return ProviderError(secrets.redact(f"{type(e).__name__}: {e}")[:500])
+
+
+def sampling_params(r: Request) -> dict:
+    """A request's model and sampling parameters as the API takes them (online and in batch files alike)."""
+    p: dict = {"model": r.model, "temperature": r.temperature, "top_p": r.top_p, "max_tokens": r.max_tokens}
+    if r.stop:
+        p["stop"] = list(r.stop)
+    if r.seed is not None:
+        p["seed"] = r.seed + r.sample_index
+    p.update(r.extra)
+    return p
+
+
+def request_body(r: Request) -> dict:
+    """The whole JSON body of a request: `messages` (chat completions) or `prompt` (completions) + parameters."""
+    head = {"messages": [m.model_dump() for m in r.messages]} if r.messages is not None else {"prompt": r.prompt}
+    return {**head, **sampling_params(r)}
 
 
 class OpenAIProvider(Provider):
@@ -48,20 +63,11 @@ class OpenAIProvider(Provider):
 
         key = read_key(cfg, "OPENAI_API_KEY", required=cfg.base_url is None) or PLACEHOLDER_KEY
         self.secrets = Secrets(key)
-        limits = httpx.Limits(max_connections=cfg.max_concurrency + 4,
-                              max_keepalive_connections=cfg.max_concurrency + 4)
         self.client = openai.AsyncOpenAI(api_key=key, base_url=cfg.base_url, max_retries=0,
-                                         timeout=cfg.timeout_s,
-                                         http_client=httpx.AsyncClient(limits=limits, timeout=cfg.timeout_s))
+                                         timeout=cfg.timeout_s)
 
     def _params(self, r: Request) -> dict:
-        p: dict = {"model": r.model, "temperature": r.temperature, "top_p": r.top_p, "max_tokens": r.max_tokens}
-        if r.stop:
-            p["stop"] = list(r.stop)
-        if r.seed is not None:
-            p["seed"] = r.seed + r.sample_index
-        p.update(r.extra)
-        return p
+        return sampling_params(r)
 
     async def complete(self, request: Request) -> Completion:
         t0 = time.perf_counter()

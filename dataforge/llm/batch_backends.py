@@ -1,0 +1,243 @@
+"""Provider batch APIs behind one small synchronous interface: submit, poll, collect.
+
+`AnthropicBatches` uses Message Batches, `OpenAIBatches` the Files + Batch API. Each item's
+`custom_id` is the request hash (64 hex characters, which fits Anthropic's custom_id pattern).
+Any SDK failure becomes `BatchAPIError` (a `UserError`) with the key scrubbed from its text.
+"""
+
+from __future__ import annotations
+
+import abc
+import json
+from dataclasses import dataclass
+from typing import Any, Callable
+from urllib.parse import urlsplit, urlunsplit
+
+from dataforge.errors import UserError
+from dataforge.llm.config import LLMConfig
+from dataforge.llm.providers.base import Secrets, classify_status, read_key
+from dataforge.llm.types import Completion, Request
+
+
+class BatchAPIError(UserError):
+    """A batch API call failed after the SDK's retries (bad key, unknown model, server down...)."""
+
+
+class BatchNotFound(BatchAPIError):
+    """The provider answered 404 for a stored batch id (deleted, or another account's)."""
+
+
+@dataclass
+class ItemFailure:
+    """One batch item that did not produce an answer."""
+
+    status: str
+    """`errored`, `expired`, `canceled` or `failed` (the whole batch was rejected)."""
+    error: str
+    retryable: bool
+    """True when submitting the item again may succeed (expired, canceled, 429/5xx-type errors)."""
+
+
+ItemOutcome = Completion | ItemFailure
+
+
+def endpoint_label(cfg: LLMConfig) -> str:
+    """Where batches live, for matching stored batches to this config: the base URL without credentials."""
+    if not cfg.base_url:
+        return "default"
+    parts = urlsplit(cfg.base_url)
+    host = parts.hostname or ""
+    if parts.port:
+        host += f":{parts.port}"
+    return urlunsplit((parts.scheme, host, parts.path.rstrip("/"), "", ""))
+
+
+class BatchBackend(abc.ABC):
+    """One provider's batch API."""
+
+    max_items: int
+    """Most requests one batch may hold."""
+
+    def __init__(self, cfg: LLMConfig, default_key_env: str):
+        self.cfg = cfg
+        self.key = read_key(cfg, default_key_env, required=cfg.base_url is None) or "not-needed"
+        self.secrets = Secrets(self.key)
+
+    def group(self, r: Request) -> str:
+        """Requests of different groups never share a batch (OpenAI: one endpoint per batch)."""
+        return ""
+
+    @abc.abstractmethod
+    def submit(self, items: list[tuple[str, Request]], meta: dict[str, str]) -> str:
+        """Create one batch of (custom_id, request) items; return its id."""
+
+    @abc.abstractmethod
+    def ended(self, batch_id: str) -> bool:
+        """True once the batch has stopped processing (its results can be collected)."""
+
+    @abc.abstractmethod
+    def collect(self, batch_id: str) -> dict[str, ItemOutcome]:
+        """custom_id -> outcome for every item of an ended batch."""
+
+    def failed_reason(self, batch_id: str) -> str | None:
+        """Why the provider rejected a whole ended batch (items without a result get this as their error)."""
+        return None
+
+    def close(self) -> None:
+        """Release the client."""
+
+    def _call(self, what: str, fn: Callable[[], Any], to_error: Callable[[Exception, Secrets], Exception]) -> Any:
+        try:
+            return fn()
+        except BatchAPIError:
+            raise
+        except Exception as e:  # every SDK failure leaves as a redacted, user-facing error
+            err = to_error(e, self.secrets)
+            if getattr(err, "status", None) == 404 and what.startswith("checking batch"):
+                raise BatchNotFound(f"{self.cfg.provider} batch API: {what}: not found ({err})") from None
+            raise BatchAPIError(f"{self.cfg.provider} batch API: {what} failed: {err}; "
+                                "check llm.model, llm.base_url and the API key variable") from None
+
+
+class AnthropicBatches(BatchBackend):
+    """Anthropic Message Batches (`POST /v1/messages/batches`, results as JSONL)."""
+
+    max_items = 100_000
+
+    def __init__(self, cfg: LLMConfig):
+        super().__init__(cfg, "ANTHROPIC_API_KEY")
+        import anthropic
+
+        from dataforge.llm.providers.anthropic_provider import sdk_error
+
+        self._err = sdk_error
+        self.client = anthropic.Anthropic(api_key=self.key, base_url=cfg.base_url, max_retries=cfg.max_retries,
+                                          timeout=cfg.timeout_s)
+
+    def submit(self, items: list[tuple[str, Request]], meta: dict[str, str]) -> str:
+        from dataforge.llm.providers.anthropic_provider import message_body
+
+        reqs = [{"custom_id": cid, "params": message_body(r)} for cid, r in items]
+        batch = self._call("creating a message batch", lambda: self.client.messages.batches.create(requests=reqs),
+                           self._err)
+        return batch.id
+
+    def ended(self, batch_id: str) -> bool:
+        b = self._call(f"checking batch {batch_id}", lambda: self.client.messages.batches.retrieve(batch_id),
+                       self._err)
+        return b.processing_status == "ended"
+
+    def collect(self, batch_id: str) -> dict[str, ItemOutcome]:
+        from dataforge.llm.providers.anthropic_provider import completion_from_message
+
+        lines = self._call(f"reading the results of batch {batch_id}",
+                           lambda: list(self.client.messages.batches.results(batch_id)), self._err)
+        out: dict[str, ItemOutcome] = {}
+        for line in lines:
+            res = line.result
+            if res.type == "succeeded":
+                out[line.custom_id] = completion_from_message(res.message)
+            elif res.type == "errored":
+                err = res.error.error
+                retryable = err.type in ("api_error", "overloaded_error", "rate_limit_error", "timeout_error")
+                out[line.custom_id] = ItemFailure("errored", self.secrets.redact(f"{err.type}: {err.message}"),
+                                                  retryable)
+            else:  # expired (not processed within 24 h) or canceled: never started, safe to send again
+                out[line.custom_id] = ItemFailure(res.type, f"batch item {res.type}", True)
+        return out
+
+    def close(self) -> None:
+        self.client.close()
+
+
+class OpenAIBatches(BatchBackend):
+    """OpenAI Batch API: upload a JSONL file (purpose `batch`), create a batch, read output/error files."""
+
+    max_items = 50_000
+    ENDED = {"completed", "expired", "failed", "cancelled"}
+
+    def __init__(self, cfg: LLMConfig):
+        super().__init__(cfg, "OPENAI_API_KEY")
+        import openai
+
+        from dataforge.llm.providers.openai_provider import sdk_error
+
+        self._err = sdk_error
+        self.client = openai.OpenAI(api_key=self.key, base_url=cfg.base_url, max_retries=cfg.max_retries,
+                                    timeout=cfg.timeout_s)
+        self._failed: dict[str, str] = {}
+
+    def group(self, r: Request) -> str:
+        return "/v1/chat/completions" if r.messages is not None else "/v1/completions"
+
+    def submit(self, items: list[tuple[str, Request]], meta: dict[str, str]) -> str:
+        from dataforge.llm.providers.openai_provider import request_body
+
+        url = self.group(items[0][1])
+        lines = [json.dumps({"custom_id": cid, "method": "POST", "url": url, "body": request_body(r)},
+                            ensure_ascii=False) for cid, r in items]
+        data = ("\n".join(lines) + "\n").encode()
+        f = self._call("uploading the batch input file",
+                       lambda: self.client.files.create(file=("dataforge-batch.jsonl", data), purpose="batch"),
+                       self._err)
+        batch = self._call("creating a batch", lambda: self.client.batches.create(
+            input_file_id=f.id, endpoint=url, completion_window="24h", metadata=meta), self._err)
+        return batch.id
+
+    def ended(self, batch_id: str) -> bool:
+        b = self._call(f"checking batch {batch_id}", lambda: self.client.batches.retrieve(batch_id), self._err)
+        if b.status == "failed":
+            errs = [f"line {e.line}: {e.message}" if e.line else str(e.message) for e in (b.errors.data or [])] \
+                if b.errors else []
+            self._failed[batch_id] = self.secrets.redact("; ".join(errs)[:1000] or "batch failed")
+        return b.status in self.ENDED
+
+    def collect(self, batch_id: str) -> dict[str, ItemOutcome]:
+        b = self._call(f"checking batch {batch_id}", lambda: self.client.batches.retrieve(batch_id), self._err)
+        out: dict[str, ItemOutcome] = {}
+        for file_id in (b.output_file_id, b.error_file_id):
+            if not file_id:
+                continue
+            text = self._call(f"reading file {file_id} of batch {batch_id}",
+                              lambda: self.client.files.content(file_id).text, self._err)
+            for raw in text.splitlines():
+                if raw.strip():
+                    line = json.loads(raw)
+                    out[line["custom_id"]] = self._outcome(line)
+        return out
+
+    def failed_reason(self, batch_id: str) -> str | None:
+        return self._failed.get(batch_id)
+
+    def _outcome(self, line: dict[str, Any]) -> ItemOutcome:
+        resp, err = line.get("response"), line.get("error")
+        if resp and resp.get("status_code") == 200:
+            body = resp["body"]
+            choice = body["choices"][0]
+            text = choice["message"].get("content") if "message" in choice else choice.get("text")
+            usage = body.get("usage") or {}
+            return Completion(text=text or "", finish_reason=choice.get("finish_reason"),
+                              input_tokens=usage.get("prompt_tokens") or 0,
+                              output_tokens=usage.get("completion_tokens") or 0)
+        if err:
+            code = err.get("code") or "error"
+            status = "expired" if code == "batch_expired" else ("canceled" if "cancel" in code else "errored")
+            return ItemFailure(status, self.secrets.redact(f"{code}: {err.get('message')}"),
+                               status != "errored" or code in ("server_error", "rate_limit_exceeded"))
+        code = resp.get("status_code") if resp else None
+        message = ((resp or {}).get("body") or {}).get("error", {}).get("message", "no answer")
+        retryable, _ = classify_status(code)
+        return ItemFailure("errored", self.secrets.redact(f"HTTP {code}: {message}"), retryable)
+
+    def close(self) -> None:
+        self.client.close()
+
+
+def make_backend(cfg: LLMConfig) -> BatchBackend:
+    """The batch backend for `cfg.provider`; `local` has none."""
+    if cfg.provider == "anthropic":
+        return AnthropicBatches(cfg)
+    if cfg.provider == "openai":
+        return OpenAIBatches(cfg)
+    raise UserError(f"mode: batch needs llm.provider openai or anthropic (a provider with a batch API), "
+                    f"not {cfg.provider!r}; use mode: online")
