@@ -35,6 +35,19 @@ MIGRATIONS: list[tuple[str, list[str]]] = [
                 row_id varchar, parent_id varchar, step_id varchar, fingerprint varchar)""",
         ],
     ),
+    (
+        # One row per request submitted through a provider's batch API (OpenAI Batch, Anthropic Message
+        # Batches), so a later build resumes polling instead of resubmitting. `request` is the canonical
+        # request JSON (never a key); `endpoint` is the server the batch lives on.
+        "m002_llm_batches",
+        [
+            """create table llm_batches (
+                batch_id varchar, provider varchar, endpoint varchar, model varchar, build_id varchar,
+                step_id varchar, request_hash varchar, custom_id varchar, request varchar, status varchar,
+                error varchar, submitted_at timestamp, updated_at timestamp)""",
+            "create index llm_batches_hash on llm_batches (request_hash)",
+        ],
+    ),
 ]
 
 

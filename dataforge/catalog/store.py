@@ -15,7 +15,8 @@ from dataforge.catalog import migrations
 from dataforge.catalog.db import connect
 from dataforge.errors import UserError
 
-RESERVED_NAMES = {"builds", "steps", "step_outputs", "datasets", "rejections", "llm_calls", "lineage"}
+RESERVED_NAMES = {"builds", "steps", "step_outputs", "datasets", "rejections", "llm_calls", "lineage",
+                  "llm_batches"}
 
 
 def output_table(fingerprint: str) -> str:
@@ -161,15 +162,10 @@ class Catalog:
         rows = list(rows)
         if not rows:
             return
-        cols = ["request_hash", "build_id", "step_id", "provider", "model", "params", "prompt", "response",
-                "finish_reason", "input_tokens", "output_tokens", "cost_usd", "latency_ms", "status", "error",
-                "created_at"]
-        values = [[r.get(c) if c != "created_at" else (r.get(c) or _now()) for c in cols] for r in rows]
         with self._write() as con:
             con.execute("begin transaction")
             try:
-                con.executemany(f"insert into llm_calls ({', '.join(cols)}) values ({', '.join('?' * len(cols))})",
-                                values)
+                _insert_llm_calls(con, rows)
                 con.execute("commit")
             except Exception:
                 con.execute("rollback")
@@ -196,10 +192,84 @@ class Catalog:
                           coalesce(sum(cost_usd), 0) from llm_calls where build_id = ?""", [build_id]).fetchone()
         return int(row[0] or 0), float(row[1] or 0.0)
 
+    # -- batch API submissions -------------------------------------------------------
+    _BATCH_COLS = ("batch_id", "provider", "endpoint", "model", "build_id", "step_id", "request_hash",
+                   "custom_id", "request", "status", "error", "submitted_at", "updated_at")
+
+    def record_llm_batch(self, rows: Iterable[dict[str, Any]]) -> None:
+        """Store the items of a just-submitted batch (status `submitted`), in one transaction."""
+        now = _now()
+        values = [[r.get(c) if c not in ("submitted_at", "updated_at") else now for c in self._BATCH_COLS]
+                  for r in rows]
+        if not values:
+            return
+        with self._write() as con:
+            con.execute("begin transaction")
+            try:
+                con.executemany(f"insert into llm_batches ({', '.join(self._BATCH_COLS)}) "
+                                f"values ({', '.join('?' * len(self._BATCH_COLS))})", values)
+                con.execute("commit")
+            except Exception:
+                con.execute("rollback")
+                raise
+
+    def open_llm_batches(self, hashes: list[str], provider: str, endpoint: str) -> dict[str, str]:
+        """request_hash -> batch_id for these hashes still `submitted` to a batch on this provider/endpoint."""
+        if not hashes:
+            return {}
+        with self._read() as con:
+            con.register("_h", pl.DataFrame({"h": hashes}).to_arrow())
+            rows = con.execute(
+                """select b.request_hash, b.batch_id from llm_batches b join _h on b.request_hash = _h.h
+                   where b.status = 'submitted' and b.provider = ? and b.endpoint = ?
+                   qualify row_number() over (partition by b.request_hash order by b.submitted_at desc) = 1""",
+                [provider, endpoint]).fetchall()
+        return {h: bid for h, bid in rows}
+
+    def llm_batch_items(self, batch_id: str) -> list[dict[str, Any]]:
+        """Every stored item of one batch."""
+        with self._read() as con:
+            df = con.sql("select * from llm_batches where batch_id = ?", params=[batch_id]).pl()
+        return list(df.iter_rows(named=True))
+
+    def finish_llm_batch(self, batch_id: str, calls: Iterable[dict[str, Any]],
+                         outcomes: dict[str, tuple[str, str | None]]) -> None:
+        """Log a finished batch's answers to `llm_calls` and set its items' status, in one transaction.
+
+        `outcomes` maps custom_id -> (status, error); statuses: succeeded, errored, expired, canceled, failed.
+        """
+        calls = list(calls)
+        now = _now()
+        with self._write() as con:
+            con.execute("begin transaction")
+            try:
+                _insert_llm_calls(con, calls)
+                con.executemany(
+                    "update llm_batches set status = ?, error = ?, updated_at = ? where batch_id = ? and custom_id = ?",
+                    [[st, err, now, batch_id, cid] for cid, (st, err) in outcomes.items()])
+                con.execute("commit")
+            except Exception:
+                con.execute("rollback")
+                raise
+
     # -- reading (for steps such as source.sql) -----------------------------------
     def query(self, sql: str, params: list[Any] | None = None) -> pl.DataFrame:
         with self._read() as con:
             return con.sql(sql, params=params or None).pl()
+
+
+LLM_CALL_COLUMNS = ("request_hash", "build_id", "step_id", "provider", "model", "params", "prompt", "response",
+                    "finish_reason", "input_tokens", "output_tokens", "cost_usd", "latency_ms", "status", "error",
+                    "created_at")
+
+
+def _insert_llm_calls(con: duckdb.DuckDBPyConnection, rows: list[dict[str, Any]]) -> None:
+    """Insert `llm_calls` rows inside the caller's transaction."""
+    if not rows:
+        return
+    values = [[r.get(c) if c != "created_at" else (r.get(c) or _now()) for c in LLM_CALL_COLUMNS] for r in rows]
+    con.executemany(f"insert into llm_calls ({', '.join(LLM_CALL_COLUMNS)}) "
+                    f"values ({', '.join('?' * len(LLM_CALL_COLUMNS))})", values)
 
 
 def open_catalog(path: str | Path) -> Catalog:

@@ -103,10 +103,11 @@ class AnthropicWireServer(LoopbackServer):
         """Calls whose prompt contains `marker` fail with `error_type`."""
         self.online_rules.append(ItemRule(marker, error_type, times))
 
-    def batch_item(self, marker: str, outcome: str, times: int = 1) -> None:
-        """Items of later batches whose prompt contains `marker` end as `outcome` (`times` times)."""
+    def batch_item(self, marker: str, outcome: str, times: int = 1, error_type: str = "invalid_request_error") -> None:
+        """Items of later batches whose prompt contains `marker` end as `outcome` (`times` times);
+        `errored` items carry an error of `error_type`."""
         assert outcome in {"errored", "expired", "canceled"}
-        self.batch_rules.append(ItemRule(marker, outcome, times))
+        self.batch_rules.append(ItemRule(marker, outcome if outcome != "errored" else f"errored:{error_type}", times))
 
     # -- helpers -----------------------------------------------------------------
     def _new_id(self, prefix: str) -> str:
@@ -247,10 +248,11 @@ class AnthropicWireServer(LoopbackServer):
                 outcome = take_rule(self.batch_rules, prompt)
                 if outcome is None:
                     result = {"type": "succeeded", "message": self.message(item["params"])}
-                elif outcome == "errored":
+                elif outcome.startswith("errored:"):
+                    etype = outcome.split(":", 1)[1]
                     result = {"type": "errored", "error": {
                         "type": "error", "request_id": self._new_id("req"),
-                        "error": {"type": "invalid_request_error", "message": "injected item error"}}}
+                        "error": {"type": etype, "message": f"injected item error ({etype})"}}}
                 else:
                     result = {"type": outcome}
                 results.append((item["custom_id"], result))

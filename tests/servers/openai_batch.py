@@ -56,7 +56,7 @@ class Batch:
     metadata: dict[str, str] | None
     lines: list[dict[str, Any]] = field(default_factory=list)
     outcomes: list[str] = field(default_factory=list)
-    """Per line: "ok", "failed" or "expired" (decided at creation)."""
+    """Per line: "ok", "failed:<status>" or "expired" (decided at creation)."""
     errors: list[dict[str, Any]] = field(default_factory=list)
     """File-level validation errors: the batch ends `failed`."""
     cancelled_at: float | None = None
@@ -92,10 +92,11 @@ class OpenAIBatchServer(LoopbackServer):
         """Completion calls whose prompt contains `marker` fail with `status`."""
         self.online_rules.append(ItemRule(marker, str(status), times))
 
-    def batch_item(self, marker: str, outcome: str, times: int = 1) -> None:
-        """Items of later batches whose prompt contains `marker` end `failed` or `expired` (`times` times)."""
+    def batch_item(self, marker: str, outcome: str, times: int = 1, status: int = 500) -> None:
+        """Items of later batches whose prompt contains `marker` end `failed` (with HTTP `status`) or `expired`
+        (`times` times)."""
         assert outcome in {"failed", "expired"}
-        self.batch_rules.append(ItemRule(marker, outcome, times))
+        self.batch_rules.append(ItemRule(marker, outcome if outcome == "expired" else f"failed:{status}", times))
 
     # -- helpers -------------------------------------------------------------------
     def _new_id(self, prefix: str) -> str:
@@ -291,10 +292,11 @@ class OpenAIBatchServer(LoopbackServer):
                 out.append({"id": rid, "custom_id": line["custom_id"], "error": None, "response": {
                     "status_code": 200, "request_id": self._new_id("req"),
                     "body": self.completion(batch.endpoint, line["body"])}})
-            elif outcome == "failed":
+            elif outcome.startswith("failed:"):
+                code = int(outcome.split(":", 1)[1])
                 err.append({"id": rid, "custom_id": line["custom_id"], "error": None, "response": {
-                    "status_code": 500, "request_id": self._new_id("req"),
-                    "body": self.error_body(500, "injected item failure")}})
+                    "status_code": code, "request_id": self._new_id("req"),
+                    "body": self.error_body(code, f"injected item failure ({code})")}})
             else:
                 err.append({"id": rid, "custom_id": line["custom_id"], "response": None, "error": {
                     "code": "batch_expired",
