@@ -1,0 +1,119 @@
+"""`transform.symbols`: symbol tuning - in-context prompts whose labels are remapped to arbitrary symbols.
+
+Per query row: k exemplars per class from the same task (never the query), labels remapped per
+prompt to distinct symbols drawn from the training or held-out pool (`dataforge.textutil.symbols`),
+no instruction. `relevant_labels` and `include_instruction` give the paper's four evaluation
+settings. All draws are keyed by (recipe seed, task, query id): see `dataforge.textutil.randomness`.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar, Literal
+
+import polars as pl
+from pydantic import Field, field_validator, model_validator
+
+from dataforge.steps.base import PARENT, PlanContext, RunContext, Step, StepError
+from dataforge.steps.transform.tasks import TASK, as_str_keys, names_for, parse_k, task_frames
+from dataforge.textutil.fewshot import (DEFAULT_FORMATS, DEFAULT_SEPARATORS, FewShotError, PromptOptions,
+                                        class_prompts, split_format)
+from dataforge.textutil.symbols import symbol_pool
+
+OUTPUT_COLUMNS = [TASK, "prompt", "target", "label", "symbol_map", "exemplar_ids"]
+
+
+class SymbolsTransform(Step):
+    """Build symbol-tuning prompts from classification rows: k exemplars per class plus one query."""
+
+    type: Literal["transform.symbols"]
+    input_column: str = "text"
+    """Column holding the input text."""
+    label_column: str = "label"
+    """Column holding the class label (read as a string)."""
+    task_column: str | None = None
+    """Column naming each row's task; exemplars come from the same task. Default: each input step is a task."""
+    label_names: dict[str, dict[Any, str]] = Field(default_factory=dict)
+    """Natural label names per task (`"*"`: every task), e.g. `{sst2: {0: negative, 1: positive}}`."""
+    k: int | str | list[int] = "2-10"
+    """Exemplars per class: a fixed number (evaluation), a range `"2-10"` or `[2, 10]` drawn per prompt."""
+    pool: Literal["train", "heldout"] = "train"
+    """Symbol pool: `train` (indices 0-9,999, top 10k words) or `heldout` (10,000-99,999, rarer words)."""
+    relevant_labels: bool = False
+    """Keep the natural label names instead of symbols (an evaluation setting of the paper)."""
+    include_instruction: bool = False
+    """Put the task's instruction before the exemplars (an evaluation setting of the paper)."""
+    instructions: dict[str, str] = Field(default_factory=dict)
+    """Instruction per task (`"*"`: every task); used only with `include_instruction`."""
+    formats: list[str] = Field(default_factory=lambda: list(DEFAULT_FORMATS), min_length=1)
+    """Input-label formats with `{input}` and `{label}` slots; one is drawn per prompt."""
+    separators: list[str] = Field(default_factory=lambda: list(DEFAULT_SEPARATORS), min_length=1)
+    """Separators between exemplars (and before the query); one is drawn per prompt."""
+    max_prompts_per_task: int | None = Field(default=None, ge=1)
+    """Use at most this many rows per task as queries (a seeded random subset); default: every row."""
+    passthrough: list[str] = Field(default_factory=list)
+    """Columns of the query row copied to its prompt row (e.g. `flip_map` from `transform.flip`)."""
+
+    kind_version: ClassVar[str] = "1"
+    max_inputs: ClassVar[int] = 64
+    new_rows: ClassVar[bool] = True
+
+    @field_validator("k")
+    @classmethod
+    def _k(cls, v: Any) -> Any:
+        parse_k(v)
+        return v
+
+    @field_validator("formats")
+    @classmethod
+    def _formats(cls, v: list[str]) -> list[str]:
+        for f in v:
+            split_format(f)
+        return v
+
+    @model_validator(mode="after")
+    def _instruction(self) -> "SymbolsTransform":
+        if self.include_instruction and not self.instructions:
+            raise ValueError("include_instruction needs `instructions` (per task, or '*' for all)")
+        return self
+
+    def required_columns(self) -> list[str]:
+        return [self.input_column, self.label_column, *([self.task_column] if self.task_column else []),
+                *self.passthrough]
+
+    def output_columns(self, inputs: list[list[str] | None]) -> list[str] | None:
+        return [*OUTPUT_COLUMNS, *[c for c in self.passthrough if c not in OUTPUT_COLUMNS]]
+
+    def check(self, ctx: PlanContext) -> None:
+        if self.pool == "heldout" or not self.relevant_labels:
+            try:
+                import wordfreq  # noqa: F401
+            except ImportError:
+                raise StepError(self.id, "pool", "symbol pools need wordfreq: pip install wordfreq") from None
+
+    def run(self, inputs: list[pl.DataFrame], ctx: RunContext) -> pl.DataFrame:
+        cols = {"text": self.input_column, "label": self.label_column}
+        extra = {f"_pt_{c}": c for c in self.passthrough}
+        labels = {t: as_str_keys(m) for t, m in self.label_names.items()}
+        opts = PromptOptions(k=parse_k(self.k), formats=list(self.formats), separators=list(self.separators),
+                             pool=None if self.relevant_labels else symbol_pool(self.pool),
+                             max_prompts=self.max_prompts_per_task)
+        frames = []
+        for task, df in task_frames(self.id, self.inputs() or ["input"], inputs, self.task_column,
+                                    {**cols, **extra}):
+            opts.instruction = (self.instructions.get(task, self.instructions.get("*"))
+                                if self.include_instruction else None)
+            if self.include_instruction and opts.instruction is None:
+                raise StepError(self.id, "instructions", f"no instruction for task {task!r} (nor '*')")
+            try:
+                out = class_prompts(df, task=task, label_names=names_for(labels, task), opts=opts, seed=ctx.seed)
+            except FewShotError as e:
+                raise StepError(self.id, "k", str(e)) from None
+            if extra:
+                pt = df.select(pl.col("id").alias(PARENT), *[pl.col(a).alias(c) for a, c in
+                                                             ((f"_pt_{c}", c) for c in self.passthrough)])
+                out = out.join(pt, on=PARENT, how="left", maintain_order="left")
+            frames.append(out)
+        if not frames:
+            return pl.DataFrame(schema={**{c: pl.Utf8 for c in OUTPUT_COLUMNS}, "exemplar_ids": pl.List(pl.Utf8),
+                                        PARENT: pl.Utf8})
+        return pl.concat(frames, how="vertical")

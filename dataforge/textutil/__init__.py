@@ -1,0 +1,8 @@
+"""Pure, vectorised text helpers shared by the transform steps and export-time templating.
+
+- `randomness`: counter-based random numbers keyed by (seed, row id), independent of row order.
+- `symbols`: the symbol-tuning label pools (training / held-out) and per-prompt symbol sampling.
+- `fewshot`: exemplar sampling per class and prompt assembly with polars.
+- `labels`: label flips (swap / derangement).
+- `templating`: Jinja templates rendered column-wise, option blocks, chain-of-thought targets, pruning.
+"""

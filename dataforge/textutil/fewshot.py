@@ -1,0 +1,200 @@
+"""In-context prompts: exemplars sampled per class, assembled into prompts column-wise with polars.
+
+The heavy lifting of `transform.symbols`, written so that a million queries take seconds: all
+random draws are vectorised counter-based numbers (`randomness`), exemplars are gathered with
+index arrays and each prompt is one list join over Arrow offsets - no Python loop per row.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+
+import numpy as np
+import polars as pl
+import pyarrow as pa
+
+from dataforge.textutil.randomness import bits, integers, row_keys, uniform
+from dataforge.textutil.symbols import SymbolPool, sample_symbols
+
+DEFAULT_FORMATS = [
+    "Input: {input}\nLabel: {label}",
+    "Input: {input}\nOutput: {label}",
+    "Text: {input}\nAnswer: {label}",
+    "Sentence: {input}\nCategory: {label}",
+    "Q: {input}\nA: {label}",
+    "{input}\n-> {label}",
+]
+"""Input-label formats used when a recipe gives none (one is drawn per prompt)."""
+DEFAULT_SEPARATORS = ["\n\n", "\n\n\n", "\n###\n"]
+"""Separators between exemplars (one is drawn per prompt)."""
+
+
+class FewShotError(ValueError):
+    """The data cannot satisfy the request (a class is too small for k, a format lacks a slot)."""
+
+
+def split_format(fmt: str) -> tuple[str, str, str]:
+    """`"Q: {input}\\nA: {label}"` -> `("Q: ", "\\nA: ", "")`; both slots must appear once, input first."""
+    if fmt.count("{input}") != 1 or fmt.count("{label}") != 1:
+        raise FewShotError(f"format {fmt!r} must contain {{input}} and {{label}} exactly once")
+    pre, rest = fmt.split("{input}")
+    if "{label}" not in rest:
+        raise FewShotError(f"format {fmt!r}: {{input}} must come before {{label}}")
+    mid, post = rest.split("{label}")
+    return pre, mid, post
+
+
+@dataclass
+class PromptOptions:
+    """How prompts of one task are built."""
+
+    k: tuple[int, int]
+    """Exemplars per class: drawn uniformly from [min, max] per prompt (min == max: fixed)."""
+    formats: list[str] = field(default_factory=lambda: list(DEFAULT_FORMATS))
+    separators: list[str] = field(default_factory=lambda: list(DEFAULT_SEPARATORS))
+    instruction: str | None = None
+    """Text put before the exemplars (None: no instruction, as in symbol tuning)."""
+    pool: SymbolPool | None = None
+    """Remap labels to symbols from this pool; None keeps the natural labels."""
+    max_prompts: int | None = None
+    """Use at most this many rows of the task as queries (a seeded random subset)."""
+
+
+def class_prompts(frame: pl.DataFrame, *, task: str, label_names: dict[str, str], opts: PromptOptions,
+                  seed: int) -> pl.DataFrame:
+    """Prompts for one task whose rows have columns `id`, `text`, `label` (str).
+
+    Every row (or a seeded subset of `max_prompts`) becomes one query. Per query: draw k in the
+    range, then k distinct exemplars from every class, never the query itself; shuffle them;
+    draw a format and separator; map each class to a symbol (distinct per prompt, never equal
+    to a natural label) or keep natural labels. The output has `task, prompt, target, label,
+    symbol_map, exemplar_ids, _parent_id` (the query's id), one row per query in input order.
+    """
+    fmts = [split_format(f) for f in opts.formats]
+    if not opts.separators:
+        raise FewShotError("separators must not be empty")
+    kmin, kmax = opts.k
+    members = frame.select("id", "text", "label").sort("label", "id")
+    classes = members["label"].unique(maintain_order=True).to_list()
+    n_cls = len(classes)
+    if n_cls < 2:
+        raise FewShotError(f"task {task!r} has {n_cls} class(es); prompts need at least 2")
+    names = [label_names.get(c, c) for c in classes]
+    sizes = members.group_by("label", maintain_order=True).len()["len"].to_numpy()
+    starts = np.concatenate([[0], np.cumsum(sizes)[:-1]])
+    cls_of_member = np.repeat(np.arange(n_cls), sizes)
+    pos_of_member = np.arange(members.height) - starts[cls_of_member]
+
+    # Queries: every row in input order, or a seeded subset.
+    order_idx = frame.select("id").with_row_index("_q").join(
+        members.select("id").with_row_index("_m"), on="id", how="left", maintain_order="left")
+    q_member = order_idx["_m"].to_numpy().astype(np.int64)
+    if opts.max_prompts is not None and opts.max_prompts < q_member.size:
+        pick = bits(row_keys(frame["id"]), seed, f"{task}:query-pick")
+        keep = np.sort(np.argsort(pick, kind="stable")[: opts.max_prompts])
+        q_member = q_member[keep]
+    nq = q_member.size
+    q_ids = members["id"].gather(q_member)
+    keys = row_keys(q_ids)
+    q_cls = cls_of_member[q_member]
+    q_pos = pos_of_member[q_member]
+
+    k = kmin + integers(keys, seed, f"{task}:k", kmax - kmin + 1) if kmax > kmin else np.full(nq, kmin)
+    avail = sizes[None, :] - (np.arange(n_cls)[None, :] == q_cls[:, None])
+    short = avail < k[:, None]
+    if short.any():
+        r, c = np.argwhere(short)[0]
+        raise FewShotError(f"task {task!r}: class {classes[c]!r} has {sizes[c]} row(s); a prompt with "
+                           f"k={k[r]} exemplars per class needs {k[r] + (q_cls[r] == c)}")
+
+    # Floyd's sampling of k distinct positions out of avail, vectorised over queries and classes.
+    steps = np.arange(kmax)
+    chosen = np.full((nq, n_cls, kmax), -1, dtype=np.int64)
+    for s in range(kmax):
+        live = s < k  # (nq,)
+        j = avail - k[:, None] + s  # (nq, C)
+        t = integers(keys[:, None], seed, f"{task}:exemplar", np.maximum(j + 1, 1),
+                     counter=np.arange(n_cls)[None, :] * kmax + s)
+        seen = (chosen == t[:, :, None]).any(axis=2)
+        pick = np.where(seen, j, t)
+        chosen[:, :, s] = np.where(live[:, None], pick, -1)
+    # Skip over the query's own position in its class.
+    own = (np.arange(n_cls)[None, :] == q_cls[:, None])[:, :, None]
+    chosen = np.where(own & (chosen >= q_pos[:, None, None]), chosen + 1, chosen)
+    valid = (steps[None, None, :] < k[:, None, None]) & np.ones((1, n_cls, 1), dtype=bool)
+    glob = np.where(valid, starts[None, :, None] + chosen, -1).reshape(nq, n_cls * kmax)
+    cls_grid = np.broadcast_to(np.arange(n_cls)[None, :, None], (nq, n_cls, kmax)).reshape(nq, -1)
+
+    # Shuffle exemplars of a prompt; padding sorts last.
+    sort_key = uniform(keys[:, None], seed, f"{task}:order", np.arange(n_cls * kmax)[None, :])
+    sort_key = np.where(valid.reshape(nq, -1), sort_key, 2.0)
+    perm = np.argsort(sort_key, axis=1, kind="stable")
+    glob = np.take_along_axis(glob, perm, axis=1)
+    cls_grid = np.take_along_axis(cls_grid, perm, axis=1)
+    counts = n_cls * k
+    flat_mask = (np.arange(n_cls * kmax)[None, :] < counts[:, None]).ravel()
+    ex_member = glob.ravel()[flat_mask]
+    ex_cls = cls_grid.ravel()[flat_mask]
+    ex_prompt = np.repeat(np.arange(nq), counts)
+    offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
+
+    # Symbols (or natural labels) per (prompt, class), prompt-major.
+    if opts.pool is not None:
+        banned = set(classes) | set(names)
+        sym_idx = sample_symbols(keys, n_cls, opts.pool, seed, banned=banned)
+        sym_flat = opts.pool.symbols.gather(sym_idx.ravel())
+    else:
+        sym_flat = pl.Series("symbol", names * nq, dtype=pl.Utf8)
+
+    f_q = integers(keys, seed, f"{task}:format", len(fmts))
+    s_q = integers(keys, seed, f"{task}:separator", len(opts.separators))
+    pre = pl.Series([f[0] for f in fmts], dtype=pl.Utf8)
+    mid = pl.Series([f[1] for f in fmts], dtype=pl.Utf8)
+    post = pl.Series([f[2] for f in fmts], dtype=pl.Utf8)
+    seps = pl.Series(opts.separators, dtype=pl.Utf8)
+    f_ex, s_ex = f_q[ex_prompt], s_q[ex_prompt]
+    pieces = pl.DataFrame({
+        "pre": pre.gather(f_ex), "text": members["text"].gather(ex_member), "mid": mid.gather(f_ex),
+        "sym": sym_flat.gather(ex_prompt * n_cls + ex_cls), "post": post.gather(f_ex), "sep": seps.gather(s_ex),
+    }).select(pl.concat_str(["pre", "text", "mid", "sym", "post", "sep"]).alias("piece"))["piece"]
+    exemplar_text = _join_lists(pieces, offsets)
+    exemplar_ids = pl.from_arrow(pa.LargeListArray.from_arrays(
+        pa.array(offsets), members["id"].gather(ex_member).to_arrow()))
+
+    q_text = members["text"].gather(q_member)
+    head = ""
+    if opts.instruction:
+        head = opts.instruction
+    out = pl.DataFrame({
+        "_pre": pre.gather(f_q), "_q": q_text, "_mid": mid.gather(f_q).str.strip_chars_end(" "),
+        "_sep": seps.gather(s_q), "_ex": exemplar_text,
+        "target": sym_flat.gather(np.arange(nq) * n_cls + q_cls),
+        "label": pl.Series([names[c] for c in range(n_cls)], dtype=pl.Utf8).gather(q_cls),
+        "exemplar_ids": exemplar_ids.cast(pl.List(pl.Utf8)),
+        "_parent_id": q_ids,
+    })
+    prompt_parts = [pl.col("_ex"), pl.col("_pre"), pl.col("_q"), pl.col("_mid")]
+    if head:
+        prompt_parts = [pl.lit(head), pl.col("_sep"), *prompt_parts]
+    if opts.pool is not None:
+        parts: list[pl.Expr] = [pl.lit("{")]
+        for c, name in enumerate(names):
+            sym_c = sym_flat.gather(np.arange(nq) * n_cls + c)
+            out = out.with_columns(sym_c.alias(f"_s{c}"))
+            parts += [pl.lit(("" if c == 0 else ", ") + json.dumps(name) + ': "'), pl.col(f"_s{c}"), pl.lit('"')]
+        parts.append(pl.lit("}"))
+        symbol_map = pl.concat_str(parts)
+    else:
+        symbol_map = pl.lit(json.dumps(dict(zip(names, names)), ensure_ascii=False))
+    return out.select(
+        pl.lit(task, dtype=pl.Utf8).alias("task"),
+        pl.concat_str(prompt_parts).alias("prompt"),
+        "target", "label", symbol_map.alias("symbol_map"), "exemplar_ids", "_parent_id",
+    )
+
+
+def _join_lists(values: pl.Series, offsets: np.ndarray) -> pl.Series:
+    """Concatenate `values[offsets[i]:offsets[i+1]]` for each i, without a Python loop."""
+    arr = pa.LargeListArray.from_arrays(pa.array(offsets), values.cast(pl.Utf8).to_arrow())
+    return pl.from_arrow(arr).list.join("")
