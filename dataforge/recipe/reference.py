@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import inspect
 import json
+import re
 from typing import Any
 
 from pydantic import BaseModel
@@ -20,6 +21,7 @@ def _type_name(info: FieldInfo) -> str:
     ann = info.annotation
     text = getattr(ann, "__name__", None) if not getattr(ann, "__args__", None) else None
     text = text or str(ann).replace("typing.", "").replace("NoneType", "null")
+    text = re.sub(r"Annotated\[(\w+), .*?\)\]", r"\1", text)  # validators' reprs hold memory addresses
     return text.replace(" | ", " or ").replace("|", " or ")
 
 

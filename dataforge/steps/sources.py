@@ -87,8 +87,10 @@ class Source(Step):
 
     def run(self, inputs: list[pl.DataFrame], ctx: RunContext) -> pl.DataFrame:
         df = self.read(ctx)
-        self._check_mapping(df.columns)
         mapping = self._mapping()
+        if df.width == 0 and df.height == 0 and self.allow_empty and mapping is not None:
+            df = pl.DataFrame(schema={src: pl.Utf8 for src in mapping.values()})  # an empty file has no columns
+        self._check_mapping(df.columns)
         if mapping is not None:
             df = df.select([pl.col(src).alias(dst) for dst, src in mapping.items()])
         if "id" in df.columns and (mapping is None or "id" not in mapping):
@@ -155,7 +157,7 @@ class JsonlSource(FileSource):
                     except (ValueError, UnicodeDecodeError):
                         return None  # reported with its line when read
                     return list(obj) if isinstance(obj, dict) else None
-        return []
+        return None  # no rows, so no columns to check `columns` against
 
     def read(self, ctx: RunContext) -> pl.DataFrame:
         p = ctx.resolve(self.path)
@@ -237,13 +239,18 @@ class CsvSource(FileSource):
         if not self.header:
             return self.names
         first = self._text(ctx).split("\n", 1)[0].rstrip("\r")
+        if not first.strip():
+            return []
         df = pl.read_csv(first.encode(), separator=self._sep(), has_header=False, quote_char=self.quote_char)
         return [str(v) for v in df.row(0)] if df.height else []
 
     def read(self, ctx: RunContext) -> pl.DataFrame:
         p = ctx.resolve(self.path)
+        text = self._text(ctx)
+        if not text.strip():
+            return pl.DataFrame(schema={c: pl.Utf8 for c in self.names or []})
         try:
-            df = pl.read_csv(self._text(ctx).encode(), separator=self._sep(), has_header=self.header,
+            df = pl.read_csv(text.encode(), separator=self._sep(), has_header=self.header,
                              new_columns=self.names, quote_char=self.quote_char,
                              infer_schema=self.infer_types, infer_schema_length=10000)
         except pl.exceptions.PolarsError as e:

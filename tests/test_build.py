@@ -1,0 +1,225 @@
+"""The executor: reuse by fingerprint, targeted rebuilds, dry runs, failures, and the CLI around it."""
+
+from __future__ import annotations
+
+import json
+
+import polars as pl
+import pytest
+
+import spine_kinds  # noqa: F401  (registers test.upper, test.boom, test.explode)
+from dataforge import api
+
+CHAIN = """
+name: chain
+description: {description}
+seed: 3
+steps:
+  - id: src
+    type: source.inline
+    rows: [{{instruction: say hi}}, {{instruction: add 2 and 3}}, {{instruction: "写一首诗 🙂"}}]
+  - id: a
+    type: test.upper
+    suffix: "{suffix_a}"
+  - id: b
+    type: test.explode
+    n: 2
+  - id: side
+    type: test.upper
+    from: src
+    suffix: "{suffix_side}"
+    description: {description}
+outputs:
+  final: b
+  side: side
+"""
+
+
+def chain(write, description="first", suffix_a="!", suffix_side="?"):
+    return write("chain.yaml", CHAIN.format(description=description, suffix_a=suffix_a, suffix_side=suffix_side))
+
+
+def statuses(res) -> dict[str, str]:
+    return {s.step_id: s.status for s in res.steps}
+
+
+def test_first_build_builds_and_rebuild_reuses_everything(write, catalog):
+    r = chain(write)
+    first = api.build(r, catalog=catalog)
+    assert statuses(first) == dict.fromkeys(["src", "a", "b", "side"], "built")
+    assert first.datasets == {"final": 1, "side": 1} and first.rows == {"final": 6, "side": 3}
+    again = api.build(r, catalog=catalog)
+    assert statuses(again) == dict.fromkeys(["src", "a", "b", "side"], "reused")
+    assert again.datasets == {"final": 2, "side": 2}  # a new version pointing at the same rows
+    assert api.read("final", catalog=catalog).equals(api.read("final", version=1, catalog=catalog))
+    _, steps = api.history(catalog=catalog)
+    per_build = steps.filter(pl.col("build_id") == again.build_id)
+    assert set(per_build["status"]) == {"reused"} and per_build.height == 4
+    assert per_build.filter(pl.col("step_id") == "b")["rows_out"].item() == 6
+
+
+def test_param_change_rebuilds_the_step_and_its_descendants_only(write, catalog):
+    api.build(chain(write), catalog=catalog)
+    res = api.build(chain(write, suffix_a="!!"), catalog=catalog)
+    assert statuses(res) == {"src": "reused", "a": "built", "b": "built", "side": "reused"}
+    assert api.read("final", catalog=catalog)["instruction"].str.ends_with("!!").all()
+    res = api.build(chain(write, suffix_a="!!", suffix_side="??"), catalog=catalog)
+    assert statuses(res) == {"src": "reused", "a": "reused", "b": "reused", "side": "built"}
+
+
+def test_description_edits_do_not_rebuild(write, catalog):
+    api.build(chain(write), catalog=catalog)
+    res = api.build(chain(write, description="reworded, with more detail"), catalog=catalog)
+    assert set(statuses(res).values()) == {"reused"}
+
+
+def test_source_file_change_rebuilds(write, catalog):
+    data = write("d.jsonl", '{"instruction": "x"}\n')
+    r = write("r.yaml", """
+        name: file
+        steps:
+          - id: s
+            type: source.jsonl
+            path: d.jsonl
+          - id: up
+            type: test.upper
+        outputs:
+          out: up
+        """)
+    api.build(r, catalog=catalog)
+    data.write_text('{"instruction": "y"}\n')
+    assert statuses(api.build(r, catalog=catalog)) == {"s": "built", "up": "built"}
+    assert api.read("out", catalog=catalog)["instruction"].to_list() == ["Y"]
+
+
+def test_force_only_and_dry_run(write, catalog, cli):
+    r = chain(write)
+    api.build(r, catalog=catalog)
+    assert set(statuses(api.build(r, catalog=catalog, force=True)).values()) == {"built"}
+    res = api.build(r, catalog=catalog, only=["a"])
+    assert statuses(res) == {"src": "reused", "a": "built", "b": "built", "side": "reused"}
+    res = cli("build", r, "--catalog", catalog, "--only", "side")
+    assert res.exit_code == 0 and "1 step(s) built, 3 reused" in res.output
+    res = cli("build", r, "--catalog", catalog, "--only", "nope")
+    assert res.exit_code == 2 and "--only 'nope': no such step" in res.output
+
+    before = api.sql("select count(*) as n from builds", catalog=catalog)["n"].item()
+    dry = api.build(chain(write, suffix_side="changed"), catalog=catalog, dry_run=True)
+    assert statuses(dry) == {"src": "would-reuse", "a": "would-reuse", "b": "would-reuse", "side": "would-build"}
+    assert api.sql("select count(*) as n from builds", catalog=catalog)["n"].item() == before
+    res = cli("build", r, "--catalog", catalog, "--dry-run", "--force")
+    assert res.exit_code == 0 and res.output.count("would-build") == 4
+
+
+def test_dry_run_does_not_create_the_catalog(write, tmp_path, cli):
+    cat = tmp_path / "nowhere" / "c.duckdb"
+    res = cli("build", chain(write), "--catalog", cat, "--dry-run")
+    assert res.exit_code == 0 and res.output.count("would-build") == 4
+    assert not cat.exists() and not cat.parent.exists()
+
+
+def test_ids_are_content_hashes_stable_across_rebuilds(write, catalog):
+    r = chain(write)
+    api.build(r, catalog=catalog)
+    first = api.read("final", catalog=catalog)
+    api.build(r, catalog=catalog, force=True)
+    again = api.read("final", catalog=catalog)
+    assert first["id"].to_list() == again["id"].to_list()
+    assert first["id"].n_unique() == first.height == 6
+    assert first["id"].str.len_chars().unique().to_list() == [16]
+    # test.upper keeps row ids; test.explode makes new rows and records lineage to their parents
+    lineage = api.sql("select row_id, parent_id, step_id from lineage where step_id = 'b'", catalog=catalog)
+    assert set(lineage["row_id"]) == set(first["id"])
+    side = api.read("side", catalog=catalog)
+    assert set(lineage["parent_id"]) == set(side["id"])  # same source ids: upper keeps them
+
+
+def test_unicode_round_trips(write, catalog):
+    texts = ["emoji 🙂🚀👩‍💻", "中文：写一首诗", "日本語のテキスト", "עברית מימין לשמאל", "العربية", "e\u0301 combining",
+             "nul-free \t tab \n newline", ""]
+    r = write("u.yaml", "name: u\nsteps:\n  - id: s\n    type: source.inline\n    rows: "
+              + json.dumps([{"text": t} for t in texts], ensure_ascii=False) + "\noutputs:\n  texts: s\n")
+    api.build(r, catalog=catalog)
+    assert api.read("texts", catalog=catalog)["text"].to_list() == texts
+    assert api.sql("select text from texts where text like '%🚀%'", catalog=catalog)["text"].to_list() == [texts[0]]
+
+
+def test_vars_and_var_overrides(write, catalog, cli):
+    write("en.jsonl", '{"t": "hello"}\n')
+    write("fr.jsonl", '{"t": "bonjour"}\n')
+    r = write("v.yaml", """
+        name: vars
+        vars:
+          lang: en
+          n: 1
+        steps:
+          - id: s
+            type: source.jsonl
+            path: ${lang}.jsonl
+            limit: ${n}
+        outputs:
+          out: s
+        """)
+    api.build(r, catalog=catalog)
+    assert api.read("out", catalog=catalog)["t"].to_list() == ["hello"]
+    res = cli("build", r, "--catalog", catalog, "--var", "lang=fr")
+    assert res.exit_code == 0, res.output
+    assert api.read("out", catalog=catalog)["t"].to_list() == ["bonjour"]
+    res = cli("build", r, "--catalog", catalog, "--var", "lang")
+    assert res.exit_code == 2 and "expected NAME=VALUE" in res.output
+
+
+def failing_recipe(write, kind: str):
+    return write(f"fail_{kind}.yaml", f"""
+        name: failing
+        steps:
+          - id: src
+            type: source.inline
+            rows: [{{instruction: x}}]
+          - id: ok
+            type: test.upper
+          - id: boom
+            type: test.boom
+            kind: {kind}
+        outputs:
+          early: ok
+          late: boom
+        """)
+
+
+@pytest.mark.parametrize("kind, code", [("user", 2), ("internal", 1)])
+def test_failed_build_keeps_datasets_and_is_recorded(write, catalog, cli, kind, code):
+    api.build(chain(write), catalog=catalog)
+    before = api.sql("select * from datasets order by name, version", catalog=catalog)
+    rows_before = api.read("final", catalog=catalog)
+    res = cli("build", failing_recipe(write, kind), "--catalog", catalog)
+    assert res.exit_code == code
+    assert "Traceback" not in res.output
+    if kind == "user":
+        assert "fail_user.yaml:10:11: steps[2].kind: boom as requested" in res.output
+    else:
+        assert res.output.strip().splitlines()[-2:] == [
+            "internal error: RuntimeError: boom: an internal fault", "(run with --debug for the traceback)"]
+    assert api.sql("select * from datasets order by name, version", catalog=catalog).equals(before)
+    assert api.read("final", catalog=catalog).equals(rows_before)
+    builds, steps = api.history(catalog=catalog)
+    last = builds.row(0, named=True)
+    assert last["status"] == "failed" and "boom" in last["error"]
+    # the steps that finished are kept and reused by the next attempt
+    done = steps.filter(pl.col("build_id") == last["build_id"])
+    assert set(done["step_id"]) == {"src", "ok"}
+
+
+def test_completed_steps_of_a_failed_build_are_reused(write, catalog):
+    with pytest.raises(RuntimeError):
+        api.build(failing_recipe(write, "internal"), catalog=catalog)
+    r = write("fixed.yaml", failing_recipe(write, "internal").read_text().replace(
+        "type: test.boom\n    kind: internal", "type: test.upper"))
+    res = api.build(r, catalog=catalog)
+    assert statuses(res) == {"src": "reused", "ok": "reused", "boom": "built"}
+
+
+def test_debug_shows_the_traceback(write, catalog, cli):
+    res = cli("--debug", "build", failing_recipe(write, "internal"), "--catalog", catalog)
+    assert res.exit_code == 1
+    assert "Traceback" in res.output and "RuntimeError: boom" in res.output

@@ -1,0 +1,77 @@
+"""Catalog tables come from named migrations; their contract columns are present."""
+
+from __future__ import annotations
+
+import duckdb
+
+from dataforge.catalog import migrations
+from dataforge.catalog.store import Catalog
+
+# The contract columns of each table (other features may append tables and columns).
+CONTRACT = {
+    "_migrations": ["name", "applied_at"],
+    "builds": ["build_id", "recipe_name", "recipe_path", "recipe_sha256", "started_at", "finished_at", "status",
+               "dataforge_version", "error"],
+    "steps": ["build_id", "step_id", "type", "fingerprint", "rows_in", "rows_out", "rejected", "seconds", "status"],
+    "step_outputs": ["fingerprint", "table_name", "step_id", "type", "rows_in", "rows", "rejected", "build_id",
+                     "created_at"],
+    "datasets": ["name", "version", "build_id", "step_id", "fingerprint", "rows", "created_at"],
+    "rejections": ["build_id", "step_id", "row_id", "reason", "score", "detail"],
+    "llm_calls": ["request_hash", "build_id", "step_id", "provider", "model", "params", "prompt", "response",
+                  "finish_reason", "input_tokens", "output_tokens", "cost_usd", "latency_ms", "status", "error",
+                  "created_at"],
+    "lineage": ["row_id", "parent_id", "step_id"],
+}
+
+
+def columns(con: duckdb.DuckDBPyConnection, table: str) -> list[str]:
+    return [r[0] for r in con.execute(
+        "select column_name from information_schema.columns where table_name = ? order by ordinal_position",
+        [table]).fetchall()]
+
+
+def test_fresh_catalog_has_every_contract_column(catalog):
+    Catalog(catalog)
+    con = duckdb.connect(str(catalog), read_only=True)
+    try:
+        for table, cols in CONTRACT.items():
+            have = columns(con, table)
+            assert have[: len(cols)] == cols if table in ("datasets", "builds", "steps") else set(cols) <= set(have), \
+                (table, have)
+        applied = [r[0] for r in con.execute("select name from _migrations order by applied_at, name").fetchall()]
+    finally:
+        con.close()
+    assert applied[0] == "m001_initial"
+    assert sorted(applied) == sorted(name for name, _ in migrations.MIGRATIONS)
+
+
+def test_migrations_are_named_unique_and_applied_once(catalog):
+    names = [name for name, _ in migrations.MIGRATIONS]
+    assert len(names) == len(set(names))
+    Catalog(catalog)
+    con = duckdb.connect(str(catalog))
+    try:
+        assert migrations.apply(con) == []  # nothing left to apply
+        assert migrations.pending(con) == []
+    finally:
+        con.close()
+
+
+def test_an_old_catalog_is_upgraded_in_place(catalog):
+    catalog.parent.mkdir(parents=True)
+    con = duckdb.connect(str(catalog))
+    try:
+        con.execute("create table _migrations (name varchar primary key, applied_at timestamp)")
+        for sql in migrations.MIGRATIONS[0][1]:
+            con.execute(sql)
+        con.execute("insert into _migrations values ('m001_initial', now())")
+        con.execute("insert into datasets values ('kept', 1, 'b', 's', 'f', 3, now())")
+    finally:
+        con.close()
+    Catalog(catalog)
+    con = duckdb.connect(str(catalog), read_only=True)
+    try:
+        assert con.execute("select name, rows from datasets").fetchall() == [("kept", 3)]
+        assert migrations.pending(con) == []
+    finally:
+        con.close()
