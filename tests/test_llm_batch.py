@@ -21,7 +21,7 @@ from servers.anthropic_wire import AnthropicWireServer
 from servers.openai_batch import OpenAIBatchServer
 
 KEY_ENV = "DATAFORGE_TEST_BATCH_KEY"
-MODELS = {"anthropic": "claude-3-5-haiku-latest", "openai": "gpt-4o-mini"}
+MODELS = {"anthropic": "claude-haiku-4-5", "openai": "gpt-4o-mini"}
 
 
 class Fake:
@@ -75,7 +75,8 @@ def fake(request, monkeypatch):
 
 def cfg_for(fake: Fake, **kw) -> LLMConfig:
     base = dict(provider=fake.provider, model=MODELS[fake.provider], base_url=fake.base_url, api_key_env=KEY_ENV,
-                batch_poll_s=0.02, batch_wait_s=10, max_retries=1, temperature=0.5)
+                batch_poll_s=0.02, batch_wait_s=10, max_retries=1, temperature=0.5,
+                prices={MODELS["anthropic"]: (1.0, 5.0)})
     return LLMConfig(**{**base, **kw})
 
 
