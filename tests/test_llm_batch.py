@@ -249,3 +249,25 @@ def test_recipe_with_generate_prompt_in_batch_mode(fake, tmp_path, write, catalo
     df = api.read("answers", catalog=catalog).sort("topic", "sample_index")
     assert df["response"].to_list() == ["ECHO: EXPLAIN COMETS"] * 2 + ["ECHO: EXPLAIN TIDES"] * 2
     assert df["sample_index"].to_list() == [0, 1, 0, 1]
+
+
+def test_llm_batches_table_comes_from_its_named_migration(tmp_path):
+    cat = Catalog(tmp_path / "cat.duckdb")
+    cols = cat.query("select column_name from information_schema.columns where table_name = 'llm_batches' "
+                     "order by ordinal_position")["column_name"].to_list()
+    assert cols == ["batch_id", "provider", "endpoint", "model", "build_id", "step_id", "request_hash", "custom_id",
+                    "request", "status", "error", "submitted_at", "updated_at"]
+    applied = cat.query("select name from _migrations")["name"].to_list()
+    assert "m002_llm_batches" in applied
+
+
+def test_openai_chat_and_completion_requests_go_to_separate_batches(tmp_path, monkeypatch):
+    fake = Fake("openai", processing_s=0.05)
+    with fake.server:
+        monkeypatch.setenv(KEY_ENV, fake.server.api_key)
+        plain = Request(provider="openai", model=MODELS["openai"], prompt="once upon a time", max_tokens=3)
+        results = run_batch(reqs(fake, ["hi"]) + [plain], cfg_for(fake), ctx_for(tmp_path))
+        assert texts(results) == ["ECHO: HI", "ECHO: ONCE UPON"]
+        assert results[1].finish_reason == "length"
+        assert sorted(b.endpoint for b in fake.server.batches.values()) == ["/v1/chat/completions",
+                                                                            "/v1/completions"]
