@@ -1,48 +1,30 @@
 """The per-row work of an export, vectorised with polars: dedup, seeded sampling, group split, messages.
 
-Random choices come from a seeded 64-bit mix (splitmix64) of each row's content id (or its
-position when a frame has no `id`), so the same seed and data give the same rows in any order.
+Random choices are counter-based numbers (`dataforge.textutil.randomness`) keyed by each row's
+content id (or its position when a frame has no ids), so the same seed and data give the same
+rows wherever they sit in the input.
 """
 
 from __future__ import annotations
 
-import hashlib
-
 import numpy as np
 import polars as pl
 
+from dataforge.textutil import randomness
+
 SOURCE = "source"
-KEY = "_key"
-
-_SALT_SAMPLE = 1
-_SALT_SHUFFLE = 2
-_SALT_ROW_GROUP = 3
 
 
-def _splitmix64(x: np.ndarray) -> np.ndarray:
-    x = x + np.uint64(0x9E3779B97F4A7C15)
-    x = (x ^ (x >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
-    x = (x ^ (x >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
-    return x ^ (x >> np.uint64(31))
+def row_keys(df: pl.DataFrame) -> np.ndarray:
+    """A uint64 per row: from its content `id` when every row has one, else its position."""
+    if "id" in df.columns and df.height and df["id"].null_count() == 0:
+        return randomness.row_keys(df["id"])
+    return np.arange(df.height, dtype=np.uint64)
 
 
-def _seed_word(seed: int, salt: int) -> np.uint64:
-    digest = hashlib.blake2b(f"{seed}:{salt}".encode(), digest_size=8).digest()
-    return np.uint64(int.from_bytes(digest, "little"))
-
-
-def row_keys(df: pl.DataFrame) -> pl.Series:
-    """A uint64 per row: its hex content `id` when present, else its position."""
-    if "id" in df.columns and df.schema["id"] == pl.Utf8:
-        ids = df["id"].str.slice(0, 16).str.to_integer(base=16, dtype=pl.UInt64, strict=False)
-        return ids.fill_null(pl.Series(np.arange(df.height, dtype=np.uint64))).alias(KEY)
-    return pl.Series(KEY, np.arange(df.height, dtype=np.uint64))
-
-
-def seeded_hash(keys: pl.Series, seed: int, salt: int) -> np.ndarray:
-    """splitmix64(key ^ word(seed, salt)): a deterministic pseudo-random uint64 per key."""
-    with np.errstate(over="ignore"):
-        return _splitmix64(keys.to_numpy().astype(np.uint64) ^ _seed_word(seed, salt))
+def seeded_hash(keys: np.ndarray, seed: int, purpose: str) -> np.ndarray:
+    """64 pseudo-random bits per key for (seed, purpose)."""
+    return randomness.bits(keys, seed, f"export:{purpose}")
 
 
 def normalize_text(expr: pl.Expr) -> pl.Expr:
@@ -72,14 +54,14 @@ def sample_rows(df: pl.DataFrame, count: int, seed: int, source_index: int) -> p
     """`count` rows chosen by seeded hash rank, kept in their original order."""
     if count >= df.height:
         return df
-    h = seeded_hash(row_keys(df), seed, _SALT_SAMPLE * 1_000_003 + source_index)
+    h = seeded_hash(row_keys(df), seed, f"sample:{source_index}")
     chosen = np.sort(np.lexsort((np.arange(df.height), h))[:count])
     return df[chosen]
 
 
 def shuffle_rows(df: pl.DataFrame, seed: int) -> pl.DataFrame:
     """A seeded permutation of the rows (ties, i.e. identical ids, keep their order)."""
-    h = seeded_hash(row_keys(df), seed, _SALT_SHUFFLE)
+    h = seeded_hash(row_keys(df), seed, "shuffle")
     return df[np.lexsort((np.arange(df.height), h))]
 
 
@@ -93,13 +75,12 @@ def split_groups(df: pl.DataFrame, group_column: str | None, fraction: float, se
     if fraction <= 0 or n == 0:
         return pl.Series("validation", [False] * n)
     if group_column is None:
-        gkey = pl.Series("_g", seeded_hash(row_keys(df), seed, _SALT_ROW_GROUP))
+        gkey = pl.Series("_g", seeded_hash(row_keys(df), seed, "row-group"))
         groups = pl.DataFrame({"_g": gkey, "_h": gkey})
     else:
         values = df[group_column].cast(pl.Utf8).fill_null("\x00null")
         uniq = values.unique(maintain_order=True)
-        hashes = [int.from_bytes(hashlib.blake2b(f"{seed}:{v}".encode(), digest_size=8).digest(), "little")
-                  for v in uniq.to_list()]
+        hashes = seeded_hash(randomness.row_keys(uniq), seed, "group")
         gkey = values.alias("_g")
         groups = pl.DataFrame({"_g": uniq, "_h": pl.Series(hashes, dtype=pl.UInt64)})
     sizes = gkey.value_counts(name="_n").rename({gkey.name: "_g"})
