@@ -48,6 +48,15 @@ MIGRATIONS: list[tuple[str, list[str]]] = [
             "create index llm_batches_hash on llm_batches (request_hash)",
         ],
     ),
+    (
+        # Which process runs a build, so the next build can mark a `running` build whose process died
+        # (SIGKILL, power loss) as `killed`.
+        "m003_build_owner",
+        [
+            "alter table builds add column pid integer",
+            "alter table builds add column host varchar",
+        ],
+    ),
 ]
 
 

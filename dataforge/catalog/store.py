@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import datetime as dt
+import os
+import socket
 import uuid
 from pathlib import Path
 from typing import Any, Iterable
@@ -22,6 +24,16 @@ RESERVED_NAMES = {"builds", "steps", "step_outputs", "datasets", "rejections", "
 def output_table(fingerprint: str) -> str:
     """Name of the table that stores the output of the step with this fingerprint."""
     return f"_s_{fingerprint[:24]}"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def _now() -> dt.datetime:
@@ -52,12 +64,31 @@ class Catalog:
     # -- builds ---------------------------------------------------------------
     def begin_build(self, recipe_name: str, recipe_path: str, recipe_sha256: str) -> str:
         build_id = dt.datetime.now().strftime("%Y%m%d-%H%M%S-") + uuid.uuid4().hex[:6]
+        self.mark_killed_builds()
         with self._write() as con:
             con.execute(
-                "insert into builds values (?, ?, ?, ?, ?, null, 'running', ?, null)",
-                [build_id, recipe_name, recipe_path, recipe_sha256, _now(), __version__],
+                """insert into builds (build_id, recipe_name, recipe_path, recipe_sha256, started_at, status,
+                                       dataforge_version, pid, host)
+                   values (?, ?, ?, ?, ?, 'running', ?, ?, ?)""",
+                [build_id, recipe_name, recipe_path, recipe_sha256, _now(), __version__, os.getpid(),
+                 socket.gethostname()],
             )
         return build_id
+
+    def mark_killed_builds(self) -> list[str]:
+        """Mark `running` builds whose process on this host is gone as `killed`; return their ids."""
+        host = socket.gethostname()
+        with self._read() as con:
+            running = con.execute("select build_id, pid from builds where status = 'running' and host = ?",
+                                  [host]).fetchall()
+        dead = [(bid, pid) for bid, pid in running if pid is not None and not _alive(pid)]
+        if dead:
+            with self._write() as con:
+                for bid, pid in dead:
+                    con.execute("update builds set status = 'killed', error = ? where build_id = ? "
+                                "and status = 'running'",
+                                [f"the build process (pid {pid}) ended without finishing", bid])
+        return [bid for bid, _ in dead]
 
     def finish_build(self, build_id: str, status: str, error: str | None = None) -> None:
         with self._write() as con:

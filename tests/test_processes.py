@@ -1,0 +1,147 @@
+"""Several processes on one catalog: reads during a build, and a build killed half-way."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import polars as pl
+import pytest
+
+import spine_kinds  # noqa: F401  (test.slow)
+from conftest import run_dataforge
+from dataforge import api
+
+TESTS = Path(__file__).parent
+# The real CLI in a subprocess, with the test-only step kinds registered.
+CLI_WITH_TEST_KINDS = "import spine_kinds; from dataforge.cli import main; main()"
+
+
+def spawn_build(recipe: Path, cat: Path, *extra: str) -> subprocess.Popen:
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(TESTS), os.environ.get("PYTHONPATH", "")])}
+    return subprocess.Popen([sys.executable, "-c", CLI_WITH_TEST_KINDS, "build", str(recipe), "--catalog", str(cat),
+                             "-q", *extra], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def wait_for(path: Path, proc: subprocess.Popen, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while not path.exists():
+        if proc.poll() is not None:
+            raise AssertionError(f"build ended early: {proc.communicate()}")
+        if time.monotonic() > deadline:
+            raise AssertionError("the build never reached its slow step")
+        time.sleep(0.05)
+
+
+def slow_recipe(write, tmp_path: Path, rows: int = 3) -> Path:
+    write("data.jsonl", "".join(json.dumps({"instruction": f"task {i} — ünïcødé 🙂"}) + "\n" for i in range(rows)))
+    return write("slow.yaml", f"""
+        name: slow
+        vars:
+          secs: 30
+        steps:
+          - id: src
+            type: source.jsonl
+            path: data.jsonl
+          - id: wait
+            type: test.slow
+            seconds: ${{secs}}
+            marker: {tmp_path / 'started'}
+          - id: copy
+            type: test.upper
+        outputs:
+          slow_out: copy
+          slow_src: src
+        """)
+
+
+@pytest.fixture
+def kept(write, catalog) -> pl.DataFrame:
+    """A catalog that already holds a dataset; returns its rows."""
+    r = write("kept.yaml", """
+        name: kept
+        steps:
+          - id: s
+            type: source.inline
+            rows: [{text: keep me}, {text: "and me 🙂"}]
+        outputs:
+          kept: s
+        """)
+    api.build(r, catalog=catalog)
+    return api.read("kept", catalog=catalog)
+
+
+def test_build_killed_half_way_then_rerun(write, catalog, tmp_path, kept):
+    recipe = slow_recipe(write, tmp_path)
+    proc = spawn_build(recipe, catalog)
+    wait_for(tmp_path / "started", proc)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=30)
+
+    # The catalog opens, the earlier dataset is intact, nothing of the killed build was published.
+    assert api.read("kept", catalog=catalog).equals(kept)
+    assert set(api.datasets(catalog=catalog)["name"]) == {"kept"}
+    builds, steps = api.history(catalog=catalog)
+    killed = builds.filter(pl.col("recipe_name") == "slow").row(0, named=True)
+    assert killed["status"] == "running"  # nobody has looked yet
+    assert steps.filter(pl.col("build_id") == killed["build_id"])["step_id"].to_list() == ["src"]
+
+    # The next build marks it killed and reuses the step that had finished.
+    res = api.build(recipe, catalog=catalog, vars={"secs": 0})
+    assert {s.step_id: s.status for s in res.steps} == {"src": "reused", "wait": "built", "copy": "built"}
+    builds, _ = api.history(catalog=catalog)
+    by_id = {r["build_id"]: r for r in builds.iter_rows(named=True)}
+    assert by_id[killed["build_id"]]["status"] == "killed"
+    assert "ended without finishing" in by_id[killed["build_id"]]["error"]
+    assert by_id[res.build_id]["status"] == "ok"
+    assert api.read("slow_out", catalog=catalog)["instruction"].str.starts_with("TASK").all()
+
+
+def test_a_running_build_is_not_marked_killed(write, catalog, tmp_path, kept):
+    recipe = slow_recipe(write, tmp_path)
+    proc = spawn_build(recipe, catalog, "--var", "secs=4")
+    try:
+        wait_for(tmp_path / "started", proc)
+        api.build(write("other.yaml", "name: other\nsteps:\n  - id: s\n    type: source.inline\n"
+                                      "    rows: [{a: 1}]\noutputs:\n  other: s\n"), catalog=catalog)
+        builds, _ = api.history(catalog=catalog)
+        assert builds.filter(pl.col("recipe_name") == "slow")["status"].to_list() == ["running"]
+    finally:
+        out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0, err
+    builds, _ = api.history(catalog=catalog)
+    assert builds.filter(pl.col("recipe_name") == "slow")["status"].to_list() == ["ok"]
+
+
+@pytest.mark.slow
+def test_sql_while_a_build_writes_never_hangs(write, catalog, tmp_path, kept):
+    recipe = slow_recipe(write, tmp_path, rows=300_000)
+    proc = spawn_build(recipe, catalog, "--var", "secs=2")
+    outcomes = []
+    try:
+        while proc.poll() is None or not outcomes:
+            t0 = time.monotonic()
+            res = run_dataforge("sql", "select count(*) as n from datasets", "--catalog", catalog,
+                                "--format", "csv", timeout=60)
+            outcomes.append((res.returncode, time.monotonic() - t0, res.stdout + res.stderr))
+    finally:
+        out, err = proc.communicate(timeout=300)
+    assert proc.returncode == 0, err
+    for code, seconds, output in outcomes:
+        assert "Traceback" not in output
+        assert seconds < 20, output  # startup (~1-2 s on a busy machine) + at most the 10 s lock wait
+        if code != 0:
+            assert code == 2 and "locked by another process" in output, output
+        else:
+            assert output.splitlines()[0] == "n" and int(output.splitlines()[1]) in (1, 2, 3)
+    assert any(code == 0 for code, _, _ in outcomes)
+    # intact afterwards
+    assert api.read("kept", catalog=catalog).equals(kept)
+    assert api.read("slow_out", catalog=catalog).height == 300_000
+    builds, _ = api.history(catalog=catalog)
+    assert set(builds["status"]) == {"ok"}
