@@ -310,7 +310,8 @@ class TextSource(FileSource):
         names = self._names()
         p = ctx.resolve(self.path)
         cols: list[list[str]] = [[] for _ in names]
-        for n, line in enumerate(self._text(ctx).splitlines(), 1):
+        # Split on \n / \r\n only: str.splitlines also breaks at U+0085, which Latin-1 files use for '...'.
+        for n, line in enumerate(re.split(r"\r?\n|\r", self._text(ctx)), 1):
             if not line.strip():
                 continue
             m = rx.match(line)
