@@ -139,9 +139,9 @@ def raise_if_stopped(results: list[Result]) -> None:
     if skipped:
         raise BudgetExceeded(
             f"{skipped[0].error}; {len(skipped)} of {len(results)} requests were not sent. Every answer already "
-            "paid for is kept in the call log (`dataforge calls`). To continue, raise llm.budget_usd or "
-            "llm.max_calls and run `dataforge build` again: answered requests are read back from the log and "
-            "cost nothing.")
+            "paid for is kept in the call log (see `dataforge calls`). To continue, run `dataforge build` again: "
+            "answered requests are read back from the log at no cost, and each build may spend up to the budget "
+            "(raise llm.budget_usd or llm.max_calls to finish in one build).")
 
 
 def _run_async(coro) -> None:

@@ -114,6 +114,11 @@ class GeneratePrompt(Step):
         """The recipe's `llm:` merged with this step's override."""
         return merge(ctx.llm, self.llm)
 
+    def params(self) -> dict[str, Any]:
+        # The LLM settings enter through `fingerprint_extra`, merged and limited to those that change answers;
+        # `mode` does not change them (a batch answer and an online one share the request hash).
+        return {k: v for k, v in super().params().items() if k not in ("llm", "mode")}
+
     def fingerprint_extra(self, ctx: PlanContext) -> Any:
         cfg = self.effective_llm(ctx)
         return {"llm": {k: getattr(cfg, k) for k in ANSWER_FIELDS}}

@@ -1,0 +1,262 @@
+"""The LLM engine and `generate.prompt` against a fast loopback OpenAI-compatible server:
+budget stops, parse failures and failed calls as rejections, keys kept secret, Ctrl-C, fingerprints."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import duckdb
+import polars as pl
+import pytest
+
+from dataforge import api
+from dataforge.errors import BudgetExceeded, UserError
+from dataforge.llm.limits import Bucket, backoff_delay
+from dataforge.llm.parsers import JsonParser, ParseError, RegexParser, extract_json
+from dataforge.llm.providers.base import Secrets
+from servers._http import LoopbackServer, Reply, Req
+from servers.fault_proxy import FaultPlan, FaultProxy
+from servers.openai_batch import OpenAIBatchServer
+
+KEY_ENV = "DATAFORGE_TEST_OPENAI_KEY"
+
+
+@pytest.fixture
+def server(monkeypatch):
+    with OpenAIBatchServer() as s:
+        monkeypatch.setenv(KEY_ENV, s.api_key)
+        yield s
+
+
+def recipe(url: str, topics: list[str], *, llm: str = "", step: str = "") -> str:
+    rows = "\n".join(f"      - {{topic: {t!r}}}" for t in topics)
+    return f"""
+name: engine-test
+llm:
+  provider: openai
+  model: echo-1
+  base_url: {url}/v1
+  api_key_env: {KEY_ENV}
+  max_tokens: 3
+  max_concurrency: 1
+  retry_backoff_s: 0.01
+{llm}
+steps:
+  - id: src
+    type: source.inline
+    rows:
+{rows}
+  - id: gen
+    type: generate.prompt
+    prompt: "{{{{ topic }}}}"
+{step}
+outputs:
+  out: gen
+"""
+
+
+def llm_calls(cat: Path, where: str = "true") -> pl.DataFrame:
+    return api.sql(f"select * from llm_calls where {where} order by created_at", catalog=cat)
+
+
+WORDS = [f"w{i} x y z" for i in range(10)]
+
+
+def test_budget_stops_cleanly_keeps_paid_work_and_rerun_continues(server, write, catalog, cli):
+    # $0.1 per output token; each answer is 3 tokens, so $0.3 a call: a $1 budget pays 3 calls.
+    prices = "  prices: {echo-1: [0, 100000]}"
+    path = write("r.yaml", recipe(server.url, WORDS, llm=prices + "\n  budget_usd: 1.0"))
+    with pytest.raises(BudgetExceeded) as e:
+        api.build(path, catalog=catalog)
+    msg = str(e.value)
+    assert "llm.budget_usd=1 reached" in msg and "7 of 10 requests were not sent" in msg
+    assert "raise llm.budget_usd" in msg and "run `dataforge build` again" in msg
+    paid = llm_calls(catalog, "status = 'ok'")
+    assert paid.height == 3 and paid["cost_usd"].sum() == pytest.approx(0.9)
+    assert server.count("POST", "/v1/chat/completions") == 3
+
+    res = cli("build", path, "--catalog", catalog)  # the budget is per build: 3 more calls, then exit code 2
+    assert res.exit_code == 2 and "budget_usd=1 reached" in res.output and "4 of 10" in res.output
+    assert server.count("POST", "/v1/chat/completions") == 6
+
+    path.write_text(path.read_text().replace("budget_usd: 1.0", "budget_usd: 5.0"))
+    result = api.build(path, catalog=catalog)
+    assert result.status == "ok" and result.rows["out"] == 10
+    assert server.count("POST", "/v1/chat/completions") == 10  # nothing asked twice
+    last = llm_calls(catalog, f"build_id = '{result.build_id}'")
+    assert (last["status"] == "cached").sum() == 6 and (last["status"] == "ok").sum() == 4
+
+
+def test_max_calls_stops_the_build(server, write, catalog):
+    path = write("r.yaml", recipe(server.url, WORDS, llm="  max_calls: 4"))
+    with pytest.raises(BudgetExceeded, match=r"llm.max_calls=4 reached"):
+        api.build(path, catalog=catalog)
+    assert llm_calls(catalog, "status = 'ok'").height == 4
+
+
+def test_parse_failures_are_rejections_and_answers_stay_logged(server, write, catalog):
+    step = "    parser: {type: regex, pattern: '^ECHO: (?P<word>[A-Z]+)$'}"
+    path = write("r.yaml", recipe(server.url, ["alpha", "beta gamma", "delta"], step=step))
+    api.build(path, catalog=catalog)
+    out = api.read("out", catalog=catalog)
+    assert sorted(out["word"]) == ["ALPHA", "DELTA"]
+    rej = api.sql("select reason, detail from rejections", catalog=catalog)
+    assert rej["reason"].to_list() == ["parse_error"] and "ECHO: BETA GAMMA" in rej["detail"][0]
+    assert "ECHO: BETA GAMMA" in llm_calls(catalog, "status = 'ok'")["response"].to_list()
+
+
+def test_json_parser_validates_the_schema(server, write, catalog):
+    step = "    parser: {type: json, schema: {N: int, TAGS: 'list[str]?'}}"
+    payloads = ['{"n": 1}', '{"n": 2, "tags": ["a"]}', "not json", '{"n": "x"}']
+    path = write("r.yaml", recipe(server.url, payloads, step=step + "\n    llm: {max_tokens: 20}"))
+    api.build(path, catalog=catalog)
+    out = api.read("out", catalog=catalog).sort("N")
+    assert out["N"].to_list() == [1, 2] and out["TAGS"].to_list() == [None, ["A"]]
+    details = api.sql("select detail from rejections order by detail", catalog=catalog)["detail"].to_list()
+    assert len(details) == 2
+    assert any("N: Input should be a valid integer" in d for d in details)
+    assert any("no JSON value found" in d for d in details)
+
+
+def test_failed_calls_become_llm_error_rejections(server, write, catalog):
+    server.fail_when("poison", 400)
+    path = write("r.yaml", recipe(server.url, ["fine", "poison pill", "also fine"]))
+    api.build(path, catalog=catalog)
+    assert api.read("out", catalog=catalog).height == 2
+    rej = api.sql("select reason, detail from rejections", catalog=catalog)
+    assert rej["reason"].to_list() == ["llm_error"] and "HTTP 400" in rej["detail"][0]
+    err = llm_calls(catalog, "status = 'error'")
+    assert err.height == 1 and err["prompt"][0].endswith('"poison pill"}]')
+
+
+class LeakyServer(LoopbackServer):
+    """Echoes the bearer key in its error bodies: first a 500 (retried), then 401."""
+
+    def __init__(self):
+        super().__init__()
+        self.calls = 0
+
+    def route(self, req: Req) -> Reply:
+        self.calls += 1
+        auth = req.headers.get("authorization", "")
+        status = 500 if self.calls == 1 else 401
+        return Reply.json(status, {"error": {"message": f"bad things with {auth} (key {auth[7:]})",
+                                             "type": "invalid_request_error", "code": "invalid_api_key"}})
+
+
+def test_keys_never_reach_errors_logs_or_the_catalog(write, catalog, monkeypatch):
+    secret = "sk-test-SECRETSECRET-0123456789abcdef"
+    monkeypatch.setenv(KEY_ENV, secret)
+    with LeakyServer() as s:
+        path = write("r.yaml", recipe(s.url, ["a", "b"]))
+        logs: list[str] = []
+        with pytest.raises(UserError) as e:
+            api.build(path, catalog=catalog, log=logs.append)
+    text = str(e.value) + "\n".join(logs)
+    assert "refused" in text and "HTTP 401" in text
+    for fragment in (secret, secret[:8], secret[-8:]):
+        assert fragment not in text
+        for f in catalog.parent.iterdir():
+            assert fragment.encode() not in f.read_bytes()
+    errors = llm_calls(catalog)["error"].to_list()
+    assert len(errors) == 2 and all("[redacted]" in x for x in errors)
+
+
+def test_ctrl_c_stops_cleanly_and_keeps_completed_calls(server, write, tmp_path):
+    with FaultProxy(server.url, FaultPlan(), latency_s=0.2) as proxy:
+        path = write("r.yaml", recipe(proxy.url, [f"t{i}" for i in range(40)],
+                                      step="    llm: {max_concurrency: 2}"))
+        cat = tmp_path / "c.duckdb"
+        proc = subprocess.Popen([sys.executable, "-m", "dataforge.cli", "build", str(path), "--catalog", str(cat),
+                                 "--quiet"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                                env={**os.environ, KEY_ENV: server.api_key})
+        deadline = time.monotonic() + 60
+        while _ok(cat) < 5:
+            assert proc.poll() is None and time.monotonic() < deadline
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGINT)
+        out, _ = proc.communicate(timeout=30)
+        assert proc.returncode == 130, out
+        assert "interrupted" in out
+        kept = _ok(cat)
+        assert kept >= 5
+        status = duckdb.connect(str(cat), read_only=True).execute("select status from builds").fetchone()[0]
+        assert status == "interrupted"
+        sent = server.count("POST", "/v1/chat/completions")
+        assert kept >= sent - 2  # at most the calls in flight at the interrupt went unlogged
+        res = api.build(path, catalog=cat)
+        assert res.rows["out"] == 40
+        assert server.count("POST", "/v1/chat/completions") - sent == 40 - kept
+
+
+def _ok(cat: Path) -> int:
+    try:
+        con = duckdb.connect(str(cat), read_only=True)
+    except duckdb.Error:
+        return 0
+    try:
+        return con.execute("select count(*) from llm_calls where status = 'ok'").fetchone()[0]
+    except duckdb.Error:
+        return 0
+    finally:
+        con.close()
+
+
+def test_fingerprint_follows_answer_settings_not_limits(server, write, catalog):
+    def fp(llm: str = "", step: str = "") -> str:
+        path = write("r.yaml", recipe(server.url, ["a"], llm=llm, step=step))
+        return {s.step_id: s.fingerprint for s in api.build(path, catalog=catalog, dry_run=True).steps}["gen"]
+
+    base = fp()
+    assert fp(llm="  budget_usd: 3\n  requests_per_minute: 60") == base
+    assert fp(step="    llm: {max_concurrency: 7}") == base
+    assert fp(step="    llm: {temperature: 0.1}") != base
+    assert fp(llm="  temperature: 0.1") == fp(step="    llm: {temperature: 0.1}")
+    assert fp(step="    llm: {model: echo-2}") != base
+
+
+def test_template_reading_a_missing_column_fails_validation(server, write, catalog):
+    path = write("r.yaml", recipe(server.url, ["a"]).replace("{{ topic }}", "{{ nope }}"))
+    with pytest.raises(UserError, match="nope"):
+        api.validate(path, catalog=catalog)
+
+
+def test_step_llm_override_is_range_checked(server, write, catalog):
+    path = write("r.yaml", recipe(server.url, ["a"], step="    llm: {temperature: 9}"))
+    with pytest.raises(UserError, match="temperature"):
+        api.validate(path, catalog=catalog)
+
+
+def test_backoff_honours_retry_after_and_grows_with_jitter():
+    assert 2.5 <= backoff_delay(0, 1.0, retry_after=2.5) <= 2.75
+    for attempt, d in [(0, 1.0), (3, 8.0), (10, 60.0)]:
+        assert d / 2 <= backoff_delay(attempt, 1.0, None) <= d
+
+
+def test_token_bucket_waits_once_the_minute_is_spent():
+    b = Bucket(60)
+    assert b.wait_time(1) == 0
+    b.take(60)
+    assert 0.9 < b.wait_time(1) <= 1.0
+
+
+def test_secrets_redacts_whole_keys_fragments_and_auth_headers():
+    s = Secrets("sk-abcdefgh12345678ijklmnop")
+    text = s.redact("key sk-abcdefgh12345678ijklmnop, shown as sk-abcde...ijklmnop; Authorization: Bearer xyz")
+    assert "abcdefgh" not in text and "ijklmnop" not in text and "xyz" not in text
+
+
+def test_parsers():
+    assert extract_json('Sure!\n```json\n{"a": 1}\n```') == {"a": 1}
+    assert extract_json('The answer is {"a": [1, 2]} as asked.') == {"a": [1, 2]}
+    with pytest.raises(ParseError):
+        extract_json("no braces here")
+    assert JsonParser(schema={"a": "int"}).parse('{"a": "3"}', "response") == {"a": 3}
+    assert RegexParser(pattern=r"Answer: (\w+)").parse("Answer: yes", "response") == {"response": "yes"}
+    with pytest.raises(ParseError):
+        RegexParser(pattern=r"Answer: (\w+)").parse("no", "response")
