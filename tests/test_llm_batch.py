@@ -235,15 +235,17 @@ outputs:
 """
 
 
-def test_recipe_with_generate_prompt_in_batch_mode(fake, tmp_path, write, catalog):
+def test_recipe_with_generate_prompt_in_batch_mode(fake, tmp_path, write, catalog, cli):
     fake.server.processing_s = 0.3
 
     def recipe(wait: float) -> Path:
         return write("batch.yaml", RECIPE.format(provider=fake.provider, model=MODELS[fake.provider],
                                                  base_url=fake.base_url, key_env=KEY_ENV, wait=wait))
 
-    with pytest.raises(BatchPending):
-        api.build(recipe(0), catalog=catalog)
+    first = cli("build", recipe(0), "--catalog", catalog, "--quiet")
+    said = " ".join(first.output.split())  # the console may wrap long lines
+    assert first.exit_code == 2
+    assert "still being processed" in said and "run `dataforge build` again" in said and "Traceback" not in said
     res = api.build(recipe(10), catalog=catalog)  # batch_wait_s is not part of the fingerprint
     assert res.status == "ok" and fake.creates() == 1
     df = api.read("answers", catalog=catalog).sort("topic", "sample_index")
