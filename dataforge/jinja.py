@@ -26,3 +26,52 @@ def template_variables(source: str) -> set[str]:
     from jinja2 import meta
 
     return meta.find_undeclared_variables(environment().parse(source))
+
+
+# Column types whose polars string cast equals Jinja's `str(value)`.
+_PLAIN_DTYPES = frozenset({"String", "Int8", "Int16", "Int32", "Int64", "UInt8", "UInt16", "UInt32", "UInt64"})
+
+
+@functools.lru_cache(maxsize=1024)
+def _plain_parts(source: str) -> tuple[tuple[str, str], ...] | None:
+    """`("text", s)` / `("name", column)` pieces when the template is text and bare `{{ name }}`s only."""
+    from jinja2 import nodes
+
+    parts: list[tuple[str, str]] = []
+    for node in environment().parse(source).body:
+        if not isinstance(node, nodes.Output):
+            return None
+        for n in node.nodes:
+            if isinstance(n, nodes.TemplateData):
+                parts.append(("text", n.data))
+            elif isinstance(n, nodes.Name) and n.ctx == "load":
+                parts.append(("name", n.name))
+            else:
+                return None
+    return tuple(parts)
+
+
+def render_column(df: "pl.DataFrame", source: str) -> "pl.Series":
+    """Render the template `source` once per row of `df` (columns are the variables), as a string Series.
+
+    Plain templates (text and `{{ column }}` of string or integer columns) become one polars
+    `concat_str`, byte-identical to Jinja's output (a null renders as `None`, as in Jinja);
+    anything else (filters, loops, conditionals, other column types) renders row by row in the
+    sandbox.
+    """
+    import polars as pl
+
+    parts = _plain_parts(source)
+    plain = parts is not None and all(
+        k == "text" or (v in df.columns and df.schema[v].base_type().__name__ in _PLAIN_DTYPES) for k, v in parts)
+    if plain:
+        names = [v for k, v in parts if k == "name"]
+        if not names:
+            return pl.Series("rendered", ["".join(v for _, v in parts)] * df.height, dtype=pl.Utf8)
+        exprs = [pl.lit(v, dtype=pl.Utf8) if k == "text" else pl.col(v).cast(pl.Utf8).fill_null("None")
+                 for k, v in parts]
+        return df.select(pl.concat_str(exprs).alias("rendered"))["rendered"]
+    template = compile_template(source)
+    used = sorted(template_variables(source) & set(df.columns))
+    return pl.Series("rendered", [template.render(row) for row in df.select(used).iter_rows(named=True)],
+                     dtype=pl.Utf8)

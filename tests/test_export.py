@@ -279,3 +279,18 @@ def test_template_column_errors_point_at_the_template(cat, write, tmp_path):
     with pytest.raises(UserError) as e:
         api.export(mix, out=tmp_path / "o", catalog=cat)
     assert "t.yaml:3:11: template.prompt: dataset 'alpha' lacks column(s) 'question'" in e.value.render()
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.tuples(st.one_of(st.none(), st.text(max_size=12)), st.integers(-10**12, 10**12)),
+                min_size=1, max_size=20),
+       st.sampled_from(["Q: {{ q }}\nA:", "{{ q }}{{ n }} {{ q }}\n", "plain text only", "{{ n }}",
+                        "{{ q | upper }} ({{ n + 1 }})", "{% if n > 0 %}{{ q }}{% else %}neg{% endif %}"]))
+def test_vectorised_templates_render_exactly_like_jinja(rows, source):
+    from dataforge.jinja import compile_template, render_column
+
+    df = pl.DataFrame({"q": [q for q, _ in rows], "n": [n for _, n in rows]}, schema={"q": pl.Utf8, "n": pl.Int64})
+    if "upper" in source:
+        df = df.with_columns(pl.col("q").fill_null(""))
+    expected = [compile_template(source).render(r) for r in df.iter_rows(named=True)]
+    assert render_column(df, source).to_list() == expected

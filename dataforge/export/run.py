@@ -19,7 +19,7 @@ from dataforge.export import mixing
 from dataforge.export.mixture import ExportTemplate, MixtureFile, load_mixture
 from dataforge.export.rates import allocate
 from dataforge.export.writers import FORMATS, MANIFEST, file_entries, staged_dir, write_hf, write_split
-from dataforge.jinja import compile_template, template_variables
+from dataforge.jinja import render_column, template_variables
 
 
 @dataclass
@@ -49,14 +49,9 @@ def export(mixture: str | Path, out: str | Path, fmt: str = "jsonl", catalog: st
 
 
 def render_templates(df: pl.DataFrame, template: ExportTemplate) -> pl.DataFrame:
-    """Add `prompt` and `completion` rendered from the row's columns."""
-    rows = df.to_dicts()
-    out = {}
-    for name in ("prompt", "completion"):
-        tpl = compile_template(getattr(template, name))
-        out[name] = [tpl.render(r) for r in rows]
-    return df.with_columns(pl.Series("prompt", out["prompt"], dtype=pl.Utf8),
-                           pl.Series("completion", out["completion"], dtype=pl.Utf8))
+    """Add `prompt` and `completion` rendered from the row's columns (vectorised for plain templates)."""
+    return df.with_columns(render_column(df, template.prompt).alias("prompt"),
+                           render_column(df, template.completion).alias("completion"))
 
 
 def _prepare(mf: MixtureFile, i: int, df: pl.DataFrame) -> pl.DataFrame:
