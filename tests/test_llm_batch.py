@@ -273,3 +273,13 @@ def test_openai_chat_and_completion_requests_go_to_separate_batches(tmp_path, mo
         assert results[1].finish_reason == "length"
         assert sorted(b.endpoint for b in fake.server.batches.values()) == ["/v1/chat/completions",
                                                                             "/v1/completions"]
+
+
+def test_openai_batch_rejected_at_validation_reports_the_line_error(tmp_path, monkeypatch):
+    fake = Fake("openai", processing_s=0.05)
+    with fake.server:
+        monkeypatch.setenv(KEY_ENV, fake.server.api_key)
+        bad = Request(provider="openai", model=MODELS["openai"], prompt="x", extra={"temperature": 5})
+        with pytest.raises(UserError, match=r"line 1: Invalid 'temperature'"):
+            run_batch([bad], cfg_for(fake), ctx_for(tmp_path))
+        assert fake.creates() == 1  # a rejected file is not sent again

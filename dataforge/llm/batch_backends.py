@@ -32,7 +32,8 @@ class ItemFailure:
     """One batch item that did not produce an answer."""
 
     status: str
-    """`errored`, `expired`, `canceled` or `failed` (the whole batch was rejected)."""
+    """`errored`, `expired`, `canceled`, `failed` (the whole batch was rejected) or `lost` (the provider
+    no longer knows the batch)."""
     error: str
     retryable: bool
     """True when submitting the item again may succeed (expired, canceled, 429/5xx-type errors)."""
@@ -57,6 +58,8 @@ class BatchBackend(abc.ABC):
 
     max_items: int
     """Most requests one batch may hold."""
+    _sdk_error: Callable[[Exception, Secrets], Exception]
+    """The provider module's SDK-exception -> redacted `ProviderError` mapping."""
 
     def __init__(self, cfg: LLMConfig, default_key_env: str):
         self.cfg = cfg
@@ -86,14 +89,13 @@ class BatchBackend(abc.ABC):
     def close(self) -> None:
         """Release the client."""
 
-    def _call(self, what: str, fn: Callable[[], Any], to_error: Callable[[Exception, Secrets], Exception]) -> Any:
+    def _call(self, what: str, fn: Callable[[], Any], *, polling: bool = False) -> Any:
+        """Run one SDK call; failures leave as `BatchAPIError` (`BatchNotFound` for a 404 while polling)."""
         try:
             return fn()
-        except BatchAPIError:
-            raise
         except Exception as e:  # every SDK failure leaves as a redacted, user-facing error
-            err = to_error(e, self.secrets)
-            if getattr(err, "status", None) == 404 and what.startswith("checking batch"):
+            err = self._sdk_error(e, self.secrets)
+            if polling and getattr(err, "status", None) == 404:
                 raise BatchNotFound(f"{self.cfg.provider} batch API: {what}: not found ({err})") from None
             raise BatchAPIError(f"{self.cfg.provider} batch API: {what} failed: {err}; "
                                 "check llm.model, llm.base_url and the API key variable") from None
@@ -110,7 +112,7 @@ class AnthropicBatches(BatchBackend):
 
         from dataforge.llm.providers.anthropic_provider import sdk_error
 
-        self._err = sdk_error
+        self._sdk_error = sdk_error
         self.client = anthropic.Anthropic(api_key=self.key, base_url=cfg.base_url, max_retries=cfg.max_retries,
                                           timeout=cfg.timeout_s)
 
@@ -118,20 +120,19 @@ class AnthropicBatches(BatchBackend):
         from dataforge.llm.providers.anthropic_provider import message_body
 
         reqs = [{"custom_id": cid, "params": message_body(r)} for cid, r in items]
-        batch = self._call("creating a message batch", lambda: self.client.messages.batches.create(requests=reqs),
-                           self._err)
+        batch = self._call("creating a message batch", lambda: self.client.messages.batches.create(requests=reqs))
         return batch.id
 
     def ended(self, batch_id: str) -> bool:
         b = self._call(f"checking batch {batch_id}", lambda: self.client.messages.batches.retrieve(batch_id),
-                       self._err)
+                       polling=True)
         return b.processing_status == "ended"
 
     def collect(self, batch_id: str) -> dict[str, ItemOutcome]:
         from dataforge.llm.providers.anthropic_provider import completion_from_message
 
         lines = self._call(f"reading the results of batch {batch_id}",
-                           lambda: list(self.client.messages.batches.results(batch_id)), self._err)
+                           lambda: list(self.client.messages.batches.results(batch_id)))
         out: dict[str, ItemOutcome] = {}
         for line in lines:
             res = line.result
@@ -162,7 +163,7 @@ class OpenAIBatches(BatchBackend):
 
         from dataforge.llm.providers.openai_provider import sdk_error
 
-        self._err = sdk_error
+        self._sdk_error = sdk_error
         self.client = openai.OpenAI(api_key=self.key, base_url=cfg.base_url, max_retries=cfg.max_retries,
                                     timeout=cfg.timeout_s)
         self._failed: dict[str, str] = {}
@@ -178,28 +179,27 @@ class OpenAIBatches(BatchBackend):
                             ensure_ascii=False) for cid, r in items]
         data = ("\n".join(lines) + "\n").encode()
         f = self._call("uploading the batch input file",
-                       lambda: self.client.files.create(file=("dataforge-batch.jsonl", data), purpose="batch"),
-                       self._err)
+                       lambda: self.client.files.create(file=("dataforge-batch.jsonl", data), purpose="batch"))
         batch = self._call("creating a batch", lambda: self.client.batches.create(
-            input_file_id=f.id, endpoint=url, completion_window="24h", metadata=meta), self._err)
+            input_file_id=f.id, endpoint=url, completion_window="24h", metadata=meta))
         return batch.id
 
     def ended(self, batch_id: str) -> bool:
-        b = self._call(f"checking batch {batch_id}", lambda: self.client.batches.retrieve(batch_id), self._err)
-        if b.status == "failed":
-            errs = [f"line {e.line}: {e.message}" if e.line else str(e.message) for e in (b.errors.data or [])] \
-                if b.errors else []
-            self._failed[batch_id] = self.secrets.redact("; ".join(errs)[:1000] or "batch failed")
+        b = self._call(f"checking batch {batch_id}", lambda: self.client.batches.retrieve(batch_id), polling=True)
         return b.status in self.ENDED
 
     def collect(self, batch_id: str) -> dict[str, ItemOutcome]:
-        b = self._call(f"checking batch {batch_id}", lambda: self.client.batches.retrieve(batch_id), self._err)
+        b = self._call(f"checking batch {batch_id}", lambda: self.client.batches.retrieve(batch_id), polling=True)
+        if b.status == "failed":  # the input file was rejected; the errors name its lines
+            errs = [f"line {e.line}: {e.message}" if e.line else str(e.message) for e in (b.errors.data or [])] \
+                if b.errors else []
+            self._failed[batch_id] = self.secrets.redact("; ".join(errs)[:1000] or "batch failed")
         out: dict[str, ItemOutcome] = {}
         for file_id in (b.output_file_id, b.error_file_id):
             if not file_id:
                 continue
             text = self._call(f"reading file {file_id} of batch {batch_id}",
-                              lambda: self.client.files.content(file_id).text, self._err)
+                              lambda: self.client.files.content(file_id).text)
             for raw in text.splitlines():
                 if raw.strip():
                     line = json.loads(raw)
