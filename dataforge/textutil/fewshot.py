@@ -108,21 +108,11 @@ def class_prompts(frame: pl.DataFrame, *, task: str, label_names: dict[str, str]
         raise FewShotError(f"task {task!r}: class {classes[c]!r} has {sizes[c]} row(s); a prompt with "
                            f"k={k[r]} exemplars per class needs {k[r] + (q_cls[r] == c)}")
 
-    # Floyd's sampling of k distinct positions out of avail, vectorised over queries and classes.
-    steps = np.arange(kmax)
-    chosen = np.full((nq, n_cls, kmax), -1, dtype=np.int64)
-    for s in range(kmax):
-        live = s < k  # (nq,)
-        j = avail - k[:, None] + s  # (nq, C)
-        t = integers(keys[:, None], seed, f"{task}:exemplar", np.maximum(j + 1, 1),
-                     counter=np.arange(n_cls)[None, :] * kmax + s)
-        seen = (chosen == t[:, :, None]).any(axis=2)
-        pick = np.where(seen, j, t)
-        chosen[:, :, s] = np.where(live[:, None], pick, -1)
-    # Skip over the query's own position in its class.
-    own = (np.arange(n_cls)[None, :] == q_cls[:, None])[:, :, None]
-    chosen = np.where(own & (chosen >= q_pos[:, None, None]), chosen + 1, chosen)
-    valid = (steps[None, None, :] < k[:, None, None]) & np.ones((1, n_cls, 1), dtype=bool)
+    chosen = np.stack([
+        sample_distinct(keys, avail[:, c], k, kmax, seed, f"{task}:exemplar:{c}",
+                        skip=np.where(q_cls == c, q_pos, np.iinfo(np.int64).max))
+        for c in range(n_cls)], axis=1)
+    valid = (np.arange(kmax)[None, None, :] < k[:, None, None]) & np.ones((1, n_cls, 1), dtype=bool)
     glob = np.where(valid, starts[None, :, None] + chosen, -1).reshape(nq, n_cls * kmax)
     cls_grid = np.broadcast_to(np.arange(n_cls)[None, :, None], (nq, n_cls, kmax)).reshape(nq, -1)
 
@@ -158,7 +148,7 @@ def class_prompts(frame: pl.DataFrame, *, task: str, label_names: dict[str, str]
         "pre": pre.gather(f_ex), "text": members["text"].gather(ex_member), "mid": mid.gather(f_ex),
         "sym": sym_flat.gather(ex_prompt * n_cls + ex_cls), "post": post.gather(f_ex), "sep": seps.gather(s_ex),
     }).select(pl.concat_str(["pre", "text", "mid", "sym", "post", "sep"]).alias("piece"))["piece"]
-    exemplar_text = _join_lists(pieces, offsets)
+    exemplar_text = join_lists(pieces, offsets)
     exemplar_ids = pl.from_arrow(pa.LargeListArray.from_arrays(
         pa.array(offsets), members["id"].gather(ex_member).to_arrow()))
 
@@ -194,7 +184,26 @@ def class_prompts(frame: pl.DataFrame, *, task: str, label_names: dict[str, str]
     )
 
 
-def _join_lists(values: pl.Series, offsets: np.ndarray) -> pl.Series:
+def sample_distinct(keys: np.ndarray, avail: np.ndarray, k: np.ndarray, kmax: int, seed: int, purpose: str,
+                    skip: np.ndarray | None = None) -> np.ndarray:
+    """Per row i, `k[i]` distinct positions out of `range(avail[i])` (padding -1), shape (n, kmax).
+
+    Floyd's algorithm, vectorised over rows; with `skip`, positions >= skip[i] move up by one, so
+    a row can exclude its own position from a range of `avail[i] + 1`. Needs k <= avail.
+    """
+    n = keys.shape[0]
+    chosen = np.full((n, kmax), -1, dtype=np.int64)
+    for s in range(kmax):
+        j = avail - k + s
+        t = integers(keys, seed, purpose, np.maximum(j + 1, 1), counter=s)
+        seen = (chosen == t[:, None]).any(axis=1)
+        chosen[:, s] = np.where(s < k, np.where(seen, j, t), -1)
+    if skip is not None:
+        chosen = np.where((chosen >= 0) & (chosen >= skip[:, None]), chosen + 1, chosen)
+    return chosen
+
+
+def join_lists(values: pl.Series, offsets: np.ndarray) -> pl.Series:
     """Concatenate `values[offsets[i]:offsets[i+1]]` for each i, without a Python loop."""
     arr = pa.LargeListArray.from_arrays(pa.array(offsets), values.cast(pl.Utf8).to_arrow())
     return pl.from_arrow(arr).list.join("")
