@@ -88,3 +88,14 @@ def export(mixture: str | Path, *, out: str | Path, format: str = "jsonl", catal
     from dataforge.export.run import export as run_export
 
     return run_export(mixture, out, format, _catalog(catalog))
+
+
+def report(dataset: str, *, out: str | Path, version: int | None = None, column: str | None = None,
+           catalog: str | Path | None = None) -> dict[str, Path]:
+    """Write an offline HTML report (and the verb-noun sunburst PNG) for a dataset into `out`.
+
+    Returns `{"html": path, "png": path}`. The catalog is only read.
+    """
+    from dataforge.report import write_report
+
+    return write_report(_catalog(catalog), dataset, out, version=version, column=column)

@@ -186,6 +186,22 @@ def export_(mixture: Path = typer.Argument(..., help="Mixture YAML file."),
     _run(go)
 
 
+@app.command("report")
+def report(dataset: str = typer.Argument(..., help="Dataset name in the catalog."),
+           out_dir: Path = typer.Option(..., "--out", help="Directory for index.html and the sunburst PNG."),
+           version: Optional[int] = typer.Option(None, "--version"),
+           column: Optional[str] = typer.Option(None, "--column",
+                                                help="Text column to parse when the dataset has no verb/noun columns."),
+           catalog: Optional[Path] = CatalogOpt) -> None:
+    """Write an offline HTML report: row counts, lengths, rejection reasons, verb-noun sunburst."""
+
+    def go() -> None:
+        paths = api.report(dataset, out=out_dir, version=version, column=column, catalog=catalog)
+        out.print(f"wrote {paths['html']} and {paths['png']}", highlight=False)
+
+    _run(go)
+
+
 def main() -> None:
     app()
 

@@ -1,0 +1,126 @@
+"""`dataforge report`: an offline HTML page with the figure data, a valid sunburst PNG, catalog untouched."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from html.parser import HTMLParser
+from pathlib import Path
+
+from dataforge import api
+
+INSTRUCTIONS = [
+    "Write a poem about the sea.", "Write a poem about autumn leaves.", "Write a story about a brave mouse.",
+    "Write a letter to your future self.", "Give me a recipe for pancakes.", "Give me an example of irony.",
+    "Summarize the article in two sentences.", "Summarize the paragraph below briefly.",
+    "Translate the sentence into German.", "Describe the process of making cheese.",
+    "Explain why the sky is blue.", "What is the tallest mountain on Earth?",
+    "Draw a picture of a horse.",  # blacklisted: shows up as a rejection reason
+    "Hi",  # too short
+]
+
+
+class _Page(HTMLParser):
+    """Collects the embedded JSON, resource references and SVG shapes of a page."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.json_text = ""
+        self._in_json = False
+        self.resources: list[str] = []
+        self.paths: list[dict[str, str]] = []
+
+    def handle_starttag(self, tag, attrs):
+        a = dict(attrs)
+        if tag == "script" and a.get("id") == "report-data":
+            self._in_json = True
+        for key in ("src", "href"):
+            if a.get(key):
+                self.resources.append(a[key])
+        if tag == "path":
+            self.paths.append(a)
+
+    def handle_endtag(self, tag):
+        if tag == "script":
+            self._in_json = False
+
+    def handle_data(self, data):
+        if self._in_json:
+            self.json_text += data
+
+
+def _recipe(write):
+    rows = "\n".join(f"          - {{instruction: {json.dumps(t)}}}" for t in INSTRUCTIONS)
+    return write("r.yaml", f"""
+name: report-demo
+steps:
+  - id: src
+    type: source.inline
+    rows:
+{rows.replace('          - ', '      - ')}
+  - id: clean
+    type: filter.heuristics
+  - id: pairs
+    type: filter.verb_noun
+outputs:
+  with_pairs: pairs
+  plain: clean
+""")
+
+
+def _open(html: Path) -> tuple[str, _Page, dict]:
+    text = html.read_text(encoding="utf-8")
+    page = _Page()
+    page.feed(text)
+    return text, page, json.loads(page.json_text)
+
+
+def test_report_renders_offline_with_figure_data(write, catalog, tmp_path):
+    api.build(_recipe(write), catalog=catalog)
+    before = hashlib.sha256(catalog.read_bytes()).hexdigest()
+    paths = api.report("with_pairs", out=tmp_path / "rep", catalog=catalog)
+    assert hashlib.sha256(catalog.read_bytes()).hexdigest() == before  # the report only reads
+
+    text, page, data = _open(paths["html"])
+    assert not re.search(r"https?://", text)  # no CDN, no web fonts, nothing fetched
+    assert page.resources == ["verb_noun_sunburst.png"]  # the only link: the PNG beside the page
+
+    assert data["dataset"]["rows"] == 12 and data["dataset"]["name"] == "with_pairs"
+    steps = {s["step_id"]: s for s in data["steps"]}
+    assert (steps["src"]["rows_out"], steps["clean"]["rows_out"], steps["pairs"]["rows_out"]) == (14, 12, 12)
+    assert {(r["step_id"], r["reason"], r["rows"]) for r in data["rejections"]} == {
+        ("clean", "too_short", 1), ("clean", "blacklist:draw", 1)}
+
+    sun = data["sunburst"]
+    verbs = {v["verb"]: {n["noun"]: n["rows"] for n in v["nouns"]} for v in sun["verbs"]}
+    assert verbs["write"] == {"poem": 2, "letter": 1, "story": 1}
+    assert verbs["give"] == {"example": 1, "recipe": 1}
+    assert sun["verbs"][0]["verb"] == "write"  # most rows first
+    assert "explain" not in verbs  # a verb without an object is not part of the figure
+    assert sun["with_pair"] == 10 and sun["rows"] == 12
+
+    # The inline SVG draws one arc per verb and per noun, labelled with its count.
+    arcs = {(p["data-ring"], p["data-label"]): int(p["data-rows"]) for p in page.paths if "data-ring" in p}
+    assert arcs[("0", "write")] == 4 and arcs[("1", "write poem")] == 2
+    hist = {h["column"]: h for h in data["histograms"]}
+    assert sum(hist["instruction"]["counts"]) == 12 and hist["instruction"]["min"] == 5
+
+    png = paths["png"].read_bytes()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 10_000
+
+
+def test_report_parses_verbs_when_the_dataset_has_none(write, catalog, tmp_path, cli):
+    api.build(_recipe(write), catalog=catalog)
+    res = cli("report", "plain", "--out", tmp_path / "rep", "--catalog", catalog)
+    assert res.exit_code == 0, res.output
+    _, _, data = _open(tmp_path / "rep" / "index.html")
+    assert "verb" not in data["columns"]
+    assert "parsed from column 'instruction'" in data["sunburst"]["source"]
+    assert {v["verb"] for v in data["sunburst"]["verbs"]} >= {"write", "give", "summarize"}
+
+
+def test_unknown_dataset_is_a_user_error(catalog, tmp_path, cli, write):
+    api.build(_recipe(write), catalog=catalog)
+    res = cli("report", "nope", "--out", tmp_path / "rep", "--catalog", catalog)
+    assert res.exit_code == 2 and "no dataset 'nope'" in res.output
