@@ -120,7 +120,7 @@ def test_batch_answers_in_order_and_logs_every_answer(fake, tmp_path):
 
 
 def test_interrupted_build_resumes_the_stored_batch_without_resubmitting(fake, tmp_path):
-    fake.server.processing_s = 0.4
+    fake.server.processing_s = 60
     prompts = ["one", "two", "three"]
     with pytest.raises(BatchPending) as e:
         run_batch(reqs(fake, prompts), cfg_for(fake, batch_wait_s=0), ctx_for(tmp_path, "b1"))
@@ -130,6 +130,7 @@ def test_interrupted_build_resumes_the_stored_batch_without_resubmitting(fake, t
     assert stored["batch_id"][0] in msg and "dataforge build" in msg and "3 requests" in msg
     assert isinstance(e.value, UserError)
 
+    fake.server.finish_batches()
     ctx = ctx_for(tmp_path, "b2")
     results = run_batch(reqs(fake, prompts), cfg_for(fake), ctx)
     assert texts(results) == ["ECHO: ONE", "ECHO: TWO", "ECHO: THREE"]
@@ -164,7 +165,7 @@ def test_resubmission_stops_after_batch_max_rounds(fake, tmp_path):
 
 
 def test_a_batch_the_provider_forgot_is_submitted_again(fake, tmp_path):
-    fake.server.processing_s = 5
+    fake.server.processing_s = 60
     with pytest.raises(BatchPending):
         run_batch(reqs(fake, ["x", "y"]), cfg_for(fake, batch_wait_s=0), ctx_for(tmp_path))
     fake.drop_batches()  # deleted on the provider's side
@@ -236,7 +237,7 @@ outputs:
 
 
 def test_recipe_with_generate_prompt_in_batch_mode(fake, tmp_path, write, catalog, cli):
-    fake.server.processing_s = 0.3
+    fake.server.processing_s = 60
 
     def recipe(wait: float) -> Path:
         return write("batch.yaml", RECIPE.format(provider=fake.provider, model=MODELS[fake.provider],
@@ -246,6 +247,7 @@ def test_recipe_with_generate_prompt_in_batch_mode(fake, tmp_path, write, catalo
     said = " ".join(first.output.split())  # the console may wrap long lines
     assert first.exit_code == 2
     assert "still being processed" in said and "run `dataforge build` again" in said and "Traceback" not in said
+    fake.server.finish_batches()
     res = api.build(recipe(10), catalog=catalog)  # batch_wait_s is not part of the fingerprint
     assert res.status == "ok" and fake.creates() == 1
     df = api.read("answers", catalog=catalog).sort("topic", "sample_index")

@@ -109,6 +109,12 @@ class AnthropicWireServer(LoopbackServer):
         assert outcome in {"errored", "expired", "canceled"}
         self.batch_rules.append(ItemRule(marker, outcome if outcome != "errored" else f"errored:{error_type}", times))
 
+    def finish_batches(self) -> None:
+        """Every batch still processing ends at its next status check."""
+        with self.lock:
+            for b in self.batches.values():
+                b.processing_s = 0.0
+
     # -- helpers -----------------------------------------------------------------
     def _new_id(self, prefix: str) -> str:
         with self._id_lock:

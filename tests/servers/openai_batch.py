@@ -98,6 +98,12 @@ class OpenAIBatchServer(LoopbackServer):
         assert outcome in {"failed", "expired"}
         self.batch_rules.append(ItemRule(marker, outcome if outcome == "expired" else f"failed:{status}", times))
 
+    def finish_batches(self) -> None:
+        """Every batch still validating or in progress ends at its next status check."""
+        with self.lock:
+            for b in self.batches.values():
+                b.validating_s = b.processing_s = 0.0
+
     # -- helpers -------------------------------------------------------------------
     def _new_id(self, prefix: str) -> str:
         with self._id_lock:
