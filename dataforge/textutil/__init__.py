@@ -4,5 +4,5 @@
 - `symbols`: the symbol-tuning label pools (training / held-out) and per-prompt symbol sampling.
 - `fewshot`: exemplar sampling per class and prompt assembly with polars.
 - `labels`: label flips (swap / derangement).
-- `templating`: Jinja templates rendered column-wise, option blocks, chain-of-thought targets, pruning.
+- `templating`: Flan-style templating (`apply_templates`), option blocks, chain-of-thought targets, pruning.
 """

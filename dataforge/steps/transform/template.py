@@ -1,0 +1,101 @@
+"""`transform.template`: Flan-style templating - several templates per task, one picked per row by seed.
+
+Zero-shot and few-shot prompts, answer options blocks, chain-of-thought targets and triggers, and
+input inversion; see `dataforge.textutil.templating.apply_templates` (also used at export time).
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar, Literal
+
+import jinja2
+import polars as pl
+from pydantic import Field, field_validator
+
+from dataforge.jinja import compile_template
+from dataforge.steps.base import RunContext, Step, StepError
+from dataforge.steps.transform.tasks import TASK, as_str_keys, names_for
+from dataforge.textutil.templating import FlanTemplate, TemplateSettings, apply_templates, required_variables
+
+ADDED = ["prompt", "target", "template_id", "exemplar_ids"]
+
+
+class TemplateTransform(Step, TemplateSettings):
+    """Turn rows into (prompt, target) pairs with Jinja templates chosen per row; records `template_id`."""
+
+    type: Literal["transform.template"]
+    templates: dict[str, list[FlanTemplate]] = Field(min_length=1)
+    """Templates per task (`"*"`: tasks without their own list), e.g. `{sst2: [{id: s1, prompt: ...}]}`."""
+    task_column: str | None = None
+    """Column naming each row's task. Default: each input step is a task (column `task` is added)."""
+    label_names: dict[str, dict[Any, str]] = Field(default_factory=dict)
+    """Rename answers per task (`"*"`: every task) before templating, e.g. `{sst2: {0: negative, 1: positive}}`."""
+
+    kind_version: ClassVar[str] = "1"
+    max_inputs: ClassVar[int] = 64
+    new_rows: ClassVar[bool] = True
+
+    @field_validator("templates")
+    @classmethod
+    def _compile(cls, v: dict[str, list[FlanTemplate]]) -> dict[str, list[FlanTemplate]]:
+        for task, ts in v.items():
+            if not ts:
+                raise ValueError(f"task {task!r} has an empty template list")
+            ids = [t.id for t in ts]
+            if len(set(ids)) != len(ids):
+                raise ValueError(f"task {task!r}: template ids must be unique")
+            for t in ts:
+                for src in (t.prompt, t.target or ""):
+                    try:
+                        compile_template(src)
+                    except jinja2.TemplateSyntaxError as e:
+                        raise ValueError(f"template {t.id!r}: line {e.lineno}: {e.message}") from None
+        return v
+
+    def _settings(self) -> TemplateSettings:
+        return TemplateSettings(**{k: getattr(self, k) for k in TemplateSettings.model_fields})
+
+    def required_columns(self) -> list[str]:
+        names: set[str] = set()
+        for ts in self.templates.values():
+            names |= required_variables(ts, self._settings())
+        if self.options_column:
+            names.add(self.options_column)
+        if self.task_column:
+            names.add(self.task_column)
+        return sorted(names)
+
+    def added_columns(self) -> list[str]:
+        several = self.task_column is None and len(self.inputs()) > 1
+        return [*([TASK] if several else []), *ADDED]
+
+    def run(self, inputs: list[pl.DataFrame], ctx: RunContext) -> pl.DataFrame:
+        names = self.inputs() or ["input"]
+        task_column = self.task_column
+        if task_column is None and len(inputs) > 1:
+            inputs = [df.with_columns(pl.lit(n, dtype=pl.Utf8).alias(TASK)) for n, df in zip(names, inputs)]
+            task_column = TASK
+        df = pl.concat(inputs, how="diagonal_relaxed") if len(inputs) > 1 else inputs[0]
+        settings = self._settings()
+        groups = (df[task_column].cast(pl.Utf8).unique(maintain_order=True).to_list() if task_column
+                  else [names[0]])
+        out = []
+        for task in groups:
+            part = df if task_column is None else df.filter(pl.col(task_column).cast(pl.Utf8) == task)
+            templates = self.templates.get(task, self.templates.get("*"))
+            if templates is None:
+                raise StepError(self.id, "templates", f"no templates for task {task!r} (nor '*'); "
+                                                      f"tasks with templates: {', '.join(self.templates)}")
+            names_map = names_for({t: as_str_keys(m) for t, m in self.label_names.items()}, task)
+            if names_map:
+                col = pl.col(self.answer_column).cast(pl.Utf8)
+                part = part.with_columns(col.replace(names_map).alias(self.answer_column))
+            try:
+                out.append(apply_templates(part, templates, settings, ctx.seed, task))
+            except jinja2.TemplateError as e:
+                raise StepError(self.id, "templates", f"task {task!r}: {e}") from None
+        if not out:
+            return df.with_columns(*[pl.lit(None, dtype=pl.Utf8).alias(c) for c in ADDED[:-1]],
+                                   pl.lit(None, dtype=pl.List(pl.Utf8)).alias("exemplar_ids"))
+        return pl.concat(out, how="vertical")
+
