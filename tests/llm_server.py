@@ -27,12 +27,13 @@ def llama_server(n_ctx: int = 1024, timeout_s: float = 90.0) -> Iterator[str]:
         import pytest
 
         pytest.skip("needs llama-cpp-python's server extra: pip install 'llama-cpp-python[server]'")
-    from dataforge.llm.providers.local import bundled_model_path
+    from dataforge.llm.providers.local import bundled_model_path, default_threads
 
     port = free_port()
     errlog = tempfile.TemporaryFile()  # a pipe would fill up with the server's per-request logging and block it
     proc = subprocess.Popen([sys.executable, "-m", "llama_cpp.server", "--model", str(bundled_model_path()),
-                             "--host", "127.0.0.1", "--port", str(port), "--n_ctx", str(n_ctx)],
+                             "--host", "127.0.0.1", "--port", str(port), "--n_ctx", str(n_ctx),
+                             "--n_threads", str(default_threads()), "--n_threads_batch", str(default_threads())],
                             stdout=subprocess.DEVNULL, stderr=errlog)
     url = f"http://127.0.0.1:{port}"
     try:

@@ -51,6 +51,9 @@ class LLMConfig(BaseModel):
     """Sampling seed sent to providers that take one (sample i gets seed + i). Default: the recipe's seed."""
     n_ctx: int = Field(default=2048, ge=128)
     """`local` only: context window to allocate."""
+    n_threads: int | None = Field(default=None, ge=1)
+    """`local` only: CPU threads for llama.cpp. Default: half the cores (at least 1); llama.cpp's threads spin
+    while they wait for each other, so using every core slows to a crawl when anything else runs."""
     prices: dict[str, tuple[float, float]] | None = None
     """Override the price table: model -> [USD per 1M input tokens, USD per 1M output tokens]."""
     batch_poll_s: float = Field(default=30.0, gt=0, le=3600)

