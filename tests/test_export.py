@@ -49,8 +49,8 @@ def _mixture(write, text: str, name: str = "mix.yaml") -> Path:
         name: test-mix
         seed: 7
         template:
-          prompt: "Classify: {{ text }}"
-          completion: "{{ label }}"
+          templates:
+            - {id: classify, prompt: "Classify: {{ text }}", target: "{{ label }}"}
         keep_columns: [task]
         """)
     return write(name, base + textwrap.dedent(text))
@@ -271,14 +271,14 @@ def test_template_column_errors_point_at_the_template(cat, write, tmp_path):
     mix = write("t.yaml", """\
         name: t
         template:
-          prompt: "{{ question }}"
-          completion: "{{ label }}"
+          templates:
+            - {id: q, prompt: "{{ question }}"}
         sources:
           - dataset: alpha
         """)
     with pytest.raises(UserError) as e:
         api.export(mix, out=tmp_path / "o", catalog=cat)
-    assert "t.yaml:3:11: template.prompt: dataset 'alpha' lacks column(s) 'question'" in e.value.render()
+    assert "t.yaml:3:3: template: dataset 'alpha' lacks column(s) 'question'" in e.value.render()
 
 
 @settings(max_examples=60, deadline=None)
@@ -294,3 +294,26 @@ def test_vectorised_templates_render_exactly_like_jinja(rows, source):
         df = df.with_columns(pl.col("q").fill_null(""))
     expected = [compile_template(source).render(r) for r in df.iter_rows(named=True)]
     assert render_column(df, source).to_list() == expected
+
+
+def test_export_templating_draws_one_template_per_row_like_transform_template(cat, write, tmp_path):
+    mix = write("flan.yaml", """\
+        name: flan-style
+        seed: 3
+        template:
+          options: true
+          templates:
+            - {id: plain, prompt: "A: {{ text }}"}
+            - {id: opts, prompt: "B: {{ text }}\\n{{ options }}", target: "{{ answer }}!"}
+        keep_columns: [template_id, label]
+        sources:
+          - dataset: beta
+        """)
+    api.export(mix, out=tmp_path / "o", catalog=cat)
+    rows = _read_jsonl(tmp_path / "o" / "train.jsonl")
+    assert {r["template_id"] for r in rows} == {"plain", "opts"}
+    for r in rows:
+        if r["template_id"] == "plain":
+            assert r["prompt"].startswith("A: beta sentence") and r["completion"] == r["label"]
+        else:
+            assert r["prompt"].endswith("OPTIONS:\n- no\n- yes") and r["completion"] == r["label"] + "!"

@@ -10,24 +10,44 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+import jinja2
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from dataforge.errors import RecipeErrors, UserError
+from dataforge.jinja import compile_template
 from dataforge.recipe.loader import KeyPath, Positions, format_path, load_yaml
 from dataforge.recipe.validate import _clean_loc, _message
+from dataforge.textutil.templating import FlanTemplate, TemplateSettings
 
 
 class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True)
 
 
-class ExportTemplate(_Model):
-    """Jinja templates (the shared sandboxed environment) that make each row's prompt and completion."""
+class ExportTemplate(TemplateSettings):
+    """Export-time templating, done by the same code as `transform.template` (`apply_templates`).
 
-    prompt: str
-    """Template of the prompt; reads the source's columns, e.g. `"{{ input }}\\nOptions: {{ options }}"`."""
-    completion: str
-    """Template of the completion, e.g. `"{{ label }}"`."""
+    Per row one of `templates` is drawn (seeded by the mixture seed and the row id); its prompt
+    becomes `prompt` and its target `completion`. The other fields (options blocks, few-shot
+    exemplars, CoT triggers, inversion) work as in `transform.template`.
+    """
+
+    templates: list[FlanTemplate] = Field(min_length=1)
+    """Prompt/target templates (`{id, prompt, target}`); templates see the row's columns, `answer` and `options`."""
+
+    @field_validator("templates")
+    @classmethod
+    def _compile(cls, v: list[FlanTemplate]) -> list[FlanTemplate]:
+        ids = [t.id for t in v]
+        if len(set(ids)) != len(ids):
+            raise ValueError("template ids must be unique")
+        for t in v:
+            for src in (t.prompt, t.target or ""):
+                try:
+                    compile_template(src)
+                except jinja2.TemplateSyntaxError as e:
+                    raise ValueError(f"template {t.id!r}: line {e.lineno}: {e.message}") from None
+        return v
 
 
 class MixtureSource(_Model):
@@ -79,7 +99,7 @@ class Mixture(_Model):
     total: int | None = Field(default=None, ge=1)
     """Rows to export in all; null: every row after caps. Must not exceed the capped rows available."""
     template: ExportTemplate | None = None
-    """Templates applied at export time to sources without their own; without any, a source needs `prompt` and `completion` columns."""
+    """Templating at export time for sources without their own; without any, a source needs `prompt` and `completion` columns."""
     format: Literal["text", "chat"] = "text"
     """`text`: prompt/completion fields; `chat`: also a `messages` list (system?, user, assistant)."""
     system_prompt: str | None = None

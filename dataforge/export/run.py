@@ -11,15 +11,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import jinja2
 import polars as pl
 
 from dataforge import __version__
 from dataforge.errors import UserError
 from dataforge.export import mixing
-from dataforge.export.mixture import ExportTemplate, MixtureFile, load_mixture
+from dataforge.export.mixture import MixtureFile, load_mixture
 from dataforge.export.rates import allocate
 from dataforge.export.writers import FORMATS, MANIFEST, file_entries, staged_dir, write_hf, write_split
-from dataforge.jinja import render_column, template_variables
+from dataforge.rows import content_ids
+from dataforge.textutil.templating import apply_templates, required_variables
 
 
 @dataclass
@@ -48,30 +50,23 @@ def export(mixture: str | Path, out: str | Path, fmt: str = "jsonl", catalog: st
     return export_frames(mf, frames, Path(out), fmt, infos)
 
 
-def render_templates(df: pl.DataFrame, template: ExportTemplate) -> pl.DataFrame:
-    """Add `prompt` and `completion` rendered from the row's columns (vectorised for plain templates)."""
-    return df.with_columns(render_column(df, template.prompt).alias("prompt"),
-                           render_column(df, template.completion).alias("completion"))
-
-
 def _prepare(mf: MixtureFile, i: int, df: pl.DataFrame) -> pl.DataFrame:
     """One source's rows as prompt/completion (+ id, source, kept and group columns)."""
     m = mf.mixture
     src = m.sources[i]
     template, where = (src.template, ("sources", i, "template")) if src.template else (m.template, ("template",))
     if template is not None:
-        for name in ("prompt", "completion"):
-            try:
-                missing = sorted(template_variables(getattr(template, name)) - set(df.columns))
-            except Exception as e:  # jinja2.TemplateSyntaxError
-                raise mf.error(f"template error: {e}", where + (name,)) from None
-            if missing:
-                raise mf.error(f"dataset {src.dataset!r} lacks column(s) {', '.join(map(repr, missing))} "
-                               f"used by the template; it has: {', '.join(df.columns)}", where + (name,))
+        missing = sorted(required_variables(template.templates, template) - set(df.columns))
+        if missing:
+            raise mf.error(f"dataset {src.dataset!r} lacks column(s) {', '.join(map(repr, missing))} read by the "
+                           f"templates (or named as answer_column); it has: {', '.join(df.columns)}", where)
+        if "id" not in df.columns:
+            df = df.with_columns(content_ids(df))
         try:
-            df = render_templates(df, template)
-        except Exception as e:
-            raise mf.error(f"template failed on dataset {src.dataset!r}: {e}", where) from None
+            df = apply_templates(df, template.templates, template, m.seed, task=src.dataset)
+        except (jinja2.TemplateError, ValueError) as e:  # e.g. a template that fails on some row's values
+            raise mf.error(f"templating dataset {src.dataset!r} failed: {e}", where) from None
+        df = df.drop("completion", strict=False).rename({"target": "completion"})
     else:
         missing = [c for c in ("prompt", "completion") if c not in df.columns]
         if missing:
