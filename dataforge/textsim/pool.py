@@ -1,0 +1,199 @@
+"""Near-duplicate filtering by ROUGE-L: the Self-Instruct greedy pool and a reference-set check.
+
+Self-Instruct keeps a new instruction unless its best ROUGE-L F against the seeds and every
+instruction kept before it is above 0.7 (`if max(rouge_scores) > 0.7: continue`). `RougePool`
+does the same, bit for bit, in blocks: a block of candidates is scored against the whole pool
+at once on every core, then the block is resolved in order against its own kept rows.
+
+Every text given to a pool (added, or offered to `filter_greedy`) gets the next serial number,
+starting at 0; `nearest` reports those numbers. So `greedy_filter(texts, reference=ref)` reports
+indexes into `[*ref, *texts]`.
+"""
+
+from __future__ import annotations
+
+from typing import Iterable, NamedTuple, Sequence
+
+import numpy as np
+from rapidfuzz import process
+from rapidfuzz.distance import Indel, LCSseq
+
+from dataforge.textsim.rouge import code_lengths, f_measure
+from dataforge.textsim.tokens import RougeTokens
+
+# Candidate margin for the float32 pre-pass; its error is ~1e-7, so the exact best is always inside.
+_MARGIN = 1e-5
+# Above this many tokens in a pair, LCS lengths are not recovered from float32 scores.
+_RECOVERABLE_TOKENS = 1 << 20
+# Cells of the (block x pool) score matrix computed at once, and the bounds on a greedy block.
+_CELLS = 1 << 24
+_BLOCK_MIN, _BLOCK_MAX = 32, 256
+
+
+class FilterResult(NamedTuple):
+    """Per input text: whether it is kept, its best ROUGE-L F, and the serial number of that match."""
+
+    keep: np.ndarray
+    """bool: kept (best F is not above the threshold)."""
+    max_score: np.ndarray
+    """float64: best ROUGE-L F against the pool (0.0 when the pool is empty)."""
+    nearest: np.ndarray
+    """int64: serial number of the first pool text reaching `max_score`; -1 when `max_score` is 0."""
+
+
+class RougePool:
+    """Texts that new texts are compared with; grows as `filter_greedy` keeps texts.
+
+    `use_stemmer` is rouge_score's option; `workers` is the number of threads (-1: every core).
+    """
+
+    def __init__(self, texts: Iterable[str] = (), *, use_stemmer: bool = False, workers: int = -1) -> None:
+        self.tokens = RougeTokens(use_stemmer)
+        self.workers = workers
+        self._codes: list[str] = []
+        self._lens = np.zeros(0, dtype=np.int64)
+        self._serials = np.zeros(0, dtype=np.int64)
+        self.seen = 0
+        """Serial number the next text will get."""
+        self.add(texts)
+
+    def __len__(self) -> int:
+        return len(self._codes)
+
+    def add(self, texts: Iterable[str]) -> None:
+        """Add texts to the pool unconditionally (seeds, a reference set)."""
+        self._add_codes(self.tokens.encode_all(texts))
+
+    def best(self, texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+        """Best F of each text against the pool and the serial number of that match (-1 if F is 0)."""
+        codes = self.tokens.encode_all(texts)
+        return self._best(codes, code_lengths(codes))
+
+    def filter_greedy(self, texts: Sequence[str], threshold: float = 0.7) -> FilterResult:
+        """Self-Instruct's loop: keep each text unless its best F against the pool is above
+        `threshold`; kept texts join the pool before the next text is looked at."""
+        return self._filter_codes(self.tokens.encode_all(texts), threshold)
+
+    # -- internals ----------------------------------------------------------
+    def _add_codes(self, codes: list[str]) -> None:
+        self._append(codes, np.arange(self.seen, self.seen + len(codes)))
+        self.seen += len(codes)
+
+    def _filter_codes(self, codes: list[str], threshold: float) -> FilterResult:
+        lens = code_lengths(codes)
+        first = self.seen
+        self.seen += len(codes)
+        keep = np.zeros(len(codes), dtype=bool)
+        best = np.zeros(len(codes), dtype=np.float64)
+        nearest = np.full(len(codes), -1, dtype=np.int64)
+        start = 0
+        while start < len(codes):
+            size = int(np.clip(_CELLS // max(len(self), 1), _BLOCK_MIN, _BLOCK_MAX))
+            stop = min(start + size, len(codes))
+            blk, blk_lens = codes[start:stop], lens[start:stop]
+            b_score, b_near = self._best(blk, blk_lens)
+            inner = _approx(blk, blk_lens, blk, self.workers)
+            kept = np.zeros(stop - start, dtype=bool)
+            for i in range(stop - start):
+                s, j = b_score[i], b_near[i]
+                if i and kept[:i].any():
+                    row = inner[i, :i] * kept[:i]
+                    top = row.max()
+                    if top > 0 and top + _MARGIN >= s:  # an earlier kept text of the block may beat the pool
+                        cand = np.nonzero(row >= top - _MARGIN)[0]
+                        exact = _exact(row[cand], blk_lens[i], blk_lens[cand], [blk[i]] * len(cand),
+                                       [blk[c] for c in cand])
+                        k = int(exact.argmax())
+                        if exact[k] > s:  # on a tie the earlier pool text stays nearest
+                            s, j = exact[k], first + start + cand[k]
+                best[start + i], nearest[start + i] = s, (j if s > 0 else -1)
+                kept[i] = not s > threshold
+            keep[start:stop] = kept
+            idx = np.nonzero(kept)[0]
+            self._append([blk[i] for i in idx], first + start + idx)
+            start = stop
+        return FilterResult(keep, best, nearest)
+
+    def _append(self, codes: list[str], serials: np.ndarray) -> None:
+        self._codes.extend(codes)
+        self._lens = np.concatenate([self._lens, code_lengths(codes)])
+        self._serials = np.concatenate([self._serials, serials.astype(np.int64)])
+
+    def _best(self, codes: list[str], lens: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        n = len(codes)
+        best = np.zeros(n, dtype=np.float64)
+        nearest = np.full(n, -1, dtype=np.int64)
+        if not self._codes or not n:
+            return best, nearest
+        step = max(1, _CELLS // len(self._codes))
+        for lo in range(0, n, step):
+            hi = min(lo + step, n)
+            b, j = self._best_block(codes[lo:hi], lens[lo:hi])
+            best[lo:hi] = b
+            nearest[lo:hi] = np.where(b > 0, self._serials[np.maximum(j, 0)], -1)
+        return best, nearest
+
+    def _best_block(self, codes: list[str], lens: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Exact best F and first pool position reaching it, for each of `codes`.
+
+        The float32 pass finds, per row, every pool text within `_MARGIN` of the row's best;
+        the exact F-measure of those candidates decides, ties going to the first in pool order.
+        """
+        approx = _approx(codes, lens, self._codes, self.workers)
+        top = approx.max(axis=1)
+        rows, cols = np.nonzero((approx >= (top - _MARGIN)[:, None]) & (approx > 0))
+        exact = _exact(approx[rows, cols], lens[rows], self._lens[cols], [codes[r] for r in rows],
+                       [self._codes[c] for c in cols])
+        # Per row: the highest exact F, then the smallest pool position (lexsort: last key first).
+        order = np.lexsort((cols, -exact, rows))
+        first = np.ones(len(order), dtype=bool)
+        first[1:] = rows[order][1:] != rows[order][:-1]
+        pick = order[first]
+        best = np.zeros(len(codes), dtype=np.float64)
+        near = np.full(len(codes), -1, dtype=np.int64)
+        best[rows[pick]] = exact[pick]
+        near[rows[pick]] = cols[pick]
+        return best, near
+
+
+def _approx(codes_a: list[str], lens_a: np.ndarray, codes_b: list[str], workers: int) -> np.ndarray:
+    """float32 `2*lcs/(a+b)` for every pair (Indel's normalized similarity): the F-measure up to rounding."""
+    by_len = np.argsort(lens_a, kind="stable")  # rapidfuzz packs similar-length queries into SIMD lanes
+    out = np.empty((len(codes_a), len(codes_b)), dtype=np.float32)
+    out[by_len] = process.cdist([codes_a[i] for i in by_len], codes_b, scorer=Indel.normalized_similarity,
+                                dtype=np.float32, workers=workers)
+    out[lens_a == 0] = 0.0  # two empty texts are "identical" to Indel but score 0 in ROUGE
+    return out
+
+
+def _exact(approx: np.ndarray, lens_a, lens_b, codes_a: list[str], codes_b: list[str]) -> np.ndarray:
+    """Exact F-measures of a few pairs, from their approximate scores (LCS recomputed when too long)."""
+    total = np.asarray(lens_a) + np.asarray(lens_b)
+    total = np.broadcast_to(total, np.shape(approx))
+    lcs = np.rint(approx.astype(np.float64) * total / 2).astype(np.int64)
+    for k in np.nonzero(total > _RECOVERABLE_TOKENS)[0]:
+        lcs[k] = LCSseq.similarity(codes_a[k], codes_b[k])
+    return f_measure(lcs, lens_a, lens_b)
+
+
+def greedy_filter(texts: Sequence[str], threshold: float = 0.7, reference: Sequence[str] = (), *,
+                  use_stemmer: bool = False, workers: int = -1) -> FilterResult:
+    """Self-Instruct's ROUGE-L filter over `texts`, in order, starting from the `reference` pool.
+
+    `nearest` indexes `[*reference, *texts]` (always a reference text or a kept text).
+    """
+    pool = RougePool(use_stemmer=use_stemmer, workers=workers)
+    codes = pool.tokens.encode_all([*reference, *texts])  # one vocabulary, ranked over everything
+    pool._add_codes(codes[:len(reference)])
+    return pool._filter_codes(codes[len(reference):], threshold)
+
+
+def reference_filter(texts: Sequence[str], reference: Sequence[str], threshold: float = 0.7, *,
+                     use_stemmer: bool = False, workers: int = -1) -> FilterResult:
+    """Drop each text whose best ROUGE-L F against `reference` is above `threshold` (eval-set leaks).
+
+    Texts are not compared with each other; `nearest` indexes `reference`.
+    """
+    pool = RougePool(reference, use_stemmer=use_stemmer, workers=workers)
+    best, nearest = pool.best(texts)
+    return FilterResult(~(best > threshold), best, nearest)
