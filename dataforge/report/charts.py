@@ -26,7 +26,7 @@ def histogram_svg(hist: dict[str, Any], width: int = 420, height: int = 180, col
     base = pad_t + plot_h
     parts.append(f'<line x1="{pad_l}" y1="{base}" x2="{pad_l + plot_w}" y2="{base}" stroke="#555"/>')
     parts.append(f'<text x="{pad_l}" y="{base + 16}" font-size="11">{edges[0]}</text>')
-    parts.append(f'<text x="{pad_l + plot_w}" y="{base + 16}" font-size="11" text-anchor="end">{edges[-1] - 1}</text>')
+    parts.append(f'<text x="{pad_l + plot_w}" y="{base + 16}" font-size="11" text-anchor="end">{hist["max"]}</text>')
     parts.append(f'<text x="{pad_l + plot_w / 2}" y="{base + 16}" font-size="11" text-anchor="middle">'
                  f'{escape(hist["unit"])}</text>')
     parts.append(f'<text x="{pad_l - 4}" y="{pad_t + 10}" font-size="11" text-anchor="end">{top:,}</text>')

