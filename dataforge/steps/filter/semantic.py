@@ -81,48 +81,71 @@ def encode(texts: list[str | None], *, model: str | None = None, batch_size: int
     return out
 
 
-def greedy_near_duplicates(emb: np.ndarray, threshold: float, block: int = 1024
-                           ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Scan rows in order; drop a row whose cosine with an earlier *kept* row is >= threshold.
+class NearDuplicateIndex:
+    """Greedy keep-first near-duplicate detection that can be fed in batches (e.g. by a generator loop).
 
-    Returns `(keep, nearest, cosine)`: a bool mask, the index of the most similar earlier kept row
-    (-1 for none) and that cosine (nan for none). Cosines with kept rows of earlier blocks come from
-    one matrix product per block; only the comparisons inside a block are sequential.
+    Rows are numbered in the order they are added. A row is kept when its cosine with every kept
+    row before it stays below `threshold`. Cosines with kept rows of earlier blocks come from one
+    matrix product per block; only the comparisons inside a block are sequential.
     """
-    n = emb.shape[0]
-    keep = np.zeros(n, dtype=bool)
-    nearest = np.full(n, -1, dtype=np.int64)
-    cosine = np.full(n, np.nan, dtype=np.float32)
-    kept_emb = np.empty_like(emb)
-    kept_idx = np.empty(n, dtype=np.int64)
-    k = 0
-    for start in range(0, n, block):
-        e = emb[start:start + block]
-        if k:
-            prev = e @ kept_emb[:k].T
+
+    def __init__(self, threshold: float, dim: int, block: int = 1024):
+        self.threshold = threshold
+        self.block = block
+        self._kept = np.empty((0, dim), dtype=np.float32)
+        self._kept_idx = np.empty(0, dtype=np.int64)
+        self.size = 0  # rows added so far
+
+    @property
+    def kept(self) -> int:
+        return len(self._kept_idx)
+
+    def add(self, emb: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Add unit-length rows; return `(keep, nearest, cosine)` for them: a bool mask, the number of the
+        most similar earlier kept row (-1 for none) and that cosine (nan for none)."""
+        emb = np.asarray(emb, dtype=np.float32)
+        results = [self._add_block(emb[i:i + self.block]) for i in range(0, len(emb), self.block)]
+        if not results:
+            return np.zeros(0, dtype=bool), np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.float32)
+        return tuple(np.concatenate(parts) for parts in zip(*results))  # type: ignore[return-value]
+
+    def _add_block(self, e: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        n, start = len(e), self.size
+        keep = np.zeros(n, dtype=bool)
+        nearest = np.full(n, -1, dtype=np.int64)
+        cosine = np.full(n, np.nan, dtype=np.float32)
+        if self.kept:
+            prev = e @ self._kept.T
             prev_arg = prev.argmax(axis=1)
-            prev_best = prev[np.arange(len(e)), prev_arg]
+            prev_best = prev[np.arange(n), prev_arg]
+            prev_near = self._kept_idx[prev_arg]
         else:
-            prev_arg = np.zeros(len(e), dtype=np.int64)
-            prev_best = np.full(len(e), -np.inf, dtype=np.float32)
+            prev_best = np.full(n, -np.inf, dtype=np.float32)
+            prev_near = np.full(n, -1, dtype=np.int64)
         inner = e @ e.T
         local: list[int] = []
-        for i in range(len(e)):
-            best, near = float(prev_best[i]), (int(kept_idx[prev_arg[i]]) if k else -1)
+        for i in range(n):
+            best, near = float(prev_best[i]), int(prev_near[i])
             if local:
                 sims = inner[i, local]
                 j = int(sims.argmax())
                 if sims[j] > best:
                     best, near = float(sims[j]), start + local[j]
             if near >= 0:
-                nearest[start + i], cosine[start + i] = near, best
-            if best < threshold:
-                keep[start + i] = True
+                nearest[i], cosine[i] = near, best
+            if best < self.threshold:
+                keep[i] = True
                 local.append(i)
-        kept_emb[k:k + len(local)] = e[local]
-        kept_idx[k:k + len(local)] = [start + i for i in local]
-        k += len(local)
-    return keep, nearest, cosine
+        self._kept = np.concatenate([self._kept, e[local]])
+        self._kept_idx = np.concatenate([self._kept_idx, np.asarray(local, dtype=np.int64) + start])
+        self.size += n
+        return keep, nearest, cosine
+
+
+def greedy_near_duplicates(emb: np.ndarray, threshold: float, block: int = 1024
+                           ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Greedy keep-first over all rows at once; see `NearDuplicateIndex.add` for the result."""
+    return NearDuplicateIndex(threshold, emb.shape[1], block).add(emb)
 
 
 class SemanticFilter(Step):
