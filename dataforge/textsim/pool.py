@@ -12,7 +12,7 @@ indexes into `[*ref, *texts]`.
 
 from __future__ import annotations
 
-from typing import Iterable, NamedTuple, Sequence
+from typing import Callable, Iterable, NamedTuple, Sequence
 
 import numpy as np
 from rapidfuzz import process
@@ -69,17 +69,22 @@ class RougePool:
         codes = self.tokens.encode_all(texts)
         return self._best(codes, code_lengths(codes))
 
-    def filter_greedy(self, texts: Sequence[str], threshold: float = 0.7) -> FilterResult:
+    def filter_greedy(self, texts: Sequence[str], threshold: float = 0.7,
+                      progress: Callable[[int], None] | None = None) -> FilterResult:
         """Self-Instruct's loop: keep each text unless its best F against the pool is above
-        `threshold`; kept texts join the pool before the next text is looked at."""
-        return self._filter_codes(self.tokens.encode_all(texts), threshold)
+        `threshold`; kept texts join the pool before the next text is looked at.
+
+        `progress(n)` is called as each block of `n` texts is decided.
+        """
+        return self._filter_codes(self.tokens.encode_all(texts), threshold, progress)
 
     # -- internals ----------------------------------------------------------
     def _add_codes(self, codes: list[str]) -> None:
         self._append(codes, np.arange(self.seen, self.seen + len(codes)))
         self.seen += len(codes)
 
-    def _filter_codes(self, codes: list[str], threshold: float) -> FilterResult:
+    def _filter_codes(self, codes: list[str], threshold: float,
+                      progress: Callable[[int], None] | None = None) -> FilterResult:
         lens = code_lengths(codes)
         first = self.seen
         self.seen += len(codes)
@@ -111,6 +116,8 @@ class RougePool:
             keep[start:stop] = kept
             idx = np.nonzero(kept)[0]
             self._append([blk[i] for i in idx], first + start + idx)
+            if progress is not None:
+                progress(stop - start)
             start = stop
         return FilterResult(keep, best, nearest)
 
@@ -177,15 +184,17 @@ def _exact(approx: np.ndarray, lens_a, lens_b, codes_a: list[str], codes_b: list
 
 
 def greedy_filter(texts: Sequence[str], threshold: float = 0.7, reference: Sequence[str] = (), *,
-                  use_stemmer: bool = False, workers: int = -1) -> FilterResult:
+                  use_stemmer: bool = False, workers: int = -1,
+                  progress: Callable[[int], None] | None = None) -> FilterResult:
     """Self-Instruct's ROUGE-L filter over `texts`, in order, starting from the `reference` pool.
 
-    `nearest` indexes `[*reference, *texts]` (always a reference text or a kept text).
+    `nearest` indexes `[*reference, *texts]` (always a reference text or a kept text);
+    `progress(n)` is called as each block of `n` texts is decided.
     """
     pool = RougePool(use_stemmer=use_stemmer, workers=workers)
     codes = pool.tokens.encode_all([*reference, *texts])  # one vocabulary, ranked over everything
     pool._add_codes(codes[:len(reference)])
-    return pool._filter_codes(codes[len(reference):], threshold)
+    return pool._filter_codes(codes[len(reference):], threshold, progress)
 
 
 def reference_filter(texts: Sequence[str], reference: Sequence[str], threshold: float = 0.7, *,

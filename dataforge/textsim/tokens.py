@@ -57,7 +57,15 @@ class RougeTokens:
 
     def tokenize(self, text: str | None) -> list[str]:
         """Tokens exactly as rouge_score's default tokenizer makes them (None reads as "")."""
-        return rouge_tokenize.tokenize(text or "", self._stemmer)
+        # rouge_score.tokenize.tokenize step by step, with its regexes. After the substitution only
+        # [a-z0-9] and spaces are left, so str.split() equals its whitespace split minus empty
+        # strings, and without a stemmer its final validity filter keeps every token.
+        tokens = rouge_tokenize.NON_ALPHANUM_RE.sub(" ", (text or "").lower()).split()
+        if self._stemmer is None:
+            return tokens
+        stem = self._stemmer.stem
+        tokens = [stem(x) if len(x) > 3 else x for x in tokens]
+        return [x for x in tokens if rouge_tokenize.VALID_TOKEN_RE.match(x)]
 
     def encode(self, text: str | None) -> str:
         """The text's tokens, one character each."""
