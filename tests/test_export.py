@@ -193,6 +193,7 @@ def test_group_split_keeps_each_group_on_one_side(cat, write, tmp_path):
     assert train and val and not train & val
     assert train | val == {f"{n}_{k}" for n in SIZES for k in range(4)}
     assert sum(s["train"] + s["validation"] for s in res.manifest["sources"]) == 50 + 200 + 200
+    assert 0 < res.manifest["rows"]["validation"] <= round(0.2 * 450)  # groups are added only while they fit
 
 
 def test_dedup_across_datasets_keeps_first_source_and_counts_drops(cat, write, tmp_path):
@@ -317,3 +318,19 @@ def test_export_templating_draws_one_template_per_row_like_transform_template(ca
             assert r["prompt"].startswith("A: beta sentence") and r["completion"] == r["label"]
         else:
             assert r["prompt"].endswith("OPTIONS:\n- no\n- yes") and r["completion"] == r["label"] + "!"
+
+
+def test_example_mixtures_export_the_example_recipes(tmp_path):
+    import datasets
+
+    repo = Path(__file__).resolve().parents[1]
+    cat = tmp_path / "cat.duckdb"
+    api.build(repo / "recipes" / "symbol_tuning.yaml", catalog=cat)
+    api.build(repo / "recipes" / "flan_mixture.yaml", catalog=cat)
+    mixtures = sorted((repo / "recipes" / "mixtures").glob("*.yaml"))
+    assert {m.stem for m in mixtures} >= {"flan", "symbol_tuning", "symbol_tuning_flan"}
+    for mix in mixtures:
+        manifest = api.export(mix, out=tmp_path / mix.stem, format="hf", catalog=cat).manifest
+        dd = datasets.load_from_disk(str(tmp_path / mix.stem))
+        assert {k: dd[k].num_rows for k in dd} == manifest["rows"] and manifest["rows"]["train"] > 0
+        assert all(p and c for p, c in zip(dd["train"]["prompt"], dd["train"]["completion"]))

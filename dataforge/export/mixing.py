@@ -68,8 +68,9 @@ def shuffle_rows(df: pl.DataFrame, seed: int) -> pl.DataFrame:
 def split_groups(df: pl.DataFrame, group_column: str | None, fraction: float, seed: int) -> pl.Series:
     """Boolean `validation` flag per row; all rows of a group get the same flag.
 
-    Groups are ordered by a seeded hash of their value and moved to validation in that order
-    until validation holds at least round(fraction * rows); at least one group stays in train.
+    Groups are ordered by a seeded hash of their value; each that still fits in
+    round(fraction * rows) goes to validation (the first group when none fits); at least one
+    group stays in train.
     """
     n = df.height
     if fraction <= 0 or n == 0:
@@ -84,14 +85,30 @@ def split_groups(df: pl.DataFrame, group_column: str | None, fraction: float, se
         gkey = values.alias("_g")
         groups = pl.DataFrame({"_g": uniq, "_h": pl.Series(hashes, dtype=pl.UInt64)})
     sizes = gkey.value_counts(name="_n").rename({gkey.name: "_g"})
-    order = (groups.unique("_g", keep="first", maintain_order=True).join(sizes, on="_g")
-             .sort(["_h", "_g"]).with_columns(pl.col("_n").cum_sum().alias("_cum")))
-    target = round(fraction * n)
-    is_val = (order["_cum"] - order["_n"]) < target
-    if is_val.all():
-        is_val = pl.concat([is_val.head(len(is_val) - 1), pl.Series([False])])
-    val_groups = order.filter(is_val)["_g"]
-    return gkey.is_in(val_groups.implode()).alias("validation")
+    order = groups.unique("_g", keep="first", maintain_order=True).join(sizes, on="_g").sort(["_h", "_g"])
+    take = _fill(order["_n"].to_numpy(), round(fraction * n))
+    return gkey.is_in(order.filter(pl.Series(take))["_g"].implode()).alias("validation")
+
+
+def _fill(sizes: np.ndarray, target: int) -> np.ndarray:
+    """Which groups (in hash order) go to validation: each that still fits in `target` rows (the
+    first group when none fits); never every group."""
+    take = np.zeros(sizes.size, dtype=bool)
+    if target <= 0 or sizes.size < 2:
+        return take
+    if (sizes == 1).all():
+        take[:target] = True
+    else:
+        filled = 0
+        for j, size in enumerate(sizes.tolist()):
+            if filled + size <= target:
+                take[j] = True
+                filled += size
+        if not filled:
+            take[0] = True
+    if take.all():
+        take[-1] = False
+    return take
 
 
 def with_messages(df: pl.DataFrame, system_prompt: str | None) -> pl.DataFrame:

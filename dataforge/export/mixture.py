@@ -71,7 +71,7 @@ class SplitConfig(_Model):
     validation_fraction: float = Field(default=0.0, ge=0.0, lt=1.0)
     """Share of rows to put in validation (whole groups are moved, so the result is close, not exact). 0: no validation split."""
     group_column: str | None = None
-    """Column whose value names a row's group, e.g. `task`; `source` groups by dataset. Default: each row is its own group."""
+    """Column naming a row's group, e.g. `task` (a source without it is one group); `source` groups by dataset. Default: each row is its own group."""
 
 
 class DedupConfig(_Model):
@@ -99,13 +99,13 @@ class Mixture(_Model):
     total: int | None = Field(default=None, ge=1)
     """Rows to export in all; null: every row after caps. Must not exceed the capped rows available."""
     template: ExportTemplate | None = None
-    """Templating at export time for sources without their own; without any, a source needs `prompt` and `completion` columns."""
+    """Templating at export time for sources without their own; without any, a source needs `prompt` and `completion` (or `target`) columns."""
     format: Literal["text", "chat"] = "text"
     """`text`: prompt/completion fields; `chat`: also a `messages` list (system?, user, assistant)."""
     system_prompt: str | None = None
     """System message put first in `messages` (chat format only)."""
     keep_columns: list[str] = Field(default_factory=list)
-    """Extra source columns copied into the export (every source must have them), e.g. `task`."""
+    """Extra source columns copied into the export, e.g. `task` (null for a source that lacks one)."""
     split: SplitConfig = Field(default_factory=SplitConfig)
     """Train/validation split."""
     dedup: DedupConfig | None = None

@@ -50,8 +50,9 @@ def export(mixture: str | Path, out: str | Path, fmt: str = "jsonl", catalog: st
     return export_frames(mf, frames, Path(out), fmt, infos)
 
 
-def _prepare(mf: MixtureFile, i: int, df: pl.DataFrame) -> pl.DataFrame:
-    """One source's rows as prompt/completion (+ id, source, kept and group columns)."""
+def _prepare(mf: MixtureFile, i: int, df: pl.DataFrame) -> tuple[pl.DataFrame, set[str]]:
+    """One source's rows as prompt/completion (+ id, source, kept and group columns), and the
+    kept/group columns the source lacks."""
     m = mf.mixture
     src = m.sources[i]
     template, where = (src.template, ("sources", i, "template")) if src.template else (m.template, ("template",))
@@ -68,21 +69,23 @@ def _prepare(mf: MixtureFile, i: int, df: pl.DataFrame) -> pl.DataFrame:
             raise mf.error(f"templating dataset {src.dataset!r} failed: {e}", where) from None
         df = df.drop("completion", strict=False).rename({"target": "completion"})
     else:
+        if "completion" not in df.columns and "target" in df.columns:  # as transform.template/symbols write it
+            df = df.rename({"target": "completion"})
         missing = [c for c in ("prompt", "completion") if c not in df.columns]
         if missing:
             raise mf.error(f"dataset {src.dataset!r} has no {' or '.join(missing)} column; give a `template` "
                            f"(it has: {', '.join(df.columns)})", ("sources", i))
-    for c in m.keep_columns:
-        if c not in df.columns:
-            raise mf.error(f"dataset {src.dataset!r} has no column {c!r}", ("keep_columns",))
+    # A kept column a source lacks is null there; a source without the group column is one group.
     group = m.split.group_column
-    if group is not None and group != mixing.SOURCE and m.split.validation_fraction > 0 and group not in df.columns:
-        raise mf.error(f"dataset {src.dataset!r} has no column {group!r}", ("split", "group_column"))
-    extra = [c for c in dict.fromkeys([*m.keep_columns, *([group] if group and group in df.columns else [])])
-             if c not in ("prompt", "completion", "id", mixing.SOURCE)]
+    lacks = {c for c in [*m.keep_columns, *([group] if group else [])] if c not in df.columns} - {mixing.SOURCE}
+    extra = [pl.col(c) if c not in lacks else pl.lit(None, pl.Utf8).alias(c)
+             for c in m.keep_columns if c not in ("prompt", "completion", "id", mixing.SOURCE)]
+    if group and group not in (*m.keep_columns, "prompt", "completion", "id", mixing.SOURCE):
+        extra.append(pl.col(group).cast(pl.Utf8) if group not in lacks else pl.lit(src.dataset).alias(group))
     ids = [pl.col("id")] if "id" in df.columns else [pl.lit(None, pl.Utf8).alias("id")]
-    return df.select(pl.col("prompt").cast(pl.Utf8), pl.col("completion").cast(pl.Utf8),
-                     pl.lit(src.dataset).alias(mixing.SOURCE), *ids, *extra)
+    out = df.select(pl.col("prompt").cast(pl.Utf8), pl.col("completion").cast(pl.Utf8),
+                    pl.lit(src.dataset).alias(mixing.SOURCE), *ids, *extra)
+    return out, lacks
 
 
 def export_frames(mf: MixtureFile, frames: list[pl.DataFrame], out: Path, fmt: str,
@@ -90,7 +93,14 @@ def export_frames(mf: MixtureFile, frames: list[pl.DataFrame], out: Path, fmt: s
     """Mix, split and write `frames` (one per mixture source, in order) under `out`."""
     m = mf.mixture
     infos = infos or [{} for _ in frames]
-    prepared = [_prepare(mf, i, df) for i, df in enumerate(frames)]
+    prepared, lacking = zip(*[_prepare(mf, i, df) for i, df in enumerate(frames)]) if frames else ((), ())
+    prepared = list(prepared)
+    for c in m.keep_columns:
+        if all(c in lacks for lacks in lacking):
+            raise mf.error(f"no source has a column {c!r}", ("keep_columns",))
+    group = m.split.group_column
+    if group and m.split.validation_fraction > 0 and all(group in lacks for lacks in lacking):
+        raise mf.error(f"no source has a column {group!r}", ("split", "group_column"))
     sizes_in = [f.height for f in prepared]
 
     dropped = [0] * len(prepared)
