@@ -139,34 +139,17 @@ def class_prompts(frame: pl.DataFrame, *, task: str, label_names: dict[str, str]
 
     f_q = integers(keys, seed, f"{task}:format", len(fmts))
     s_q = integers(keys, seed, f"{task}:separator", len(opts.separators))
-    pre = pl.Series([f[0] for f in fmts], dtype=pl.Utf8)
-    mid = pl.Series([f[1] for f in fmts], dtype=pl.Utf8)
-    post = pl.Series([f[2] for f in fmts], dtype=pl.Utf8)
-    seps = pl.Series(opts.separators, dtype=pl.Utf8)
-    f_ex, s_ex = f_q[ex_prompt], s_q[ex_prompt]
-    pieces = pl.DataFrame({
-        "pre": pre.gather(f_ex), "text": members["text"].gather(ex_member), "mid": mid.gather(f_ex),
-        "sym": sym_flat.gather(ex_prompt * n_cls + ex_cls), "post": post.gather(f_ex), "sep": seps.gather(s_ex),
-    }).select(pl.concat_str(["pre", "text", "mid", "sym", "post", "sep"]).alias("piece"))["piece"]
-    exemplar_text = join_lists(pieces, offsets)
+    prompt = _assemble(members["text"], fmts, opts.separators, opts.instruction, sym_flat, n_cls,
+                       ex_prompt, ex_member, ex_cls, offsets, q_member, f_q, s_q)
     exemplar_ids = pl.from_arrow(pa.LargeListArray.from_arrays(
         pa.array(offsets), members["id"].gather(ex_member).to_arrow()))
-
-    q_text = members["text"].gather(q_member)
-    head = ""
-    if opts.instruction:
-        head = opts.instruction
     out = pl.DataFrame({
-        "_pre": pre.gather(f_q), "_q": q_text, "_mid": mid.gather(f_q).str.strip_chars_end(" "),
-        "_sep": seps.gather(s_q), "_ex": exemplar_text,
+        "prompt": prompt,
         "target": sym_flat.gather(np.arange(nq) * n_cls + q_cls),
         "label": pl.Series([names[c] for c in range(n_cls)], dtype=pl.Utf8).gather(q_cls),
         "exemplar_ids": exemplar_ids.cast(pl.List(pl.Utf8)),
         "_parent_id": q_ids,
     })
-    prompt_parts = [pl.col("_ex"), pl.col("_pre"), pl.col("_q"), pl.col("_mid")]
-    if head:
-        prompt_parts = [pl.lit(head), pl.col("_sep"), *prompt_parts]
     if opts.pool is not None:
         parts: list[pl.Expr] = [pl.lit("{")]
         for c, name in enumerate(names):
@@ -178,10 +161,61 @@ def class_prompts(frame: pl.DataFrame, *, task: str, label_names: dict[str, str]
     else:
         symbol_map = pl.lit(json.dumps(dict(zip(names, names)), ensure_ascii=False))
     return out.select(
-        pl.lit(task, dtype=pl.Utf8).alias("task"),
-        pl.concat_str(prompt_parts).alias("prompt"),
-        "target", "label", symbol_map.alias("symbol_map"), "exemplar_ids", "_parent_id",
+        pl.lit(task, dtype=pl.Utf8).alias("task"), "prompt", "target", "label", symbol_map.alias("symbol_map"), "exemplar_ids", "_parent_id",
     )
+
+
+def _assemble(texts: pl.Series, fmts: list[tuple[str, str, str]], separators: list[str], instruction: str | None,
+              symbols: pl.Series, n_cls: int, ex_prompt: np.ndarray, ex_member: np.ndarray, ex_cls: np.ndarray,
+              offsets: np.ndarray, q_member: np.ndarray, f_q: np.ndarray, s_q: np.ndarray) -> pl.Series:
+    """Prompts as one string concatenation over all pieces, then zero-copy slices of its buffer.
+
+    A prompt reads `head text conn text conn ... text tail` where `head` is [instruction +
+    separator] + the format's prefix, `conn` (per prompt and class) is `mid symbol post
+    separator pre`, and `tail` is the format's `mid` without trailing spaces. Pieces are laid out
+    prompt after prompt, so a prompt is a contiguous byte range of their concatenation.
+    """
+    nq = q_member.size
+    pre_t = pl.Series([f[0] for f in fmts], dtype=pl.Utf8)
+    mid_t = pl.Series([f[1] for f in fmts], dtype=pl.Utf8)
+    post_t = pl.Series([f[2] for f in fmts], dtype=pl.Utf8)
+    sep_t = pl.Series(separators, dtype=pl.Utf8)
+    pc = np.repeat(np.arange(nq), n_cls)
+    conn = pl.DataFrame({"m": mid_t.gather(f_q[pc]), "s": symbols, "p": post_t.gather(f_q[pc]),
+                         "sep": sep_t.gather(s_q[pc]), "pre": pre_t.gather(f_q[pc])}) \
+        .select(pl.concat_str(["m", "s", "p", "sep", "pre"]).alias("c"))["c"]
+    head_parts = [pl.lit(instruction), pl.col("sep"), pl.col("pre")] if instruction else [pl.col("pre")]
+    head = pl.DataFrame({"sep": sep_t.gather(s_q), "pre": pre_t.gather(f_q)}) \
+        .select(pl.concat_str(head_parts).alias("h"))["h"]
+    tail = pl.Series([f[1].rstrip(" ") for f in fmts], dtype=pl.Utf8).gather(f_q)
+    # Column a: texts then heads; column b: connectors, tails, then one empty string.
+    a_t = pl.concat([texts.fill_null(""), head])
+    b_t = pl.concat([conn, tail, pl.Series([""], dtype=pl.Utf8)])
+    n_text, n_conn = texts.len(), conn.len()
+    counts = np.diff(offsets)
+    start = np.concatenate([[0], np.cumsum(counts + 2)]).astype(np.int64)
+    total = int(start[-1])
+    a_idx = np.empty(total, dtype=np.int64)
+    b_idx = np.empty(total, dtype=np.int64)
+    first = start[:-1]
+    a_idx[first], b_idx[first] = n_text + np.arange(nq), n_conn + nq
+    pos_ex = first[ex_prompt] + 1 + (np.arange(ex_prompt.size) - offsets[:-1][ex_prompt])
+    a_idx[pos_ex], b_idx[pos_ex] = ex_member, ex_prompt * n_cls + ex_cls
+    a_idx[start[1:] - 1], b_idx[start[1:] - 1] = q_member, n_conn + np.arange(nq)
+    pieces = pl.DataFrame({"a": a_t.gather(a_idx), "b": b_t.gather(b_idx)}) \
+        .select(pl.concat_str(["a", "b"]).alias("p"))["p"]
+    return slice_joined(pieces, start)
+
+
+def slice_joined(pieces: pl.Series, bounds: np.ndarray) -> pl.Series:
+    """`pieces[bounds[i]:bounds[i+1]]` concatenated, for each i: a zero-copy view of the pieces' buffer."""
+    arr = pieces.rechunk().to_arrow(compat_level=pl.CompatLevel.oldest())
+    if arr.type != pa.large_string():
+        arr = arr.cast(pa.large_string())
+    byte_offsets = np.frombuffer(arr.buffers()[1], dtype=np.int64)[arr.offset: arr.offset + len(arr) + 1]
+    new = pa.LargeStringArray.from_buffers(len(bounds) - 1, pa.py_buffer(byte_offsets[bounds].copy()),
+                                           arr.buffers()[2])
+    return pl.Series("prompt", new)
 
 
 def sample_distinct(keys: np.ndarray, avail: np.ndarray, k: np.ndarray, kmax: int, seed: int, purpose: str,
@@ -201,9 +235,3 @@ def sample_distinct(keys: np.ndarray, avail: np.ndarray, k: np.ndarray, kmax: in
     if skip is not None:
         chosen = np.where((chosen >= 0) & (chosen >= skip[:, None]), chosen + 1, chosen)
     return chosen
-
-
-def join_lists(values: pl.Series, offsets: np.ndarray) -> pl.Series:
-    """Concatenate `values[offsets[i]:offsets[i+1]]` for each i, without a Python loop."""
-    arr = pa.LargeListArray.from_arrays(pa.array(offsets), values.cast(pl.Utf8).to_arrow())
-    return pl.from_arrow(arr).list.join("")

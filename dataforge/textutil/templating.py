@@ -21,7 +21,7 @@ import polars as pl
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from dataforge.jinja import render_column, template_variables
-from dataforge.textutil.fewshot import DEFAULT_SEPARATORS, join_lists, sample_distinct
+from dataforge.textutil.fewshot import DEFAULT_SEPARATORS, sample_distinct, slice_joined
 from dataforge.textutil.randomness import integers, row_keys, uniform
 
 
@@ -234,7 +234,7 @@ def apply_templates(df: pl.DataFrame, templates: list[FlanTemplate], settings: T
         counts = keep.sum(axis=1)
         offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
         kept = keep.ravel()
-        joined = join_lists(pieces.filter(pl.Series(kept)), offsets)
+        joined = slice_joined(pieces.filter(pl.Series(kept)), offsets)
         prompt = pl.select(pl.concat_str([pl.lit(joined), pl.lit(q_prompt)])).to_series()
         ids = df["id"].cast(pl.Utf8).gather(flat_rows[kept])
         import pyarrow as pa
