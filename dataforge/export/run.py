@@ -39,11 +39,14 @@ def export(mixture: str | Path, out: str | Path, fmt: str = "jsonl", catalog: st
     mf = load_mixture(mixture)
     if fmt not in FORMATS:
         raise UserError(f"--format {fmt!r}: choose one of {', '.join(FORMATS)}")
+    cat = Path(catalog) if catalog is not None else None
+    if cat is None or not cat.is_file():
+        raise UserError(f"no catalog at {cat}; run `dataforge build RECIPE` first")
     frames, infos = [], []
     for i, src in enumerate(mf.mixture.sources):
         try:
-            info = q.dataset_record(Path(catalog) if catalog is not None else None, src.dataset, src.version)
-            frames.append(q.read_dataset(Path(catalog) if catalog is not None else None, src.dataset, src.version))
+            info = q.dataset_record(cat, src.dataset, src.version)
+            frames.append(q.read_dataset(cat, src.dataset, src.version))
         except UserError as e:
             raise mf.error(e.message, ("sources", i, "dataset")) from None
         infos.append({k: info[k] for k in ("version", "fingerprint", "build_id", "step_id")})
