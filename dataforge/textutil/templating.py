@@ -214,7 +214,7 @@ def apply_templates(df: pl.DataFrame, templates: list[FlanTemplate], settings: T
         q_prompt = pl.select(pl.when(pl.Series(is_cot)).then(pl.concat_str([pl.lit(q_prompt), pl.lit("\n\n"), trig]))
                              .otherwise(pl.lit(q_prompt))).to_series()
 
-    exemplar_ids = pl.Series("exemplar_ids", [[] for _ in range(n)], dtype=pl.List(pl.Utf8))
+    exemplar_ids = pl.Series("exemplar_ids", [[]], dtype=pl.List(pl.Utf8)).new_from_index(0, n)  # no per-row Python
     prompt = q_prompt
     if shots:
         sep = pl.Series(settings.separators, dtype=pl.Utf8).gather(
