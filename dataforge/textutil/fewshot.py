@@ -235,3 +235,48 @@ def sample_distinct(keys: np.ndarray, avail: np.ndarray, k: np.ndarray, kmax: in
     if skip is not None:
         chosen = np.where((chosen >= 0) & (chosen >= skip[:, None]), chosen + 1, chosen)
     return chosen
+
+
+def symbol_tuning_prompts(df: pl.DataFrame, seed: int, *, input_column: str = "text", label_column: str = "label",
+                          task_column: str | None = None, task: str = "task",
+                          label_names: dict[str, dict[str, str]] | None = None, k: tuple[int, int] = (2, 10),
+                          pool: SymbolPool | None = None, instructions: dict[str, str] | None = None,
+                          formats: list[str] | None = None, separators: list[str] | None = None,
+                          max_prompts_per_task: int | None = None, passthrough: list[str] = ()) -> pl.DataFrame:
+    """Symbol-tuning prompts for every task of `df` (the whole of `transform.symbols`).
+
+    `df` needs `id`, `input_column`, `label_column` (and `task_column`, else all rows are task
+    `task`). `label_names[task]` (or `["*"]`) names raw labels; `pool=None` keeps natural labels
+    (relevant labels); `instructions[task]` (or `["*"]`) is put first when given. Output columns:
+    `task, prompt, target, label, symbol_map, exemplar_ids, _parent_id` plus `passthrough`.
+    """
+    label_names = label_names or {}
+    sel = [pl.col("id").cast(pl.Utf8), pl.col(input_column).cast(pl.Utf8).alias("text"),
+           pl.col(label_column).cast(pl.Utf8).alias("label"),
+           (pl.col(task_column).cast(pl.Utf8) if task_column else pl.lit(task, dtype=pl.Utf8)).alias("_task"),
+           *[pl.col(c).alias(f"_pt{i}") for i, c in enumerate(passthrough)]]
+    # Equal rows share a content id; one copy is enough (and keeps ids unique within a task).
+    frame = df.select(sel).unique(subset=["id", "_task"], keep="first", maintain_order=True)
+    frames = []
+    for name in frame["_task"].unique(maintain_order=True).to_list():
+        part = frame.filter(pl.col("_task") == name)
+        instruction = None
+        if instructions:
+            instruction = instructions.get(name, instructions.get("*"))
+            if instruction is None:
+                raise FewShotError(f"no instruction for task {name!r} (nor '*')")
+        opts = PromptOptions(k=k, formats=list(formats or DEFAULT_FORMATS),
+                             separators=list(separators or DEFAULT_SEPARATORS), instruction=instruction,
+                             pool=pool, max_prompts=max_prompts_per_task)
+        names = {**label_names.get("*", {}), **label_names.get(name, {})}
+        out = class_prompts(part, task=name, label_names=names, opts=opts, seed=seed)
+        if passthrough:
+            pt = part.select(pl.col("id").alias("_parent_id"),
+                             *[pl.col(f"_pt{i}").alias(c) for i, c in enumerate(passthrough)])
+            out = out.join(pt, on="_parent_id", how="left", maintain_order="left")
+        frames.append(out)
+    if not frames:
+        schema = {"task": pl.Utf8, "prompt": pl.Utf8, "target": pl.Utf8, "label": pl.Utf8, "symbol_map": pl.Utf8,
+                  "exemplar_ids": pl.List(pl.Utf8), "_parent_id": pl.Utf8}
+        return pl.DataFrame(schema=schema).with_columns(*[pl.lit(None).alias(c) for c in passthrough])
+    return pl.concat(frames, how="vertical_relaxed")

@@ -67,8 +67,9 @@ def symbol_pool(name: PoolName) -> SymbolPool:
     kinds = [[str(i) for i in range(lo, hi)], [letter_string(i) for i in range(lo, hi)], list(words)]
     flat = [s for k in kinds for s in k]
     offsets = np.cumsum([0] + [len(k) for k in kinds])
-    _, folded = np.unique(np.array([s.lower() for s in flat], dtype=object), return_inverse=True)
-    return SymbolPool(name, pl.Series("symbol", flat, dtype=pl.Utf8), offsets, folded.astype(np.int64))
+    symbols = pl.Series("symbol", flat, dtype=pl.Utf8)
+    folded = symbols.str.to_lowercase().rank("dense").to_numpy().astype(np.int64)
+    return SymbolPool(name, symbols, offsets, folded)
 
 
 def sample_symbols(keys: np.ndarray, n_classes: int, pool: SymbolPool, seed: int,

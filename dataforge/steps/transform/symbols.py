@@ -13,10 +13,10 @@ from typing import Any, ClassVar, Literal
 import polars as pl
 from pydantic import Field, field_validator, model_validator
 
-from dataforge.steps.base import PARENT, PlanContext, RunContext, Step, StepError
-from dataforge.steps.transform.tasks import TASK, as_str_keys, names_for, parse_k, task_frames
-from dataforge.textutil.fewshot import (DEFAULT_FORMATS, DEFAULT_SEPARATORS, FewShotError, PromptOptions,
-                                        class_prompts, split_format)
+from dataforge.steps.base import PlanContext, RunContext, Step, StepError
+from dataforge.steps.transform.tasks import TASK, as_str_keys, parse_k
+from dataforge.textutil.fewshot import (DEFAULT_FORMATS, DEFAULT_SEPARATORS, FewShotError, split_format,
+                                        symbol_tuning_prompts)
 from dataforge.textutil.symbols import symbol_pool
 
 OUTPUT_COLUMNS = [TASK, "prompt", "target", "label", "symbol_map", "exemplar_ids"]
@@ -91,29 +91,20 @@ class SymbolsTransform(Step):
                 raise StepError(self.id, "pool", "symbol pools need wordfreq: pip install wordfreq") from None
 
     def run(self, inputs: list[pl.DataFrame], ctx: RunContext) -> pl.DataFrame:
-        cols = {"text": self.input_column, "label": self.label_column}
-        extra = {f"_pt_{c}": c for c in self.passthrough}
-        labels = {t: as_str_keys(m) for t, m in self.label_names.items()}
-        opts = PromptOptions(k=parse_k(self.k), formats=list(self.formats), separators=list(self.separators),
-                             pool=None if self.relevant_labels else symbol_pool(self.pool),
-                             max_prompts=self.max_prompts_per_task)
-        frames = []
-        for task, df in task_frames(self.id, self.inputs() or ["input"], inputs, self.task_column,
-                                    {**cols, **extra}):
-            opts.instruction = (self.instructions.get(task, self.instructions.get("*"))
-                                if self.include_instruction else None)
-            if self.include_instruction and opts.instruction is None:
-                raise StepError(self.id, "instructions", f"no instruction for task {task!r} (nor '*')")
-            try:
-                out = class_prompts(df, task=task, label_names=names_for(labels, task), opts=opts, seed=ctx.seed)
-            except FewShotError as e:
-                raise StepError(self.id, "k", str(e)) from None
-            if extra:
-                pt = df.select(pl.col("id").alias(PARENT), *[pl.col(a).alias(c) for a, c in
-                                                             ((f"_pt_{c}", c) for c in self.passthrough)])
-                out = out.join(pt, on=PARENT, how="left", maintain_order="left")
-            frames.append(out)
-        if not frames:
-            return pl.DataFrame(schema={**{c: pl.Utf8 for c in OUTPUT_COLUMNS}, "exemplar_ids": pl.List(pl.Utf8),
-                                        PARENT: pl.Utf8})
-        return pl.concat(frames, how="vertical")
+        names = self.inputs() or ["input"]
+        task_column = self.task_column
+        if task_column is None:
+            # Each input is a task named after its step.
+            inputs = [df.with_columns(pl.lit(n, dtype=pl.Utf8).alias(TASK)) for n, df in zip(names, inputs)]
+            task_column = TASK
+        df = pl.concat(inputs, how="diagonal_relaxed") if len(inputs) > 1 else inputs[0]
+        try:
+            return symbol_tuning_prompts(
+                df, ctx.seed, input_column=self.input_column, label_column=self.label_column,
+                task_column=task_column, label_names={t: as_str_keys(m) for t, m in self.label_names.items()},
+                k=parse_k(self.k), pool=None if self.relevant_labels else symbol_pool(self.pool),
+                instructions=self.instructions if self.include_instruction else None, formats=list(self.formats),
+                separators=list(self.separators), max_prompts_per_task=self.max_prompts_per_task,
+                passthrough=list(self.passthrough))
+        except FewShotError as e:
+            raise StepError(self.id, "k" if "k=" in str(e) else None, str(e)) from None
