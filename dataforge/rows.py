@@ -5,6 +5,7 @@ from __future__ import annotations
 import duckdb
 import polars as pl
 
+from dataforge.catalog.store import to_arrow
 from dataforge.steps.base import ID, PARENT
 
 ID_CHARS = 16
@@ -29,7 +30,7 @@ def content_ids(df: pl.DataFrame) -> pl.Series:
         raise ValueError("cannot hash rows with no columns")
     con = duckdb.connect()
     try:
-        con.register("_t", df.select(cols).to_arrow())
+        con.register("_t", to_arrow(df.select(cols)))
         out = con.sql(f"select {_hash_expr(cols)} as id from _t").pl()
     finally:
         con.close()

@@ -40,6 +40,11 @@ def _now() -> dt.datetime:
     return dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)
 
 
+def to_arrow(df: pl.DataFrame):
+    """Arrow view of a frame for DuckDB, keeping polars' string views (no copy of the strings)."""
+    return df.to_arrow(compat_level=pl.CompatLevel.newest())
+
+
 def quote_ident(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
@@ -122,7 +127,7 @@ class Catalog:
         with self._write() as con:
             con.execute("begin transaction")
             try:
-                con.register("_df", df.to_arrow())
+                con.register("_df", to_arrow(df))
                 con.execute(f"create or replace table {quote_ident(table)} as select * from _df")
                 con.unregister("_df")
                 con.execute("delete from step_outputs where fingerprint = ?", [fingerprint])
