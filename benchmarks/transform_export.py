@@ -20,14 +20,14 @@ and the rows are written as JSON lines.
 The two sides draw different random numbers, so the check is structural: same row count,
 every prompt ends with its query and every completion's symbol occurs in its prompt.
 Each side runs in its own process; wall time covers reading the input Parquet file through
-writing the output (not interpreter start or imports); peak memory is the child's maximum
+writing the output (not interpreter start or imports), CPU time is the process's over the same
+span (polars uses several threads, the reference one); peak memory is the child's maximum
 resident set (`os.wait4` rusage). Results go to benchmarks/results/transform_export.json.
 """
 
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import os
 import platform
@@ -125,13 +125,13 @@ def run_dataforge(inp: Path, out: Path) -> dict:
     step = SymbolsTransform(id="symbols", type="transform.symbols", task_column="task", k=K, pool="train",
                             formats=FORMATS, separators=SEPARATORS)
     ctx = RunContext(recipe_path=mix, seed=SEED, step_id="symbols")
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     df = pl.read_parquet(inp)
     # One prompt per query row: its id is the query's (the executor would re-hash it in a build).
     prompts = step.run([df], ctx).rename({"_parent_id": "id"})
     res = export_frames(load_mixture(mix), [prompts], out, "jsonl")
-    return {"seconds": time.perf_counter() - t0, "rows": res.manifest["rows"]["train"],
-            "file": str(out / "train.jsonl")}
+    return {"seconds": time.perf_counter() - t0, "cpu_seconds": time.process_time() - c0,
+            "rows": res.manifest["rows"]["train"], "file": str(out / "train.jsonl")}
 
 
 def run_reference(inp: Path, out: Path, batched: bool) -> dict:
@@ -145,7 +145,7 @@ def run_reference(inp: Path, out: Path, batched: bool) -> dict:
     datasets.disable_progress_bars()
     pool = symbol_pool("train").symbols.to_list()
     fmts = [(f.split("{input}")[0], *f.split("{input}")[1].split("{label}")) for f in FORMATS]
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     ds = datasets.Dataset(pq.read_table(inp))
     # Members of each (task, class), as the step groups them.
     members: dict[str, dict[str, list[tuple[str, str]]]] = {}
@@ -184,7 +184,8 @@ def run_reference(inp: Path, out: Path, batched: bool) -> dict:
     ds = ds.map(fn, batched=batched, remove_columns=ds.column_names)
     out.mkdir(parents=True, exist_ok=True)
     ds.to_json(str(out / "train.jsonl"), lines=True, force_ascii=False)
-    return {"seconds": time.perf_counter() - t0, "rows": ds.num_rows, "file": str(out / "train.jsonl")}
+    return {"seconds": time.perf_counter() - t0, "cpu_seconds": time.process_time() - c0,
+            "rows": ds.num_rows, "file": str(out / "train.jsonl")}
 
 
 # -- harness ---------------------------------------------------------------------------------
@@ -201,7 +202,7 @@ def _child(side: str, inp: Path) -> dict:
         raise SystemExit(f"{side} failed (status {status})")
     res = json.loads(stdout.strip().splitlines()[-1])
     res.update(process_seconds=round(wall, 2), peak_rss_mib=round(usage.ru_maxrss / 1024, 1),
-               seconds=round(res["seconds"], 2))
+               seconds=round(res["seconds"], 2), cpu_seconds=round(res["cpu_seconds"], 2))
     return res
 
 
@@ -247,6 +248,8 @@ def main() -> None:
         "results": results,
         "speedup_vs_datasets_map": round(results["datasets_map"]["seconds"] / df_s, 1),
         "speedup_vs_datasets_map_batched": round(results["datasets_map_batched"]["seconds"] / df_s, 1),
+        "cpu_ratio_vs_datasets_map": round(results["datasets_map"]["cpu_seconds"] / results["dataforge"]["cpu_seconds"], 1),
+        "load_average_1m_at_end": round(os.getloadavg()[0], 2),
         "checks_passed": checks,
     }
     OUT.parent.mkdir(parents=True, exist_ok=True)

@@ -334,3 +334,24 @@ def test_example_mixtures_export_the_example_recipes(tmp_path):
         dd = datasets.load_from_disk(str(tmp_path / mix.stem))
         assert {k: dd[k].num_rows for k in dd} == manifest["rows"] and manifest["rows"]["train"] > 0
         assert all(p and c for p, c in zip(dd["train"]["prompt"], dd["train"]["completion"]))
+
+
+def test_a_failure_while_writing_leaves_the_earlier_export_intact(cat, write, tmp_path, monkeypatch):
+    from dataforge.export import run
+
+    mix = _mixture(write, "total: 10\nsplit:\n  validation_fraction: 0.3\nsources:\n  - dataset: alpha\n")
+    out = tmp_path / "out"
+    api.export(mix, out=out, catalog=cat)
+    before = {p.name: _sha(p) for p in out.iterdir()}
+    real = run.write_split
+
+    def failing(df, where, split, fmt):
+        real(df, where, split, fmt)
+        if split == "validation":
+            raise OSError("disk full")
+
+    monkeypatch.setattr(run, "write_split", failing)
+    with pytest.raises(OSError):
+        api.export(mix.with_name("mix.yaml"), out=out, format="parquet", catalog=cat)
+    assert {p.name: _sha(p) for p in out.iterdir()} == before
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []
