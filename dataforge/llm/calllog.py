@@ -42,10 +42,11 @@ def completion_from_row(row: dict[str, Any]) -> Completion:
 
 
 class CallLog:
-    """Buffers rows and commits them on a background task: as soon as the previous commit is done,
-    at most `max_rows` per transaction, and at least every `interval_s`. `close()` flushes the rest."""
+    """Buffers rows and commits them from a background task: every `interval_s`, or as soon as `max_rows`
+    are waiting. A crash (even `kill -9`) loses at most the answers of the last interval; `close()` commits
+    the rest. Each commit opens the catalog briefly, so other processes get in between."""
 
-    def __init__(self, catalog: Any, *, max_rows: int = 20, interval_s: float = 0.25):
+    def __init__(self, catalog: Any, *, max_rows: int = 500, interval_s: float = 0.5):
         self.catalog = catalog
         self.max_rows = max_rows
         self.interval_s = interval_s
@@ -63,19 +64,22 @@ class CallLog:
             self._wake.set()
 
     async def _flush(self) -> None:
-        while self.pending:
-            rows, self.pending = self.pending[: self.max_rows * 10], self.pending[self.max_rows * 10:]
+        """Commit the rows waiting now (rows added meanwhile wait for the next round)."""
+        rows, self.pending = self.pending, []
+        for i in range(0, len(rows), self.max_rows):
             if self.catalog is not None:
-                await asyncio.to_thread(self.catalog.record_llm_calls, rows)
+                await asyncio.to_thread(self.catalog.record_llm_calls, rows[i:i + self.max_rows])
 
     async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
         while not self._closing:
+            started = loop.time()
+            await self._flush()
             try:
-                await asyncio.wait_for(self._wake.wait(), self.interval_s)
+                await asyncio.wait_for(self._wake.wait(), max(0.0, self.interval_s - (loop.time() - started)))
             except asyncio.TimeoutError:
                 pass
             self._wake.clear()
-            await self._flush()
 
     async def close(self) -> None:
         """Stop the background task and commit everything still buffered (also after cancellation)."""
@@ -86,4 +90,5 @@ class CallLog:
                 await self._task
             except (asyncio.CancelledError, Exception):
                 pass
-        await self._flush()
+        while self.pending:
+            await self._flush()

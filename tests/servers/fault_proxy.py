@@ -3,7 +3,9 @@
 For a configurable share of requests it answers 429 with `Retry-After`, 500, a 200 whose JSON
 body is cut in half, or stalls (sleeps, then answers 504) so the client times out first. Each distinct
 request body is faulted at most `max_faults_per_body` times, so a client that retries enough
-always gets through. The fault sequence is drawn from a seeded generator: runs repeat.
+always gets through. Faults follow a schedule of 20 slots (each fault gets round(rate x 20) of them,
+shuffled with the seed) repeated over the requests, so every configured fault shows up within the
+first 20 requests and the shares hold exactly.
 """
 
 from __future__ import annotations
@@ -20,11 +22,12 @@ from dataclasses import dataclass
 from servers._http import LoopbackServer, Reply, Req
 
 FAULTS = ("429", "500", "truncated", "stall")
+SLOTS = 20
 
 
 @dataclass
 class FaultPlan:
-    """Share of requests (0..1) that get each fault; the rest pass through untouched."""
+    """Share of requests (0..1, in steps of 0.05) that get each fault; the rest pass through untouched."""
 
     rate_429: float = 0.0
     rate_500: float = 0.0
@@ -47,24 +50,24 @@ class FaultProxy(LoopbackServer):
         self.faults: Counter[str] = Counter()
         self.passed = 0
         self._per_body: Counter[str] = Counter()
-        self._rng = random.Random(plan.seed)
+        rates = (plan.rate_429, plan.rate_500, plan.rate_truncated, plan.rate_stall)
+        schedule: list[str | None] = [f for f, r in zip(FAULTS, rates) for _ in range(round(r * SLOTS))]
+        schedule += [None] * (SLOTS - len(schedule))
+        random.Random(plan.seed).shuffle(schedule)
+        self._schedule = schedule
+        self._count = 0
         self._mutex = threading.Lock()
 
     def _choose(self, body: bytes) -> str | None:
-        p = self.plan
         with self._mutex:
-            x = self._rng.random()
+            fault = self._schedule[self._count % SLOTS]
+            self._count += 1
             key = hashlib.sha256(body).hexdigest()
-            if self._per_body[key] >= p.max_faults_per_body:
+            if fault is None or self._per_body[key] >= self.plan.max_faults_per_body:
                 return None
-            edge = 0.0
-            for name, rate in zip(FAULTS, (p.rate_429, p.rate_500, p.rate_truncated, p.rate_stall)):
-                edge += rate
-                if x < edge:
-                    self._per_body[key] += 1
-                    self.faults[name] += 1
-                    return name
-            return None
+            self._per_body[key] += 1
+            self.faults[fault] += 1
+            return fault
 
     def _forward(self, req: Req) -> Reply:
         headers = {k: v for k, v in req.headers.items() if k in ("content-type", "authorization", "accept")}
