@@ -12,8 +12,9 @@ loop a script would write with the SDK (`client.chat.completions.create` one aft
 runs on the first 50 requests and its time for all of them is extrapolated (it is linear: 0.2 s
 plus overhead per request). A bare `asyncio.gather` over `AsyncOpenAI` under a semaphore shows the
 floor the SDK itself allows on this machine (each SDK call costs about 1.3 ms of CPU). Engine and
-gather runs are interleaved `--repeat` times and the best of each is reported. Then the local provider (the bundled SmolLM2-135M-Instruct on this
-CPU) generates a few answers and its output tokens/s is reported.
+gather runs are interleaved `--repeat` times and the best of each is reported. Then the local
+provider (the bundled SmolLM2-135M-Instruct on this CPU) generates a few answers and its output
+tokens/s is reported.
 """
 
 from __future__ import annotations
@@ -204,7 +205,8 @@ def main() -> None:
     }
     print(f"{n} requests, {LATENCY_S * 1000:.0f} ms each, concurrency {args.concurrency}")
     print(f"  ideal                      {ideal:8.2f} s")
-    print(f"  (best of {args.repeat} interleaved runs; load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores)")
+    print(f"  (best of {args.repeat} interleaved runs; load average {os.getloadavg()[0]:.1f} "
+          f"on {os.cpu_count()} cores)")
     print(f"  dataforge run_requests     {engine['seconds']:8.2f} s  = {result['engine_vs_ideal']:.3f}x ideal "
           f"(target <= 1.25x), {engine['logged']} calls logged to the catalog")
     print(f"  bare SDK asyncio.gather    {min(gathers):8.2f} s  = {result['sdk_gather_vs_ideal']:.3f}x ideal "

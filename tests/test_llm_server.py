@@ -67,11 +67,13 @@ def test_faults_are_retried_and_visible_in_the_call_log(llama_url, write, catalo
     plan = FaultPlan(rate_429=0.15, rate_500=0.15, rate_truncated=0.1, rate_stall=0.1, retry_after_s=0.1,
                      stall_s=5.0, max_faults_per_body=2, seed=7)
     with FaultProxy(llama_url.removesuffix("/v1"), plan) as proxy:
-        path = write("r.yaml", recipe(proxy.url + "/v1", 16, extra_llm="  max_concurrency: 2\n  timeout_s: 4\n  max_retries: 6"))
+        llm = "  max_concurrency: 2\n  timeout_s: 4\n  max_retries: 6"
+        path = write("r.yaml", recipe(proxy.url + "/v1", 16, extra_llm=llm))
         res = api.build(path, catalog=catalog, quiet=True)
     assert res.status == "ok"
     answers = api.read("answers", catalog=catalog)
-    assert answers.height == 16, calls(catalog, "status = 'error'")["error"].to_list() and all(t for t in answers["response"])
+    assert answers.height == 16, calls(catalog, "status = 'error'")["error"].to_list()
+    assert all(t for t in answers["response"])
     log = calls(catalog)
     assert set(log["status"]) <= {"ok", "retry"}  # every fault was retried, none left a row behind
     retries = log.filter(pl.col("status") == "retry")

@@ -6,8 +6,8 @@ import json
 import time
 
 from dataforge.llm.config import LLMConfig
-from dataforge.llm.providers.base import Provider, ProviderError, Secrets, classify_status, parse_retry_after, \
-    read_key
+from dataforge.llm.providers.base import Provider, ProviderError, Secrets, classify_status, error_text, \
+    parse_retry_after, read_key
 from dataforge.llm.types import Completion, Request
 
 
@@ -18,7 +18,7 @@ def sdk_error(e: Exception, secrets: Secrets) -> ProviderError:
     if isinstance(e, anthropic.APIStatusError):
         retryable, fatal = classify_status(e.status_code)
         retry_after = parse_retry_after(e.response.headers.get("retry-after"))
-        return ProviderError(secrets.redact(f"HTTP {e.status_code}: {e.message}"[:1000]), status=e.status_code,
+        return ProviderError(secrets.redact(error_text(e.status_code, e.body, e.message)[:1000]), status=e.status_code,
                              retryable=retryable, fatal=fatal, retry_after=retry_after)
     if isinstance(e, anthropic.APITimeoutError):
         return ProviderError("timeout: no answer in time", retryable=True)

@@ -45,6 +45,15 @@ def parse_retry_after(value: str | None) -> float | None:
         return None
 
 
+def error_text(status: int | None, body: object, fallback: str) -> str:
+    """`HTTP 429 rate_limit_error: <the server's message>` from an OpenAI- or Anthropic-style error body."""
+    err = body.get("error", body) if isinstance(body, dict) else None
+    if isinstance(err, dict) and err.get("message"):
+        kind = err.get("type") or err.get("code")
+        return f"HTTP {status}{f' {kind}' if kind else ''}: {err['message']}"
+    return f"HTTP {status}: {fallback}"
+
+
 class Secrets:
     """The key values a provider holds, to scrub them from any text that leaves it."""
 

@@ -6,8 +6,8 @@ import json
 import time
 
 from dataforge.llm.config import LLMConfig
-from dataforge.llm.providers.base import Provider, ProviderError, Secrets, classify_status, parse_retry_after, \
-    read_key
+from dataforge.llm.providers.base import Provider, ProviderError, Secrets, classify_status, error_text, \
+    parse_retry_after, read_key
 from dataforge.llm.types import Completion, Request
 
 # vLLM, llama.cpp's server and Ollama accept any key; the SDK insists on having one.
@@ -24,8 +24,7 @@ def sdk_error(e: Exception, secrets: Secrets) -> ProviderError:
         retry_after = parse_retry_after(headers.get("retry-after"))
         if retry_after is None and headers.get("retry-after-ms"):
             retry_after = (parse_retry_after(headers.get("retry-after-ms")) or 0) / 1000
-        detail = e.message if isinstance(e.message, str) else str(e.body)
-        return ProviderError(secrets.redact(f"HTTP {e.status_code}: {detail}"[:1000]), status=e.status_code,
+        return ProviderError(secrets.redact(error_text(e.status_code, e.body, e.message)[:1000]), status=e.status_code,
                              retryable=retryable, fatal=fatal, retry_after=retry_after)
     if isinstance(e, openai.APITimeoutError):
         return ProviderError("timeout: no answer in time", retryable=True)
