@@ -182,6 +182,7 @@ class _Runner:
         calls, spent = catalog.llm_usage(self.build_id) if catalog is not None else (0, 0.0)
         self.budget = _Budget(cfg, calls, spent)
         self.fatal: ProviderError | None = None
+        self.started = time.perf_counter()
 
     async def run(self) -> None:
         own = self.provider is None
@@ -256,5 +257,7 @@ class _Runner:
 
     def _advance(self, tokens: int, usd: float) -> None:
         if self.task is not None:
-            self.task.advance(1, tokens=f"{self.stats.input_tokens + self.stats.output_tokens:,}",
+            done = self.stats.ok + self.stats.failed
+            rate = done / max(1e-9, time.perf_counter() - self.started)
+            self.task.advance(1, rate=f"{rate:.1f}/s", tokens=f"{self.stats.input_tokens + self.stats.output_tokens:,}",
                               usd=f"${self.stats.usd:.4f}")
