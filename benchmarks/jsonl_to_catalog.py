@@ -88,8 +88,8 @@ def make_input(rows: int) -> Path:
     return path
 
 
-def timed(args: list[str]) -> tuple[float, float, str]:
-    """Run a process; return (seconds, peak RSS in MiB, stdout+stderr)."""
+def timed(args: list[str]) -> tuple[float, float, float, str]:
+    """Run a process; return (wall seconds, CPU seconds, peak RSS in MiB, stdout+stderr)."""
     t0 = time.perf_counter()
     proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     out = proc.stdout.read()  # type: ignore[union-attr]
@@ -98,28 +98,28 @@ def timed(args: list[str]) -> tuple[float, float, str]:
     proc.returncode = os.waitstatus_to_exitcode(status)
     if proc.returncode != 0:
         raise SystemExit(f"{args[:3]} failed ({proc.returncode}):\n{out}")
-    return seconds, usage.ru_maxrss / 1024, out
+    return seconds, usage.ru_utime + usage.ru_stime, usage.ru_maxrss / 1024, out
 
 
-def run_dataforge(data: Path, i: int) -> tuple[float, float]:
+def run_dataforge(data: Path, i: int) -> tuple[float, float, float]:
     d = WORK / f"df_{i}"
     shutil.rmtree(d, ignore_errors=True)
     d.mkdir(parents=True)
     recipe = d / "recipe.yaml"
     recipe.write_text(RECIPE.format(data=data), encoding="utf-8")
-    s, mib, out = timed([sys.executable, "-c", DATAFORGE, str(recipe), str(d / "catalog.duckdb")])
-    assert "1,000,000 rows" in out or "rows" in out, out
+    s, cpu, mib, out = timed([sys.executable, "-c", DATAFORGE, str(recipe), str(d / "catalog.duckdb")])
+    assert "dataset bench_rows v1" in out, out
     shutil.rmtree(d, ignore_errors=True)
-    return s, mib
+    return s, cpu, mib
 
 
-def run_hf(data: Path, i: int) -> tuple[float, float]:
+def run_hf(data: Path, i: int) -> tuple[float, float, float]:
     d = WORK / f"hf_{i}"
     shutil.rmtree(d, ignore_errors=True)
     d.mkdir(parents=True)
-    s, mib, _ = timed([sys.executable, "-c", HF, str(data), str(d / "cache"), str(d / "out")])
+    s, cpu, mib, _ = timed([sys.executable, "-c", HF, str(data), str(d / "cache"), str(d / "out")])
     shutil.rmtree(d, ignore_errors=True)
-    return s, mib
+    return s, cpu, mib
 
 
 def versions() -> dict[str, str]:
@@ -136,24 +136,26 @@ def main() -> None:
 
     data = make_input(args.rows)
     print(f"input: {data} ({data.stat().st_size / 2**20:.0f} MiB, {args.rows:,} rows)")
-    runs: dict[str, list[tuple[float, float]]] = {"dataforge": [], "datasets": []}
+    runs: dict[str, list[tuple[float, float, float]]] = {"dataforge": [], "datasets": []}
     for i in range(args.repeats):  # interleaved, so machine noise hits both alike
         runs["dataforge"].append(run_dataforge(data, i))
         runs["datasets"].append(run_hf(data, i))
         print(f"  run {i + 1}: dataforge {runs['dataforge'][-1][0]:.2f}s, datasets {runs['datasets'][-1][0]:.2f}s")
 
-    summary = {name: {"seconds_median": round(statistics.median(s for s, _ in r), 2),
-                      "seconds_all": [round(s, 2) for s, _ in r],
-                      "peak_rss_mib_max": round(max(m for _, m in r), 1)} for name, r in runs.items()}
+    summary = {name: {"seconds_median": round(statistics.median(s for s, _, _ in r), 2),
+                      "seconds_all": [round(s, 2) for s, _, _ in r],
+                      "cpu_seconds_median": round(statistics.median(c for _, c, _ in r), 2),
+                      "peak_rss_mib_max": round(max(m for _, _, m in r), 1)} for name, r in runs.items()}
     ratio = summary["datasets"]["seconds_median"] / summary["dataforge"]["seconds_median"]
     mem_ratio = summary["datasets"]["peak_rss_mib_max"] / summary["dataforge"]["peak_rss_mib_max"]
     print()
-    print(f"| {'job (' + format(args.rows, ',') + ' rows)':<52} | seconds (median) | peak RSS MiB |")
-    print(f"|{'-' * 54}|------------------|--------------|")
-    print(f"| {'dataforge build (source.jsonl + columns -> catalog)':<52} | "
-          f"{summary['dataforge']['seconds_median']:>16.2f} | {summary['dataforge']['peak_rss_mib_max']:>12.0f} |")
-    print(f"| {'datasets load_dataset(json)+select/rename+save_to_disk':<52} | "
-          f"{summary['datasets']['seconds_median']:>16.2f} | {summary['datasets']['peak_rss_mib_max']:>12.0f} |")
+    print(f"| {'job (' + format(args.rows, ',') + ' rows)':<56} | wall s (median) | CPU s (median) | peak RSS MiB |")
+    print(f"|{'-' * 58}|-----------------|----------------|--------------|")
+    for name, label in (("dataforge", "dataforge build (source.jsonl + columns -> catalog)"),
+                        ("datasets", "datasets load_dataset(json)+select/rename+save_to_disk")):
+        r = summary[name]
+        print(f"| {label:<56} | {r['seconds_median']:>15.2f} | {r['cpu_seconds_median']:>14.2f} | "
+              f"{r['peak_rss_mib_max']:>12.0f} |")
     print(f"\ntime ratio datasets/dataforge = {ratio:.2f}x; peak-memory ratio = {mem_ratio:.2f}x")
 
     RESULTS.parent.mkdir(parents=True, exist_ok=True)

@@ -11,6 +11,7 @@ from typing import Any, Callable, Optional
 import polars as pl
 import typer
 from rich.console import Console
+from rich.measure import Measurement
 from rich.table import Table
 
 from dataforge import api
@@ -69,7 +70,12 @@ def _print_df(df: pl.DataFrame, fmt: str = "table", title: str | None = None) ->
         table.add_column(c, overflow="fold", max_width=60)
     for row in df.iter_rows():
         table.add_row(*["" if v is None else str(v) for v in row])
-    out.print(table)
+    if out.is_terminal:
+        out.print(table)
+        return
+    # Piped or logged: as wide as the table needs, so ids and names are not folded at 80 columns.
+    width = Measurement.get(out, out.options.update_width(10_000), table).maximum
+    Console(width=max(width, out.width), soft_wrap=True, file=out.file).print(table)
 
 
 @app.callback()

@@ -55,6 +55,7 @@ def test_first_build_builds_and_rebuild_reuses_everything(write, catalog):
     _, steps = api.history(catalog=catalog)
     per_build = steps.filter(pl.col("build_id") == again.build_id)
     assert set(per_build["status"]) == {"reused"} and per_build.height == 4
+    assert per_build["step_id"].to_list() == ["src", "a", "b", "side"]  # run order
     assert per_build.filter(pl.col("step_id") == "b")["rows_out"].item() == 6
 
 

@@ -9,6 +9,7 @@ import json
 import pytest
 
 import dataforge.cli as cli_module
+from conftest import run_dataforge
 from dataforge import api
 
 
@@ -142,3 +143,12 @@ def test_validate_ok(write, cli, catalog):
 def test_missing_recipe_file(tmp_path, cli):
     res = cli("build", tmp_path / "nope.yaml", "--catalog", tmp_path / "c.duckdb")
     assert res.exit_code == 2 and "nope.yaml: recipe file not found" in res.output
+
+
+def test_piped_tables_are_not_folded(built):
+    _, cat, first, second = built
+    proc = run_dataforge("history", "--catalog", cat, env={"COLUMNS": "60"})
+    assert proc.returncode == 0
+    lines = proc.stdout.splitlines()
+    assert any(first.build_id in ln and " src " in ln and " built " in ln for ln in lines)
+    assert any(second.build_id in ln and " reused " in ln for ln in lines)

@@ -132,7 +132,7 @@ def history(path: Path | None, limit: int = 20) -> tuple[pl.DataFrame, pl.DataFr
             """select s.build_id, s.step_id, s.type, s.status, s.rows_in, s.rows_out, s.rejected,
                       round(s.seconds, 3) as seconds, s.fingerprint
                from steps s join (select build_id from builds order by started_at desc limit ?) b
-               using (build_id) order by s.build_id, s.step_id""", params=[limit]).pl()
+               using (build_id) order by s.build_id desc, s.rowid""", params=[limit]).pl()
     return builds, steps
 
 
