@@ -75,3 +75,14 @@ def test_an_old_catalog_is_upgraded_in_place(catalog):
         assert migrations.pending(con) == []
     finally:
         con.close()
+
+
+def test_a_file_that_is_not_a_catalog_is_a_user_error(tmp_path, cli, write):
+    bad = tmp_path / "notes.duckdb"
+    bad.write_text("not a database\n")
+    r = write("r.yaml", "name: r\nsteps:\n  - id: s\n    type: source.inline\n    rows: [{a: 1}]\noutputs:\n  o: s\n")
+    for args in (("build", r), ("ls",), ("sql", "select 1")):
+        res = cli(*args, "--catalog", bad)
+        assert res.exit_code == 2, res.output
+        assert "cannot open catalog" in res.output and "not a valid DuckDB database file" in res.output
+    assert bad.read_text() == "not a database\n"

@@ -19,7 +19,7 @@ from typing import Iterator
 
 import duckdb
 
-from dataforge.errors import CatalogBusy
+from dataforge.errors import CatalogBusy, UserError
 
 ENV_VAR = "DATAFORGE_CATALOG"
 _lock = threading.RLock()
@@ -48,8 +48,8 @@ def connect(path: Path, *, read_only: bool, wait_s: float | None = None) -> Iter
                 con = duckdb.connect(str(path), read_only=read_only)
                 break
             except duckdb.IOException as e:
-                if not _is_lock_error(e):
-                    raise
+                if not _is_lock_error(e):  # not a DuckDB file, no permission, ...: the user's to fix
+                    raise UserError(f"cannot open catalog {path}: {str(e).splitlines()[0]}") from None
                 if time.monotonic() >= deadline:
                     raise CatalogBusy(
                         f"catalog {path} is locked by another process (a build writing?) "

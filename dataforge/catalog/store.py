@@ -56,7 +56,10 @@ class Catalog:
         self.path = Path(path)
         if self.path.exists() and self.path.is_dir():
             raise UserError(f"catalog path {self.path} is a directory; give a file path")
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise UserError(f"cannot create the catalog's folder {self.path.parent}: {e.strerror}") from None
         with self._write() as con:
             migrations.apply(con)
 
