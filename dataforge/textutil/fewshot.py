@@ -168,12 +168,12 @@ def class_prompts(frame: pl.DataFrame, *, task: str, label_names: dict[str, str]
 def _assemble(texts: pl.Series, fmts: list[tuple[str, str, str]], separators: list[str], instruction: str | None,
               symbols: pl.Series, n_cls: int, ex_prompt: np.ndarray, ex_member: np.ndarray, ex_cls: np.ndarray,
               offsets: np.ndarray, q_member: np.ndarray, f_q: np.ndarray, s_q: np.ndarray) -> pl.Series:
-    """Prompts as one string concatenation over all pieces, then zero-copy slices of its buffer.
+    """Prompts as zero-copy slices of one buffer holding every piece, prompt after prompt.
 
     A prompt reads `head text conn text conn ... text tail` where `head` is [instruction +
     separator] + the format's prefix, `conn` (per prompt and class) is `mid symbol post
-    separator pre`, and `tail` is the format's `mid` without trailing spaces. Pieces are laid out
-    prompt after prompt, so a prompt is a contiguous byte range of their concatenation.
+    separator pre`, and `tail` is the format's `mid` without trailing spaces. The pieces are
+    gathered in that order and written out once (Arrow), so a prompt is a contiguous byte range.
     """
     nq = q_member.size
     pre_t = pl.Series([f[0] for f in fmts], dtype=pl.Utf8)
@@ -188,22 +188,21 @@ def _assemble(texts: pl.Series, fmts: list[tuple[str, str, str]], separators: li
     head = pl.DataFrame({"sep": sep_t.gather(s_q), "pre": pre_t.gather(f_q)}) \
         .select(pl.concat_str(head_parts).alias("h"))["h"]
     tail = pl.Series([f[1].rstrip(" ") for f in fmts], dtype=pl.Utf8).gather(f_q)
-    # Column a: texts then heads; column b: connectors, tails, then one empty string.
-    a_t = pl.concat([texts.fill_null(""), head])
-    b_t = pl.concat([conn, tail, pl.Series([""], dtype=pl.Utf8)])
-    n_text, n_conn = texts.len(), conn.len()
+    # One table of every piece; a prompt is the run head, (text, conn) per exemplar, text, tail.
+    table = pl.concat([texts.fill_null(""), head, conn, tail]).rechunk()
+    h0, c0 = texts.len(), texts.len() + nq
+    t0 = c0 + conn.len()
     counts = np.diff(offsets)
-    start = np.concatenate([[0], np.cumsum(counts + 2)]).astype(np.int64)
-    total = int(start[-1])
-    a_idx = np.empty(total, dtype=np.int64)
-    b_idx = np.empty(total, dtype=np.int64)
-    first = start[:-1]
-    a_idx[first], b_idx[first] = n_text + np.arange(nq), n_conn + nq
-    pos_ex = first[ex_prompt] + 1 + (np.arange(ex_prompt.size) - offsets[:-1][ex_prompt])
-    a_idx[pos_ex], b_idx[pos_ex] = ex_member, ex_prompt * n_cls + ex_cls
-    a_idx[start[1:] - 1], b_idx[start[1:] - 1] = q_member, n_conn + np.arange(nq)
-    pieces = pl.DataFrame({"a": a_t.gather(a_idx), "b": b_t.gather(b_idx)}) \
-        .select(pl.concat_str(["a", "b"]).alias("p"))["p"]
+    start = np.concatenate([[0], np.cumsum(2 * counts + 3)]).astype(np.int64)
+    idx = np.empty(int(start[-1]), dtype=np.int64)
+    first, last = start[:-1], start[1:]
+    idx[first] = h0 + np.arange(nq)
+    pos_ex = first[ex_prompt] + 1 + 2 * (np.arange(ex_prompt.size) - offsets[:-1][ex_prompt])
+    idx[pos_ex] = ex_member
+    idx[pos_ex + 1] = c0 + ex_prompt * n_cls + ex_cls
+    idx[last - 2] = q_member
+    idx[last - 1] = t0 + np.arange(nq)
+    pieces = table.gather(idx)  # string views: no bytes copied until `slice_joined`
     return slice_joined(pieces, start)
 
 
