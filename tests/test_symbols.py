@@ -177,3 +177,20 @@ def test_symbol_tuning_recipe_on_public_data(catalog):
     train = api.read("symbol_tuning_train", catalog=catalog)
     assert train.group_by("task").len().sort("task")["len"].to_list() == [300, 300, 300]
     assert api.read("symbol_eval_flipped", catalog=catalog).height == 300
+
+
+def test_tasks_from_a_column_keep_exemplars_within_their_task():
+    from dataforge.textutil.fewshot import symbol_tuning_prompts
+
+    a, b = frame([4, 4], ["x", "y"]), frame([5, 5, 5], ["x", "y", "z"])
+    df = pl.concat([a.with_columns(pl.lit("A").alias("t"), pl.lit(1).alias("keep")),
+                    b.with_columns(pl.concat_str([pl.lit("_"), pl.col("text")]).alias("text"))
+                    .pipe(lambda d: d.with_columns(content_ids(d.drop("id")).alias("id")))
+                    .with_columns(pl.lit("B").alias("t"), pl.lit(2).alias("keep"))])
+    out = symbol_tuning_prompts(df, 0, task_column="t", k=(2, 3), pool=symbol_pool("train"), passthrough=["keep"],
+                                max_prompts_per_task=6)
+    task_of = dict(zip(df["id"], df["t"]))
+    assert out.group_by("task").len().sort("task")["len"].to_list() == [6, 6]
+    for task, ex, q, keep in zip(out["task"], out["exemplar_ids"], out["_parent_id"], out["keep"]):
+        assert task_of[q] == task and {task_of[e] for e in ex} == {task}
+        assert keep == (1 if task == "A" else 2)

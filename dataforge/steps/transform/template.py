@@ -13,7 +13,7 @@ import polars as pl
 from pydantic import Field, field_validator
 
 from dataforge.jinja import compile_template
-from dataforge.steps.base import RunContext, Step, StepError
+from dataforge.steps.base import PlanContext, RunContext, Step, StepError
 from dataforge.steps.transform.tasks import TASK, as_str_keys, names_for
 from dataforge.textutil.templating import FlanTemplate, TemplateSettings, apply_templates, required_variables
 
@@ -52,8 +52,20 @@ class TemplateTransform(Step, TemplateSettings):
                         raise ValueError(f"template {t.id!r}: line {e.lineno}: {e.message}") from None
         return v
 
-    def _settings(self) -> TemplateSettings:
-        return TemplateSettings(**{k: getattr(self, k) for k in TemplateSettings.model_fields})
+    def _settings(self, ctx: PlanContext | None = None) -> TemplateSettings:
+        values = {k: getattr(self, k) for k in TemplateSettings.model_fields}
+        if ctx is not None and self.tokenizer:
+            values["tokenizer"] = str(ctx.resolve(self.tokenizer))
+        return TemplateSettings(**values)
+
+    def check(self, ctx: PlanContext) -> None:
+        if self.length_unit == "tokens" and self.tokenizer:
+            try:
+                import tokenizers  # noqa: F401
+            except ImportError:
+                raise StepError(self.id, "tokenizer", "token budgets need tokenizers: pip install tokenizers") from None
+            if not ctx.resolve(self.tokenizer).exists():
+                raise StepError(self.id, "tokenizer", f"not found: {ctx.resolve(self.tokenizer)}")
 
     def required_columns(self) -> list[str]:
         names: set[str] = set()
@@ -76,7 +88,7 @@ class TemplateTransform(Step, TemplateSettings):
             inputs = [df.with_columns(pl.lit(n, dtype=pl.Utf8).alias(TASK)) for n, df in zip(names, inputs)]
             task_column = TASK
         df = pl.concat(inputs, how="diagonal_relaxed") if len(inputs) > 1 else inputs[0]
-        settings = self._settings()
+        settings = self._settings(ctx)
         groups = (df[task_column].cast(pl.Utf8).unique(maintain_order=True).to_list() if task_column
                   else [names[0]])
         out = []
