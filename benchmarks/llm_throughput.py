@@ -12,7 +12,9 @@ loop a script would write with the SDK (`client.chat.completions.create` one aft
 runs on the first 50 requests and its time for all of them is extrapolated (it is linear: 0.2 s
 plus overhead per request). A bare `asyncio.gather` over `AsyncOpenAI` under a semaphore shows the
 floor the SDK itself allows on this machine (each SDK call costs about 1.3 ms of CPU). Engine and
-gather runs are interleaved `--repeat` times and the best of each is reported. Then the local
+gather runs are interleaved `--repeat` times and the best of each is reported, together with the
+engine driving an in-process provider that just sleeps 200 ms (the engine's own overhead,
+catalog logging included, without the SDK's and HTTP's CPU cost). Then the local
 provider (the bundled SmolLM2-135M-Instruct on this CPU) generates a few answers and its output
 tokens/s is reported.
 """
@@ -86,7 +88,22 @@ def start_server() -> tuple[subprocess.Popen, str]:
     return proc, f"http://127.0.0.1:{port}/v1"
 
 
-def bench_engine(url: str, n: int, concurrency: int) -> dict:
+class SleepProvider:
+    """Stands in for the SDK and HTTP: answers every request after 200 ms, in-process."""
+
+    def __new__(cls, cfg):
+        from dataforge.llm.providers.base import Provider
+        from dataforge.llm.types import Completion
+
+        class _Sleep(Provider):
+            async def complete(self, request):
+                await asyncio.sleep(LATENCY_S)
+                return Completion(text="ok", finish_reason="stop", input_tokens=10, output_tokens=1)
+
+        return _Sleep(cfg)
+
+
+def bench_engine(url: str, n: int, concurrency: int, in_process: bool = False) -> dict:
     from dataforge.catalog.store import Catalog
     from dataforge.llm.config import LLMConfig
     from dataforge.llm.engine import run_requests_with_stats
@@ -101,7 +118,8 @@ def bench_engine(url: str, n: int, concurrency: int) -> dict:
         reqs = [Request(provider="openai", model="bench", messages=(Message(role="user", content=f"q {i}"),),
                         max_tokens=8) for i in range(n)]
         t0 = time.perf_counter()
-        results, stats = run_requests_with_stats(reqs, cfg, ctx)
+        results, stats = run_requests_with_stats(reqs, cfg, ctx,
+                                                 provider=SleepProvider(cfg) if in_process else None)
         seconds = time.perf_counter() - t0
         logged = catalog.query("select count(*) as n from llm_calls where status = 'ok'")["n"][0]
     assert stats.ok == n and logged == n, (stats, logged)
@@ -178,10 +196,11 @@ def main() -> None:
     proc, url = start_server()
     try:
         bench_engine(url, 64, args.concurrency)  # warm-up: imports, connection pool
-        engines, gathers = [], []
+        engines, gathers, inproc = [], [], []
         for _ in range(args.repeat):  # interleaved, best of each: the machine is shared and noisy
             engines.append(bench_engine(url, n, args.concurrency)["seconds"])
             gathers.append(bench_gather(url, n, args.concurrency)["seconds"])
+            inproc.append(bench_engine(url, n, args.concurrency, in_process=True)["seconds"])
         engine = {"seconds": min(engines), "logged": n}
         seq = bench_sequential(url, args.sequential_sample)
     finally:
@@ -197,6 +216,8 @@ def main() -> None:
         "engine_vs_ideal": round(engine["seconds"] / ideal, 3),
         "engine_runs_s": [round(x, 3) for x in engines], "sdk_gather_runs_s": [round(x, 3) for x in gathers],
         "sdk_gather_s": round(min(gathers), 3), "sdk_gather_vs_ideal": round(min(gathers) / ideal, 3),
+        "engine_in_process_runs_s": [round(x, 3) for x in inproc],
+        "engine_in_process_s": round(min(inproc), 3), "engine_in_process_vs_ideal": round(min(inproc) / ideal, 3),
         "load_average": [round(x, 2) for x in os.getloadavg()],
         "sequential_sample": args.sequential_sample, "sequential_sample_s": round(seq["seconds"], 3),
         "sequential_extrapolated_s": round(seq_full, 1),
@@ -211,6 +232,8 @@ def main() -> None:
           f"(target <= 1.25x), {engine['logged']} calls logged to the catalog")
     print(f"  bare SDK asyncio.gather    {min(gathers):8.2f} s  = {result['sdk_gather_vs_ideal']:.3f}x ideal "
           "(no cache, log, retries or limits: the SDK's own floor on this machine)")
+    print(f"  dataforge, in-process 200 ms provider {min(inproc):5.2f} s  = "
+          f"{result['engine_in_process_vs_ideal']:.3f}x ideal (the engine and its catalog log alone, no SDK/HTTP)")
     print(f"  sequential openai SDK loop {seq_full:8.1f} s  (measured on {args.sequential_sample} requests: "
           f"{seq['seconds']:.2f} s, extrapolated)  -> dataforge is {result['speedup_vs_sequential']}x faster")
     print(f"local provider (SmolLM2-135M-Instruct Q4_1, {local['threads']} thread(s)): "
