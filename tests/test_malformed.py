@@ -22,7 +22,7 @@ from dataforge.cli import app
 HERE = Path(__file__).parent / "malformed"
 CASES = sorted(HERE.glob("*.yaml"))
 # A few cases also run through the real console script, for exit codes and stderr as users see them.
-SUBPROCESS = {"yaml_tab", "non_utf8_recipe", "output_sql_injection", "malformed_jsonl_line", "unknown_step_type"}
+SUBPROCESS = {"non_utf8_recipe", "output_sql_injection", "malformed_jsonl_line"}
 EXPECT = re.compile(r"^# expect: (\d+):(\d+) \|\s*([^|]*?)\s*\| (.+)$", re.M)
 
 
