@@ -21,13 +21,16 @@ from rapidfuzz.distance import Indel, LCSseq
 from dataforge.textsim.rouge import code_lengths, f_measure
 from dataforge.textsim.tokens import RougeTokens
 
-# Candidate margin for the float32 pre-pass; its error is ~1e-7, so the exact best is always inside.
+# Candidate margin of the float32 pre-pass. Its scores are within ~1.2e-7 of the exact F, so a
+# pair whose exact F ties or beats a row's best is within ~2.4e-7 of the row's float32 best.
 _MARGIN = 1e-5
 # Above this many tokens in a pair, LCS lengths are not recovered from float32 scores.
 _RECOVERABLE_TOKENS = 1 << 20
 # Cells of the (block x pool) score matrix computed at once, and the bounds on a greedy block.
 _CELLS = 1 << 24
 _BLOCK_MIN, _BLOCK_MAX = 32, 256
+# Below this many cells a score matrix is computed on one thread.
+_PARALLEL_CELLS = 1 << 20
 
 
 class FilterResult(NamedTuple):
@@ -167,6 +170,8 @@ def _approx(codes_a: list[str], lens_a: np.ndarray, codes_b: list[str], workers:
     """float32 `2*lcs/(a+b)` for every pair (Indel's normalized similarity): the F-measure up to rounding."""
     by_len = np.argsort(lens_a, kind="stable")  # rapidfuzz packs similar-length queries into SIMD lanes
     out = np.empty((len(codes_a), len(codes_b)), dtype=np.float32)
+    if len(codes_a) * len(codes_b) < _PARALLEL_CELLS:
+        workers = 1  # starting threads costs more than it saves on small matrices
     out[by_len] = process.cdist([codes_a[i] for i in by_len], codes_b, scorer=Indel.normalized_similarity,
                                 dtype=np.float32, workers=workers)
     out[lens_a == 0] = 0.0  # two empty texts are "identical" to Indel but score 0 in ROUGE
