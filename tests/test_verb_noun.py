@@ -151,3 +151,11 @@ def test_unknown_pipeline_fails_at_validation(write, catalog, cli):
     """)
     res = cli("validate", recipe, "--catalog", catalog)
     assert res.exit_code == 2 and "steps[1].pipeline" in res.output and "xx_no_such_pipeline" in res.output
+
+
+def test_empty_input_with_caps():
+    df = pl.DataFrame({"id": [], "instruction": []}, schema={"id": pl.Utf8, "instruction": pl.Utf8})
+    res = vn.VerbNounFilter(id="v", type="filter.verb_noun", max_share=0.1,
+                            drop_unparsed=True).run([df], None)  # type: ignore[arg-type]
+    assert res.df.columns == ["id", "instruction", "verb", "noun"] and res.df.height == 0
+    assert res.rejections.height == 0

@@ -96,7 +96,7 @@ class HeuristicsFilter(Step):
     def reasons(self, df: pl.DataFrame) -> pl.DataFrame:
         """`df` with `_reason`, `_score` and `_detail` columns (null reason = kept)."""
         # Expensive per-row values are computed once into helper columns; the rule chains only compare them.
-        first: dict[str, pl.Expr] = {"_t": normalized(pl.col(self.column))}
+        first: dict[str, pl.Expr] = {"_t": normalized(pl.col(self.column).cast(pl.Utf8))}
         for i, col in enumerate(self.min_chars):
             first[f"_min{i}"] = normalized(pl.col(col).cast(pl.Utf8)).str.len_chars()
         for i, col in enumerate(self.max_chars):

@@ -43,6 +43,9 @@ def load_encoder(model: str | None = None) -> tuple[Any, Any, int]:
 
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     from transformers import AutoModel, AutoTokenizer
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()  # dataforge shows its own progress
 
     path = Path(model) if model else default_model_dir()
     pooling = path / "1_Pooling" / "config.json"

@@ -153,7 +153,7 @@ def pair_caps(df: pl.DataFrame, *, max_share: float | None, max_per_pair: int | 
     """
     caps = [c for c in (max_per_pair, int(max_share * df.height) if max_share is not None else None) if c is not None]
     if not caps:
-        return pl.Series("capped", [False] * df.height)
+        return pl.Series("capped", [False] * df.height, dtype=pl.Boolean)
     cap = max(1, min(caps))
     order = pl.int_range(pl.len())
     if keep == "random":
@@ -226,7 +226,7 @@ class VerbNounFilter(Step):
         df = df.with_columns(pl.Series("verb", verbs, dtype=pl.Utf8), pl.Series("noun", nouns, dtype=pl.Utf8))
         capped = pair_caps(df, max_share=self.max_share, max_per_pair=self.max_per_pair, keep=self.keep,
                            seed=ctx.seed if ctx else 0)
-        unparsed = (df["verb"].is_null() | df["noun"].is_null()) if self.drop_unparsed else pl.Series([False] * df.height)
+        unparsed = (df["verb"].is_null() | df["noun"].is_null()) if self.drop_unparsed else pl.Series([False] * df.height, dtype=pl.Boolean)
         share = df.select((pl.len().over(["verb", "noun"]) / max(df.height, 1)).alias("s"))["s"]
         marked = df.with_columns(
             pl.when(unparsed).then(pl.lit("no_verb_noun")).when(capped).then(pl.lit("verb_noun_cap"))
