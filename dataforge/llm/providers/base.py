@@ -95,10 +95,6 @@ class Provider(abc.ABC):
     async def complete(self, request: Request) -> Completion:
         """Answer one request (one sample); raise `ProviderError` on failure."""
 
-    def model_id(self) -> str:
-        """The `model` recorded in requests (and so in their hashes)."""
-        return self.cfg.model
-
     def request_extra(self) -> dict:
         """Provider-specific parameters that change answers (hashed with the request)."""
         return {}
