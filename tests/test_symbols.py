@@ -194,3 +194,16 @@ def test_tasks_from_a_column_keep_exemplars_within_their_task():
     for task, ex, q, keep in zip(out["task"], out["exemplar_ids"], out["_parent_id"], out["keep"]):
         assert task_of[q] == task and {task_of[e] for e in ex} == {task}
         assert keep == (1 if task == "A" else 2)
+
+
+def test_several_prompts_per_query_differ_and_keep_the_rules():
+    df = frame([6, 6], ["x", "y"])
+    one = build(df, (2, 4), 9)
+    three = build(df, (2, 4), 9, prompts_per_query=3)
+    assert three.height == 3 * df.height
+    assert three["_parent_id"].to_list() == [q for q in one["_parent_id"] for _ in range(3)]
+    assert three["prompt"].gather(list(range(0, three.height, 3))).to_list() == one["prompt"].to_list()
+    for q in df["id"]:
+        copies = three.filter(pl.col("_parent_id") == q)
+        assert copies["prompt"].n_unique() == 3
+        assert all(q not in ex for ex in copies["exemplar_ids"])

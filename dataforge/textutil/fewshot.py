@@ -59,17 +59,20 @@ class PromptOptions:
     """Remap labels to symbols from this pool; None keeps the natural labels."""
     max_prompts: int | None = None
     """Use at most this many rows of the task as queries (a seeded random subset)."""
+    prompts_per_query: int = 1
+    """Prompts built per query row, each with its own k, exemplars, symbols, format and separator."""
 
 
 def class_prompts(frame: pl.DataFrame, *, task: str, label_names: dict[str, str], opts: PromptOptions,
                   seed: int) -> pl.DataFrame:
     """Prompts for one task whose rows have columns `id`, `text`, `label` (str).
 
-    Every row (or a seeded subset of `max_prompts`) becomes one query. Per query: draw k in the
-    range, then k distinct exemplars from every class, never the query itself; shuffle them;
-    draw a format and separator; map each class to a symbol (distinct per prompt, never equal
-    to a natural label) or keep natural labels. The output has `task, prompt, target, label,
-    symbol_map, exemplar_ids, _parent_id` (the query's id), one row per query in input order.
+    Every row (or a seeded subset of `max_prompts`) becomes a query, `prompts_per_query` times.
+    Per prompt: draw k in the range, then k distinct exemplars from every class, never the
+    query itself; shuffle them; draw a format and separator; map each class to a symbol
+    (distinct per prompt, never equal to a natural label) or keep natural labels. The output
+    has `task, prompt, target, label, symbol_map, exemplar_ids, _parent_id` (the query's id),
+    one row per prompt, in input order.
     """
     fmts = [split_format(f) for f in opts.formats]
     if not opts.separators:
@@ -94,9 +97,16 @@ def class_prompts(frame: pl.DataFrame, *, task: str, label_names: dict[str, str]
         pick = bits(row_keys(frame["id"]), seed, f"{task}:query-pick")
         keep = np.sort(np.argsort(pick, kind="stable")[: opts.max_prompts])
         q_member = q_member[keep]
+    keys = row_keys(members["id"].gather(q_member))
+    if opts.prompts_per_query > 1:
+        # Copy r of a query draws with its key mixed with r (copy 0 keeps the query's own key).
+        reps = opts.prompts_per_query
+        q_member = np.repeat(q_member, reps)
+        copy = np.tile(np.arange(reps, dtype=np.uint64), keys.size)
+        keys = np.repeat(keys, reps)
+        keys = np.where(copy == 0, keys, bits(keys, seed, f"{task}:copy", copy))
     nq = q_member.size
     q_ids = members["id"].gather(q_member)
-    keys = row_keys(q_ids)
     q_cls = cls_of_member[q_member]
     q_pos = pos_of_member[q_member]
 
@@ -241,7 +251,8 @@ def symbol_tuning_prompts(df: pl.DataFrame, seed: int, *, input_column: str = "t
                           label_names: dict[str, dict[str, str]] | None = None, k: tuple[int, int] = (2, 10),
                           pool: SymbolPool | None = None, instructions: dict[str, str] | None = None,
                           formats: list[str] | None = None, separators: list[str] | None = None,
-                          max_prompts_per_task: int | None = None, passthrough: list[str] = ()) -> pl.DataFrame:
+                          max_prompts_per_task: int | None = None, prompts_per_query: int = 1,
+                          passthrough: list[str] = ()) -> pl.DataFrame:
     """Symbol-tuning prompts for every task of `df` (the whole of `transform.symbols`).
 
     `df` needs `id`, `input_column`, `label_column` (and `task_column`, else all rows are task
@@ -266,7 +277,7 @@ def symbol_tuning_prompts(df: pl.DataFrame, seed: int, *, input_column: str = "t
                 raise FewShotError(f"no instruction for task {name!r} (nor '*')")
         opts = PromptOptions(k=k, formats=list(formats or DEFAULT_FORMATS),
                              separators=list(separators or DEFAULT_SEPARATORS), instruction=instruction,
-                             pool=pool, max_prompts=max_prompts_per_task)
+                             pool=pool, max_prompts=max_prompts_per_task, prompts_per_query=prompts_per_query)
         names = {**label_names.get("*", {}), **label_names.get(name, {})}
         out = class_prompts(part, task=name, label_names=names, opts=opts, seed=seed)
         if passthrough:

@@ -50,6 +50,8 @@ class SymbolsTransform(Step):
     """Separators between exemplars (and before the query); one is drawn per prompt."""
     max_prompts_per_task: int | None = Field(default=None, ge=1)
     """Use at most this many rows per task as queries (a seeded random subset); default: every row."""
+    prompts_per_query: int = Field(default=1, ge=1, le=100)
+    """Prompts per query row, each with its own exemplars, symbols and format (more training data)."""
     passthrough: list[str] = Field(default_factory=list)
     """Columns of the query row copied to its prompt row (e.g. `flip_map` from `transform.flip`)."""
 
@@ -105,6 +107,7 @@ class SymbolsTransform(Step):
                 k=parse_k(self.k), pool=None if self.relevant_labels else symbol_pool(self.pool),
                 instructions=self.instructions if self.include_instruction else None, formats=list(self.formats),
                 separators=list(self.separators), max_prompts_per_task=self.max_prompts_per_task,
+                prompts_per_query=self.prompts_per_query,
                 passthrough=list(self.passthrough))
         except FewShotError as e:
             raise StepError(self.id, "k" if "k=" in str(e) else None, str(e)) from None
