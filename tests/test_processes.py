@@ -145,3 +145,18 @@ def test_sql_while_a_build_writes_never_hangs(write, catalog, tmp_path, kept):
     assert api.read("slow_out", catalog=catalog).height == 300_000
     builds, _ = api.history(catalog=catalog)
     assert set(builds["status"]) == {"ok"}
+
+
+def test_ctrl_c_marks_the_build_interrupted_and_keeps_finished_steps(write, catalog, tmp_path, kept):
+    recipe = slow_recipe(write, tmp_path)
+    proc = spawn_build(recipe, catalog)
+    wait_for(tmp_path / "started", proc)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert "interrupted" in err and "Traceback" not in err
+    builds, steps = api.history(catalog=catalog)
+    last = builds.filter(pl.col("recipe_name") == "slow").row(0, named=True)
+    assert last["status"] == "interrupted"
+    assert steps.filter(pl.col("build_id") == last["build_id"])["step_id"].to_list() == ["src"]
+    assert api.read("kept", catalog=catalog).equals(kept)
