@@ -265,8 +265,10 @@ def symbol_tuning_prompts(df: pl.DataFrame, seed: int, *, input_column: str = "t
            pl.col(label_column).cast(pl.Utf8).alias("label"),
            (pl.col(task_column).cast(pl.Utf8) if task_column else pl.lit(task, dtype=pl.Utf8)).alias("_task"),
            *[pl.col(c).alias(f"_pt{i}") for i, c in enumerate(passthrough)]]
-    # Equal rows share a content id; one copy is enough (and keeps ids unique within a task).
-    frame = df.select(sel).unique(subset=["id", "_task"], keep="first", maintain_order=True)
+    # Rows without a label cannot be exemplars or queries. Equal rows share a content id; one
+    # copy is enough (and keeps ids unique within a task).
+    frame = (df.select(sel).filter(pl.col("label").is_not_null())
+             .unique(subset=["id", "_task"], keep="first", maintain_order=True))
     frames = []
     for name in frame["_task"].unique(maintain_order=True).to_list():
         part = frame.filter(pl.col("_task") == name)
