@@ -94,6 +94,9 @@ class Source(Step):
         if mapping is not None:
             df = df.select([pl.col(src).alias(dst) for dst, src in mapping.items()])
         if "id" in df.columns and (mapping is None or "id" not in mapping):
+            if "source_id" in df.columns:
+                raise StepError(self.id, "columns", "the data has both `id` and `source_id` columns; `id` is "
+                                "dataforge's row id, so pick and rename yours with `columns:`")
             df = df.rename({"id": "source_id"})
         if self.limit is not None:
             df = df.head(self.limit)
