@@ -124,3 +124,13 @@ def test_unknown_dataset_is_a_user_error(catalog, tmp_path, cli, write):
     api.build(_recipe(write), catalog=catalog)
     res = cli("report", "nope", "--out", tmp_path / "rep", "--catalog", catalog)
     assert res.exit_code == 2 and "no dataset 'nope'" in res.output
+
+
+def test_rebuilt_dataset_still_shows_reasons_of_reused_steps(write, catalog, tmp_path):
+    recipe = _recipe(write)
+    api.build(recipe, catalog=catalog)
+    api.build(recipe, catalog=catalog)  # everything reused: the rejections were written by the first build
+    _, _, data = _open(api.report("with_pairs", out=tmp_path / "rep", catalog=catalog)["html"])
+    assert data["dataset"]["version"] == 2
+    assert {s["status"] for s in data["steps"]} == {"reused"}
+    assert {r["reason"] for r in data["rejections"]} == {"too_short", "blacklist:draw"}
