@@ -169,3 +169,12 @@ def test_template_errors_point_at_the_recipe(write, catalog):
     with pytest.raises(UserError) as e:
         api.build(recipe, catalog=catalog)
     assert "nope" in str(e.value)
+
+
+def test_few_shot_rate_mixes_zero_and_few_shot_rows():
+    cot = [FlanTemplate(id="cot", prompt="Q: {{ text }}", cot=True)]
+    out = run(rows(200), templates=cot, rationale_column="why", shots=2, few_shot_rate=0.5)
+    n_ex = out["exemplar_ids"].list.len()
+    assert 60 < (n_ex == 2).sum() < 140 and set(n_ex.unique()) == {0, 2}
+    for r in out.iter_rows(named=True):
+        assert r["prompt"].endswith("step by step.") == (not r["exemplar_ids"])

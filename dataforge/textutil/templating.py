@@ -18,6 +18,7 @@ from typing import Literal
 
 import numpy as np
 import polars as pl
+import pyarrow as pa
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from dataforge.jinja import render_column, template_variables
@@ -67,6 +68,8 @@ class TemplateSettings(BaseModel):
     """First line of the options block."""
     shots: int = Field(default=0, ge=0, le=64)
     """Exemplars per prompt from the same task (0: zero-shot), rendered with the row's template."""
+    few_shot_rate: float = Field(default=1.0, ge=0.0, le=1.0)
+    """With `shots`, the share of rows made few-shot (drawn per row); the rest stay zero-shot, as Flan mixes both."""
     separators: list[str] = Field(default_factory=lambda: list(DEFAULT_SEPARATORS), min_length=1)
     """Separators between exemplars and before the query; one is drawn per row."""
     answer_delimiter: str = "\n"
@@ -185,6 +188,7 @@ def apply_templates(df: pl.DataFrame, templates: list[FlanTemplate], settings: T
             pick[m] = np.asarray(pool)[integers(keys[m], seed, f"{task}:template", len(pool))]
 
     shots = min(settings.shots, max(n - 1, 0))
+    few = uniform(keys, seed, f"{task}:few-shot") < settings.few_shot_rate if shots else np.zeros(n, dtype=bool)
     ex = np.zeros((n, 0), dtype=np.int64)
     if shots:
         ex = sample_distinct(keys, np.full(n, n - 1), np.full(n, shots), shots, seed, f"{task}:shots",
@@ -193,7 +197,7 @@ def apply_templates(df: pl.DataFrame, templates: list[FlanTemplate], settings: T
     # Render each (row, template) pair that is needed once.
     pairs = np.unique(np.concatenate([
         np.stack([np.arange(n), pick], 1),
-        np.stack([ex.ravel(), np.repeat(pick, ex.shape[1])], 1),
+        np.stack([ex[few].ravel(), np.repeat(pick[few], ex.shape[1])], 1),
     ]), axis=0) if n else np.zeros((0, 2), dtype=np.int64)
     rendered_p, rendered_t = {}, {}
     for ti in np.unique(pairs[:, 1]):
@@ -208,17 +212,20 @@ def apply_templates(df: pl.DataFrame, templates: list[FlanTemplate], settings: T
     q_prompt = prompt_of(np.arange(n), pick)
     q_target = target_of(np.arange(n), pick)
     is_cot = np.array([templates[i].cot for i in pick], dtype=bool) if n else np.zeros(0, dtype=bool)
-    if settings.cot_triggers and not shots and is_cot.any():
+    zero_cot = is_cot & ~few
+    if settings.cot_triggers and zero_cot.any():
         trig = pl.Series(settings.cot_triggers, dtype=pl.Utf8).gather(
             integers(keys, seed, f"{task}:cot-trigger", len(settings.cot_triggers)))
-        q_prompt = pl.select(pl.when(pl.Series(is_cot)).then(pl.concat_str([pl.lit(q_prompt), pl.lit("\n\n"), trig]))
+        q_prompt = pl.select(pl.when(pl.Series(zero_cot)).then(pl.concat_str([pl.lit(q_prompt), pl.lit("\n\n"), trig]))
                              .otherwise(pl.lit(q_prompt))).to_series()
 
     exemplar_ids = pl.Series("exemplar_ids", [[]], dtype=pl.List(pl.Utf8)).new_from_index(0, n)  # no per-row Python
     prompt = q_prompt
-    if shots:
+    if few.any():
         sep = pl.Series(settings.separators, dtype=pl.Utf8).gather(
             integers(keys, seed, f"{task}:separator", len(settings.separators)))
+        # Zero-shot rows point their (unused) exemplar slots at themselves: already rendered.
+        ex = np.where(few[:, None], ex, np.arange(n)[:, None])
         flat_rows = ex.ravel()
         flat_tpl = np.repeat(pick, shots)
         pieces = pl.DataFrame({
@@ -226,19 +233,17 @@ def apply_templates(df: pl.DataFrame, templates: list[FlanTemplate], settings: T
             "s": sep.gather(np.repeat(np.arange(n), shots)),
         }).select(pl.concat_str([pl.col("p"), pl.lit(settings.answer_delimiter), pl.col("t"), pl.col("s")])
                   .alias("piece"))["piece"]
-        keep = np.ones((n, shots), dtype=bool)
+        keep = np.repeat(few[:, None], shots, axis=1)
         if settings.max_length is not None:
             budget = settings.max_length - lengths(q_prompt, settings)
             used = np.cumsum(lengths(pieces, settings).reshape(n, shots), axis=1)
-            keep = used <= budget[:, None]
+            keep &= used <= budget[:, None]
         counts = keep.sum(axis=1)
         offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
         kept = keep.ravel()
         joined = slice_joined(pieces.filter(pl.Series(kept)), offsets)
         prompt = pl.select(pl.concat_str([pl.lit(joined), pl.lit(q_prompt)])).to_series()
         ids = df["id"].cast(pl.Utf8).gather(flat_rows[kept])
-        import pyarrow as pa
-
         exemplar_ids = pl.from_arrow(pa.LargeListArray.from_arrays(pa.array(offsets), ids.to_arrow()))
         exemplar_ids = exemplar_ids.cast(pl.List(pl.Utf8))
     tid = pl.Series([t.id for t in templates], dtype=pl.Utf8).gather(pick) if n else pl.Series([], dtype=pl.Utf8)
