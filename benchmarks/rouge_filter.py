@@ -130,9 +130,16 @@ def pairs_compared(keep: np.ndarray, n_seeds: int) -> int:
 
 
 def ours(texts: list[str], seeds: list[str], threshold: float, workers: int) -> dict:
-    t0 = time.perf_counter()
-    r = greedy_filter(texts, threshold, seeds, workers=workers)
-    seconds = time.perf_counter() - t0
+    """dataforge's greedy filter; the median of 3 runs when one takes under 5 s (timings on a busy
+    2-core machine jump around)."""
+    times = []
+    while True:
+        t0 = time.perf_counter()
+        r = greedy_filter(texts, threshold, seeds, workers=workers)
+        times.append(time.perf_counter() - t0)
+        if len(times) == 3 or times[0] >= 5:
+            break
+    seconds = float(np.median(times))
     return {"keep": r.keep, "max": r.max_score, "nearest": r.nearest, "seconds": seconds,
             "pairs": pairs_compared(r.keep, len(seeds))}
 

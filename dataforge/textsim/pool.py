@@ -101,10 +101,12 @@ class RougePool:
             blk, blk_lens = codes[start:stop], lens[start:stop]
             b_score, b_near = self._best(blk, blk_lens)
             inner = _approx(blk, blk_lens, blk, self.workers)
+            # The block's earlier rows, kept or not, bound what they can score; most rows stop here.
+            bound = np.tril(inner, k=-1).max(axis=1) if stop - start > 1 else np.zeros(1, dtype=np.float32)
             kept = np.zeros(stop - start, dtype=bool)
             for i in range(stop - start):
                 s, j = b_score[i], b_near[i]
-                if i and kept[:i].any():
+                if bound[i] > 0 and bound[i] + _MARGIN >= s and kept[:i].any():
                     row = inner[i, :i] * kept[:i]
                     top = row.max()
                     if top > 0 and top + _MARGIN >= s:  # an earlier kept text of the block may beat the pool
