@@ -118,18 +118,21 @@ def export_frames(mf: MixtureFile, frames: list[pl.DataFrame], out: Path, fmt: s
         alloc = allocate([f.height for f in prepared], caps, [s.weight for s in m.sources], m.total)
     except ValueError as e:
         raise mf.error(str(e), ("total",)) from None
-    chosen = [mixing.sample_rows(f, n, m.seed, i) for i, (f, n) in enumerate(zip(prepared, alloc.counts))]
-    rows = pl.concat(chosen, how="vertical_relaxed")
+    rows = pl.concat([mixing.sample_rows(f, n, m.seed, i) for i, (f, n) in enumerate(zip(prepared, alloc.counts))],
+                     how="vertical_relaxed", rechunk=False)
+    del prepared  # large frames: keep one copy of the strings alive at a time
 
     is_val = mixing.split_groups(rows, m.split.group_column, m.split.validation_fraction, m.seed)
     if m.format == "chat":
         rows = mixing.with_messages(rows, m.system_prompt)
     columns = list(dict.fromkeys(["prompt", "completion", *(["messages"] if m.format == "chat" else []),
                                   mixing.SOURCE, "id", *m.keep_columns]))
-    splits = {"train": rows.filter(~is_val)}
+    splits = {"train": rows.filter(~is_val) if is_val.any() else rows}
     if m.split.validation_fraction > 0:
         splits["validation"] = rows.filter(is_val)
-    splits = {k: mixing.shuffle_rows(v, m.seed).select(columns) for k, v in splits.items()}
+    del rows
+    for k in list(splits):
+        splits[k] = mixing.shuffle_rows(splits[k].select(columns), m.seed)
 
     per_split = {k: v.group_by(mixing.SOURCE).len() for k, v in splits.items()}
 
