@@ -86,7 +86,11 @@ class Source(Step):
                             f"it has: {', '.join(raw) or '(none)'}")
 
     def run(self, inputs: list[pl.DataFrame], ctx: RunContext) -> pl.DataFrame:
-        df = self.read(ctx)
+        try:
+            df = self.read(ctx)
+        except pl.exceptions.PolarsError as e:  # e.g. one column holding numbers and lists: the data's problem
+            where = next((f for f in ("path", "rows", "query") if f in type(self).model_fields), None)
+            raise StepError(self.id, where, f"cannot make a table of the rows: {str(e).splitlines()[0]}") from None
         mapping = self._mapping()
         if df.width == 0 and df.height == 0 and self.allow_empty and mapping is not None:
             df = pl.DataFrame(schema={src: pl.Utf8 for src in mapping.values()})  # an empty file has no columns
