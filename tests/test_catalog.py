@@ -11,7 +11,7 @@ from dataforge.catalog.store import Catalog
 CONTRACT = {
     "_migrations": ["name", "applied_at"],
     "builds": ["build_id", "recipe_name", "recipe_path", "recipe_sha256", "started_at", "finished_at", "status",
-               "dataforge_version", "error"],
+               "dataforge_version", "error", "pid", "host"],
     "steps": ["build_id", "step_id", "type", "fingerprint", "rows_in", "rows_out", "rejected", "seconds", "status"],
     "step_outputs": ["fingerprint", "table_name", "step_id", "type", "rows_in", "rows", "rejected", "build_id",
                      "created_at"],
