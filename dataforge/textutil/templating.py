@@ -194,11 +194,16 @@ def apply_templates(df: pl.DataFrame, templates: list[FlanTemplate], settings: T
         ex = sample_distinct(keys, np.full(n, n - 1), np.full(n, shots), shots, seed, f"{task}:shots",
                              skip=np.arange(n))
 
+    # One template and no few-shot rows (e.g. export-time templating): render the rows in order.
+    single = n > 0 and not few.any() and bool((pick == pick[0]).all())
+    if single:
+        t0 = templates[int(pick[0])]
+        q_prompt, q_target = render_column(work, t0.prompt), render_column(work, target_source(t0, settings))
     # Render each (row, template) pair that is needed once.
     pairs = np.unique(np.concatenate([
         np.stack([np.arange(n), pick], 1),
         np.stack([ex[few].ravel(), np.repeat(pick[few], ex.shape[1])], 1),
-    ]), axis=0) if n else np.zeros((0, 2), dtype=np.int64)
+    ]), axis=0) if n and not single else np.zeros((0, 2), dtype=np.int64)
     rendered_p, rendered_t = {}, {}
     for ti in np.unique(pairs[:, 1]):
         rows = pairs[pairs[:, 1] == ti, 0]
@@ -209,9 +214,10 @@ def apply_templates(df: pl.DataFrame, templates: list[FlanTemplate], settings: T
     prompt_of = _lookup(rendered_p, n, pick)
     target_of = _lookup(rendered_t, n, pick)
 
-    q_prompt = prompt_of(np.arange(n), pick)
-    q_target = target_of(np.arange(n), pick)
-    is_cot = np.array([templates[i].cot for i in pick], dtype=bool) if n else np.zeros(0, dtype=bool)
+    if not single:
+        q_prompt = prompt_of(np.arange(n), pick)
+        q_target = target_of(np.arange(n), pick)
+    is_cot = np.array([t.cot for t in templates], dtype=bool)[pick]
     zero_cot = is_cot & ~few
     if settings.cot_triggers and zero_cot.any():
         trig = pl.Series(settings.cot_triggers, dtype=pl.Utf8).gather(
