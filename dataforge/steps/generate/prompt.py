@@ -88,7 +88,7 @@ class GeneratePrompt(Step):
                 names |= template_variables(src)
             except jinja2.TemplateSyntaxError as e:
                 raise StepError(self.id, field_name, f"template syntax error (line {e.lineno}): {e.message}") from None
-        return sorted(names - {"loop"})
+        return sorted(names)
 
     def _field_names(self) -> list[str]:
         if self.messages is not None:
@@ -126,6 +126,9 @@ class GeneratePrompt(Step):
     def check(self, ctx: PlanContext) -> None:
         self.required_columns()
         cfg = self.effective_llm(ctx)
+        if self.mode == "batch" and cfg.provider == "local":
+            raise StepError(self.id, "mode", "mode: batch needs llm.provider openai or anthropic (their batch APIs); "
+                                             "the local model runs online only")
         if cfg.provider == "local":
             from dataforge.llm.providers.local import model_file
 
