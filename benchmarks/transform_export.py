@@ -22,7 +22,8 @@ every prompt ends with its query and every completion's symbol occurs in its pro
 Each side runs in its own process; wall time covers reading the input Parquet file through
 writing the output (not interpreter start or imports), CPU time is the process's over the same
 span (polars uses several threads, the reference one); peak memory is the child's maximum
-resident set (`os.wait4` rusage). Results go to benchmarks/results/transform_export.json.
+resident set (`os.wait4` rusage). `--format parquet` writes Parquet on both sides (`Dataset.to_parquet`). Results go to
+benchmarks/results/transform_export.json, one entry per format.
 """
 
 from __future__ import annotations
@@ -109,7 +110,7 @@ SEPARATORS = ["\n\n", "\n###\n"]
 
 # -- the two sides (each runs in a child process) ----------------------------------------------
 
-def run_dataforge(inp: Path, out: Path) -> dict:
+def run_dataforge(inp: Path, out: Path, fmt: str) -> dict:
     import polars as pl
 
     from dataforge.export.mixture import load_mixture
@@ -129,12 +130,12 @@ def run_dataforge(inp: Path, out: Path) -> dict:
     df = pl.read_parquet(inp)
     # One prompt per query row: its id is the query's (the executor would re-hash it in a build).
     prompts = step.run([df], ctx).rename({"_parent_id": "id"})
-    res = export_frames(load_mixture(mix), [prompts], out, "jsonl")
+    res = export_frames(load_mixture(mix), [prompts], out, fmt)
     return {"seconds": time.perf_counter() - t0, "cpu_seconds": time.process_time() - c0,
-            "rows": res.manifest["rows"]["train"], "file": str(out / "train.jsonl")}
+            "rows": res.manifest["rows"]["train"], "file": str(out / f"train.{fmt}")}
 
 
-def run_reference(inp: Path, out: Path, batched: bool) -> dict:
+def run_reference(inp: Path, out: Path, batched: bool, fmt: str) -> dict:
     import random
 
     import datasets
@@ -183,16 +184,19 @@ def run_reference(inp: Path, out: Path, batched: bool) -> dict:
 
     ds = ds.map(fn, batched=batched, remove_columns=ds.column_names)
     out.mkdir(parents=True, exist_ok=True)
-    ds.to_json(str(out / "train.jsonl"), lines=True, force_ascii=False)
+    if fmt == "jsonl":
+        ds.to_json(str(out / "train.jsonl"), lines=True, force_ascii=False)
+    else:
+        ds.to_parquet(str(out / "train.parquet"))
     return {"seconds": time.perf_counter() - t0, "cpu_seconds": time.process_time() - c0,
-            "rows": ds.num_rows, "file": str(out / "train.jsonl")}
+            "rows": ds.num_rows, "file": str(out / f"train.{fmt}")}
 
 
 # -- harness ---------------------------------------------------------------------------------
 
-def _child(side: str, inp: Path) -> dict:
+def _child(side: str, inp: Path, fmt: str) -> dict:
     out = WORK / side
-    cmd = [sys.executable, __file__, "--child", side, "--input", str(inp), "--out", str(out)]
+    cmd = [sys.executable, __file__, "--child", side, "--input", str(inp), "--out", str(out), "--format", fmt]
     t0 = time.perf_counter()
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)
     stdout = proc.stdout.read()
@@ -210,7 +214,7 @@ def _check(path: Path, rows: int) -> bool:
     """Row count, and on a sample: the symbol of each completion occurs in its prompt."""
     import polars as pl
 
-    df = pl.read_ndjson(path).select("prompt", "completion")
+    df = (pl.read_ndjson(path) if path.suffix == ".jsonl" else pl.read_parquet(path)).select("prompt", "completion")
     sample = df.sample(min(2000, df.height), seed=0)
     ok = sample.select(pl.col("prompt").str.contains(pl.col("completion").str.strip_chars(), literal=True).all()).item()
     return df.height == rows and bool(ok)
@@ -219,6 +223,9 @@ def _check(path: Path, rows: int) -> bool:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--rows", type=int, default=1_000_000)
+    ap.add_argument("--format", choices=["jsonl", "parquet"], default="jsonl")
+    ap.add_argument("--sides", default="dataforge,datasets_map,datasets_map_batched",
+                    help="comma-separated: dataforge, datasets_map, datasets_map_batched")
     ap.add_argument("--child", choices=["dataforge", "datasets_map", "datasets_map_batched"])
     ap.add_argument("--input", type=Path)
     ap.add_argument("--out", type=Path)
@@ -228,32 +235,37 @@ def main() -> None:
 
         shutil.rmtree(args.out, ignore_errors=True)
         if args.child == "dataforge":
-            res = run_dataforge(args.input, args.out)
+            res = run_dataforge(args.input, args.out, args.format)
         else:
-            res = run_reference(args.input, args.out, batched=args.child.endswith("batched"))
+            res = run_reference(args.input, args.out, batched=args.child.endswith("batched"), fmt=args.format)
         print(json.dumps(res))
         return
 
     inp = WORK / f"input_{args.rows}.parquet"
     if not inp.exists():
         make_input(args.rows, inp)
-    results = {side: _child(side, inp) for side in ("dataforge", "datasets_map", "datasets_map_batched")}
+    results = {side: _child(side, inp, args.format) for side in args.sides.split(",")}
     checks = {side: _check(Path(r["file"]), args.rows) for side, r in results.items()}
-    df_s = results["dataforge"]["seconds"]
+    df_r = results["dataforge"]
     report = {
-        "benchmark": f"transform.symbols (k={K} per class) + export template + jsonl export",
+        "benchmark": f"transform.symbols (k={K} per class) + export template + {args.format} export",
         "rows": args.rows,
-        "command": f".venv/bin/python benchmarks/transform_export.py --rows {args.rows}",
+        "command": f".venv/bin/python benchmarks/transform_export.py --rows {args.rows} --format {args.format}"
+                   + (f" --sides {args.sides}" if args.sides != ap.get_default("sides") else ""),
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform()},
         "results": results,
-        "speedup_vs_datasets_map": round(results["datasets_map"]["seconds"] / df_s, 1),
-        "speedup_vs_datasets_map_batched": round(results["datasets_map_batched"]["seconds"] / df_s, 1),
-        "cpu_ratio_vs_datasets_map": round(results["datasets_map"]["cpu_seconds"] / results["dataforge"]["cpu_seconds"], 1),
+        **{f"speedup_vs_{side}": round(r["seconds"] / df_r["seconds"], 1) for side, r in results.items()
+           if side != "dataforge"},
+        **{f"cpu_ratio_vs_{side}": round(r["cpu_seconds"] / df_r["cpu_seconds"], 1) for side, r in results.items()
+           if side != "dataforge"},
         "load_average_1m_at_end": round(os.getloadavg()[0], 2),
         "checks_passed": checks,
     }
     OUT.parent.mkdir(parents=True, exist_ok=True)
-    OUT.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+    previous = json.loads(OUT.read_text(encoding="utf-8")) if OUT.exists() else {}
+    if "results" in previous:  # an older single-format file
+        previous = {}
+    OUT.write_text(json.dumps({**previous, args.format: report}, indent=2) + "\n", encoding="utf-8")
     print(json.dumps(report, indent=2))
     if not all(checks.values()):
         raise SystemExit("structural check failed: " + json.dumps(checks))
