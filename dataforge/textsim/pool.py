@@ -29,6 +29,8 @@ _RECOVERABLE_TOKENS = 1 << 20
 # Cells of the (block x pool) score matrix computed at once, and the bounds on a greedy block.
 _CELLS = 1 << 24
 _BLOCK_MIN, _BLOCK_MAX = 32, 256
+# rapidfuzz scores queries of up to 64 characters (tokens here) several at a time in SIMD lanes.
+_SIMD_TOKENS = 64
 # Below this many cells a score matrix is computed on one thread.
 _PARALLEL_CELLS = 1 << 20
 
@@ -174,8 +176,14 @@ def _approx(codes_a: list[str], lens_a: np.ndarray, codes_b: list[str], workers:
     out = np.empty((len(codes_a), len(codes_b)), dtype=np.float32)
     if len(codes_a) * len(codes_b) < _PARALLEL_CELLS:
         workers = 1  # starting threads costs more than it saves on small matrices
-    out[by_len] = process.cdist([codes_a[i] for i in by_len], codes_b, scorer=Indel.normalized_similarity,
-                                dtype=np.float32, workers=workers)
+    short = by_len[lens_a[by_len] <= _SIMD_TOKENS]
+    long_ = by_len[lens_a[by_len] > _SIMD_TOKENS]
+    if len(short):
+        out[short] = process.cdist([codes_a[i] for i in short], codes_b, scorer=Indel.normalized_similarity,
+                                   dtype=np.float32, workers=workers)
+    if len(long_):  # long queries get no SIMD lanes; as choices, the other side's short texts fill them
+        out[long_] = process.cdist(codes_b, [codes_a[i] for i in long_], scorer=Indel.normalized_similarity,
+                                   dtype=np.float32, workers=workers).T
     out[lens_a == 0] = 0.0  # two empty texts are "identical" to Indel but score 0 in ROUGE
     return out
 
