@@ -355,3 +355,15 @@ def test_a_failure_while_writing_leaves_the_earlier_export_intact(cat, write, tm
         api.export(mix.with_name("mix.yaml"), out=out, format="parquet", catalog=cat)
     assert {p.name: _sha(p) for p in out.iterdir()} == before
     assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []
+
+
+def test_docs_describe_every_mixture_field():
+    from dataforge.export.mixture import DedupConfig, Mixture, MixtureSource, SplitConfig
+
+    doc = (Path(__file__).resolve().parents[1] / "docs" / "export.md").read_text(encoding="utf-8")
+    for prefix, model in (("", Mixture), ("sources[].", MixtureSource), ("split.", SplitConfig),
+                          ("dedup.", DedupConfig)):
+        for name in model.model_fields:
+            if model is Mixture and name in ("split", "dedup"):
+                continue
+            assert f"| `{prefix}{name}` |" in doc, f"docs/export.md lacks {prefix}{name}"

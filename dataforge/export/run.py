@@ -19,7 +19,8 @@ from dataforge.errors import UserError
 from dataforge.export import mixing
 from dataforge.export.mixture import MixtureFile, load_mixture
 from dataforge.export.rates import allocate
-from dataforge.export.writers import FORMATS, MANIFEST, file_entries, staged_dir, write_hf, write_split
+from dataforge.export.writers import (FORMATS, MANIFEST, check_replaceable, file_entries, staged_dir, write_hf,
+                                      write_split)
 from dataforge.rows import content_ids
 from dataforge.textutil.templating import apply_templates, required_variables
 
@@ -95,6 +96,7 @@ def export_frames(mf: MixtureFile, frames: list[pl.DataFrame], out: Path, fmt: s
                   infos: list[dict[str, Any]] | None = None) -> ExportResult:
     """Mix, split and write `frames` (one per mixture source, in order) under `out`."""
     m = mf.mixture
+    check_replaceable(out)  # fail before the work, not after it
     infos = infos or [{} for _ in frames]
     prepared, lacking = zip(*[_prepare(mf, i, df) for i, df in enumerate(frames)]) if frames else ((), ())
     prepared = list(prepared)
