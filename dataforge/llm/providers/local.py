@@ -7,6 +7,7 @@ thread; the model is loaded once per process and shared by every step.
 from __future__ import annotations
 
 import asyncio
+import atexit
 import concurrent.futures
 import functools
 import os
@@ -53,6 +54,15 @@ def model_file(cfg: LLMConfig, resolve=lambda p: Path(p)) -> Path:
             raise UserError(f"llm.model_path: no such file: {p}")
         return p
     return bundled_model_path()
+
+
+@atexit.register
+def _close_models() -> None:
+    # Freed while the interpreter still works; llama-cpp-python's own __del__ at shutdown prints a traceback.
+    with _models_lock:
+        for model in _models.values():
+            model.close()  # type: ignore[attr-defined]
+        _models.clear()
 
 
 def default_threads() -> int:
