@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import subprocess
 import sys
@@ -10,17 +11,22 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 # Generated in a fresh interpreter: test modules register test-only step kinds in this one.
 GENERATE = """
-import sys
+import json, sys
 from dataforge.recipe.reference import reference_markdown
 from dataforge.recipe.schema import schema_json
-sys.stdout.write(schema_json() if sys.argv[1] == "schema" else reference_markdown())
+sys.stdout.write(json.dumps({"schema": schema_json(), "reference": reference_markdown()}))
 """
 
 
+@functools.cache
+def _generated() -> dict[str, str]:
+    proc = subprocess.run([sys.executable, "-c", GENERATE], capture_output=True, text=True, encoding="utf-8",
+                          check=True, cwd=REPO)
+    return json.loads(proc.stdout)
+
+
 def generate(what: str) -> str:
-    proc = subprocess.run([sys.executable, "-c", GENERATE, what], capture_output=True, text=True,
-                          encoding="utf-8", check=True, cwd=REPO)
-    return proc.stdout
+    return _generated()[what]
 
 
 def test_checked_in_schema_is_current():
