@@ -205,6 +205,7 @@ def _child(side: str, inp: Path, fmt: str) -> dict:
     if status != 0:
         raise SystemExit(f"{side} failed (status {status})")
     res = json.loads(stdout.strip().splitlines()[-1])
+    res["file"] = Path(res["file"]).resolve().relative_to(ROOT.parent).as_posix()
     res.update(process_seconds=round(wall, 2), peak_rss_mib=round(usage.ru_maxrss / 1024, 1),
                seconds=round(res["seconds"], 2), cpu_seconds=round(res["cpu_seconds"], 2))
     return res
@@ -245,7 +246,7 @@ def main() -> None:
     if not inp.exists():
         make_input(args.rows, inp)
     results = {side: _child(side, inp, args.format) for side in args.sides.split(",")}
-    checks = {side: _check(Path(r["file"]), args.rows) for side, r in results.items()}
+    checks = {side: _check(ROOT.parent / r["file"], args.rows) for side, r in results.items()}
     df_r = results["dataforge"]
     report = {
         "benchmark": f"transform.symbols (k={K} per class) + export template + {args.format} export",
