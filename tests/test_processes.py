@@ -16,6 +16,7 @@ import pytest
 import spine_kinds  # noqa: F401  (test.slow)
 from conftest import run_dataforge
 from dataforge import api
+from dataforge.catalog.store import Catalog
 
 TESTS = Path(__file__).parent
 # The real CLI in a subprocess, with the test-only step kinds registered.
@@ -107,10 +108,12 @@ def test_a_running_build_is_not_marked_killed(write, catalog, tmp_path, kept):
     proc = spawn_build(recipe, catalog, "--var", "secs=4")
     try:
         wait_for(tmp_path / "started", proc)
-        api.build(write("other.yaml", "name: other\nsteps:\n  - id: s\n    type: source.inline\n"
-                                      "    rows: [{a: 1}]\noutputs:\n  other: s\n"), catalog=catalog)
+        assert Catalog(catalog).mark_killed_builds() == []  # its process is alive
         builds, _ = api.history(catalog=catalog)
         assert builds.filter(pl.col("recipe_name") == "slow")["status"].to_list() == ["running"]
+        res = api.build(write("other.yaml", "name: other\nsteps:\n  - id: s\n    type: source.inline\n"
+                                            "    rows: [{a: 1}]\noutputs:\n  other: s\n"), catalog=catalog)
+        assert res.status == "ok"  # another build on the same catalog meanwhile
     finally:
         out, err = proc.communicate(timeout=120)
     assert proc.returncode == 0, err
