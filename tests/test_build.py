@@ -224,3 +224,10 @@ def test_debug_shows_the_traceback(write, catalog, cli):
     res = cli("--debug", "build", failing_recipe(write, "internal"), "--catalog", catalog)
     assert res.exit_code == 1
     assert "Traceback" in res.output and "RuntimeError: boom" in res.output
+
+
+def test_a_new_kind_version_rebuilds_that_kind_and_its_descendants(write, catalog, monkeypatch):
+    api.build(chain(write), catalog=catalog)
+    monkeypatch.setattr(spine_kinds.Explode, "kind_version", "2")
+    res = api.build(chain(write), catalog=catalog)
+    assert statuses(res) == {"src": "reused", "a": "reused", "b": "built", "side": "reused"}
