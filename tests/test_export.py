@@ -175,7 +175,7 @@ def test_jsonl_has_prompt_completion_and_messages_in_chat_format(cat, write, tmp
     assert row["prompt"].startswith("Classify: alpha sentence") and row["completion"] in ("yes", "no")
     assert "messages" not in row and text.manifest["rows"] == {"train": 10}
 
-    chat = _mixture(write, "total: 10\nformat: chat\nsystem_prompt: Answer yes or no.\n"
+    chat = _mixture(write, "total: 10\nstyle: chat\nsystem_prompt: Answer yes or no.\n"
                            "sources:\n  - dataset: alpha\n", name="chat.yaml")
     api.export(chat, out=tmp_path / "c", catalog=cat)
     for row in _read_jsonl(tmp_path / "c" / "train.jsonl"):

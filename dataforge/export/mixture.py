@@ -100,10 +100,10 @@ class Mixture(_Model):
     """Rows to export in all; null: every row after caps. Must not exceed the capped rows available."""
     template: ExportTemplate | None = None
     """Templating at export time for sources without their own; without any, a source needs `prompt` and `completion` (or `target`) columns."""
-    format: Literal["text", "chat"] = "text"
+    style: Literal["text", "chat"] = "text"
     """`text`: prompt/completion fields; `chat`: also a `messages` list (system?, user, assistant)."""
     system_prompt: str | None = None
-    """System message put first in `messages` (chat format only)."""
+    """System message put first in `messages` (`style: chat` only)."""
     keep_columns: list[str] = Field(default_factory=list)
     """Extra source columns copied into the export, e.g. `task` (null for a source that lacks one)."""
     split: SplitConfig = Field(default_factory=SplitConfig)
@@ -119,8 +119,8 @@ class Mixture(_Model):
             if key in seen:
                 raise ValueError(f"dataset {s.dataset!r} is listed twice")
             seen.add(key)
-        if self.system_prompt is not None and self.format != "chat":
-            raise ValueError("system_prompt needs format: chat")
+        if self.system_prompt is not None and self.style != "chat":
+            raise ValueError("system_prompt needs style: chat")
         return self
 
 

@@ -125,9 +125,9 @@ def export_frames(mf: MixtureFile, frames: list[pl.DataFrame], out: Path, fmt: s
     del prepared  # large frames: keep one copy of the strings alive at a time
 
     is_val = mixing.split_groups(rows, m.split.group_column, m.split.validation_fraction, m.seed)
-    if m.format == "chat":
+    if m.style == "chat":
         rows = mixing.with_messages(rows, m.system_prompt)
-    columns = list(dict.fromkeys(["prompt", "completion", *(["messages"] if m.format == "chat" else []),
+    columns = list(dict.fromkeys(["prompt", "completion", *(["messages"] if m.style == "chat" else []),
                                   mixing.SOURCE, "id", *m.keep_columns]))
     splits = {"train": rows.filter(~is_val) if is_val.any() else rows}
     if m.split.validation_fraction > 0:
@@ -165,7 +165,7 @@ def export_frames(mf: MixtureFile, frames: list[pl.DataFrame], out: Path, fmt: s
             "dataforge_version": __version__,
             "mixture": {"name": m.name, "file": str(mf.path), "sha256": mf.sha256},
             "format": fmt,
-            "style": m.format,
+            "style": m.style,
             "seed": m.seed,
             "total_requested": m.total,
             "cap": m.cap,
