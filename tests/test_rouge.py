@@ -147,9 +147,10 @@ def test_greedy_filter_equal_across_block_sizes(monkeypatch):
     texts, seeds = _near_duplicates(300, seed=3), _near_duplicates(5, seed=4)
     expected = self_instruct_reference(texts, seeds, 0.5)
     monkeypatch.setattr(pool_module, "_BLOCK_MIN", 1)
-    for cells, block_max in ((1, 1), (64, 7), (1 << 24, 256)):
+    for cells, block_max, recoverable in ((1, 1, 1 << 20), (64, 7, 0), (1 << 24, 256, 1 << 20)):
         monkeypatch.setattr(pool_module, "_CELLS", cells)
         monkeypatch.setattr(pool_module, "_BLOCK_MAX", block_max)
+        monkeypatch.setattr(pool_module, "_RECOVERABLE_TOKENS", recoverable)  # 0: every LCS recomputed
         assert_same(greedy_filter(texts, 0.5, seeds, workers=1), expected)
 
 

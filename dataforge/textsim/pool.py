@@ -102,22 +102,16 @@ class RougePool:
             stop = min(start + size, len(codes))
             blk, blk_lens = codes[start:stop], lens[start:stop]
             b_score, b_near = self._best(blk, blk_lens)
-            inner = _approx(blk, blk_lens, blk, self.workers)
-            # The block's earlier rows, kept or not, bound what they can score; most rows stop here.
-            bound = np.tril(inner, k=-1).max(axis=1) if stop - start > 1 else np.zeros(1, dtype=np.float32)
+            in_blk = self._in_block(blk, blk_lens, b_score)
             kept = np.zeros(stop - start, dtype=bool)
             for i in range(stop - start):
                 s, j = b_score[i], b_near[i]
-                if bound[i] > 0 and bound[i] + _MARGIN >= s and kept[:i].any():
-                    row = inner[i, :i] * kept[:i]
-                    top = row.max()
-                    if top > 0 and top + _MARGIN >= s:  # an earlier kept text of the block may beat the pool
-                        cand = np.nonzero(row >= top - _MARGIN)[0]
-                        exact = _exact(row[cand], blk_lens[i], blk_lens[cand], [blk[i]] * len(cand),
-                                       [blk[c] for c in cand])
-                        k = int(exact.argmax())
-                        if exact[k] > s:  # on a tie the earlier pool text stays nearest
-                            s, j = exact[k], first + start + cand[k]
+                row = in_blk.get(i)
+                if row is not None and i:
+                    row = row[:i] * kept[:i]  # F against the block's earlier kept rows
+                    k = int(row.argmax())
+                    if row[k] > s:  # on a tie the earlier pool text stays nearest
+                        s, j = row[k], first + start + k
                 best[start + i], nearest[start + i] = s, (j if s > 0 else -1)
                 kept[i] = not s > threshold
             keep[start:stop] = kept
@@ -127,6 +121,20 @@ class RougePool:
                 progress(stop - start)
             start = stop
         return FilterResult(keep, best, nearest)
+
+    def _in_block(self, blk: list[str], lens: np.ndarray, pool_best: np.ndarray) -> dict[int, np.ndarray]:
+        """Exact F of block rows against the block's earlier rows, for the rows where one of those
+        could reach the row's best against the pool (a float32 bound rules out the others)."""
+        if len(blk) < 2:
+            return {}
+        lower = np.tril(_approx(blk, lens, blk, self.workers), k=-1)
+        bound = lower.max(axis=1)
+        need = np.nonzero((bound > 0) & (bound + _MARGIN >= pool_best))[0]
+        sub = lower[need]
+        rr, cc = np.nonzero(sub > 0)
+        exact = np.zeros(sub.shape, dtype=np.float64)
+        exact[rr, cc] = _exact(sub[rr, cc], blk, lens, need[rr], blk, lens, cc)
+        return dict(zip(need.tolist(), exact))
 
     def _append(self, codes: list[str], serials: np.ndarray) -> None:
         self._codes.extend(codes)
@@ -156,8 +164,7 @@ class RougePool:
         approx = _approx(codes, lens, self._codes, self.workers)
         top = approx.max(axis=1)
         rows, cols = np.nonzero((approx >= (top - _MARGIN)[:, None]) & (approx > 0))
-        exact = _exact(approx[rows, cols], lens[rows], self._lens[cols], [codes[r] for r in rows],
-                       [self._codes[c] for c in cols])
+        exact = _exact(approx[rows, cols], codes, lens, rows, self._codes, self._lens, cols)
         # Per row: the highest exact F, then the smallest pool position (lexsort: last key first).
         order = np.lexsort((cols, -exact, rows))
         first = np.ones(len(order), dtype=bool)
@@ -188,14 +195,19 @@ def _approx(codes_a: list[str], lens_a: np.ndarray, codes_b: list[str], workers:
     return out
 
 
-def _exact(approx: np.ndarray, lens_a, lens_b, codes_a: list[str], codes_b: list[str]) -> np.ndarray:
-    """Exact F-measures of a few pairs, from their approximate scores (LCS recomputed when too long)."""
-    total = np.asarray(lens_a) + np.asarray(lens_b)
-    total = np.broadcast_to(total, np.shape(approx))
+def _exact(approx: np.ndarray, codes_a: list[str], lens_a: np.ndarray, rows: np.ndarray,
+           codes_b: list[str], lens_b: np.ndarray, cols: np.ndarray) -> np.ndarray:
+    """Exact F-measures of the pairs (codes_a[rows[k]], codes_b[cols[k]]) from their float32 scores.
+
+    The LCS length is recovered as round(score * (a + b) / 2), exact while a + b stays far below
+    1 / float32 error; longer pairs get their LCS recomputed.
+    """
+    a, b = lens_a[rows], lens_b[cols]
+    total = a + b
     lcs = np.rint(approx.astype(np.float64) * total / 2).astype(np.int64)
     for k in np.nonzero(total > _RECOVERABLE_TOKENS)[0]:
-        lcs[k] = LCSseq.similarity(codes_a[k], codes_b[k])
-    return f_measure(lcs, lens_a, lens_b)
+        lcs[k] = LCSseq.similarity(codes_a[rows[k]], codes_b[cols[k]])
+    return f_measure(lcs, a, b)
 
 
 def greedy_filter(texts: Sequence[str], threshold: float = 0.7, reference: Sequence[str] = (), *,

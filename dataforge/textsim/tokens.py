@@ -1,8 +1,8 @@
 """rouge_score's tokenization, with every token mapped to one character for bit-parallel LCS.
 
-Tokens come from `rouge_score.tokenize.tokenize` itself (lowercase, non-`[a-z0-9]` runs become
-spaces, optional Porter stemming of tokens longer than 3 characters), so they match
-`RougeScorer(["rougeL"], use_stemmer=...)` exactly. Each distinct token then gets one code
+Tokens are made as `rouge_score.tokenize.tokenize` makes them, with its own regexes and nltk's
+Porter stemmer (lowercase, non-`[a-z0-9]` runs become spaces, optional stemming of tokens longer
+than 3 characters), so they match `RougeScorer(["rougeL"], use_stemmer=...)` exactly. Each distinct token then gets one code
 point, which turns a token sequence into a short `str` that rapidfuzz compares with its
 bit-parallel LCS: the LCS of the strings is the LCS of the token sequences.
 """
