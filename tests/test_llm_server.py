@@ -117,7 +117,7 @@ def _dataforge(*args) -> subprocess.Popen:
 
 
 def test_sigkill_then_rerun_makes_only_the_missing_calls(llama_url, write, tmp_path):
-    rows = 60
+    rows = 40
     path = write("r.yaml", recipe(llama_url, rows, extra_llm="  max_concurrency: 2"))
     cat = tmp_path / "killed.duckdb"
     proc = _dataforge("build", path, "--catalog", cat, "--quiet")
