@@ -29,7 +29,7 @@ def write_split(df: pl.DataFrame, out: Path, split: str, fmt: str) -> None:
 
 
 def write_hf(splits: dict[str, pl.DataFrame], out: Path, fingerprint: str) -> None:
-    """Save a `datasets.DatasetDict` with `save_to_disk`; `datasets.load_from_disk(out)` reads it back.
+    """Save a `datasets.DatasetDict` with `save_to_disk` and check that `datasets.load_from_disk(out)` reads it back.
 
     Each split's `_fingerprint` is derived from `fingerprint` (not random) so the files are reproducible.
     """
@@ -44,6 +44,9 @@ def write_hf(splits: dict[str, pl.DataFrame], out: Path, fingerprint: str) -> No
             for name, df in splits.items()
         })
         dd.save_to_disk(str(out))
+        back = datasets.load_from_disk(str(out))
+        if {k: v.num_rows for k, v in back.items()} != {k: df.height for k, df in splits.items()}:
+            raise RuntimeError(f"datasets.load_from_disk({out}) does not read back what was saved")
     finally:
         if was_enabled:
             ds_logging.enable_progress_bar()
