@@ -113,14 +113,15 @@ def run_requests_with_stats(requests: list[Request], cfg: LLMConfig, ctx: Any, *
         task = ctx.progress.task(desc or f"{getattr(ctx, 'step_id', '')} llm", total=len(requests))
         if stats.cached:
             task.advance(stats.cached, tokens="0", usd="$0.0000")
-    if todo:
-        if price(cfg) is None:
-            log(f"  note: no price known for model {cfg.model!r}; its calls count as $0 "
-                "(set llm.prices to enforce llm.budget_usd)")
-        runner = _Runner(cfg, ctx, todo, answers, stats, task, provider)
-        _run_async(runner.run())
-    if task is not None:
-        task.close()
+    try:
+        if todo:
+            if price(cfg) is None:
+                log(f"  note: no price known for model {cfg.model!r}; its calls count as $0 "
+                    "(set llm.prices to enforce llm.budget_usd)")
+            _run_async(_Runner(cfg, ctx, todo, answers, stats, task, provider).run())
+    finally:
+        if task is not None:
+            task.close()
     stats.seconds = time.perf_counter() - t0
     if stats.called or stats.cached:
         log(f"  {getattr(ctx, 'step_id', '')}: {stats.requests} requests, {stats.cached} from the call log, "
@@ -129,7 +130,7 @@ def run_requests_with_stats(requests: list[Request], cfg: LLMConfig, ctx: Any, *
             f"{stats.input_tokens + stats.output_tokens:,} tokens, ${stats.usd:.4f}")
     if stats.called and not stats.ok and not stats.cached and stats.failed:
         first = next(a for a in answers.values() if isinstance(a, CallFailure) and a.status == "error")
-        raise UserError(f"every LLM call failed ({stats.failed} of {stats.called}); last error: {first.error}")
+        raise UserError(f"every LLM call failed ({stats.failed} of {stats.called}); first error: {first.error}")
     return [answers[h] for h in hashes], stats
 
 
