@@ -123,7 +123,7 @@ def test_json_parser_validates_the_schema(server, write, catalog):
     assert any("no JSON value found" in d for d in details)
 
 
-def test_failed_calls_become_llm_error_rejections(server, write, catalog):
+def test_failed_calls_become_llm_error_rejections(server, write, catalog, cli):
     server.fail_when("poison", 400)
     path = write("r.yaml", recipe(server.url, ["fine", "poison pill", "also fine"]))
     api.build(path, catalog=catalog)
@@ -132,6 +132,10 @@ def test_failed_calls_become_llm_error_rejections(server, write, catalog):
     assert rej["reason"].to_list() == ["llm_error"] and "HTTP 400" in rej["detail"][0]
     err = llm_calls(catalog, "status = 'error'")
     assert err.height == 1 and err["prompt"][0].endswith('"poison pill"}]')
+    summary = api.calls(catalog=catalog)
+    assert summary.select("model", "ok", "failed").rows() == [("openai:echo-1", 2, 1)]
+    shown = cli("calls", "--catalog", catalog)
+    assert shown.exit_code == 0 and "openai:echo-1" in shown.output
 
 
 class LeakyServer(LoopbackServer):
