@@ -264,3 +264,11 @@ def test_parsers():
     assert RegexParser(pattern=r"Answer: (\w+)").parse("Answer: yes", "response") == {"response": "yes"}
     with pytest.raises(ParseError):
         RegexParser(pattern=r"Answer: (\w+)").parse("no", "response")
+
+
+def test_completion_style_uses_the_legacy_completions_endpoint(server, write, catalog):
+    path = write("r.yaml", recipe(server.url, ["once upon"], step="    style: completion"))
+    api.build(path, catalog=catalog)
+    assert api.read("out", catalog=catalog)["response"].to_list() == ["ECHO: ONCE UPON"]
+    assert server.count("POST", "/v1/completions") == 1
+    assert llm_calls(catalog)["prompt"].to_list() == ["once upon"]
