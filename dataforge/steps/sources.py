@@ -169,12 +169,12 @@ class JsonlSource(FileSource):
     def read(self, ctx: RunContext) -> pl.DataFrame:
         p = ctx.resolve(self.path)
         if self.encoding.lower() in ("utf-8", "utf8"):
-            try:
-                return pl.read_ndjson(p, infer_schema_length=None)
-            except Exception:
-                pass  # fall through to the slow path, which finds the bad line
+            df = _read_ndjson_fast(p)
+            if df is not None:
+                return df
         rows = []
-        for n, line in enumerate(self._text(ctx).splitlines(), 1):
+        # Split on newlines only: JSON strings may hold U+2028/U+0085, which str.splitlines() would break on.
+        for n, line in enumerate(self._text(ctx).split("\n"), 1):
             if not line.strip():
                 continue
             try:
@@ -185,6 +185,25 @@ class JsonlSource(FileSource):
                 raise StepError(self.id, "path", f"{p}:{n}: expected a JSON object, got {type(obj).__name__}")
             rows.append(obj)
         return pl.DataFrame(rows, infer_schema_length=None) if rows else pl.DataFrame()
+
+
+def _read_ndjson_fast(path: Path) -> pl.DataFrame | None:
+    """Parse a JSONL file with Arrow's multi-threaded reader (schema over all blocks), else polars.
+
+    Returns None when neither accepts the file, so the caller's line-by-line path can name the bad line.
+    """
+    import pyarrow as pa
+    import pyarrow.json as pj
+
+    try:
+        table = pj.read_json(path, read_options=pj.ReadOptions(block_size=16 << 20))
+        return pl.from_arrow(table)  # type: ignore[return-value]
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError):
+        pass
+    try:
+        return pl.read_ndjson(path, infer_schema_length=None)
+    except Exception:
+        return None
 
 
 class JsonSource(FileSource):
