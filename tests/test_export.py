@@ -118,14 +118,14 @@ def test_allocation_properties(sources, share):
     assert alloc.capped == capped
     assert sum(alloc.counts) == total
     assert all(0 <= c <= m for c, m in zip(alloc.counts, capped))
-    # Sources below their capped size share what the pinned ones left, by rate, within one row.
-    open_ = [i for i, (c, m) in enumerate(zip(alloc.counts, capped)) if c < m]
-    left = total - sum(c for i, c in enumerate(alloc.counts) if i not in open_)
-    mass = sum(Fraction(weights[i]) * capped[i] for i in open_)
-    for i in open_:
-        quota = left * Fraction(weights[i]) * capped[i] / mass
-        assert quota < capped[i]
-        assert int(quota) <= alloc.counts[i] <= int(quota) + 1
+    # Proportional up to caps, within one row: no source j could hand a row to a source i that
+    # still has rows to give and end up closer to the rates, i.e. (c_j - 1)/r_j < (c_i + 1)/r_i.
+    rates = [Fraction(w) * m for w, m in zip(weights, capped)]
+    for i, (ci, mi) in enumerate(zip(alloc.counts, capped)):
+        if ci < mi:
+            for j, cj in enumerate(alloc.counts):
+                if cj >= 1:
+                    assert (cj - 1) / rates[j] < (ci + 1) / rates[i]
     # Equal weights, no total: every source gives exactly its capped size.
     assert allocate(sizes, caps).counts == capped
 
