@@ -197,6 +197,7 @@ def _read_ndjson_fast(path: Path) -> pl.DataFrame | None:
 
     try:
         table = pj.read_json(path, read_options=pj.ReadOptions(block_size=16 << 20))
+        table.validate(full=True)  # Arrow's reader does not check UTF-8; this does
         return pl.from_arrow(table)  # type: ignore[return-value]
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError):
         pass
