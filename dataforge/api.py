@@ -65,12 +65,15 @@ def calls(*, build_id: str | None = None, catalog: str | Path | None = None) -> 
 
 def write_schema(out: str | Path = "schemas/recipe.schema.json",
                  reference: str | Path | None = "docs/recipe-reference.md") -> list[Path]:
-    """Write the JSON Schema of recipes (for editors) and the Markdown reference; return the paths."""
+    """Write the JSON Schema of recipes (for editors), of mixture files (`mixture.schema.json` beside
+    it) and the Markdown reference; return the paths."""
+    from dataforge.export.mixture import schema_json as mixture_schema_json
     from dataforge.recipe.reference import reference_markdown
     from dataforge.recipe.schema import schema_json
 
     written = []
-    for path, text in ((out, schema_json), (reference, reference_markdown)):
+    mixture_out = Path(out).with_name("mixture.schema.json")
+    for path, text in ((out, schema_json), (mixture_out, mixture_schema_json), (reference, reference_markdown)):
         if path is None:
             continue
         path = Path(path)

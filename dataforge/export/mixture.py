@@ -156,3 +156,13 @@ def load_mixture(path: str | Path) -> MixtureFile:
                                     path=format_path(kp) or None))
         raise RecipeErrors(errors) from None
     return MixtureFile(mixture, path, hashlib.sha256(path.read_bytes()).hexdigest(), pos)
+
+
+def schema_json() -> str:
+    """JSON Schema of mixture files, for yaml-language-server and other editors."""
+    import json
+
+    schema = Mixture.model_json_schema()
+    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+    schema["title"] = "dataforge mixture"
+    return json.dumps(schema, indent=2, sort_keys=True, ensure_ascii=False) + "\n"
