@@ -8,7 +8,7 @@ Corpora (read from ../shared/data, never copied): the 2,175 Alpaca + seed instru
 SST-2, MR, subj, TREC, SMS spam, GSM8K questions), shuffled with a fixed seed.
 
 The reference is the Self-Instruct loop written with rouge_score: each new instruction is scored
-against the seeds plus every instruction kept so far, and dropped when the best F is above the
+against the seeds plus every instruction kept so far, and dropped when the best F reaches the
 threshold. Two variants are timed: the original `scorer.score` per pair (re-tokenizes both
 texts), and Stanford Alpaca's variant that tokenizes once and calls `rouge_scorer._score_lcs`.
 Both run single-process; a process pool (as in the originals) cannot beat 2x on 2 cores, and its
@@ -111,7 +111,7 @@ def reference_loop(texts: list[str], seeds: list[str], threshold: float, variant
         top = max(scores) if scores else 0.0
         best.append(top)
         nearest.append(serial[int(np.argmax(scores))] if top > 0 else -1)
-        keep.append(not top > threshold)
+        keep.append(top < threshold)
         if keep[-1]:
             pool_text.append(text)
             if pool_tok is not None:

@@ -36,7 +36,7 @@ def self_instruct_reference(texts: list[str], seeds: list[str], threshold: float
         top = max(scores) if scores else 0.0
         best.append(top)
         nearest.append(serial[int(np.argmax(scores))] if top > 0 else -1)
-        keep.append(not top > threshold)
+        keep.append(top < threshold)
         if keep[-1]:
             pool.append(toks)
             serial.append(len(seeds) + i)
@@ -162,6 +162,14 @@ def test_pool_filters_batch_by_batch_like_one_pass():
     assert np.concatenate([first.keep, second.keep]).tolist() == whole.keep.tolist()
     assert np.concatenate([first.nearest, second.nearest]).tolist() == whole.nearest.tolist()
     assert len(pool) == len(seeds) + int(whole.keep.sum())
+
+
+def test_score_equal_to_threshold_is_a_near_duplicate():
+    # "b d" vs "b c": LCS 1 of 2 tokens each side, so F is exactly 0.5.
+    assert rouge_l_f("b d", "b c") == 0.5
+    assert greedy_filter(["b c", "b d"], 0.5).keep.tolist() == [True, False]
+    assert greedy_filter(["b c", "b d"], 0.51).keep.tolist() == [True, True]
+    assert reference_filter(["b d"], ["b c"], threshold=0.5).keep.tolist() == [False]
 
 
 def test_reference_filter_takes_best_and_first_nearest_reference():

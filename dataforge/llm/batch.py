@@ -19,7 +19,7 @@ from dataforge.errors import UserError
 from dataforge.llm.batch_backends import BatchBackend, BatchNotFound, ItemFailure, endpoint_label, make_backend
 from dataforge.llm.calllog import call_row, completion_from_row
 from dataforge.llm.config import LLMConfig
-from dataforge.llm.engine import _Budget
+from dataforge.llm.engine import Budget
 from dataforge.llm.limits import estimate_tokens
 from dataforge.llm.pricing import cost_usd, price
 from dataforge.llm.types import CallFailure, Completion, Request
@@ -132,7 +132,7 @@ class _BatchRun:
             self.log(f"  note: no price known for model {self.cfg.model!r}; its calls count as $0 "
                      "(set llm.prices to enforce llm.budget_usd)")
         calls, spent = self.catalog.llm_usage(self.ctx.build_id)
-        budget = _Budget(self.cfg, calls, spent)
+        budget = Budget(self.cfg, calls, spent)
         admitted = []
         for h in hashes:
             r = self.todo[h]

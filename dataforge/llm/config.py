@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 
 class LLMConfig(BaseModel):
@@ -64,6 +64,12 @@ class LLMConfig(BaseModel):
     batch_max_rounds: int = Field(default=3, ge=1, le=20)
     """`mode: batch`: submissions per request in one build; items that failed for a transient reason or
     expired are resubmitted alone until this many."""
+
+    @model_validator(mode="after")
+    def _provider_ranges(self) -> "LLMConfig":
+        if self.provider == "anthropic" and self.temperature > 1:
+            raise ValueError(f"temperature {self.temperature} is above 1, the most the Anthropic API accepts")
+        return self
 
 
 # Fields that change what a model answers; the rest (limits, budget, keys, prices) only change how it is asked.

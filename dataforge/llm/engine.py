@@ -43,7 +43,7 @@ class RunStats:
 
 
 @dataclass
-class _Budget:
+class Budget:
     """Per-build spend; a call is sent only if its worst-case cost still fits the budget."""
 
     cfg: LLMConfig
@@ -181,7 +181,7 @@ class _Runner:
         self.step_id = getattr(ctx, "step_id", "") or ""
         catalog = getattr(ctx, "catalog", None)
         calls, spent = catalog.llm_usage(self.build_id) if catalog is not None else (0, 0.0)
-        self.budget = _Budget(cfg, calls, spent)
+        self.budget = Budget(cfg, calls, spent)
         self.fatal: ProviderError | None = None
         self.started = time.perf_counter()
 

@@ -8,7 +8,7 @@ the number of scoring threads, -1 = every core; scores equal rouge_score's with 
 - `rouge_l_matrix(texts_a, texts_b, *, use_stemmer=False, workers=-1) -> np.ndarray` (float64)
 - `greedy_filter(texts, threshold=0.7, reference=(), *, use_stemmer=False, workers=-1, progress=None)
   -> FilterResult(keep, max_score, nearest)`: Self-Instruct's loop; a text is dropped when its best
-  F against `reference` + the texts kept before it is above `threshold`; `nearest` indexes
+  F against `reference` + the texts kept before it is at least `threshold`; `nearest` indexes
   `[*reference, *texts]`, -1 when `max_score` is 0; ties go to the first in that order.
 - `reference_filter(texts, reference, threshold=0.7, *, use_stemmer=False, workers=-1) -> FilterResult`:
   texts compared with `reference` only; `nearest` indexes `reference`.

@@ -1,7 +1,8 @@
 """Near-duplicate filtering by ROUGE-L: the Self-Instruct greedy pool and a reference-set check.
 
 Self-Instruct keeps a new instruction unless its best ROUGE-L F against the seeds and every
-instruction kept before it is above 0.7 (`if max(rouge_scores) > 0.7: continue`). `RougePool`
+instruction kept before it reaches 0.7 (dataforge's contract: ROUGE-L >= threshold is a near
+duplicate; Self-Instruct's code drops only > 0.7, which differs at exact equality). `RougePool`
 does the same, bit for bit, in blocks: a block of candidates is scored against the whole pool
 at once on every core, then the block is resolved in order against its own kept rows.
 
@@ -39,7 +40,7 @@ class FilterResult(NamedTuple):
     """Per input text: whether it is kept, its best ROUGE-L F, and the serial number of that match."""
 
     keep: np.ndarray
-    """bool: kept (best F is not above the threshold)."""
+    """bool: kept (best F is below the threshold)."""
     max_score: np.ndarray
     """float64: best ROUGE-L F against the pool (0.0 when the pool is empty)."""
     nearest: np.ndarray
@@ -76,7 +77,7 @@ class RougePool:
 
     def filter_greedy(self, texts: Sequence[str], threshold: float = 0.7,
                       progress: Callable[[int], None] | None = None) -> FilterResult:
-        """Self-Instruct's loop: keep each text unless its best F against the pool is above
+        """Self-Instruct's loop: keep each text only if its best F against the pool is below
         `threshold`; kept texts join the pool before the next text is looked at.
 
         `progress(n)` is called as each block of `n` texts is decided.
@@ -113,7 +114,7 @@ class RougePool:
                     if row[k] > s:  # on a tie the earlier pool text stays nearest
                         s, j = row[k], first + start + k
                 best[start + i], nearest[start + i] = s, (j if s > 0 else -1)
-                kept[i] = not s > threshold
+                kept[i] = s < threshold
             keep[start:stop] = kept
             idx = np.nonzero(kept)[0]
             self._append([blk[i] for i in idx], first + start + idx)
@@ -226,10 +227,10 @@ def greedy_filter(texts: Sequence[str], threshold: float = 0.7, reference: Seque
 
 def reference_filter(texts: Sequence[str], reference: Sequence[str], threshold: float = 0.7, *,
                      use_stemmer: bool = False, workers: int = -1) -> FilterResult:
-    """Drop each text whose best ROUGE-L F against `reference` is above `threshold` (eval-set leaks).
+    """Drop each text whose best ROUGE-L F against `reference` reaches `threshold` (eval-set leaks).
 
     Texts are not compared with each other; `nearest` indexes `reference`.
     """
     pool = RougePool(reference, use_stemmer=use_stemmer, workers=workers)
     best, nearest = pool.best(texts)
-    return FilterResult(~(best > threshold), best, nearest)
+    return FilterResult(best < threshold, best, nearest)

@@ -1,8 +1,8 @@
 """`filter.rouge_l`: drop near-duplicates by ROUGE-L F, exactly as rouge_score scores them.
 
 `mode: greedy` is Self-Instruct's filter: rows are looked at in order and a row is dropped when
-its best F against the reference rows (if any) and every row kept before it is above
-`threshold`. `mode: reference` drops rows too close to a reference dataset (an eval set, say)
+its best F against the reference rows (if any) and every row kept before it reaches
+`threshold` (ROUGE-L >= threshold is a near duplicate). `mode: reference` drops rows too close to a reference dataset (an eval set, say)
 and does not compare rows with each other. The reference is a second input: `reference:
 STEP_ID` (or `from: [main, reference]`).
 """
@@ -19,14 +19,14 @@ from dataforge.textsim import greedy_filter, reference_filter
 
 
 class RougeLFilter(Step):
-    """Drop rows whose ROUGE-L F against kept or reference rows is above a threshold."""
+    """Drop rows whose ROUGE-L F against kept or reference rows reaches a threshold."""
 
     type: Literal["filter.rouge_l"]
     column: str = "instruction"
     """Text column compared."""
     threshold: float = Field(default=0.7, ge=0, le=1)
-    """Drop a row when its best ROUGE-L F is above this (Self-Instruct: 0.7); a row at exactly the
-    threshold is kept, as in the reference code."""
+    """Drop a row when its best ROUGE-L F is at least this (Self-Instruct: 0.7); a row is kept only
+    when its best F is below it."""
     mode: Literal["greedy", "reference"] = "greedy"
     """`greedy`: compare each row with the reference rows and the rows kept before it (Self-Instruct);
     `reference`: compare each row with the reference rows only (e.g. drop eval-set leaks)."""

@@ -10,7 +10,7 @@ from typing import Annotated, Any, ClassVar, Literal
 
 import jinja2
 import polars as pl
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from dataforge.jinja import compile_template, template_variables
 from dataforge.llm.config import ANSWER_FIELDS, LLMConfig, LLMOverride, merge
@@ -112,7 +112,11 @@ class GeneratePrompt(Step):
 
     def effective_llm(self, ctx: PlanContext) -> LLMConfig:
         """The recipe's `llm:` merged with this step's override."""
-        return merge(ctx.llm, self.llm)
+        try:
+            return merge(ctx.llm, self.llm)
+        except ValidationError as e:
+            raise StepError(self.id, "llm", "; ".join(err["msg"].removeprefix("Value error, ")
+                                                      for err in e.errors())) from None
 
     def params(self) -> dict[str, Any]:
         # The LLM settings enter through `fingerprint_extra`, merged and limited to those that change answers;
