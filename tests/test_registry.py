@@ -37,7 +37,5 @@ def test_registry_has_every_source_kind():
     assert not any(k.startswith("test.") for k in kinds)
 
 
-@pytest.mark.xfail(reason="dataforge.steps.filter.rouge imports dataforge.textsim (nltk via rouge_score) at "
-                          "module level; import it inside run()", strict=False)
 def test_loading_the_registry_imports_no_heavy_library():
     assert probe()["heavy"] == []

@@ -13,7 +13,6 @@ from collections import Counter
 from functools import lru_cache
 from typing import Iterable
 
-from nltk.stem import porter
 from rouge_score import tokenize as rouge_tokenize
 
 # Code points 0xD800-0xDFFF are surrogates; skip them so every code is a plain character.
@@ -26,6 +25,8 @@ class _CachedStemmer:
     """rouge_score's Porter stemmer with a memo: each distinct word is stemmed once."""
 
     def __init__(self) -> None:
+        from nltk.stem import porter  # nltk's import pulls scipy and sklearn: only when stemming
+
         self.stem = lru_cache(maxsize=1 << 20)(porter.PorterStemmer().stem)
 
 

@@ -15,7 +15,6 @@ import polars as pl
 from pydantic import Field, field_validator
 
 from dataforge.steps.base import ID, PlanContext, RunContext, Step, StepError, StepResult, rejections_frame
-from dataforge.textsim import greedy_filter, reference_filter
 
 
 class RougeLFilter(Step):
@@ -87,6 +86,8 @@ class RougeLFilter(Step):
 
     def run(self, inputs: list[pl.DataFrame], ctx: RunContext) -> StepResult:
         df = inputs[0]
+        from dataforge.textsim import greedy_filter, reference_filter  # rouge_score/numpy work: only when run
+
         texts = _texts(df, self.column)
         ref_texts: list[str] = []
         ref_ids: list[str] = []
