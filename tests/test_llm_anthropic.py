@@ -104,8 +104,15 @@ def test_a_parameter_the_api_rejects_names_the_parameter(server, tmp_path):
 
 
 def test_every_call_rejected_raises_with_the_api_message(server, tmp_path):
-    with pytest.raises(UserError, match="temperature: range: 0..1"):
-        run_requests(chat("a", temperature=1.5), cfg(server, temperature=1.5), ctx(tmp_path))
+    server.fail_when("REJECT", "invalid_request_error")
+    with pytest.raises(UserError, match="prompt is invalid"):
+        run_requests(chat("REJECT a", "REJECT b"), cfg(server), ctx(tmp_path))
+
+
+def test_temperature_above_the_api_range_is_refused_before_any_call(server):
+    with pytest.raises(ValueError, match="above 1, the most the Anthropic API accepts"):
+        cfg(server, temperature=1.5)
+    assert messages_calls(server) == []
 
 
 def test_wrong_key_stops_the_run_without_showing_the_key(server, tmp_path, monkeypatch):
