@@ -10,14 +10,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-import jinja2
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from dataforge.errors import RecipeErrors, UserError
-from dataforge.jinja import compile_template
 from dataforge.recipe.loader import KeyPath, Positions, format_path, load_yaml
 from dataforge.recipe.validate import _clean_loc, _message
-from dataforge.textutil.templating import FlanTemplate, TemplateSettings
+from dataforge.textutil.templating import FlanTemplate, TemplateSettings, check_templates
 
 
 class _Model(BaseModel):
@@ -38,16 +36,7 @@ class ExportTemplate(TemplateSettings):
     @field_validator("templates")
     @classmethod
     def _compile(cls, v: list[FlanTemplate]) -> list[FlanTemplate]:
-        ids = [t.id for t in v]
-        if len(set(ids)) != len(ids):
-            raise ValueError("template ids must be unique")
-        for t in v:
-            for src in (t.prompt, t.target or ""):
-                try:
-                    compile_template(src)
-                except jinja2.TemplateSyntaxError as e:
-                    raise ValueError(f"template {t.id!r}: line {e.lineno}: {e.message}") from None
-        return v
+        return check_templates(v)
 
 
 class MixtureSource(_Model):

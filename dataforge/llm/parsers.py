@@ -14,6 +14,8 @@ from typing import Any, Literal
 import polars as pl
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, field_validator
 
+from dataforge.fieldtypes import Regex
+
 # Type names a JSON schema may use -> (python type, polars dtype).
 TYPES: dict[str, tuple[Any, pl.DataType]] = {
     "str": (str, pl.Utf8), "int": (int, pl.Int64), "float": (float, pl.Float64), "bool": (bool, pl.Boolean),
@@ -32,20 +34,11 @@ class RegexParser(BaseModel):
     model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True)
 
     type: Literal["regex"] = "regex"
-    pattern: str
+    pattern: Regex
     """Python regex searched in the answer; named groups `(?P<name>...)` become string columns.
     Without named groups, the first group (or the whole match) replaces the answer column."""
     flags: list[Literal["IGNORECASE", "MULTILINE", "DOTALL"]] = Field(default_factory=list)
     """Regex flags."""
-
-    @field_validator("pattern")
-    @classmethod
-    def _compiles(cls, v: str) -> str:
-        try:
-            re.compile(v)
-        except re.error as e:
-            raise ValueError(f"invalid regex: {e}") from None
-        return v
 
     def compiled(self) -> re.Pattern:
         flags = 0

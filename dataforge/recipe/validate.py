@@ -143,7 +143,7 @@ def _plan(recipe: Any, path: Path, sha: str, pos: Positions, catalog_path: Path 
             ins = []
         elif not s.is_source and s.from_ is None:
             if i == 0:
-                err(f"the first step must be a source or name its input with `from`", ("steps", i))
+                err("the first step must be a source or name its input with `from`", ("steps", i))
                 inputs[s.id] = []
                 continue
             else:

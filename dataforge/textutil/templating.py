@@ -49,6 +49,24 @@ class FlanTemplate(BaseModel):
     """An input-inversion template (asks for the input given the answer); picked with probability `inversion`."""
 
 
+def check_templates(templates: list[FlanTemplate], where: str = "") -> list[FlanTemplate]:
+    """Raise `ValueError` naming the template and line when ids repeat or a template does not compile."""
+    import jinja2
+
+    from dataforge.jinja import compile_template
+
+    ids = [t.id for t in templates]
+    if len(set(ids)) != len(ids):
+        raise ValueError(f"{where}template ids must be unique")
+    for t in templates:
+        for src in (t.prompt, t.target or ""):
+            try:
+                compile_template(src)
+            except jinja2.TemplateSyntaxError as e:
+                raise ValueError(f"template {t.id!r}: line {e.lineno}: {e.message}") from None
+    return templates
+
+
 class TemplateSettings(BaseModel):
     """How templates are applied (fields shared by `transform.template` and export-time templating)."""
 

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import json
 import time
 
 from dataforge.llm.config import LLMConfig
-from dataforge.llm.providers.base import Provider, ProviderError, Secrets, classify_status, error_text, \
-    parse_retry_after, read_key
+from dataforge.llm.providers.base import Provider, ProviderError, Secrets, read_key
+from dataforge.llm.providers.base import sdk_error as base_sdk_error
 from dataforge.llm.types import Completion, Request
 
 
@@ -15,19 +14,7 @@ def sdk_error(e: Exception, secrets: Secrets) -> ProviderError:
     """Turn an anthropic SDK exception into a `ProviderError` (status, retry hint, redacted text)."""
     import anthropic
 
-    if isinstance(e, anthropic.APIStatusError):
-        retryable, fatal = classify_status(e.status_code)
-        retry_after = parse_retry_after(e.response.headers.get("retry-after"))
-        return ProviderError(secrets.redact(error_text(e.status_code, e.body, e.message)[:1000]), status=e.status_code,
-                             retryable=retryable, fatal=fatal, retry_after=retry_after)
-    if isinstance(e, anthropic.APITimeoutError):
-        return ProviderError("timeout: no answer in time", retryable=True)
-    if isinstance(e, anthropic.APIConnectionError):
-        return ProviderError(secrets.redact(f"connection error: {e.__cause__ or e}")[:500], retryable=True)
-    if isinstance(e, (json.JSONDecodeError, anthropic.APIResponseValidationError, ValueError,
-                      KeyError, IndexError, TypeError)):
-        return ProviderError(secrets.redact(f"malformed response: {type(e).__name__}: {e}")[:500], retryable=True)
-    return ProviderError(secrets.redact(f"{type(e).__name__}: {e}")[:500])
+    return base_sdk_error(e, anthropic, secrets)
 
 
 def message_body(r: Request) -> dict:

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import abc
+import json
 import os
 import re
+import types
 
 from dataforge.llm.config import LLMConfig
 from dataforge.llm.types import Completion, Request
@@ -80,6 +82,27 @@ def read_key(cfg: LLMConfig, default_env: str, *, required: bool) -> str | None:
         raise UserError(f"llm.provider {cfg.provider!r} needs an API key: set the environment variable {env} "
                         f"(or name another one with llm.api_key_env)")
     return key
+
+
+def sdk_error(e: Exception, sdk: types.ModuleType, secrets: Secrets) -> ProviderError:
+    """Turn an exception of the `openai` or `anthropic` SDK (same class names in both) into a
+    `ProviderError`: status, retry hint from `retry-after`/`retry-after-ms`, redacted text."""
+    if isinstance(e, sdk.APIStatusError):
+        retryable, fatal = classify_status(e.status_code)
+        headers = e.response.headers
+        retry_after = parse_retry_after(headers.get("retry-after"))
+        if retry_after is None and headers.get("retry-after-ms"):
+            retry_after = (parse_retry_after(headers.get("retry-after-ms")) or 0) / 1000
+        return ProviderError(secrets.redact(error_text(e.status_code, e.body, e.message)[:1000]), status=e.status_code,
+                             retryable=retryable, fatal=fatal, retry_after=retry_after)
+    if isinstance(e, sdk.APITimeoutError):
+        return ProviderError("timeout: no answer in time", retryable=True)
+    if isinstance(e, sdk.APIConnectionError):
+        return ProviderError(secrets.redact(f"connection error: {e.__cause__ or e}")[:500], retryable=True)
+    if isinstance(e, (json.JSONDecodeError, sdk.APIResponseValidationError, ValueError,
+                      KeyError, IndexError, TypeError)):
+        return ProviderError(secrets.redact(f"malformed response: {type(e).__name__}: {e}")[:500], retryable=True)
+    return ProviderError(secrets.redact(f"{type(e).__name__}: {e}")[:500])
 
 
 class Provider(abc.ABC):

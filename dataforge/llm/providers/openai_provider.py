@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import json
 import time
 
 from dataforge.llm.config import LLMConfig
-from dataforge.llm.providers.base import Provider, ProviderError, Secrets, classify_status, error_text, \
-    parse_retry_after, read_key
+from dataforge.llm.providers.base import Provider, ProviderError, Secrets, read_key
+from dataforge.llm.providers.base import sdk_error as base_sdk_error
 from dataforge.llm.types import Completion, Request
 
 # vLLM, llama.cpp's server and Ollama accept any key; the SDK insists on having one.
@@ -15,25 +14,10 @@ PLACEHOLDER_KEY = "not-needed"
 
 
 def sdk_error(e: Exception, secrets: Secrets) -> ProviderError:
-    """Turn an SDK exception into a `ProviderError` (status, retry hint, redacted text)."""
+    """Turn an OpenAI SDK exception into a `ProviderError` (status, retry hint, redacted text)."""
     import openai
 
-    if isinstance(e, openai.APIStatusError):
-        retryable, fatal = classify_status(e.status_code)
-        headers = e.response.headers
-        retry_after = parse_retry_after(headers.get("retry-after"))
-        if retry_after is None and headers.get("retry-after-ms"):
-            retry_after = (parse_retry_after(headers.get("retry-after-ms")) or 0) / 1000
-        return ProviderError(secrets.redact(error_text(e.status_code, e.body, e.message)[:1000]), status=e.status_code,
-                             retryable=retryable, fatal=fatal, retry_after=retry_after)
-    if isinstance(e, openai.APITimeoutError):
-        return ProviderError("timeout: no answer in time", retryable=True)
-    if isinstance(e, openai.APIConnectionError):
-        return ProviderError(secrets.redact(f"connection error: {e.__cause__ or e}")[:500], retryable=True)
-    if isinstance(e, (json.JSONDecodeError, openai.APIResponseValidationError, ValueError,
-                      KeyError, IndexError, TypeError)):
-        return ProviderError(secrets.redact(f"malformed response: {type(e).__name__}: {e}")[:500], retryable=True)
-    return ProviderError(secrets.redact(f"{type(e).__name__}: {e}")[:500])
+    return base_sdk_error(e, openai, secrets)
 
 
 def sampling_params(r: Request) -> dict:

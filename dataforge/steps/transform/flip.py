@@ -13,7 +13,7 @@ from typing import ClassVar, Literal
 import polars as pl
 
 from dataforge.steps.base import RunContext, Step, StepError
-from dataforge.steps.transform.tasks import TASK
+from dataforge.steps.transform.tasks import TASK, stack_tasks
 from dataforge.textutil.labels import flip_labels
 
 
@@ -39,12 +39,7 @@ class FlipTransform(Step):
 
     def run(self, inputs: list[pl.DataFrame], ctx: RunContext) -> pl.DataFrame:
         names = self.inputs() or [""]
-        task_column = self.task_column
-        if task_column is None and len(inputs) > 1:
-            # Several inputs: stack them with a `task` column naming the step each row came from.
-            inputs = [df.with_columns(pl.lit(n, dtype=pl.Utf8).alias(TASK)) for n, df in zip(names, inputs)]
-            task_column = TASK
-        df = pl.concat(inputs, how="diagonal_relaxed") if len(inputs) > 1 else inputs[0]
+        df, task_column = stack_tasks(inputs, names, self.task_column)
         if df.height == 0:
             return df.with_columns(pl.lit(None, dtype=pl.Utf8).alias("original_label"),
                                    pl.lit(None, dtype=pl.Utf8).alias("flip_map"))

@@ -14,7 +14,7 @@ import polars as pl
 from pydantic import Field, field_validator, model_validator
 
 from dataforge.steps.base import PlanContext, RunContext, Step, StepError
-from dataforge.steps.transform.tasks import TASK, as_str_keys, parse_k
+from dataforge.steps.transform.tasks import TASK, as_str_keys, parse_k, stack_tasks
 from dataforge.textutil.fewshot import (DEFAULT_FORMATS, DEFAULT_SEPARATORS, FewShotError, split_format,
                                         symbol_tuning_prompts)
 from dataforge.textutil.symbols import symbol_pool
@@ -93,13 +93,7 @@ class SymbolsTransform(Step):
                 raise StepError(self.id, "pool", "symbol pools need wordfreq: pip install wordfreq") from None
 
     def run(self, inputs: list[pl.DataFrame], ctx: RunContext) -> pl.DataFrame:
-        names = self.inputs() or ["input"]
-        task_column = self.task_column
-        if task_column is None:
-            # Each input is a task named after its step.
-            inputs = [df.with_columns(pl.lit(n, dtype=pl.Utf8).alias(TASK)) for n, df in zip(names, inputs)]
-            task_column = TASK
-        df = pl.concat(inputs, how="diagonal_relaxed") if len(inputs) > 1 else inputs[0]
+        df, task_column = stack_tasks(inputs, self.inputs() or ["input"], self.task_column, always=True)
         try:
             return symbol_tuning_prompts(
                 df, ctx.seed, input_column=self.input_column, label_column=self.label_column,

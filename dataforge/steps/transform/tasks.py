@@ -5,6 +5,8 @@ from __future__ import annotations
 import re
 from typing import Any
 
+import polars as pl
+
 TASK = "task"
 
 
@@ -36,3 +38,13 @@ def names_for(label_names: dict[str, dict[str, str]], task: str) -> dict[str, st
 def as_str_keys(mapping: dict[Any, Any]) -> dict[str, Any]:
     """YAML reads `0: negative` with an int key; labels are compared as strings."""
     return {str(k): v for k, v in mapping.items()}
+
+
+def stack_tasks(inputs: list[pl.DataFrame], names: list[str], task_column: str | None,
+                always: bool = False) -> tuple[pl.DataFrame, str | None]:
+    """One frame from a step's inputs. Without a `task_column`, several inputs (or any input when
+    `always`) get a `task` column naming the step each row came from. Returns (frame, task column)."""
+    if task_column is None and (always or len(inputs) > 1):
+        inputs = [df.with_columns(pl.lit(n, dtype=pl.Utf8).alias(TASK)) for n, df in zip(names, inputs)]
+        task_column = TASK
+    return (pl.concat(inputs, how="diagonal_relaxed") if len(inputs) > 1 else inputs[0]), task_column

@@ -12,10 +12,10 @@ import jinja2
 import polars as pl
 from pydantic import Field, field_validator
 
-from dataforge.jinja import compile_template
 from dataforge.steps.base import PlanContext, RunContext, Step, StepError
-from dataforge.steps.transform.tasks import TASK, as_str_keys, names_for
-from dataforge.textutil.templating import FlanTemplate, TemplateSettings, apply_templates, required_variables
+from dataforge.steps.transform.tasks import TASK, as_str_keys, names_for, stack_tasks
+from dataforge.textutil.templating import FlanTemplate, TemplateSettings, apply_templates, check_templates, \
+    required_variables
 
 ADDED = ["prompt", "target", "template_id", "exemplar_ids"]
 
@@ -41,15 +41,7 @@ class TemplateTransform(Step, TemplateSettings):
         for task, ts in v.items():
             if not ts:
                 raise ValueError(f"task {task!r} has an empty template list")
-            ids = [t.id for t in ts]
-            if len(set(ids)) != len(ids):
-                raise ValueError(f"task {task!r}: template ids must be unique")
-            for t in ts:
-                for src in (t.prompt, t.target or ""):
-                    try:
-                        compile_template(src)
-                    except jinja2.TemplateSyntaxError as e:
-                        raise ValueError(f"template {t.id!r}: line {e.lineno}: {e.message}") from None
+            check_templates(ts, where=f"task {task!r}: ")
         return v
 
     def _settings(self, ctx: PlanContext | None = None) -> TemplateSettings:
@@ -83,11 +75,7 @@ class TemplateTransform(Step, TemplateSettings):
 
     def run(self, inputs: list[pl.DataFrame], ctx: RunContext) -> pl.DataFrame:
         names = self.inputs() or ["input"]
-        task_column = self.task_column
-        if task_column is None and len(inputs) > 1:
-            inputs = [df.with_columns(pl.lit(n, dtype=pl.Utf8).alias(TASK)) for n, df in zip(names, inputs)]
-            task_column = TASK
-        df = pl.concat(inputs, how="diagonal_relaxed") if len(inputs) > 1 else inputs[0]
+        df, task_column = stack_tasks(inputs, names, self.task_column)
         settings = self._settings(ctx)
         groups = (df[task_column].cast(pl.Utf8).unique(maintain_order=True).to_list() if task_column
                   else [names[0]])
