@@ -1,0 +1,33 @@
+"""The example recipes in recipes/ stay valid, and the quickstart (the README's main job) builds."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+import dataforge.api as api
+from conftest import REPO
+
+RECIPES = sorted((REPO / "recipes").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("recipe", RECIPES, ids=[p.stem for p in RECIPES])
+def test_example_recipe_validates(recipe: Path, catalog: Path):
+    plan = api.validate(recipe, catalog=catalog)
+    assert plan.recipe.outputs, f"{recipe.name} publishes no dataset"
+
+
+def test_quickstart_builds_offline_filters_and_answers(catalog: Path):
+    res = api.build(REPO / "recipes" / "quickstart.yaml", catalog=catalog)
+    assert res.status == "ok"
+    assert res.rows == {"seed_tasks": 20, "model_answers": 20}
+    reasons = api.sql("select step_id, reason from rejections order by step_id, reason", catalog=catalog).rows()
+    assert reasons == [("clean", "blacklist:draw"), ("clean", "too_short"), ("unique", "rouge_l")]
+    answers = api.read("model_answers", catalog=catalog)
+    assert answers["model_output"].str.len_chars().min() > 0
+    calls = api.sql("select status, count(*) from llm_calls group by status", catalog=catalog).rows()
+    assert calls == [("ok", 20)]
+
+    again = api.build(REPO / "recipes" / "quickstart.yaml", catalog=catalog)
+    assert {s.status for s in again.steps} == {"reused"}
