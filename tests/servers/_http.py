@@ -59,6 +59,7 @@ class LoopbackServer:
     def __init__(self) -> None:
         self.log: list[Req] = []
         self.lock = threading.RLock()
+        self.faults: list[Any] = []  # queued faults, each with a `times` countdown
         owner = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -115,6 +116,15 @@ class LoopbackServer:
 
     def route(self, req: Req) -> Reply:
         raise NotImplementedError
+
+    def _take_fault(self) -> Any | None:
+        """The first queued fault with uses left (one use taken), or None."""
+        with self.lock:
+            for f in self.faults:
+                if f.times > 0:
+                    f.times -= 1
+                    return f
+        return None
 
     def count(self, method: str, path_prefix: str) -> int:
         """How many requests with this method had a path starting with `path_prefix`."""

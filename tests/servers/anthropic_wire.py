@@ -86,7 +86,6 @@ class AnthropicWireServer(LoopbackServer):
         self.api_key = api_key
         self.processing_s = processing_s
         """Seconds a new batch stays `in_progress`."""
-        self.faults: list[Fault] = []
         self.online_rules: list[ItemRule] = []
         self.batch_rules: list[ItemRule] = []
         self.batches: dict[str, Batch] = {}
@@ -129,14 +128,6 @@ class AnthropicWireServer(LoopbackServer):
         body = {"type": "error", "error": {"type": error_type, "message": message},
                 "request_id": headers["request-id"]}
         return Reply.json(STATUS[error_type], body, **headers)
-
-    def _take_fault(self) -> Fault | None:
-        with self.lock:
-            for f in self.faults:
-                if f.times > 0:
-                    f.times -= 1
-                    return f
-        return None
 
     # -- routing -----------------------------------------------------------------
     def route(self, req: Req) -> Reply:

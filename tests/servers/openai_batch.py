@@ -77,7 +77,6 @@ class OpenAIBatchServer(LoopbackServer):
         """Seconds a batch stays `in_progress` after validation."""
         self.files: dict[str, dict[str, Any]] = {}
         self.batches: dict[str, Batch] = {}
-        self.faults: list[Fault] = []
         self.online_rules: list[ItemRule] = []
         self.batch_rules: list[ItemRule] = []
         self._ids = itertools.count(1)
@@ -120,14 +119,6 @@ class OpenAIBatchServer(LoopbackServer):
         if status == 429:
             headers["retry-after"] = f"{retry_after if retry_after is not None else 1:g}"
         return Reply.json(status, self.error_body(status, message, param), **headers)
-
-    def _take_fault(self) -> Fault | None:
-        with self.lock:
-            for f in self.faults:
-                if f.times > 0:
-                    f.times -= 1
-                    return f
-        return None
 
     # -- routing ---------------------------------------------------------------------
     def route(self, req: Req) -> Reply:
