@@ -9,14 +9,12 @@ The corpus is Alpaca's first 2,000 instructions + the 175 seeds from ../shared/d
 from __future__ import annotations
 
 import argparse
-import json
 import re
 import string
 import sys
 import time
-from pathlib import Path
 
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+from corpus import DATA, alpaca_and_seed_instructions
 
 
 def reference(texts: list[str], blacklist: list[str]) -> list[str | None]:
@@ -57,10 +55,7 @@ def main() -> int:
 
     from dataforge.steps.filter.heuristics import SELF_INSTRUCT_BLACKLIST, HeuristicsFilter
 
-    alpaca = [r["instruction"] for r in json.loads((DATA / "alpaca" / "alpaca_first2000.json").read_text())]
-    seeds = [json.loads(x)["instruction"] for x in (DATA / "self_instruct" / "seed_tasks.jsonl").read_text().splitlines()
-             if x.strip()]
-    texts = (alpaca + seeds) * args.copies
+    texts = (alpaca_and_seed_instructions()) * args.copies
     df = pl.DataFrame({"id": [str(i) for i in range(len(texts))], "instruction": texts})
     step = HeuristicsFilter(id="h", type="filter.heuristics")
 

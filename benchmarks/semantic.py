@@ -10,14 +10,12 @@ the greedy keep-first scan on the whole corpus (repeated with small noise) again
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
-from pathlib import Path
 
 import numpy as np
 
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+from corpus import DATA, alpaca_and_seed_instructions
 
 
 def loop_scan(emb: np.ndarray, threshold: float) -> np.ndarray:
@@ -41,10 +39,7 @@ def main() -> int:
         return 0
     from dataforge.steps.filter.semantic import default_model_dir, encode, greedy_near_duplicates, load_encoder
 
-    alpaca = [r["instruction"] for r in json.loads((DATA / "alpaca" / "alpaca_first2000.json").read_text())]
-    seeds = [json.loads(x)["instruction"] for x in (DATA / "self_instruct" / "seed_tasks.jsonl").read_text().splitlines()
-             if x.strip()]
-    corpus = alpaca + seeds
+    corpus = alpaca_and_seed_instructions()
     texts = corpus[: args.n]
 
     load_encoder(None)

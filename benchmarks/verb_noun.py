@@ -12,19 +12,14 @@ Reads ../shared/data (Alpaca first 2,000 + the 175 seed instructions); skips whe
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
-from pathlib import Path
 
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+from corpus import DATA, alpaca_and_seed_instructions
 
 
 def load_instructions() -> list[str]:
-    alpaca = json.loads((DATA / "alpaca" / "alpaca_first2000.json").read_text())
-    seeds = [json.loads(line) for line in (DATA / "self_instruct" / "seed_tasks.jsonl").read_text().splitlines()
-             if line.strip()]
-    return [r["instruction"] for r in alpaca] + [r["instruction"] for r in seeds]
+    return alpaca_and_seed_instructions()
 
 
 def reference(texts: list[str], name: str) -> list[tuple[str | None, str | None]]:
