@@ -61,9 +61,9 @@ class BatchBackend(abc.ABC):
     _sdk_error: Callable[[Exception, Secrets], Exception]
     """The provider module's SDK-exception -> redacted `ProviderError` mapping."""
 
-    def __init__(self, cfg: LLMConfig, default_key_env: str):
+    def __init__(self, cfg: LLMConfig):
         self.cfg = cfg
-        self.key = read_key(cfg, default_key_env, required=cfg.base_url is None) or "not-needed"
+        self.key = read_key(cfg) or "not-needed"
         self.secrets = Secrets(self.key)
 
     def group(self, r: Request) -> str:
@@ -107,7 +107,7 @@ class AnthropicBatches(BatchBackend):
     max_items = 100_000
 
     def __init__(self, cfg: LLMConfig):
-        super().__init__(cfg, "ANTHROPIC_API_KEY")
+        super().__init__(cfg)
         import anthropic
 
         from dataforge.llm.providers.anthropic_provider import sdk_error
@@ -158,7 +158,7 @@ class OpenAIBatches(BatchBackend):
     ENDED = {"completed", "expired", "failed", "cancelled"}
 
     def __init__(self, cfg: LLMConfig):
-        super().__init__(cfg, "OPENAI_API_KEY")
+        super().__init__(cfg)
         import openai
 
         from dataforge.llm.providers.openai_provider import sdk_error

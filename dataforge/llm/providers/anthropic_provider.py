@@ -65,7 +65,7 @@ class AnthropicProvider(Provider):
         super().__init__(cfg)
         import anthropic
 
-        key = read_key(cfg, "ANTHROPIC_API_KEY", required=cfg.base_url is None) or "not-needed"
+        key = read_key(cfg) or "not-needed"
         self.secrets = Secrets(key)
         self.client = anthropic.AsyncAnthropic(api_key=key, base_url=cfg.base_url, max_retries=0,
                                                timeout=cfg.timeout_s)

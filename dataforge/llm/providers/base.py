@@ -72,11 +72,18 @@ class Secrets:
                       r"\1[redacted]", text)
 
 
-def read_key(cfg: LLMConfig, default_env: str, *, required: bool) -> str | None:
-    """The key from the environment variable the config names (or the provider's default)."""
-    env = cfg.api_key_env or default_env
+DEFAULT_KEY_ENV = {"openai": "OPENAI_API_KEY", "anthropic": "ANTHROPIC_API_KEY"}
+"""The variable each SDK reads by default; `llm.api_key_env` names another."""
+
+
+def read_key(cfg: LLMConfig) -> str | None:
+    """The key from the environment variable the config names (or the provider's default).
+
+    Required unless `base_url` points at a server of one's own (vLLM, llama.cpp, Ollama, a test server).
+    """
+    env = cfg.api_key_env or DEFAULT_KEY_ENV[cfg.provider]
     key = os.environ.get(env)
-    if not key and required:
+    if not key and cfg.base_url is None:
         from dataforge.errors import UserError
 
         raise UserError(f"llm.provider {cfg.provider!r} needs an API key: set the environment variable {env} "

@@ -44,7 +44,7 @@ class OpenAIProvider(Provider):
         super().__init__(cfg)
         import openai
 
-        key = read_key(cfg, "OPENAI_API_KEY", required=cfg.base_url is None) or PLACEHOLDER_KEY
+        key = read_key(cfg) or PLACEHOLDER_KEY
         self.secrets = Secrets(key)
         self.client = openai.AsyncOpenAI(api_key=key, base_url=cfg.base_url, max_retries=0,
                                          timeout=cfg.timeout_s)

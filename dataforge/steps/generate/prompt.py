@@ -12,6 +12,7 @@ import jinja2
 import polars as pl
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from dataforge.errors import UserError
 from dataforge.jinja import compile_template, template_variables
 from dataforge.llm.config import ANSWER_FIELDS, LLMConfig, LLMOverride, merge
 from dataforge.llm.parsers import JsonParser, ParseError, RegexParser
@@ -140,13 +141,13 @@ class GeneratePrompt(Step):
                 model_file(cfg, ctx.resolve)
             except Exception as e:
                 raise StepError(self.id, "llm", str(e)) from None
-        elif cfg.base_url is None:
-            import os
+        else:
+            from dataforge.llm.providers.base import read_key
 
-            env = cfg.api_key_env or ("OPENAI_API_KEY" if cfg.provider == "openai" else "ANTHROPIC_API_KEY")
-            if not os.environ.get(env):
-                raise StepError(self.id, "llm", f"provider {cfg.provider!r} needs an API key: set the environment "
-                                                f"variable {env} (or name another with llm.api_key_env)")
+            try:
+                read_key(cfg)
+            except UserError as e:
+                raise StepError(self.id, "llm", e.message) from None
 
     # -- running ---------------------------------------------------------------
     def requests_for(self, df: pl.DataFrame, cfg: LLMConfig, ctx: RunContext) -> list[Request]:
