@@ -111,6 +111,9 @@ class GeneratePrompt(Step):
     def uses_llm(self) -> bool:
         return True
 
+    def expected_rows(self, rows_in: int, rejected: int) -> int | None:
+        return rows_in * self.n - rejected  # each (row, sample) is an answer or a rejection
+
     def effective_llm(self, ctx: PlanContext) -> LLMConfig:
         """The recipe's `llm:` merged with this step's override."""
         try:
