@@ -175,7 +175,7 @@ def test_sample_above_one_as_float_is_refused(write, catalog):
         name: s
         steps: [{id: s, type: source.inline, sample: 2.0, rows: [{i: 1}]}]
         """)
-    with pytest.raises(UserError, match=r"r.yaml:2:40: steps\[0\].sample: .*fraction in \(0, 1\].*sample: 2\)"):
+    with pytest.raises(UserError, match=r"r.yaml:2:46: steps\[0\].sample: .*fraction in \(0, 1\].*sample: 2\)"):
         api.validate(r, catalog=catalog)
 
 
@@ -267,7 +267,7 @@ def test_a_bad_line_deep_in_a_source_is_found_before_any_llm_call(write, catalog
     args = {"validate": ["validate", r], "dry-run": ["build", r, "--dry-run"], "build": ["build", r]}[command]
     res = cli(*args, "--catalog", catalog)
     assert res.exit_code == 2
-    assert "r.yaml:12:15: steps[2].path:" in res.output and "late.jsonl:20001: invalid JSON" in res.output
+    assert "r.yaml:12:11: steps[2].path:" in res.output and "late.jsonl:20001: invalid JSON at column 10: Unterminated string" in res.output
     assert not catalog.exists()  # no build started, no call made
 
 

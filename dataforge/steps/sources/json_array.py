@@ -23,7 +23,7 @@ class JsonSource(FileSource):
         try:
             doc = json.loads(self._text(ctx))
         except ValueError as e:
-            raise StepError(self.id, "path", f"{p}:{e.lineno}: invalid JSON ({e.msg} at column {e.colno})") from None
+            raise StepError(self.id, "path", f"{p}:{e.lineno}: invalid JSON at column {e.colno}: {e.msg}") from None
         if self.records_key is not None:
             if not isinstance(doc, dict) or self.records_key not in doc:
                 raise StepError(self.id, "records_key", f"{p}: no top-level key {self.records_key!r}")

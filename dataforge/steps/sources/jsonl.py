@@ -32,7 +32,7 @@ class JsonlSource(FileSource):
             try:
                 obj = json.loads(line)
             except ValueError as e:
-                raise StepError(self.id, "path", f"{p}:{n}: invalid JSON ({e.msg} at column {e.colno})") from None
+                raise StepError(self.id, "path", f"{p}:{n}: invalid JSON at column {e.colno}: {e.msg}") from None
             if not isinstance(obj, dict):
                 raise StepError(self.id, "path", f"{p}:{n}: expected a JSON object, got {type(obj).__name__}")
             rows.append(obj)
