@@ -9,6 +9,7 @@ import polars as pl
 from dataforge.hashing import file_sha256
 from dataforge.steps.base import PlanContext, RunContext, StepError
 from dataforge.steps.sources.base import Source
+from dataforge.steps.sources.checks import check_column_case, exact_integers, require_regular_file
 
 
 class HFSource(Source):
@@ -27,8 +28,7 @@ class HFSource(Source):
 
     def check(self, ctx: PlanContext) -> None:
         p = ctx.resolve(self.path)
-        if not p.exists():
-            raise StepError(self.id, "path", f"not found: {p}")
+        require_regular_file(self.id, p, dirs=True)
         if self.builder is None and not (p.is_dir() and any(p.glob("*.json"))):
             raise StepError(self.id, "path", f"{p} is not a `save_to_disk` directory; set `builder:` "
                                              "to read plain files with load_dataset")
@@ -50,4 +50,7 @@ class HFSource(Source):
             if self.split not in ds:
                 raise StepError(self.id, "split", f"no split {self.split!r}; have: {', '.join(ds)}")
             ds = ds[self.split]
-        return pl.from_arrow(ds.data.table)
+        df = exact_integers(self.id, pl.from_arrow(ds.data.table), str(p))
+        mapping = self._mapping()
+        check_column_case(self.id, list(mapping) if mapping else df.columns, str(p))
+        return df

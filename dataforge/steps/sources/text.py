@@ -10,6 +10,7 @@ import polars as pl
 from dataforge.fieldtypes import Regex
 from dataforge.steps.base import PlanContext, RunContext, StepError
 from dataforge.steps.sources.base import FileSource
+from dataforge.steps.sources.checks import check_column_case, require_regular_file
 
 
 class TextSource(FileSource):
@@ -33,12 +34,16 @@ class TextSource(FileSource):
         return names
 
     def raw_columns(self, ctx: PlanContext) -> list[str] | None:
+        require_regular_file(self.id, ctx.resolve(self.path))
         return self._names()
 
     def read(self, ctx: RunContext) -> pl.DataFrame:
         rx = re.compile(self.pattern)
         names = self._names()
         p = ctx.resolve(self.path)
+        require_regular_file(self.id, p)
+        mapping = self._mapping()
+        check_column_case(self.id, list(mapping) if mapping else names, str(p))
         cols: list[list[str]] = [[] for _ in names]
         # Split on \n / \r\n only: str.splitlines also breaks at U+0085, which Latin-1 files use for '...'.
         for n, line in enumerate(re.split(r"\r?\n|\r", self._text(ctx)), 1):
