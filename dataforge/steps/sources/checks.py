@@ -42,18 +42,19 @@ def require_regular_file(step_id: str, p: Path, *, field: str = "path", dirs: bo
     raise StepError(step_id, field, f"{p} is {what}; `{field}` must name {expected}")
 
 
-def check_column_case(step_id: str, names: list[str], where: str) -> None:
+def check_column_case(step_id: str, names: list[str], where: str, field: str = "path") -> None:
     """Refuse column names that differ only in case (`Text` and `text`): the catalog's SQL treats
-    them as one name, so the second would be lost or fail the store."""
+    them as one name, so the second would be lost or fail the store. `field` is the recipe key to
+    blame (`columns` when the names come from the step's own `columns:` mapping)."""
     seen: dict[str, str] = {}
     for name in names:
         if name != "id" and name.lower() == "id":
-            raise StepError(step_id, "columns", f"{where}: column {name!r} would clash with dataforge's row id "
+            raise StepError(step_id, field, f"{where}: column {name!r} would clash with dataforge's row id "
                             f"column `id` (the catalog's SQL ignores case); rename it with `columns:` "
                             f"(e.g. {{source_id: {name}}})")
         other = seen.setdefault(name.lower(), name)
         if other != name:
-            raise StepError(step_id, "columns", f"{where}: columns {other!r} and {name!r} differ only in case, "
+            raise StepError(step_id, field, f"{where}: columns {other!r} and {name!r} differ only in case, "
                             "which the catalog cannot keep apart; pick or rename them with "
                             f"`columns:` (e.g. {{{other.lower()}_1: {other}, {name.lower()}_2: {name}}})")
 

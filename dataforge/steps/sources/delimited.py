@@ -58,7 +58,8 @@ class CsvSource(FileSource):
         df = exact_integers(self.id, df, str(p), lambda i: _row_lines(text, self._sep(), self.quote_char,
                                                                       self.header)[i])
         mapping = self._mapping()
-        check_column_case(self.id, list(mapping) if mapping else df.columns, str(p))
+        check_column_case(self.id, list(mapping) if mapping else df.columns, str(p),
+                          "columns" if mapping else "path")
         return df
 
     def _parse_error(self, p, text: str, e: Exception) -> StepError:

@@ -52,5 +52,6 @@ class HFSource(Source):
             ds = ds[self.split]
         df = exact_integers(self.id, pl.from_arrow(ds.data.table), str(p))
         mapping = self._mapping()
-        check_column_case(self.id, list(mapping) if mapping else df.columns, str(p))
+        check_column_case(self.id, list(mapping) if mapping else df.columns, str(p),
+                          "columns" if mapping else "path")
         return df

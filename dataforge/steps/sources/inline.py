@@ -34,5 +34,6 @@ class InlineSource(Source):
             raise too_many_digits(self.id, "rows", None, "(over 38 digits)", None, field="rows") from None
         df = exact_integers(self.id, df, "rows", lambda i: None, field="rows")
         mapping = self._mapping()
-        check_column_case(self.id, list(mapping) if mapping else df.columns, "rows")
+        check_column_case(self.id, list(mapping) if mapping else df.columns, "rows",
+                          "columns" if mapping else "rows")
         return df

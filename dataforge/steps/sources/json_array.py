@@ -77,5 +77,6 @@ class JsonSource(FileSource):
         df = exact_integers(self.id, df, p)
         check_nesting(self.id, df, p)
         mapping = self._mapping()
-        check_column_case(self.id, list(mapping) if mapping else df.columns, p)
+        check_column_case(self.id, list(mapping) if mapping else df.columns, p,
+                          "columns" if mapping else "path")
         return df

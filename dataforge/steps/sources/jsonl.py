@@ -47,7 +47,8 @@ class JsonlSource(FileSource):
         if df is None:
             df = self._read_lines(ctx, p)
         check_nesting(self.id, df, str(p))
-        check_column_case(self.id, list(mapping) if mapping else df.columns, str(p))
+        check_column_case(self.id, list(mapping) if mapping else df.columns, str(p),
+                          "columns" if mapping else "path")
         return df
 
     def _read_lines(self, ctx: RunContext, p: Path) -> pl.DataFrame:

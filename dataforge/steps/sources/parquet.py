@@ -28,5 +28,6 @@ class ParquetSource(FileSource):
         require_regular_file(self.id, p)
         df = exact_integers(self.id, pl.read_parquet(p), str(p))
         mapping = self._mapping()
-        check_column_case(self.id, list(mapping) if mapping else df.columns, str(p))
+        check_column_case(self.id, list(mapping) if mapping else df.columns, str(p),
+                          "columns" if mapping else "path")
         return df

@@ -43,7 +43,8 @@ class TextSource(FileSource):
         p = ctx.resolve(self.path)
         require_regular_file(self.id, p)
         mapping = self._mapping()
-        check_column_case(self.id, list(mapping) if mapping else names, str(p))
+        check_column_case(self.id, list(mapping) if mapping else names, str(p),
+                          "columns" if mapping else "path")
         cols: list[list[str]] = [[] for _ in names]
         # Split on \n / \r\n only: str.splitlines also breaks at U+0085, which Latin-1 files use for '...'.
         for n, line in enumerate(re.split(r"\r?\n|\r", self._text(ctx)), 1):
