@@ -15,6 +15,23 @@ from rich.console import Console
 from dataforge import __version__, api, display
 from dataforge.errors import RecipeErrors, UserError
 
+def _words_for_types() -> None:
+    """Help names what a value is in words (`FILE`, `N`, `NAME=VALUE`), never a Python type such as
+    `<list[str]>`: flags and arguments (whose name already says it) show no type at all."""
+    import typer.core as tc
+
+    def option_type(self, ctx):  # type: ignore[no-untyped-def]
+        if getattr(self, "is_flag", False) or getattr(self, "is_bool_flag", False):
+            return None
+        return self.metavar if self.metavar is not None else "VALUE"
+
+    tc.TyperOption.display_type_rich = option_type  # type: ignore[method-assign]
+    tc.TyperArgument.display_type_rich = lambda self, ctx: None  # type: ignore[method-assign]
+    tc.TyperOption._get_number_range_help_str = lambda self: None  # `[x>=0]`: the help says it in words
+
+
+_words_for_types()
+
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Declarative dataset construction: YAML recipes compiled into a DuckDB catalog.")
 out = Console(soft_wrap=True)
