@@ -54,8 +54,13 @@ def check_catalog_file(path: Path) -> None:
 
 @contextlib.contextmanager
 def connect(path: Path, *, read_only: bool, wait_s: float | None = None,
-            config: dict[str, Any] | None = None) -> Iterator[duckdb.DuckDBPyConnection]:
-    """A connection to the catalog, closed on exit. Waits up to `wait_s` for another process's lock."""
+            allow_files: bool = True) -> Iterator[duckdb.DuckDBPyConnection]:
+    """A connection to the catalog, closed on exit. Waits up to `wait_s` for another process's lock.
+
+    `allow_files=False` turns off DuckDB's external access (no `read_csv('/etc/passwd')`, no `glob`):
+    what user-written SQL (`dataforge sql`, `source.sql`) runs on, unless the user opts in. The
+    configuration is then locked too, so a query cannot `SET` it back on.
+    """
     if wait_s is None:
         wait_s = 10.0 if read_only else 60.0
     check_catalog_file(Path(path))
@@ -64,7 +69,8 @@ def connect(path: Path, *, read_only: bool, wait_s: float | None = None,
     with _lock:
         while True:
             try:
-                con = duckdb.connect(str(path), read_only=read_only, config=config or {})
+                config = {} if allow_files else {"enable_external_access": False, "lock_configuration": True}
+                con = duckdb.connect(str(path), read_only=read_only, config=config)
                 break
             except duckdb.IOException as e:
                 if not _is_lock_error(e):  # not a DuckDB file, no permission, ...: the user's to fix
@@ -83,17 +89,15 @@ def connect(path: Path, *, read_only: bool, wait_s: float | None = None,
 
 
 @contextlib.contextmanager
-def connect_sandboxed(path: Path, *, allow_files: bool = False) -> Iterator[duckdb.DuckDBPyConnection]:
-    """A read-only catalog connection for user SQL (`dataforge sql`, `source.sql`, SQL steps).
-
-    The catalog file itself stays readable (datasets, their views, the build tables), but DuckDB's
-    external access is off: no `read_csv('/etc/passwd')`, `glob`, `ATTACH`, `COPY ... TO`, extension
-    installs or URLs, unless `allow_files`. The configuration is locked, so a query cannot `SET`
-    it back on.
-    """
-    config: dict[str, Any] = {} if allow_files else {"enable_external_access": False, "lock_configuration": True}
-    with connect(path, read_only=True, config=config) as con:
+def transaction(con: duckdb.DuckDBPyConnection) -> Iterator[duckdb.DuckDBPyConnection]:
+    """`begin` ... `commit`, or `rollback` when the block raises."""
+    con.execute("begin transaction")
+    try:
         yield con
+    except BaseException:
+        con.execute("rollback")
+        raise
+    con.execute("commit")
 
 
 def is_file_access_error(e: Exception) -> bool:

@@ -10,7 +10,7 @@ import duckdb
 import polars as pl
 
 from dataforge.catalog import migrations
-from dataforge.catalog.db import check_catalog_file, connect, connect_sandboxed, is_file_access_error
+from dataforge.catalog.db import check_catalog_file, connect, is_file_access_error
 from dataforge.catalog.store import output_table, quote_ident
 from dataforge.errors import UserError
 
@@ -69,7 +69,7 @@ def run_select_page(path: Path | None, query: str, limit: int | None, *,
     """The first `limit` rows (all when None) of one read-only statement, and how many rows it has in all."""
     check_read_only(query)
     is_select = duckdb.extract_statements(query)[0].type.name == "SELECT"
-    with connect_sandboxed(_require(path), allow_files=allow_files) as con:
+    with connect(_require(path), read_only=True, allow_files=allow_files) as con:
         try:
             rel = con.sql(query)
             if rel is None:
@@ -83,25 +83,14 @@ def run_select_page(path: Path | None, query: str, limit: int | None, *,
             raise _sql_error(e, allow_files) from None
 
 
-def describe(path: Path | None, query: str) -> list[str]:
+def describe(path: Path | None, query: str, *, allow_files: bool = False) -> list[str]:
     """Column names of a read-only statement's result, without running it over the data."""
     check_read_only(query)
-    with connect_sandboxed(_require(path)) as con:
+    with connect(_require(path), read_only=True, allow_files=allow_files) as con:
         try:
             return [d[0] for d in con.sql(query).limit(0).description]
         except duckdb.Error as e:
-            raise _sql_error(e, False) from None
-
-
-def catalog_state(path: Path | None) -> str:
-    """A hash of every dataset's latest fingerprint (what a `source.sql` reads may depend on)."""
-    if path is None or not Path(path).exists():
-        return "empty"
-    with connect(Path(path), read_only=True) as con:
-        if migrations.pending(con):
-            return "empty"
-        rows = con.execute("select name, fingerprint from datasets order by name, version").fetchall()
-    return hashlib.sha256(repr(rows).encode()).hexdigest()
+            raise _sql_error(e, allow_files) from None
 
 
 def list_datasets(path: Path | None) -> pl.DataFrame:
@@ -241,3 +230,45 @@ def kept_work(path: Path | None, pid: int) -> dict[str, Any] | None:
         built = con.execute("select count(*), coalesce(sum(rows_out), 0) from steps "
                             "where build_id = ? and status = 'built'", [row[0]]).fetchone()
     return {"build_id": row[0], "status": row[1], "steps_built": int(built[0]), "rows": int(built[1])}
+
+
+def stored_outputs(path: Path) -> dict[str, str]:
+    """fingerprint -> storage table of every step output in the catalog."""
+    with connect(_require(path), read_only=True) as con:
+        if migrations.pending(con):
+            return {}
+        return dict(con.execute("select fingerprint, table_name from step_outputs").fetchall())
+
+
+def output_columns(path: Path, table: str) -> list[str]:
+    """Column names of a stored step output."""
+    with connect(_require(path), read_only=True) as con:
+        return [d[0] for d in con.sql(f"select * from {quote_ident(table)}").limit(0).description]
+
+
+def read_state(path: Path | None, query: str) -> str:
+    """A hash of what `query` reads: each catalog dataset it names at its latest version, and the
+    content of each other catalog table it names. A build that changes neither leaves it unchanged."""
+    check_read_only(query)
+    try:
+        names: list[str] | None = sorted(duckdb.get_table_names(query))
+    except duckdb.Error:  # DuckDB binds some queries (e.g. `join ... using`) to name their tables
+        names = None
+    if path is None or not Path(path).exists():
+        return hashlib.sha256(repr(("empty", names)).encode()).hexdigest()
+    state: list[Any] = []
+    with connect(Path(path), read_only=True) as con:
+        latest = dict(con.execute("select name, fingerprint from datasets "
+                                  "qualify version = max(version) over (partition by name)").fetchall()) \
+            if not migrations.pending(con) else {}
+        tables = {r[0] for r in con.execute("select table_name from duckdb_tables()").fetchall()}
+        for name in names if names is not None else sorted(latest):  # unknown: every dataset
+            if name in latest:
+                state.append((name, "dataset", latest[name]))
+            elif name in tables:
+                digest = con.execute(f"select md5(coalesce(string_agg(t::varchar, chr(30) order by rowid), '')) "
+                                     f"from {quote_ident(name)} t").fetchone()[0]
+                state.append((name, "table", digest))
+            else:
+                state.append((name, "missing", None))
+    return hashlib.sha256(repr(state).encode()).hexdigest()

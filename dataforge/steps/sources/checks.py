@@ -1,9 +1,8 @@
-"""Checks every reader shares: what kind of file a `path` is, column names the catalog can hold,
-and integers kept exact."""
+"""Checks the readers share (what kind of file `path` is, `check_regular_file`, lives in `sources.base`):
+column names the catalog can hold, integers kept exact, nesting it can store."""
 
 from __future__ import annotations
 
-import stat
 from pathlib import Path
 from typing import Callable
 
@@ -14,32 +13,6 @@ from dataforge.steps.base import StepError
 INT64_MAX = 2**63 - 1
 DECIMAL_DIGITS = 38
 """Integers outside int64 are stored as DECIMAL(38, 0): exact up to 38 digits."""
-
-
-def require_regular_file(step_id: str, p: Path, *, field: str = "path", dirs: bool = False) -> None:
-    """Refuse a path that is missing or not a regular file (a directory, `/dev/zero`, a FIFO, a
-    socket) before anything opens it: reading a device or a pipe never ends. With `dirs`, a
-    directory is accepted as well (for kinds that read one, such as `source.hf`)."""
-    try:
-        mode = p.stat().st_mode  # follows symlinks: a link to a regular file is fine
-    except FileNotFoundError:
-        raise StepError(step_id, field, f"file not found: {p}") from None
-    except OSError as e:
-        raise StepError(step_id, field, f"cannot read {p}: {e.strerror}") from None
-    if stat.S_ISREG(mode) or (dirs and stat.S_ISDIR(mode)):
-        return
-    if stat.S_ISDIR(mode):
-        what = "a directory"
-    elif stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
-        what = "a device"
-    elif stat.S_ISFIFO(mode):
-        what = "a named pipe (FIFO)"
-    elif stat.S_ISSOCK(mode):
-        what = "a socket"
-    else:
-        what = "not a regular file"
-    expected = "a data file or a directory" if dirs else "a data file"
-    raise StepError(step_id, field, f"{p} is {what}; `{field}` must name {expected}")
 
 
 def check_column_case(step_id: str, names: list[str], where: str, field: str = "path") -> None:

@@ -10,9 +10,9 @@ from typing import Literal
 import polars as pl
 from pydantic import Field
 
-from dataforge.steps.base import PlanContext, RunContext, StepError
+from dataforge.steps.base import PlanContext, StepError
 from dataforge.steps.sources.base import FileSource
-from dataforge.steps.sources.checks import check_column_case, exact_integers, require_regular_file, too_many_digits
+from dataforge.steps.sources.checks import check_column_case, exact_integers, too_many_digits
 
 
 class CsvSource(FileSource):
@@ -33,19 +33,8 @@ class CsvSource(FileSource):
     def _sep(self) -> str:
         return self.delimiter or ("\t" if self.type == "source.tsv" else ",")
 
-    def raw_columns(self, ctx: PlanContext) -> list[str] | None:
-        require_regular_file(self.id, ctx.resolve(self.path))
-        if not self.header:
-            return self.names
-        first = self._text(ctx).split("\n", 1)[0].rstrip("\r")
-        if not first.strip():
-            return []
-        df = pl.read_csv(first.encode(), separator=self._sep(), has_header=False, quote_char=self.quote_char)
-        return [str(v) for v in df.row(0)] if df.height else []
-
-    def read(self, ctx: RunContext) -> pl.DataFrame:
+    def read(self, ctx: PlanContext) -> pl.DataFrame:
         p = ctx.resolve(self.path)
-        require_regular_file(self.id, p)
         text = self._text(ctx)
         if not text.strip():
             return pl.DataFrame(schema={c: pl.Utf8 for c in self.names or []})

@@ -7,9 +7,9 @@ from typing import Any, Literal
 import polars as pl
 
 from dataforge.hashing import file_sha256
-from dataforge.steps.base import PlanContext, RunContext, StepError
-from dataforge.steps.sources.base import Source
-from dataforge.steps.sources.checks import check_column_case, exact_integers, require_regular_file
+from dataforge.steps.base import PlanContext, StepError
+from dataforge.steps.sources.base import Source, check_regular_file
+from dataforge.steps.sources.checks import check_column_case, exact_integers
 
 
 class HFSource(Source):
@@ -28,13 +28,14 @@ class HFSource(Source):
 
     def check(self, ctx: PlanContext) -> None:
         p = ctx.resolve(self.path)
-        require_regular_file(self.id, p, dirs=True)
+        if not p.is_dir():  # a `save_to_disk` or data directory, else one regular file
+            check_regular_file(self.id, p)
         if self.builder is None and not (p.is_dir() and any(p.glob("*.json"))):
             raise StepError(self.id, "path", f"{p} is not a `save_to_disk` directory; set `builder:` "
                                              "to read plain files with load_dataset")
         super().check(ctx)
 
-    def read(self, ctx: RunContext) -> pl.DataFrame:
+    def read(self, ctx: PlanContext) -> pl.DataFrame:
         import datasets
 
         p = ctx.resolve(self.path)

@@ -7,7 +7,7 @@ from typing import Any, Literal
 import polars as pl
 from pydantic import Field
 
-from dataforge.steps.base import PlanContext, RunContext
+from dataforge.steps.base import PlanContext
 from dataforge.steps.sources.base import Source
 from dataforge.steps.sources.checks import check_column_case, exact_integers, too_many_digits
 
@@ -19,13 +19,7 @@ class InlineSource(Source):
     rows: list[dict[str, Any]] = Field(min_length=0)
     """The rows, as a list of mappings."""
 
-    def raw_columns(self, ctx: PlanContext) -> list[str] | None:
-        cols: dict[str, None] = {}
-        for r in self.rows:
-            cols.update(dict.fromkeys(r))
-        return list(cols)
-
-    def read(self, ctx: RunContext) -> pl.DataFrame:
+    def read(self, ctx: PlanContext) -> pl.DataFrame:
         if not self.rows:
             return pl.DataFrame()
         try:

@@ -3,15 +3,14 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 from typing import Literal
 
 import polars as pl
 
-from dataforge.steps.base import PlanContext, RunContext, StepError
+from dataforge.steps.base import PlanContext, StepError
 from dataforge.steps.sources.base import FileSource
 from dataforge.steps.sources.checks import MAX_NESTING, check_column_case, check_nesting, exact_integers, \
-    require_regular_file, too_deep, too_many_digits, value_depth
+    too_deep, too_many_digits, value_depth
 
 
 class JsonSource(FileSource):
@@ -21,24 +20,12 @@ class JsonSource(FileSource):
     records_key: str | None = None
     """Key of the array inside a top-level object, e.g. `data`."""
 
-    _parsed: tuple[tuple, list[dict]] | None = None  # (file identity, records) from validation, for the run
-
     def _records(self, ctx: PlanContext) -> list[dict]:
         p = ctx.resolve(self.path)
-        require_regular_file(self.id, p)
-        st = p.stat()
-        key = (str(p), st.st_size, st.st_mtime_ns)
-        if self._parsed is not None and self._parsed[0] == key:
-            return self._parsed[1]
-        recs = self._parse(ctx, p)
-        self._parsed = (key, recs)
-        return recs
-
-    def _parse(self, ctx: PlanContext, p: Path) -> list[dict]:
         try:
             doc = json.loads(self._text(ctx))
         except ValueError as e:
-            raise StepError(self.id, "path", f"{p}:{e.lineno}: invalid JSON ({e.msg} at column {e.colno})") from None
+            raise StepError(self.id, "path", f"{p}:{e.lineno}: invalid JSON at column {e.colno}: {e.msg}") from None
         except RecursionError:
             raise StepError(self.id, "path", f"{p}: JSON nested too deeply to read "
                             "(arrays/objects more than about a thousand levels deep)") from None
@@ -57,16 +44,8 @@ class JsonSource(FileSource):
                 raise too_deep(self.id, f"{p}: record {i + 1:,}")
         return doc
 
-    def raw_columns(self, ctx: PlanContext) -> list[str] | None:
+    def read(self, ctx: PlanContext) -> pl.DataFrame:
         recs = self._records(ctx)
-        cols: dict[str, None] = {}
-        for r in recs[:1000]:
-            cols.update(dict.fromkeys(r))
-        return list(cols)
-
-    def read(self, ctx: RunContext) -> pl.DataFrame:
-        recs = self._records(ctx)
-        self._parsed = None  # the frame holds the data from here on
         p = str(ctx.resolve(self.path))
         if not recs:
             return pl.DataFrame()

@@ -8,10 +8,10 @@ from typing import Literal
 
 import polars as pl
 
-from dataforge.steps.base import PlanContext, RunContext, StepError
+from dataforge.steps.base import PlanContext, StepError
 from dataforge.steps.sources.base import FileSource
 from dataforge.steps.sources.checks import MAX_NESTING, check_column_case, check_nesting, dtype_depth, \
-    exact_integers, may_nest_deeper, require_regular_file, too_deep, too_many_digits, value_depth
+    exact_integers, may_nest_deeper, too_deep, too_many_digits, value_depth
 
 # Past this many open brackets the native readers are not trusted (pyarrow's crashes at a few thousand).
 _NATIVE_NESTING = 1000
@@ -22,21 +22,8 @@ class JsonlSource(FileSource):
 
     type: Literal["source.jsonl"]
 
-    def raw_columns(self, ctx: PlanContext) -> list[str] | None:
-        require_regular_file(self.id, ctx.resolve(self.path))
-        with open(ctx.resolve(self.path), "rb") as fh:
-            for n, line in enumerate(fh, 1):
-                if line.strip():
-                    try:
-                        obj = json.loads(line)
-                    except (ValueError, UnicodeDecodeError, RecursionError):
-                        return None  # reported with its line when read
-                    return list(obj) if isinstance(obj, dict) else None
-        return None  # no rows, so no columns to check `columns` against
-
-    def read(self, ctx: RunContext) -> pl.DataFrame:
+    def read(self, ctx: PlanContext) -> pl.DataFrame:
         p = ctx.resolve(self.path)
-        require_regular_file(self.id, p)
         mapping = self._mapping()
         df = None
         if self.encoding.lower() in ("utf-8", "utf8") and not may_nest_deeper(p, _NATIVE_NESTING):
@@ -51,7 +38,7 @@ class JsonlSource(FileSource):
                           "columns" if mapping else "path")
         return df
 
-    def _read_lines(self, ctx: RunContext, p: Path) -> pl.DataFrame:
+    def _read_lines(self, ctx: PlanContext, p: Path) -> pl.DataFrame:
         rows, lines = [], []
         # Split on newlines only: JSON strings may hold U+2028/U+0085, which str.splitlines() would break on.
         for n, line in enumerate(self._text(ctx).split("\n"), 1):
@@ -60,7 +47,7 @@ class JsonlSource(FileSource):
             try:
                 obj = json.loads(line)
             except ValueError as e:
-                raise StepError(self.id, "path", f"{p}:{n}: invalid JSON ({e.msg} at column {e.colno})") from None
+                raise StepError(self.id, "path", f"{p}:{n}: invalid JSON at column {e.colno}: {e.msg}") from None
             except RecursionError:
                 raise StepError(self.id, "path", f"{p}:{n}: JSON nested too deeply to read "
                                 "(arrays/objects more than about a thousand levels deep)") from None

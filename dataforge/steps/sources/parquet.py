@@ -6,9 +6,9 @@ from typing import Literal
 
 import polars as pl
 
-from dataforge.steps.base import PlanContext, RunContext, StepError
+from dataforge.steps.base import PlanContext
 from dataforge.steps.sources.base import FileSource
-from dataforge.steps.sources.checks import check_column_case, exact_integers, require_regular_file
+from dataforge.steps.sources.checks import check_column_case, exact_integers
 
 
 class ParquetSource(FileSource):
@@ -16,16 +16,8 @@ class ParquetSource(FileSource):
 
     type: Literal["source.parquet"]
 
-    def raw_columns(self, ctx: PlanContext) -> list[str] | None:
-        require_regular_file(self.id, ctx.resolve(self.path))
-        try:
-            return list(pl.read_parquet_schema(ctx.resolve(self.path)))
-        except Exception as e:
-            raise StepError(self.id, "path", f"{ctx.resolve(self.path)}: not a readable parquet file ({e})") from None
-
-    def read(self, ctx: RunContext) -> pl.DataFrame:
+    def read(self, ctx: PlanContext) -> pl.DataFrame:
         p = ctx.resolve(self.path)
-        require_regular_file(self.id, p)
         df = exact_integers(self.id, pl.read_parquet(p), str(p))
         mapping = self._mapping()
         check_column_case(self.id, list(mapping) if mapping else df.columns, str(p),

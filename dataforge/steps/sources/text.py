@@ -8,9 +8,9 @@ from typing import Literal
 import polars as pl
 
 from dataforge.fieldtypes import Regex
-from dataforge.steps.base import PlanContext, RunContext, StepError
+from dataforge.steps.base import PlanContext, StepError
 from dataforge.steps.sources.base import FileSource
-from dataforge.steps.sources.checks import check_column_case, require_regular_file
+from dataforge.steps.sources.checks import check_column_case
 
 
 class TextSource(FileSource):
@@ -33,15 +33,10 @@ class TextSource(FileSource):
             raise StepError(self.id, "fields", f"pattern has {rx.groups} group(s) but {len(names)} field name(s)")
         return names
 
-    def raw_columns(self, ctx: PlanContext) -> list[str] | None:
-        require_regular_file(self.id, ctx.resolve(self.path))
-        return self._names()
-
-    def read(self, ctx: RunContext) -> pl.DataFrame:
+    def read(self, ctx: PlanContext) -> pl.DataFrame:
         rx = re.compile(self.pattern)
         names = self._names()
         p = ctx.resolve(self.path)
-        require_regular_file(self.id, p)
         mapping = self._mapping()
         check_column_case(self.id, list(mapping) if mapping else names, str(p),
                           "columns" if mapping else "path")
