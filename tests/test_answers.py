@@ -18,7 +18,7 @@ EXTRACT = [
     ("He pays $5 then $7 more.\n#### $12", "gsm8k", "$12"),
     ("#### 3.5 hours", "gsm8k", "3.5"),
     ("#### 12\nextra text after with 99", "gsm8k", "12"),
-    ("first #### 4\nthen #### 5", "gsm8k", "5"),
+    ("first #### 4\nProblem: an invented one\n#### 5", "gsm8k", "4"),
     ("She has 5 apples and buys 7 more, so 12 in all.", "gsm8k", "12"),
     ("The ducks lay many eggs and she sells them all.", "gsm8k", None),
     ("", "gsm8k", None),
