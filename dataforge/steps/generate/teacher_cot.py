@@ -139,6 +139,11 @@ class TeacherCoT(LLMStep, GradeSettings):
         self.required_columns()
         super().check(ctx)
 
+    def fingerprint_extra(self, ctx: PlanContext) -> Any:
+        # The shipped template and exemplars change the prompts without changing a param.
+        prompts = {"templates": [src for *_, src in self._templates()], "context": self._context()}
+        return {**super().fingerprint_extra(ctx), **prompts}
+
     # -- running ---------------------------------------------------------------
     def _context(self) -> dict[str, Any]:
         exemplars = self.exemplars if self.exemplars is not None else shipped_exemplars()
