@@ -3,6 +3,7 @@ negative split, all-wrong questions flagged, failed calls as rejections, prompts
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
@@ -103,9 +104,12 @@ def test_positives_negatives_all_wrong_and_rejections(server, write, catalog):
                for r in server.requests_to("POST", "/v1/chat/completions"))
     assert server.count("POST", "/v1/chat/completions") == 12
 
-    rej = api.sql("select reason, detail from rejections where step_id = 'cot' order by reason", catalog=catalog)
-    assert rej["reason"].to_list() == ["llm_error", "no_gold"]
-    assert rej["detail"][0].startswith("sample 1:")
+    rej = api.sql("select reason, detail from rejections where step_id = 'cot' order by reason, detail",
+                  catalog=catalog)
+    assert rej["reason"].to_list() == ["llm_error"] + ["no_gold"] * 4  # Q3's four samples were not asked
+    assert rej["detail"][0].startswith("sample 1:") and "not asked" in rej["detail"][1]
+    notes = api.sql("select notes from steps where step_id = 'cot'", catalog=catalog)["notes"][0]
+    assert json.loads(notes) == {"positives": 4, "negatives": 7, "all_wrong_questions": 1}
 
     counts = api.sql("""select regexp_extract(question, 'Q\\d') q, count(*) filter (where label = 'positive') pos,
                                count(*) filter (where label = 'negative') neg, bool_and(all_wrong) all_wrong

@@ -139,6 +139,9 @@ class TeacherCoT(LLMStep, GradeSettings):
         self.required_columns()
         super().check(ctx)
 
+    def expected_rows(self, rows_in: int, rejected: int) -> int | None:
+        return rows_in * self.k - rejected  # each (question, sample) is a rationale or a rejection
+
     def fingerprint_extra(self, ctx: PlanContext) -> Any:
         # The shipped template and exemplars change the prompts without changing a param.
         prompts = {"templates": [src for *_, src in self._templates()], "context": self._context()}
@@ -160,10 +163,12 @@ class TeacherCoT(LLMStep, GradeSettings):
         golds = [gold_answer(g, settings) for g in df[self.gold_column].to_list()]
         rej: dict[str, list[Any]] = {"row_id": [], "reason": [], "detail": []}
         for i, g in enumerate(golds):
-            if g is None:
-                rej["row_id"].append(ids[i])
-                rej["reason"].append("no_gold")
-                rej["detail"].append(f"{self.gold_column!r} has no final answer by extractor {self.extractor!r}")
+            if g is None:  # one rejection per sample not asked, so every (question, sample) is accounted for
+                for k in range(self.k):
+                    rej["row_id"].append(ids[i])
+                    rej["reason"].append("no_gold")
+                    rej["detail"].append(f"sample {k}: not asked; {self.gold_column!r} has no final answer by "
+                                         f"extractor {self.extractor!r}")
         asked = [i for i, g in enumerate(golds) if g is not None]
 
         templates = [(field, role, compile_template(src)) for field, role, src in self._templates()]
@@ -219,12 +224,7 @@ class TeacherCoT(LLMStep, GradeSettings):
         out = pl.concat([kept, out], how="horizontal")
 
         graded = [i for i in asked if sum(counts[i])]
-        notes = {"questions": df.height, "asked": len(asked), "rationales": out.height,
-                 "positives": sum(counts[i][0] for i in asked), "negatives": sum(counts[i][1] for i in asked),
-                 "all_wrong_questions": sum(1 for i in graded if counts[i][0] == 0),
-                 "failed_calls": rej["reason"].count("llm_error"), "no_gold": rej["reason"].count("no_gold")}
-        ctx.log(f"  {self.id}: {notes['asked']} questions x {self.k} samples -> {notes['rationales']} rationales, "
-                f"{notes['positives']} positive, {notes['negatives']} negative; {notes['all_wrong_questions']} "
-                f"question(s) all wrong; {notes['failed_calls']} failed call(s), {notes['no_gold']} without gold")
+        notes = {"positives": sum(counts[i][0] for i in asked), "negatives": sum(counts[i][1] for i in asked),
+                 "all_wrong_questions": sum(1 for i in graded if counts[i][0] == 0)}
         rejections = rejections_frame(rej["row_id"], rej["reason"], detail=rej["detail"]) if rej["row_id"] else None
         return StepResult(df=out, rejections=rejections, notes=notes)
