@@ -291,18 +291,6 @@ def test_an_unchanged_source_is_not_read_again(write, catalog, monkeypatch):
     assert len(reads) == 1
 
 
-# -- safety ------------------------------------------------------------------------------------------
-
-def test_a_yaml_alias_bomb_is_refused(write, cli):
-    lines = ["name: lol", "vars:", '  a0: &a0 ["lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol"]']
-    for i in range(1, 9):
-        lines.append(f"  a{i}: &a{i} [" + ", ".join([f"*a{i - 1}"] * 9) + "]")
-    lines.append("steps: [{id: s, type: source.inline, rows: [{t: x}]}]")
-    r = write("bomb.yaml", "\n".join(lines) + "\n")
-    res = cli("validate", r)
-    assert res.exit_code == 2 and "YAML aliases expand to more than 100,000 values" in res.output
-
-
 # -- the foundation ------------------------------------------------------------------------------
 
 def test_the_dag_is_stored_with_each_step(write, catalog):

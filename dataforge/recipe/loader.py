@@ -103,7 +103,23 @@ def _construct(node: yaml.Node, path: KeyPath, pos: Positions, file: str, budget
     if isinstance(node, yaml.SequenceNode):
         return [_construct(item, path + (i,), pos, file, budget) for i, item in enumerate(node.value)]
     # Scalars: let PyYAML's safe constructor resolve ints, floats, bools, nulls.
-    return yaml.SafeLoader("").construct_object(node, deep=True)
+    value = yaml.SafeLoader("").construct_object(node, deep=True)
+    if isinstance(value, str) and _SURROGATE.search(value):
+        value = _join_surrogates(value, node, file)
+    return value
+
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def _join_surrogates(text: str, node: yaml.Node, file: str) -> str:
+    """YAML's `\\uXXXX` escapes do not pair UTF-16 surrogates (JSON writers escape emoji that way): pair
+    them; a lone one is no character at all."""
+    try:
+        return text.encode("utf-16", "surrogatepass").decode("utf-16")
+    except UnicodeDecodeError:
+        raise UserError("string holds a lone UTF-16 surrogate escape (\\ud800-\\udfff), which is no character",
+                        file=file, line=node.start_mark.line + 1, col=node.start_mark.column + 1) from None
 
 
 def load_yaml(path: str | Path) -> tuple[Any, Positions]:
