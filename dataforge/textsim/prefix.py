@@ -202,7 +202,7 @@ class _Chunk:
     @classmethod
     def of(cls, rank: np.ndarray, row: np.ndarray, pos: np.ndarray, n: np.ndarray) -> "_Chunk":
         key = ((rank + _RANK_OFFSET) << _LEN_BITS) | np.minimum(n, _LEN_MAX)
-        return cls(key, row.astype(np.int64), n.astype(np.int64), (n - pos + (_K - 1)).astype(np.int64))
+        return cls(key, row.astype(np.int32), n.astype(np.int32), (n - pos + (_K - 1)).astype(np.int32))
 
     @classmethod
     def merge(cls, a: "_Chunk", b: "_Chunk") -> "_Chunk":
