@@ -17,10 +17,11 @@ discards pairs that share one rare word by chance.
 
 `alpha(m)` (`min_overlap`) is the least `need` of a text of `m` tokens over every partner
 length the threshold allows; each text is indexed by its first `m - alpha(m) + _K` elements,
-which covers every pair's bound. The index keeps, within each element's posting list, entries
-in the order of how far the bound for the indexed text reaches, so a query reads only entries
-that can count for it (`join`). A pair that passes every filter is a *candidate*; the exact LCS
-decides. A pair that is not a candidate cannot reach `f`.
+which covers every pair's bound. Whether an element can count depends on both texts' lengths
+and on where it sits in each: a query element reads, of its posting list, only the entries whose
+text length it can count with, or only those whose own position lets them count for a query
+this long, whichever range is shorter (`join`). A pair that passes every filter is a
+*candidate*; the exact LCS decides. A pair that is not a candidate cannot reach `f`.
 """
 
 from __future__ import annotations
@@ -191,25 +192,30 @@ def _partner_lengths(floor: float, m: np.ndarray, pos: np.ndarray) -> tuple[np.n
 
 
 class _Chunk:
-    """Indexed prefix elements sorted by rank, then by the length of their text; per element its
-    text (`row`), that text's length `n` and its slack n - pos + _K - 1 (a pair can count the
+    """Indexed prefix elements, in two orders: by rank then the length `n` of their text, and by
+    rank then (descending) the longest partner they can count for (`_partner_lengths` from the
+    indexed side). A query element reads whichever of its two ranges is shorter. Per entry, in
+    both halves: its text (`row`), `n`, and its slack n - pos + _K - 1 (a pair can count the
     element only if its `need` is at most the slack)."""
 
-    def __init__(self, key: np.ndarray, row: np.ndarray, n: np.ndarray, slack: np.ndarray) -> None:
-        order = np.argsort(key, kind="stable")
-        self.key, self.row, self.n, self.slack = key[order], row[order], n[order], slack[order]
-
-    @classmethod
-    def of(cls, rank: np.ndarray, row: np.ndarray, pos: np.ndarray, n: np.ndarray) -> "_Chunk":
-        key = ((rank + _RANK_OFFSET) << _LEN_BITS) | np.minimum(n, _LEN_MAX)
-        return cls(key, row.astype(np.int32), n.astype(np.int32), (n - pos + (_K - 1)).astype(np.int32))
+    def __init__(self, floor: float, rank: np.ndarray, row: np.ndarray, pos: np.ndarray, n: np.ndarray) -> None:
+        self.floor, self._base = floor, (rank, row, pos, n)
+        shifted = (rank + _RANK_OFFSET) << _LEN_BITS
+        key_n = shifted | np.minimum(n, _LEN_MAX)
+        key_m = shifted | (_LEN_MAX - np.maximum(_partner_lengths(floor, n, pos)[1], 0))
+        by_n, by_m = np.argsort(key_n, kind="stable"), np.argsort(key_m, kind="stable")
+        self.key_n, self.key_m = key_n[by_n], key_m[by_m]
+        both = np.concatenate([by_n, by_m])
+        self.row = row[both].astype(np.int32)
+        self.n = n[both].astype(np.int32)
+        self.slack = (n - pos + (_K - 1))[both].astype(np.int32)
 
     @classmethod
     def merge(cls, a: "_Chunk", b: "_Chunk") -> "_Chunk":
-        return cls(*(np.concatenate([getattr(a, f), getattr(b, f)]) for f in ("key", "row", "n", "slack")))
+        return cls(a.floor, *(np.concatenate([x, y]) for x, y in zip(a._base, b._base)))
 
     def __len__(self) -> int:
-        return len(self.key)
+        return len(self.key_n)
 
 
 class PrefixIndex:
@@ -224,7 +230,7 @@ class PrefixIndex:
         """Index texts whose prefixes are `pre` and lengths `lens` (owner i is pool position `rows[i]`)."""
         if not len(pre.rank):
             return
-        self._chunks.append(_Chunk.of(pre.rank, rows[pre.owner], pre.pos, lens[pre.owner]))
+        self._chunks.append(_Chunk(self.floor, pre.rank, rows[pre.owner], pre.pos, lens[pre.owner]))
         while len(self._chunks) > 1 and len(self._chunks[-1]) * 2 >= len(self._chunks[-2]):
             b, a = self._chunks.pop(), self._chunks.pop()
             self._chunks.append(_Chunk.merge(a, b))
@@ -237,7 +243,7 @@ class PrefixIndex:
 
 def self_join(pre: Prefixes, lens: np.ndarray, floor: float) -> tuple[np.ndarray, np.ndarray]:
     """Pairs (i, k) with k < i of a run of texts that pass the filters at `floor`, each once."""
-    return join(pre, lens, _Chunk.of(pre.rank, pre.owner, pre.pos, lens[pre.owner]), lens, floor, below_only=True)
+    return join(pre, lens, _Chunk(floor, pre.rank, pre.owner, pre.pos, lens[pre.owner]), lens, floor, below_only=True)
 
 
 def join(pre: Prefixes, q_lens: np.ndarray, chunk: _Chunk, r_lens: np.ndarray, floor: float,
@@ -250,9 +256,13 @@ def join(pre: Prefixes, q_lens: np.ndarray, chunk: _Chunk, r_lens: np.ndarray, f
     m_el = q_lens[pre.owner]
     shifted = (pre.rank + _RANK_OFFSET) << _LEN_BITS
     n_lo, n_hi = _partner_lengths(floor, m_el, pre.pos)
-    lo = np.searchsorted(chunk.key, shifted | n_lo, "left")
-    cnt = np.maximum(np.searchsorted(chunk.key, shifted | np.maximum(n_hi, 0), "right") - lo, 0)
+    lo = np.searchsorted(chunk.key_n, shifted | n_lo, "left")
+    cnt = np.maximum(np.searchsorted(chunk.key_n, shifted | np.maximum(n_hi, 0), "right") - lo, 0)
     cnt[n_hi < n_lo] = 0
+    lo_m = np.searchsorted(chunk.key_m, shifted, "left")
+    cnt_m = np.searchsorted(chunk.key_m, shifted | (_LEN_MAX - np.minimum(m_el, _LEN_MAX)), "right") - lo_m
+    by_m = cnt_m < cnt
+    lo, cnt = np.where(by_m, lo_m + len(chunk), lo), np.where(by_m, cnt_m, cnt)
     q_slack = m_el - pre.pos + (_K - 1)
     longest = int(max(q_lens.max(initial=0), r_lens.max(initial=0)))
     need_of = min_lcs(floor, 0, np.arange(2 * longest + 1))  # need by m + n
