@@ -71,8 +71,9 @@ def benepar_missing(model: str = BENEPAR_MODEL) -> str | None:
 
 
 def benepar_install_command(model: str = BENEPAR_MODEL) -> str:
-    """The command that makes `benepar_missing(model)` None (the download needs the internet)."""
-    download = f"{sys.executable} -c \"import benepar; benepar.download('{model}')\""
+    """The command that makes `benepar_missing(model)` None (the download needs the internet);
+    for a model directory, the download of the default model (then name it, or copy it there)."""
+    download = f"{sys.executable} -c \"import benepar; benepar.download('{BENEPAR_MODEL if '/' in model else model}')\""
     if importlib.util.find_spec("benepar") is None:
         return f"{sys.executable} -m pip install benepar && {download}"
     return download

@@ -82,11 +82,12 @@ class VerbNounFilter(Step):
             raise StepError(self.id, "pipeline", f"spaCy pipeline {name!r} is not installed "
                                                  f"(pip install it, or leave `pipeline` unset)")
         if self.backend == "benepar" and (why := benepar_missing(self.benepar_model)):
-            field = "benepar_model" if "/" in self.benepar_model else "backend"
-            raise StepError(self.id, field, f"{why}; fix it with: {benepar_install_command(self.benepar_model)}"
-                            + ("" if "/" in self.benepar_model else
-                               " (needs the internet; offline, copy the model directory here and set "
-                               "`benepar_model: PATH`)"))
+            fix = benepar_install_command(self.benepar_model)
+            if "/" in self.benepar_model:
+                raise StepError(self.id, "benepar_model", f"{why}; point it at a downloaded benepar model "
+                                f"directory, or set `benepar_model: {BENEPAR_MODEL}` after: {fix}")
+            raise StepError(self.id, "backend", f"{why}; fix it with: {fix} (needs the internet; offline, "
+                                                f"copy a downloaded model directory here and set `benepar_model: PATH`)")
 
     def fingerprint_extra(self, ctx: PlanContext) -> Any:
         from importlib.metadata import PackageNotFoundError, version
