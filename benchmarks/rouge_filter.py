@@ -30,8 +30,9 @@ the whole run, since the first rows are not a fair sample of text lengths. The 3
 run is the decision check: there the reference runs to the end. On the 1,000,000-row corpus brute
 force runs on the first 50,000 rows (decisions compared with the pruned run's first 50,000), and
 both run on 30,000 rows drawn at random from it; brute force's full time is extrapolated at its
-pairs/s on the first 50,000 rows (a low estimate of its time: the pool there is small), the
-rouge_score loop's from pairs sampled over the whole run.
+pairs/s on the first 50,000 rows (likely an over-estimate: with a pool that small its blocks
+are small, and its pairs/s grows with the pool), the rouge_score loop's from pairs sampled over
+the whole run.
 """
 
 from __future__ import annotations
