@@ -15,7 +15,7 @@ import random
 import threading
 import time
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Iterator
 
 import duckdb
 

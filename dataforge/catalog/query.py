@@ -59,17 +59,21 @@ def _sql_error(e: duckdb.Error, allow_files: bool) -> UserError:
     return UserError(f"SQL error: {text}")
 
 
-def run_select(path: Path | None, query: str, *, allow_files: bool = False) -> pl.DataFrame:
-    """Run one read-only statement over the catalog (external file access off unless `allow_files`)."""
-    return run_select_page(path, query, None, allow_files=allow_files)[0]
+def run_select(path: Path | None, query: str, *, allow_files: bool = False,
+               files_from: Path | None = None) -> pl.DataFrame:
+    """Run one read-only statement over the catalog (external file access off unless `allow_files`;
+    relative file paths resolve against `files_from` when given)."""
+    return run_select_page(path, query, None, allow_files=allow_files, files_from=files_from)[0]
 
 
-def run_select_page(path: Path | None, query: str, limit: int | None, *,
-                    allow_files: bool = False) -> tuple[pl.DataFrame, int]:
+def run_select_page(path: Path | None, query: str, limit: int | None, *, allow_files: bool = False,
+                    files_from: Path | None = None) -> tuple[pl.DataFrame, int]:
     """The first `limit` rows (all when None) of one read-only statement, and how many rows it has in all."""
     check_read_only(query)
     is_select = duckdb.extract_statements(query)[0].type.name == "SELECT"
     with connect(_require(path), read_only=True, allow_files=allow_files) as con:
+        if files_from is not None:
+            con.execute("set file_search_path = ?", [str(files_from)])
         try:
             rel = con.sql(query)
             if rel is None:
