@@ -132,6 +132,14 @@ def _row_limit(limit: int | None, all_rows: bool, fmt: Format, default: int) -> 
     return default if fmt.value in display.TABLE_FORMATS else None
 
 
+def _log(message: str) -> None:
+    """A build's log line: above the live progress bars when both share the terminal."""
+    from dataforge.progress import live_console
+
+    live = live_console()
+    (live if live is not None and out.is_terminal else out).print(message, markup=False, highlight=False)
+
+
 def _version(value: bool) -> None:
     if value:
         out.print(f"dataforge {__version__}", highlight=False)
@@ -162,7 +170,7 @@ def build(recipe: Path = typer.Argument(..., metavar="RECIPE", help="Recipe YAML
 
     def go() -> None:
         res = api.build(recipe, catalog=catalog, force=force, only=only, dry_run=dry_run, vars=_vars(var),
-                        quiet=quiet, take_over=take_over, log=lambda m: out.print(m, markup=False, highlight=False))
+                        quiet=quiet, take_over=take_over, log=_log)
         if res.status == "dry-run":
             return
         built = sum(1 for s in res.steps if s.status == "built")

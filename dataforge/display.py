@@ -126,12 +126,43 @@ def _print_table(df: pl.DataFrame, console: Console, title: str | None, width: i
     for row in df.iter_rows():
         table.add_row(*[_text(v, width) for v in row])
     if console.is_terminal:
+        narrowed = _fit(table, df, console.width)
         console.print(table)
+        if narrowed:
+            console.print("columns cut to fit; --columns A,B or --format vertical shows them whole",
+                          markup=False, highlight=False, style="dim")
         return
     # Piped or logged: as wide as the table needs, so ids and names are not cut at 80 columns.
     need = Measurement.get(console, console.options.update_width(100_000), table).maximum
     Console(width=max(need, console.width), soft_wrap=True, file=console.file, no_color=console.no_color,
             force_terminal=False).print(table)
+
+
+def _fit(table: Table, df: pl.DataFrame, width: int) -> bool:
+    """Share the terminal's width among the columns (narrow ones keep theirs, wide ones end in …),
+    so that a wide table still prints one line per row."""
+    from rich.cells import cell_len
+
+    natural = [max([cell_len(c.header)] + [cell.cell_len for cell in c._cells]) for c in table.columns]
+    room = width - (3 * len(natural) + 1)  # borders and padding
+    if sum(natural) <= room or not natural:
+        return False
+    alloc = [0] * len(natural)
+    left, open_cols = room, sorted(range(len(natural)), key=natural.__getitem__)
+    while open_cols:
+        share = max(left // len(open_cols), 4)
+        i = open_cols[0]
+        if natural[i] <= share:
+            alloc[i] = natural[i]
+            left -= natural[i]
+            open_cols.pop(0)
+            continue
+        for i in open_cols:
+            alloc[i] = share
+        break
+    for col, w in zip(table.columns, alloc):
+        col.max_width = w
+    return True
 
 
 def _print_vertical(df: pl.DataFrame, console: Console, title: str | None, width: int) -> None:

@@ -23,6 +23,7 @@ import time
 from typing import Any, Callable, TextIO
 
 from rich.console import Console
+from rich.table import Column
 from rich.progress import BarColumn, MofNCompleteColumn, Progress as RichProgress, TaskProgressColumn, \
     TextColumn, TimeElapsedColumn
 
@@ -97,6 +98,15 @@ class Task:
         return escape_control(f"  {self.description}: {counts}, {rate}, {state}{extra}")
 
 
+_LIVE: Console | None = None
+
+
+def live_console() -> Console | None:
+    """The console of the live bars now on screen, or None. Messages printed through it appear above
+    the bars; printed anywhere else on the same terminal they would tear the display."""
+    return _LIVE
+
+
 def _interval_from_env() -> float:
     try:
         return max(0.1, float(os.environ.get(INTERVAL_ENV, "5")))
@@ -134,8 +144,12 @@ class Progress:
         if self.mode == "live":
             self.console = Console(file=self._stream)
             bar = _DelayedProgress(
-                TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TaskProgressColumn(),
-                TimeElapsedColumn(), TextColumn("{task.fields[extra]}"),
+                # one line per task whatever the terminal's width: long descriptions and fields end in …
+                TextColumn("{task.description}", markup=False, style="bold",
+                           table_column=Column(max_width=32, no_wrap=True, overflow="ellipsis")),
+                BarColumn(bar_width=24), MofNCompleteColumn(), TaskProgressColumn(), TimeElapsedColumn(),
+                TextColumn("{task.fields[extra]}", markup=False,
+                           table_column=Column(no_wrap=True, overflow="ellipsis")),
                 console=self.console, transient=True,
             )
             bar.min_seconds = min_seconds
@@ -145,8 +159,10 @@ class Progress:
         self._ticker = ticker and self.mode == "lines"
 
     def __enter__(self) -> "Progress":
+        global _LIVE
         if self._bar is not None:
             self._bar.start()
+            _LIVE = self.console
         if self._ticker:
             self._thread = threading.Thread(target=self._tick_forever, name="dataforge-progress", daemon=True)
             self._thread.start()
@@ -156,10 +172,12 @@ class Progress:
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout=1.0)
+        global _LIVE
         for t in list(self._tasks):
             t.close()
         if self._bar is not None:
             self._bar.stop()
+            _LIVE = None
 
     def task(self, description: str, total: int | None = None, unit: str = "rows") -> Task:
         """A new task; `unit` names what `advance` counts (rows, requests, texts)."""

@@ -361,3 +361,19 @@ def test_report_out_must_be_a_folder_it_may_replace(built, cli, tmp_path):
     assert cli("report", "greetings", "--out", new, "--catalog", cat).exit_code == 0
     assert cli("report", "greetings", "--out", new, "--catalog", cat).exit_code == 0  # an earlier report: replaced
     assert sorted(p.name for p in new.iterdir()) == ["index.html", "report.json", "verb_noun_sunburst.png"]
+
+
+def test_a_wide_table_fits_the_terminal_one_line_per_row():
+    import polars as pl
+    from rich.console import Console
+
+    from dataforge import display
+
+    buf = io.StringIO()
+    term = Console(file=buf, width=80, force_terminal=True, color_system=None)
+    df = pl.DataFrame({f"column_{i}": [f"value {i} " * 8, "short"] for i in range(9)})
+    display.print_frame(df, "table", term, total=5)
+    lines = buf.getvalue().splitlines()
+    assert all(len(ln) <= 80 for ln in lines), lines
+    assert sum(1 for ln in lines if ln.startswith("│")) == 2  # each row on one line
+    assert "--format vertical shows them whole" in buf.getvalue() and "2 of 5 rows shown" in buf.getvalue()

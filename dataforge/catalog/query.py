@@ -72,7 +72,7 @@ def run_select_page(path: Path | None, query: str, limit: int | None, *, allow_f
     check_read_only(query)
     is_select = duckdb.extract_statements(query)[0].type.name == "SELECT"
     with connect(_require(path), read_only=True, allow_files=allow_files) as con:
-        if files_from is not None:
+        if files_from is not None and allow_files:  # the configuration is locked otherwise
             con.execute("set file_search_path = ?", [str(files_from)])
         try:
             rel = con.sql(query)
