@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import duckdb
 
+from dataforge.catalog.db import transaction
+
 MIGRATIONS: list[tuple[str, list[str]]] = [
     (
         "m001_initial",
@@ -57,6 +59,20 @@ MIGRATIONS: list[tuple[str, list[str]]] = [
             "alter table builds add column host varchar",
         ],
     ),
+    (
+        # The stored DAG (each step's input step ids, so lineage and the report follow a dataset's real
+        # ancestors), why a step failed, what a step had to say about its run (e.g. a generator that
+        # stopped at max_rounds), and batch submissions recorded before they are made.
+        "m004_step_inputs_errors_notes_batch_intents",
+        [
+            "alter table steps add column inputs varchar[]",
+            "alter table steps add column error varchar",
+            "alter table steps add column notes varchar",
+            # A batch's items are written before it is submitted (status `submitting`, keyed by `intent`,
+            # which also tags the batch at the provider), so a crash before its id is stored is recovered.
+            "alter table llm_batches add column intent varchar",
+        ],
+    ),
 ]
 
 
@@ -68,15 +84,10 @@ def apply(con: duckdb.DuckDBPyConnection) -> list[str]:
     for name, statements in MIGRATIONS:
         if name in done:
             continue
-        con.execute("begin transaction")
-        try:
+        with transaction(con):
             for sql in statements:
                 con.execute(sql)
             con.execute("insert into _migrations values (?, now())", [name])
-            con.execute("commit")
-        except Exception:
-            con.execute("rollback")
-            raise
         applied.append(name)
     return applied
 

@@ -95,6 +95,9 @@ class GeneratePrompt(LLMStep):
             return self.added_columns()
         return super().output_columns(inputs)
 
+    def expected_rows(self, rows_in: int, rejected: int) -> int | None:
+        return rows_in * self.n - rejected  # each (row, sample) is an answer or a rejection
+
     def check(self, ctx: PlanContext) -> None:
         self.required_columns()
         super().check(ctx)
