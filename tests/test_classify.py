@@ -42,13 +42,19 @@ outputs:
 
 def answer_inputs(prompt, body):
     label = prompt.rstrip("\n").rsplit("Class label:", 1)[1].strip()
-    k = body.get("seed", 0)
-    return f"Sample {k} written for the {label} class about topic {k * 7}"
+    k = body.get("seed", 0) % len(TEXTS)
+    return f"{TEXTS[k]} ({label})"
+
+
+TEXTS = ["The soup arrived cold and nobody apologised", "Bright colours filled every corner of the market",
+         "Could you tell me when the library opens tomorrow", "My brother finally fixed his old bicycle",
+         "Thunder rolled over the hills before dawn", "We planted tulips along the fence last spring",
+         "Which train goes to the airport fastest", "Grandma knits scarves for the whole family"]
 
 
 def test_per_label_inputs_are_balanced_and_counted(tmp_path):
     with ScriptedOpenAI(answer_inputs) as s:
-        res, con = build(tmp_path, s.url, "    labels: [Yes, No]\n    per_label: 3")
+        res, con = build(tmp_path, s.url, "    labels: [\"Yes\", \"No\"]\n    per_label: 3")
         prompts = s.prompts()
     assert res.rows == {"out": 12}
     counts = con.execute("select label, count(*) from out group by label order by label").fetchall()
@@ -56,7 +62,7 @@ def test_per_label_inputs_are_balanced_and_counted(tmp_path):
     assert all(p.endswith("Class label: Yes\n") or p.endswith("Class label: No\n") for p in prompts)
     assert all("Task: Is the restaurant review" in p or "Task: Say whether" in p for p in prompts)
     row = con.execute("select instruction, label, input from out limit 1").fetchone()
-    assert row[0] and row[1] in ("Yes", "No") and row[2].startswith("Sample")
+    assert row[0] and row[1] in ("Yes", "No") and row[2].endswith(f"({row[1]})")
 
 
 def test_near_duplicate_inputs_within_a_label_are_rejected_with_their_text(tmp_path):
