@@ -13,8 +13,7 @@ from typing import Sequence
 
 import numpy as np
 
-from dataforge.textsim import RougePool
-from dataforge.textsim.rouge import code_lengths, f_measure, lcs_matrix
+# textsim (rouge_score, rapidfuzz) is imported when a pool is made: loading the registry stays light.
 
 
 @dataclass
@@ -37,6 +36,8 @@ class InstructionPool:
 
     def __init__(self, seeds: Sequence[str], *, threshold: float = 0.7, top_k: int = 10,
                  use_stemmer: bool = False, workers: int = -1):
+        from dataforge.textsim import RougePool
+
         self.threshold = threshold
         self.top_k = top_k
         self.workers = workers
@@ -81,6 +82,8 @@ class InstructionPool:
 
     def _describe(self, kept_idx: np.ndarray, kept_codes: list[str], before: int, out: list[Verdict]) -> None:
         """most_similar / avg_similarity of the kept texts, each against the pool it met on arrival."""
+        from dataforge.textsim.rouge import code_lengths, f_measure, lcs_matrix
+
         lens = code_lengths(self._codes)
         scores = f_measure(lcs_matrix(kept_codes, self._codes, self.workers),
                            code_lengths(kept_codes)[:, None], lens[None, :])
