@@ -92,12 +92,18 @@ def build(recipe: Path = typer.Argument(..., help="Recipe YAML file."),
           var: Optional[list[str]] = typer.Option(None, "--var", help="Override a recipe variable: NAME=VALUE."),
           take_over: bool = typer.Option(False, "--take-over",
                                          help="Publish dataset names that another recipe published before."),
-          quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars.")) -> None:
+          quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
+          executor: Optional[str] = typer.Option(None, "--executor",
+                                                 help="local | ray (default: $DATAFORGE_EXECUTOR, the recipe's "
+                                                      "executor:, else local)."),
+          ray_address: Optional[str] = typer.Option(None, "--ray-address",
+                                                    help="Ray cluster to run on, HOST:PORT (default: a local one).")) -> None:
     """Build a recipe into the catalog."""
 
     def go() -> None:
         res = api.build(recipe, catalog=catalog, force=force, only=only, dry_run=dry_run, vars=_vars(var),
-                        quiet=quiet, take_over=take_over, log=lambda m: out.print(m, markup=False, highlight=False))
+                        quiet=quiet, take_over=take_over, log=lambda m: out.print(m, markup=False, highlight=False),
+                        executor=executor, ray_address=ray_address)
         if res.status == "dry-run":
             return
         built = sum(1 for s in res.steps if s.status == "built")
