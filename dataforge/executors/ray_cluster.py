@@ -33,6 +33,8 @@ DRAIN_S = 0.25
 """How often the driver moves logged LLM calls from the sink into the catalog."""
 ROWS_PER_SLICE = 100_000
 """Slices of non-LLM steps: about this many rows each, and at least one per CPU of the cluster."""
+SINK_PREFIX = "dataforge-sink:"
+"""Name prefix of a step's call sink actor (then build id and step id), for `ray list actors`."""
 TASK_RETRIES = 3
 """Ray retries a slice whose worker died this many times."""
 
@@ -99,7 +101,8 @@ class RayExecutor:
         bounds = [(i * df.height // n, (i + 1) * df.height // n) for i in range(n)]
         slices = [df.slice(a, b - a) for a, b in bounds]
 
-        sink = CallSinkActor().options(num_cpus=0).remote() if llm else None
+        sink = CallSinkActor().options(num_cpus=0, name=f"{SINK_PREFIX}{ctx.build_id}:{ctx.step_id}").remote() \
+            if llm else None
         worker_step, shares, cached = step, [None] * n, [{}] * n
         if llm:
             worker_step, shares, cached = self._llm_shares(step, slices, cfg, ctx, min(n, cpus))
@@ -120,6 +123,8 @@ class RayExecutor:
         finally:
             if task is not None:
                 task.close()
+            if sink is not None:
+                ray.kill(sink)
         return _concat(done, ctx)
 
     @staticmethod
@@ -160,7 +165,10 @@ class RayExecutor:
                 upd["budget_usd"] = spent + split(max(0.0, cfg.budget_usd - spent), i, False)
             shares.append(cfg.model_copy(update=upd))
         cached = [{h: answered[h] for h in hs if h in answered} for hs in hashes]
-        return worker_step, [(share, (calls, spent)) for share in shares], cached
+        # The worker reads the API key from the same variable; a worker on another machine may not have it.
+        env = {cfg.api_key_env: os.environ[cfg.api_key_env]} \
+            if getattr(cfg, "api_key_env", None) and cfg.api_key_env in os.environ else {}
+        return worker_step, [(share, (calls, spent), env) for share in shares], cached
 
     @staticmethod
     def _wait(refs: list[Any], sink: Any, ctx: RunContext, task: Any, sizes: list[int]) -> list[dict[str, Any]]:
@@ -282,7 +290,8 @@ def _slice(step: Step, table: Any, fields: dict[str, Any], llm: Any, sink: Any, 
 
     usage: tuple[int, float] = (0, 0.0)
     if isinstance(llm, tuple):
-        llm, usage = llm
+        llm, usage, env = llm
+        os.environ.update(env)
     if sink is not None:
         ray.get(sink.hello.remote(index, os.getpid()))
     lines: list[str] = []
