@@ -173,7 +173,7 @@ def test_row_wise_template_on_ray_matches_local_over_many_slices(local_ray, writ
     from dataforge.executors import ray_cluster
 
     monkeypatch.setattr(ray_cluster, "ROWS_PER_SLICE", 7)  # 100 rows -> 15 slices, uneven
-    rows = "\n".join(f"      - {{text: 'review number {i}', label: {i % 2}}}" for i in range(100))
+    rows = "\n".join(f"              - {{text: 'review number {i}', label: {i % 2}}}" for i in range(100))
     recipe = write("t.yaml", f"""
         name: ray-template
         seed: 11
@@ -181,7 +181,7 @@ def test_row_wise_template_on_ray_matches_local_over_many_slices(local_ray, writ
           - id: src
             type: source.inline
             rows:
-        {rows}
+{rows}
           - id: tpl
             type: transform.template
             label_names: {{src: {{0: negative, 1: positive}}}}
