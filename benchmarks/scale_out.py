@@ -47,7 +47,7 @@ steps:
   - id: sym
     type: transform.symbols
     k: 1
-    relevant_labels: true
+    passthrough: [text]
     label_names: {{src: {{0: negative, 1: positive}}}}
   - id: tpl
     type: transform.template
