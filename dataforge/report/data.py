@@ -103,7 +103,7 @@ def collect(catalog: Path, name: str, version: int | None = None, column: str | 
         if column is None or column not in df.columns:
             raise UserError(f"dataset {name!r} has no text column to parse for verbs and nouns"
                             + (f" (no column {column!r})" if column else "") + "; pass --column")
-        from dataforge.steps.filter.verb_noun import extract_verb_noun
+        from dataforge.textutil.verbnoun import extract_verb_noun
 
         verbs, nouns = extract_verb_noun(df[column].to_list())
         source = f"parsed from column {column!r} (filter.verb_noun rules)"
