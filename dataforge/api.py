@@ -25,15 +25,28 @@ def validate(recipe: str | Path, *, vars: dict[str, Any] | None = None, catalog:
 
 def build(recipe: str | Path, *, catalog: str | Path | None = None, force: bool = False,
           only: list[str] | None = None, dry_run: bool = False, vars: dict[str, Any] | None = None,
-          quiet: bool = True, take_over: bool = False, log: Callable[[str], None] | None = None) -> BuildResult:
+          quiet: bool = True, take_over: bool = False, log: Callable[[str], None] | None = None,
+          executor: str | None = None, ray_address: str | None = None) -> BuildResult:
     """Validate then build a recipe into the catalog; unchanged steps are reused.
 
     `take_over` lets this recipe publish dataset names that another recipe published before.
+    `executor` (`local` | `ray`; default `$DATAFORGE_EXECUTOR`, else the recipe's `executor:`, else local)
+    decides where steps run; `ray_address` names the Ray cluster (default: start a local one).
     """
+    from dataforge.executors.base import check_executor, open_executor, resolve_executor
+
     cat = _catalog(catalog)
     plan = load_recipe(recipe, vars, cat)
-    return execute(plan, cat, force=force, only=only, dry_run=dry_run, quiet=quiet, take_over=take_over,
-                   log=log or (lambda _msg: None))
+    name = resolve_executor(executor, plan.recipe.executor)
+    check_executor(name)
+    if dry_run:
+        return execute(plan, cat, force=force, only=only, dry_run=True, quiet=quiet, log=log or (lambda _m: None))
+    runner = open_executor(name, ray_address)
+    try:
+        return execute(plan, cat, force=force, only=only, dry_run=dry_run, quiet=quiet, take_over=take_over,
+                       log=log or (lambda _msg: None), executor=runner)
+    finally:
+        runner.close()
 
 
 def datasets(catalog: str | Path | None = None) -> pl.DataFrame:

@@ -17,6 +17,7 @@ import polars as pl
 from dataforge.catalog.handle import StepHandle
 from dataforge.catalog.store import Catalog
 from dataforge.errors import UserError
+from dataforge.executors.base import Executor, LocalExecutor
 from dataforge.plan import Plan
 from dataforge.progress import Progress
 from dataforge.rows import assign_ids
@@ -52,8 +53,11 @@ class RowAccountingError(RuntimeError):
 
 def execute(plan: Plan, catalog_path: Path, *, force: bool = False, only: list[str] | None = None,
             dry_run: bool = False, quiet: bool = False, take_over: bool = False,
-            log: Callable[[str], None] = print) -> BuildResult:
-    """Build every step the outputs need; see `dataforge.api.build` for the public entry point."""
+            log: Callable[[str], None] = print, executor: Executor | None = None) -> BuildResult:
+    """Build every step the outputs need; see `dataforge.api.build` for the public entry point.
+
+    `executor` decides where a step's work runs (default: this process); storing stays here.
+    """
     recipe = plan.recipe
     fps = plan.fingerprints
     forced: set[str] = set()
@@ -74,6 +78,7 @@ def execute(plan: Plan, catalog_path: Path, *, force: bool = False, only: list[s
     frames: dict[str, pl.DataFrame] = {}
     cached: dict[str, dict[str, Any] | None] = {}
     handle = StepHandle(catalog)
+    run_step = (executor or LocalExecutor()).run_step
     width = max(24, *(len(s.id) for s in plan.order))
 
     def frame(sid: str) -> pl.DataFrame:
@@ -105,7 +110,7 @@ def execute(plan: Plan, catalog_path: Path, *, force: bool = False, only: list[s
                     ins = [frame(p) for p in inputs]
                     rows_in = s.accounted_inputs([df.height for df in ins])
                     prepared = plan.prepared.pop(s.id, None)
-                    out = prepared if prepared is not None else s.run(ins, ctx)
+                    out = prepared if prepared is not None else run_step(s, ins, ctx)
                     res = out if isinstance(out, StepResult) else StepResult(df=out)
                     _check_accounting(s, res, rows_in)
                     df, lineage = _finish_rows(s, res)

@@ -164,13 +164,18 @@ def build(recipe: Path = typer.Argument(..., metavar="RECIPE", help="Recipe YAML
                                                   help="Override a recipe variable (repeatable)."),
           take_over: bool = typer.Option(False, "--take-over",
                                          help="Publish dataset names that another recipe published before."),
-          quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars.")) -> None:
+          quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
+          executor: Optional[str] = typer.Option(None, "--executor",
+                                                 help="local | ray (default: $DATAFORGE_EXECUTOR, the recipe's "
+                                                      "executor:, else local)."),
+          ray_address: Optional[str] = typer.Option(None, "--ray-address",
+                                                    help="Ray cluster to run on, HOST:PORT (default: a local one).")) -> None:
     """Build a recipe into the catalog."""
     _state["catalog_for_interrupt"] = catalog if catalog is not None else api.default_catalog()
 
     def go() -> None:
         res = api.build(recipe, catalog=catalog, force=force, only=only, dry_run=dry_run, vars=_vars(var),
-                        quiet=quiet, take_over=take_over, log=_log)
+                        quiet=quiet, take_over=take_over, log=_log, executor=executor, ray_address=ray_address)
         if res.status == "dry-run":
             return
         built = sum(1 for s in res.steps if s.status == "built")

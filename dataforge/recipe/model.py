@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import functools
-from typing import Annotated, Any, Union
+from typing import Annotated, Any, Literal, Union
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
@@ -47,6 +47,9 @@ class RecipeBase(BaseModel):
     """Defaults for every LLM step; a step's own `llm:` overrides them field by field."""
     outputs: dict[OutputName, str] = Field(default_factory=dict)
     """Dataset name -> step id. Each becomes a versioned dataset and a SQL view of that name."""
+    executor: Literal["local", "ray"] | None = None
+    """Where steps run: `local` (this process) or `ray` (row-wise steps across a Ray cluster; same
+    datasets). `--executor` and `$DATAFORGE_EXECUTOR` override it; not part of any fingerprint."""
 
 
 @functools.cache

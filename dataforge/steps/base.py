@@ -112,6 +112,12 @@ class Step(BaseModel):
     max_inputs: ClassVar[int] = 1
     new_rows: ClassVar[bool] = False
     """True when output rows are new examples: the executor re-hashes `id` and records lineage."""
+    row_wise: ClassVar[bool] = False
+    """True when each input row's output (rows, rejections) depends only on that row, the seed and the
+    params, never on other rows or their order: a scale-out executor may then run the step over slices of
+    its input and concatenate the results in input order. False (the default) whenever the kind looks
+    across rows (dedup, caps, exemplars drawn from other rows, per-task maps); kinds whose params decide
+    it override `is_row_wise`."""
 
     @classmethod
     def __pydantic_init_subclass__(cls, **kwargs: Any) -> None:
@@ -163,6 +169,10 @@ class Step(BaseModel):
     def uses_llm(self) -> bool:
         """True for steps that call an LLM (shown by `--dry-run`, so a curator sees what costs money)."""
         return False
+
+    def is_row_wise(self) -> bool:
+        """Whether this step, with these params, is row-wise (see `row_wise`); single-input steps only."""
+        return self.row_wise and len(self.inputs()) <= 1
 
     def accounted_inputs(self, heights: list[int]) -> int:
         """How many input rows this step keeps or drops (`rows_in`); a reference input is not counted."""

@@ -164,6 +164,9 @@ class HeuristicsFilter(Step):
             pl.when(dup).then(pl.col("_first_id")).otherwise(pl.col("_detail")).alias("_detail"),
         ).drop("_key", "_pos", "_first_id", "_fpos")
 
+    def is_row_wise(self) -> bool:
+        return self.dedup == "none"  # every other rule looks at the row alone; dedup compares rows
+
     def run(self, inputs: list[pl.DataFrame], ctx: RunContext) -> StepResult:
         df = inputs[0]
         marked = self.reasons(df)

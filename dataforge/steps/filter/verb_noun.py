@@ -98,6 +98,10 @@ class VerbNounFilter(Step):
         except PackageNotFoundError:
             return [name]
 
+    def is_row_wise(self) -> bool:
+        # Parsing and `drop_unparsed` look at one row; the pair caps count rows across the input.
+        return self.max_share is None and self.max_per_pair is None
+
     def run(self, inputs: list[pl.DataFrame], ctx: RunContext) -> StepResult:
         df = inputs[0]
         task = ctx.progress.task(f"{self.id}: parse", total=df.height) if ctx and ctx.progress else None

@@ -6,7 +6,7 @@ that fail the parser and calls that failed after retries become rejections, neve
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 import jinja2
 import polars as pl
@@ -53,6 +53,8 @@ class GeneratePrompt(LLMStep):
     """Strip surrounding whitespace from answers."""
     keep_columns: bool = True
     """Copy the input row's columns to each output row."""
+
+    row_wise: ClassVar[bool] = True  # one row's requests, answers and rejections depend on that row alone
 
     @model_validator(mode="after")
     def _one_prompt(self) -> "GeneratePrompt":

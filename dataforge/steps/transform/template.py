@@ -76,6 +76,12 @@ class TemplateTransform(Step, TemplateSettings):
     def expected_rows(self, rows_in: int, rejected: int) -> int | None:
         return rows_in - rejected  # one example per input row
 
+    def is_row_wise(self) -> bool:
+        # Exemplars come from other rows, `options` lists the task's distinct answers, and with a task
+        # column the output is grouped by task: each of these looks across rows.
+        return (self.shots == 0 and (self.options_column is not None or not self.options)
+                and self.task_column is None and len(self.inputs()) <= 1)
+
     def run(self, inputs: list[pl.DataFrame], ctx: RunContext) -> pl.DataFrame:
         names = ctx.input_ids
         df, task_column = stack_tasks(inputs, names, self.task_column)

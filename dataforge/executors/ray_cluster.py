@@ -1,0 +1,341 @@
+"""The Ray executor: row-wise steps run over slices of their input on Ray workers; the rest on the driver.
+
+- A step whose kind declares itself row-wise (`Step.is_row_wise`) has its one input cut into
+  contiguous slices, each sent as an Arrow table through the object store to a Ray task that runs the
+  same `step.run` on it; the driver concatenates the results in input order. Every random choice a
+  kind makes is keyed by (seed, step, row id), so a slice gives the rows the whole input would.
+- Only the driver writes the catalog. Workers get a `WorkerStore` instead of the catalog handle: LLM
+  answers they log go to a small actor (`CallSink`) that the driver drains every `DRAIN_S` seconds into
+  `llm_calls`, so an answer is durable about a second after it arrives, even if the worker dies later.
+- Cache look-ups happen on the driver before dispatch (the kind's `requests_for` gives the requests):
+  each slice takes its logged answers with it, so a rerun pays for nothing twice. A retried slice (its
+  worker killed) also asks the sink for answers of its earlier attempt before calling again.
+- LLM limits stay global: a step's `max_concurrency`, `requests_per_minute`, `tokens_per_minute`,
+  `max_calls` and the rest of `budget_usd` are divided among the slices that run at once.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+import socket
+import time
+from pathlib import Path
+from typing import Any, Iterable
+
+import polars as pl
+
+from dataforge.errors import UserError
+from dataforge.steps.base import RunContext, Step, StepResult
+
+DRAIN_S = 0.25
+"""How often the driver moves logged LLM calls from the sink into the catalog."""
+ROWS_PER_SLICE = 100_000
+"""Slices of non-LLM steps: about this many rows each, and at least one per CPU of the cluster."""
+SINK_PREFIX = "dataforge-sink:"
+"""Name prefix of a step's call sink actor (then build id and step id), for `ray list actors`."""
+TASK_RETRIES = 3
+"""Ray retries a slice whose worker died this many times."""
+
+
+def _reachable(address: str, timeout_s: float = 3.0) -> None:
+    """Fail at once (not after Ray's long connect timeout) when nothing listens at `address`."""
+    hostport = address.split("://", 1)[-1]
+    host, _, port = hostport.rpartition(":")
+    if not host or not port.isdigit():
+        raise UserError(f"--ray-address {address!r}: expected HOST:PORT (e.g. 10.0.0.5:6379) or ray://HOST:PORT")
+    try:
+        with socket.create_connection((host, int(port)), timeout=timeout_s):
+            pass
+    except OSError as e:
+        raise UserError(f"cannot reach the Ray cluster at {address}: {e.strerror or e}; start it with "
+                        f"`ray start --head` on that machine, or check --ray-address") from None
+
+
+class RayExecutor:
+    """Runs row-wise steps on a Ray cluster (see the module docstring)."""
+
+    name = "ray"
+
+    def __init__(self, owns_runtime: bool):
+        self._owns = owns_runtime
+
+    @classmethod
+    def connect(cls, address: str | None) -> "RayExecutor":
+        """Join the cluster at `address` (HOST:PORT, ray://..., `auto`), or start a local one when None.
+        A process that already called `ray.init` keeps its runtime."""
+        import ray
+
+        if ray.is_initialized():
+            return cls(owns_runtime=False)
+        if address and address not in ("auto", "local"):
+            _reachable(address)
+        try:
+            ray.init(address=address, include_dashboard=False, log_to_driver=False, logging_level="ERROR",
+                     configure_logging=True)
+        except (ConnectionError, RuntimeError, ValueError) as e:
+            raise UserError(f"cannot connect to the Ray cluster at {address or 'a new local cluster'}: {e}") from None
+        return cls(owns_runtime=True)
+
+    def close(self) -> None:
+        if self._owns:
+            import ray
+
+            ray.shutdown()
+
+    # -- running a step -----------------------------------------------------------------
+    def run_step(self, step: Step, inputs: list[pl.DataFrame], ctx: RunContext) -> StepResult | pl.DataFrame:
+        if not self._distributable(step, inputs):
+            return step.run(inputs, ctx)
+        import ray
+
+        df = inputs[0]
+        cpus = max(1, int(ray.cluster_resources().get("CPU", 1)))
+        llm = step.uses_llm()
+        if llm:
+            cfg = step.effective_llm(ctx)  # type: ignore[attr-defined]
+            n = max(1, min(cpus, cfg.max_concurrency, df.height))
+        else:
+            n = max(1, min(df.height, max(cpus, math.ceil(df.height / ROWS_PER_SLICE))))
+        bounds = [(i * df.height // n, (i + 1) * df.height // n) for i in range(n)]
+        slices = [df.slice(a, b - a) for a, b in bounds]
+
+        sink = CallSinkActor().options(num_cpus=0, name=f"{SINK_PREFIX}{ctx.build_id}:{ctx.step_id}").remote() \
+            if llm else None
+        worker_step, shares, cached = step, [None] * n, [{}] * n
+        if llm:
+            worker_step, shares, cached = self._llm_shares(step, slices, cfg, ctx, min(n, cpus))
+        fields = dict(recipe_path=Path(ctx.recipe_path).resolve(), seed=ctx.seed,
+                      catalog_path=Path(ctx.catalog_path).resolve() if ctx.catalog_path else None,
+                      step_id=ctx.step_id, build_id=ctx.build_id, fingerprint=ctx.fingerprint,
+                      input_ids=list(ctx.input_ids))
+        task = ctx.progress.task(f"{ctx.step_id} on ray ({n} slices)", total=df.height) if ctx.progress else None
+        refs = [run_slice.options(max_retries=TASK_RETRIES).remote(
+                    worker_step, ray.put(part.to_arrow()), fields, shares[i] or ctx.llm, sink, i, cached[i])
+                for i, part in enumerate(slices)]
+        try:
+            done = self._wait(refs, sink, ctx, task, [len(p) for p in slices])
+        except BaseException:
+            for r in refs:
+                ray.cancel(r, force=True)
+            raise
+        finally:
+            if task is not None:
+                task.close()
+            if sink is not None:
+                ray.kill(sink)
+        return _concat(done, ctx)
+
+    @staticmethod
+    def _distributable(step: Step, inputs: list[pl.DataFrame]) -> bool:
+        if len(inputs) != 1 or inputs[0].height < 2 or not step.is_row_wise():
+            return False
+        if step.uses_llm():
+            # The driver must know a slice's requests to look them up first; batch mode stays on the driver.
+            return hasattr(step, "requests_for") and getattr(step, "mode", "online") == "online"
+        return True
+
+    @staticmethod
+    def _llm_shares(step: Step, slices: list[pl.DataFrame], cfg: Any, ctx: RunContext, running: int):
+        """Per slice: the step's limits divided among the `running` slices, and its logged answers."""
+        worker_step = step.model_copy(update={"llm": None})  # the worker's ctx.llm is the merged config
+        hashes = [[r.hash() for r in step.requests_for(part, cfg, ctx)] for part in slices]  # type: ignore[attr-defined]
+        store = ctx.catalog
+        answered = store.cached_llm_responses(sorted({h for hs in hashes for h in hs})) if store is not None else {}
+        calls, spent = store.llm_usage(ctx.build_id) if store is not None else (0, 0.0)
+
+        def split(total: float | None, i: int, integer: bool) -> Any:
+            if total is None:
+                return None
+            if integer:
+                return int(total) // running + (1 if i % running < int(total) % running else 0)
+            return total / running
+
+        shares = []
+        for i in range(len(slices)):
+            upd: dict[str, Any] = {"max_concurrency": max(1, split(cfg.max_concurrency, i, True))}
+            if cfg.requests_per_minute:
+                upd["requests_per_minute"] = split(cfg.requests_per_minute, i, False)
+            if cfg.tokens_per_minute:
+                upd["tokens_per_minute"] = split(cfg.tokens_per_minute, i, False)
+            if cfg.max_calls is not None:
+                upd["max_calls"] = calls + split(max(0, cfg.max_calls - calls), i, True)
+            if cfg.budget_usd is not None:
+                upd["budget_usd"] = spent + split(max(0.0, cfg.budget_usd - spent), i, False)
+            shares.append(cfg.model_copy(update=upd))
+        cached = [{h: answered[h] for h in hs if h in answered} for hs in hashes]
+        # The worker reads the API key from the same variable; a worker on another machine may not have it.
+        env = {cfg.api_key_env: os.environ[cfg.api_key_env]} \
+            if getattr(cfg, "api_key_env", None) and cfg.api_key_env in os.environ else {}
+        return worker_step, [(share, (calls, spent), env) for share in shares], cached
+
+    @staticmethod
+    def _wait(refs: list[Any], sink: Any, ctx: RunContext, task: Any, sizes: list[int]) -> list[dict[str, Any]]:
+        import ray
+        from ray.exceptions import RayTaskError
+
+        index = {r: i for i, r in enumerate(refs)}
+        pending = list(refs)
+        out: list[dict[str, Any] | None] = [None] * len(refs)
+
+        def drain() -> None:
+            if sink is not None and ctx.catalog is not None:
+                rows = ray.get(sink.drain.remote())
+                if rows:
+                    ctx.catalog.record_llm_calls(rows)
+
+        while pending:
+            ready, pending = ray.wait(pending, num_returns=len(pending), timeout=DRAIN_S)
+            drain()
+            for r in ready:
+                try:
+                    out[index[r]] = ray.get(r)
+                except RayTaskError as e:
+                    cause = e.cause if isinstance(e.cause, BaseException) else None
+                    raise (cause or e) from None
+                if task is not None:
+                    task.advance(sizes[index[r]])
+        drain()
+        return out  # type: ignore[return-value]
+
+
+def _concat(parts: list[dict[str, Any]], ctx: RunContext) -> StepResult:
+    def cat(key: str) -> pl.DataFrame | None:
+        frames = [pl.from_arrow(p[key]) for p in parts if p[key] is not None]
+        frames = [f for f in frames if isinstance(f, pl.DataFrame)]
+        if not frames:
+            return None
+        return frames[0] if len(frames) == 1 else pl.concat(frames, how="vertical_relaxed")
+
+    notes: dict[str, Any] = {}
+    for p in parts:
+        for k, v in p["notes"].items():
+            notes.setdefault(k, v)
+        for line in p["log"]:
+            ctx.log(line)
+    df = cat("df")
+    assert df is not None
+    return StepResult(df=df, rejections=cat("rejections"), lineage=cat("lineage"), notes=notes)
+
+
+# -- the worker side ----------------------------------------------------------------------
+class WorkerStore:
+    """What an LLM step on a worker sees as its catalog: logged answers it was sent, a sink for new calls."""
+
+    def __init__(self, sink: Any, cached: dict[str, dict[str, Any]], usage: tuple[int, float]):
+        self._sink = sink
+        self._cached = cached
+        self._usage = usage
+
+    def cached_llm_responses(self, hashes: list[str]) -> dict[str, dict[str, Any]]:
+        import ray
+
+        found = {h: self._cached[h] for h in hashes if h in self._cached}
+        missing = [h for h in hashes if h not in found]
+        if missing and self._sink is not None:  # answers of an earlier attempt of this slice (a killed worker)
+            found.update(ray.get(self._sink.answered.remote(missing)))
+        return found
+
+    def record_llm_calls(self, rows: Iterable[dict[str, Any]]) -> None:
+        import ray
+
+        rows = list(rows)
+        if rows and self._sink is not None:
+            ray.get(self._sink.put.remote(rows))
+
+    def llm_usage(self, build_id: str) -> tuple[int, float]:
+        return self._usage
+
+    def read_dataset(self, name: str, version: int | None = None) -> pl.DataFrame:
+        raise RuntimeError("a step on a Ray worker cannot read the catalog; declare it not row-wise")
+
+    def __getattr__(self, name: str) -> Any:  # the batch-API methods: batch mode runs on the driver
+        raise RuntimeError(f"{name} is not available on a Ray worker")
+
+
+class _CallSink:
+    """Collects the LLM calls workers log until the driver drains them; remembers this step's answers."""
+
+    def __init__(self) -> None:
+        self.rows: list[dict[str, Any]] = []
+        self.ok: dict[str, dict[str, Any]] = {}
+        self.workers: dict[int, int] = {}
+
+    def put(self, rows: list[dict[str, Any]]) -> None:
+        self.rows.extend(rows)
+        for r in rows:
+            if r.get("status") == "ok":
+                self.ok[r["request_hash"]] = r
+
+    def drain(self) -> list[dict[str, Any]]:
+        rows, self.rows = self.rows, []
+        return rows
+
+    def answered(self, hashes: list[str]) -> dict[str, dict[str, Any]]:
+        return {h: self.ok[h] for h in hashes if h in self.ok}
+
+    def hello(self, index: int, pid: int) -> None:
+        self.workers[index] = pid
+
+    def pids(self) -> dict[int, int]:
+        """Slice index -> pid of the worker process running it (tests kill one)."""
+        return dict(self.workers)
+
+
+def _slice(step: Step, table: Any, fields: dict[str, Any], llm: Any, sink: Any, index: int,
+           cached: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """Run `step` on one slice (a Ray task); returns Arrow tables, notes and log lines."""
+    import ray
+
+    usage: tuple[int, float] = (0, 0.0)
+    if isinstance(llm, tuple):
+        llm, usage, env = llm
+        os.environ.update(env)
+    if sink is not None:
+        ray.get(sink.hello.remote(index, os.getpid()))
+    lines: list[str] = []
+    store = WorkerStore(sink, cached, usage) if sink is not None else None
+    ctx = RunContext(llm=llm, catalog=store, progress=None, log=lines.append, **fields)  # type: ignore[arg-type]
+    df = pl.from_arrow(table)
+    assert isinstance(df, pl.DataFrame)
+    out = step.run([df], ctx)
+    res = out if isinstance(out, StepResult) else StepResult(df=out)
+    arrow = {k: (None if v is None else v.to_arrow())
+             for k, v in (("df", res.df), ("rejections", res.rejections), ("lineage", res.lineage))}
+    return {**arrow, "notes": dict(res.notes), "log": lines}
+
+
+def _remote_functions():
+    import ray
+
+    return ray.remote(_CallSink), ray.remote(num_cpus=1)(_slice)
+
+
+class _Lazy:
+    """`ray.remote` wrappers made on first use, so importing this module does not need Ray."""
+
+    def __init__(self, which: int):
+        self._which = which
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(_remote_functions_cached()[self._which], name)
+
+    def __call__(self) -> Any:
+        return _remote_functions_cached()[self._which]
+
+
+_cache: list[Any] = []
+
+
+def _remote_functions_cached():
+    if not _cache:
+        _cache.extend(_remote_functions())
+    return _cache
+
+
+def CallSinkActor() -> Any:  # noqa: N802 (reads like the actor class it returns)
+    return _remote_functions_cached()[0]
+
+
+run_slice = _Lazy(1)
