@@ -14,7 +14,6 @@ import threading
 import time
 from pathlib import Path
 
-import polars as pl
 import pytest
 
 from conftest import run_dataforge

@@ -16,11 +16,9 @@
 
 from __future__ import annotations
 
-import dataclasses
 import math
 import os
 import socket
-import time
 from pathlib import Path
 from typing import Any, Iterable
 
