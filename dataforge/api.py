@@ -102,3 +102,15 @@ def report(dataset: str, *, out: str | Path, version: int | None = None, column:
     from dataforge.report import write_report
 
     return write_report(_catalog(catalog), dataset, out, version=version, column=column)
+
+
+# -- runs (training, ranking, evaluation) ----------------------------------------------------------
+
+def runs(*, limit: int = 50, kind: str | None = None, catalog: str | Path | None = None) -> pl.DataFrame:
+    """Recent training / ranking / evaluation runs, newest first."""
+    return q.list_runs(_catalog(catalog), limit, kind)
+
+
+def run_record(run_id: str, *, catalog: str | Path | None = None) -> dict[str, Any]:
+    """One run's stored record: config (repeatable), data, base model and hash, metrics, `losses` frame."""
+    return q.run_record(_catalog(catalog), run_id)

@@ -183,11 +183,11 @@ def export_(mixture: Path = typer.Argument(..., help="Mixture YAML file."),
 
     def go() -> None:
         res = api.export(mixture, out=out_dir, format=format, catalog=catalog)
-        rows = ", ".join(f"{k} {v:,}" for k, v in res.manifest["rows"].items())
-        out.print(f"exported {res.manifest['mixture']['name']} to {res.out} ({format}): {rows}", highlight=False)
-        for s in res.manifest["sources"]:
-            out.print(f"  {s['dataset']}: {s['selected']:,} of {s['rows']:,} rows "
-                      f"(cap {s['cap'] if s['cap'] is not None else '-'}, rate {s['rate']:.4f})", highlight=False)
+        rows = ", ".join(f"{k} {v:,}" for k, v in res.manifest.rows.items())
+        out.print(f"exported {res.manifest.mixture.name} to {res.out} ({format}): {rows}", highlight=False)
+        for s in res.manifest.sources:
+            out.print(f"  {s.dataset}: {s.selected:,} of {s.rows:,} rows "
+                      f"(cap {s.cap if s.cap is not None else '-'}, rate {s.rate:.4f})", highlight=False)
 
     _run(go)
 
@@ -204,6 +204,46 @@ def report(dataset: str = typer.Argument(..., help="Dataset name in the catalog.
     def go() -> None:
         paths = api.report(dataset, out=out_dir, version=version, column=column, catalog=catalog)
         out.print(f"wrote {paths['html']} and {paths['png']}", highlight=False)
+
+    _run(go)
+
+
+# -- runs (training, ranking, evaluation) ----------------------------------------------------------
+
+@app.command("runs")
+def runs_(run_id: Optional[str] = typer.Argument(None, help="Show this run (config, data, metrics, losses)."),
+          limit: int = typer.Option(20, "--limit"), kind: Optional[str] = typer.Option(None, "--kind",
+                                                                                   help="train | rank | eval"),
+          config: bool = typer.Option(False, "--config", help="With RUN_ID: print only its config as YAML "
+                                      "(save it and pass it to `dataforge train` to repeat the run)."),
+          catalog: Optional[Path] = CatalogOpt,
+          format: str = typer.Option("table", "--format", help="table | csv | json")) -> None:
+    """List training / ranking / evaluation runs, or show one."""
+
+    def go() -> None:
+        if run_id is None:
+            _print_df(api.runs(limit=limit, kind=kind, catalog=catalog), format, title="runs")
+            return
+        rec = api.run_record(run_id, catalog=catalog)
+        if config:
+            import yaml
+
+            sys.stdout.write(yaml.safe_dump(rec["config"], sort_keys=False, allow_unicode=True))
+            return
+        losses = rec.pop("losses")
+        if format == "json":
+            sys.stdout.write(json.dumps({**rec, "losses": losses.to_dicts()}, default=str, indent=1) + "\n")
+            return
+        for k, v in rec.items():
+            if k != "config":
+                out.print(f"{k}: {json.dumps(v, default=str) if isinstance(v, (dict, list)) else v}",
+                          markup=False, highlight=False)
+        out.print("config:" + (f" (repeat with `dataforge train --repeat {run_id}`)" if rec["kind"] == "train" else ""),
+                  highlight=False)
+        for line in json.dumps(rec["config"], indent=2, default=str).splitlines():
+            out.print("  " + line, markup=False, highlight=False)
+        if losses.height:
+            _print_df(losses, format, title="losses")
 
     _run(go)
 
