@@ -154,3 +154,16 @@ def train(config: str | Path | None = None, *, catalog: str | Path | None = None
             cf.config.output_dir = str(Path(output_dir).resolve())
     return run_training(cf, catalog=cat, resume=resume, repeat_of=repeat, expect_data=expect,
                         log=log or (lambda _m: None))
+
+
+# -- evaluation (issue 10: `eval-classification`) -------------------------------------------------------
+def evaluate_classification(data: str, *, out: str | Path | None = None, catalog: str | Path | None = None,
+                            log: Callable[[str], None] | None = None, **options: Any) -> dict[str, Any]:
+    """Accuracy on classification prompts, the answer being the label of highest log-likelihood;
+    `options`: the fields of `dataforge.train.clf_run.ClfEvalConfig`. Writes `out` (JSON) when given and
+    a `runs` row; returns the result."""
+    from dataforge.train.clf_run import ClfEvalConfig, run_classification_eval
+    from dataforge.train.options import from_flags
+
+    return run_classification_eval(from_flags(ClfEvalConfig, data=data, **options), catalog=_catalog(catalog),
+                                   out=Path(out) if out else None, log=log or (lambda _m: None))

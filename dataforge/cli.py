@@ -269,6 +269,47 @@ def train_(config: Optional[Path] = typer.Argument(None, help="Train config YAML
     _run(go)
 
 
+# -- evaluation (issue 10) ------------------------------------------------------------------------------
+@app.command("eval-classification")
+def eval_classification(
+        data: str = typer.Argument(..., help="Classification prompts: a catalog dataset or an export directory."),
+        out_path: Optional[Path] = typer.Option(None, "--out", help="Write the result (with every prediction) as JSON."),
+        split: Optional[str] = typer.Option(None, "--split"),
+        prompt_column: Optional[str] = typer.Option(None, "--prompt-column"),
+        target_column: Optional[str] = typer.Option(None, "--target-column"),
+        labels_column: Optional[str] = typer.Option(None, "--labels-column",
+                                                    help="Per-row label set (default: symbol_map when present)."),
+        labels: Optional[str] = typer.Option(None, "--labels", help="One label set for all rows: a,b,c"),
+        limit: Optional[int] = typer.Option(None, "--limit"),
+        model: Optional[str] = typer.Option(None, "--model", help="Hugging Face model directory or .gguf file."),
+        adapter: Optional[str] = typer.Option(None, "--adapter", help="peft adapter directory."),
+        separator: Optional[str] = typer.Option(None, "--separator", help="Between prompt and label (default: a space "
+                                                                          "unless the prompt ends in whitespace)."),
+        chat: bool = typer.Option(False, "--chat", help="Use the tokenizer's chat template."),
+        system_prompt: Optional[str] = typer.Option(None, "--system-prompt"),
+        score: Optional[str] = typer.Option(None, "--score", help="sum | mean"),
+        batch_size: Optional[int] = typer.Option(None, "--batch-size"),
+        device: Optional[str] = typer.Option(None, "--device"),
+        catalog: Optional[Path] = CatalogOpt) -> None:
+    """Accuracy on classification prompts, answers constrained to the label set by log-likelihood."""
+
+    def go() -> None:
+        label_list = [x.strip() for x in labels.split(",")] if labels else None
+        res = api.evaluate_classification(
+            data, out=out_path, catalog=catalog, split=split, prompt_column=prompt_column, target_column=target_column,
+            labels_column=labels_column, labels=label_list, limit=limit, model=model, adapter=adapter,
+            separator=separator, chat=chat or None, system_prompt=system_prompt, score=score, batch_size=batch_size,
+            device=device, log=lambda m: out.print(m, markup=False, highlight=False))
+        m = res["metrics"]
+        out.print(f"run {res['run_id']}: accuracy {m['accuracy']:.4f} ({m['correct']}/{m['rows']}), "
+                  f"chance {m['chance']:.4f}, {res['seconds']:.1f} s"
+                  + (f", written to {out_path}" if out_path else ""), highlight=False)
+        for task, t in m["by_task"].items():
+            out.print(f"  {task}: {t['accuracy']:.4f} of {t['rows']}", highlight=False)
+
+    _run(go)
+
+
 def main() -> None:
     app()
 
