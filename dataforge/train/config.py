@@ -13,11 +13,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from dataforge.errors import RecipeErrors, UserError
+from dataforge.errors import UserError
 from dataforge.recipe.loader import KeyPath, Positions, format_path, load_yaml
-from dataforge.recipe.validate import _clean_loc, _message
+from dataforge.recipe.located import validate_located
 
 
 class _Model(BaseModel):
@@ -211,15 +211,7 @@ def _validate(data: Any, pos: Positions, file: str | None) -> TrainConfig:
     if not isinstance(data, dict):
         raise UserError("a train config must be a mapping with data, output_dir and (optionally) method",
                         file=file, line=1, col=1)
-    try:
-        return TrainConfig.model_validate(data)
-    except ValidationError as e:
-        errors = []
-        for err in e.errors():
-            kp = _clean_loc(err["loc"], data)
-            line, col = pos.find(kp) or (None, None)
-            errors.append(UserError(_message(err), file=file, line=line, col=col, path=format_path(kp) or None))
-        raise RecipeErrors(errors) from None
+    return validate_located(TrainConfig, data, pos)
 
 
 def load_config(path: str | Path) -> ConfigFile:
@@ -234,8 +226,8 @@ def load_config(path: str | Path) -> ConfigFile:
 
 def config_from_record(config: dict[str, Any], run_id: str) -> ConfigFile:
     """The config a `runs` record stored (already resolved), to repeat that run."""
-    pos = Positions(file=f"run {run_id}")
-    cfg = _validate(config, pos, f"run {run_id} config")
+    pos = Positions(file=f"run {run_id} config")
+    cfg = _validate(config, pos, pos.file)
     text = json.dumps(config, sort_keys=True)
     return ConfigFile(cfg, None, hashlib.sha256(text.encode()).hexdigest(), pos)
 

@@ -10,7 +10,6 @@ is saved once as a plain transformers directory under the cache (`$DATAFORGE_CAC
 from __future__ import annotations
 
 import functools
-import hashlib
 import json
 import os
 import shutil
@@ -21,7 +20,7 @@ from typing import Any
 
 from dataforge.errors import UserError
 from dataforge.train import deps
-from dataforge.train.runs import sha256_file
+from dataforge.hashing import file_sha256
 
 RUN_FILE = "run.json"  # written into every output_dir: what was trained, on which base model
 
@@ -51,17 +50,7 @@ def pick_device(prefer: str | None = None):
 
 @functools.lru_cache(maxsize=8)
 def _hash_file(path: str, size: int, mtime: float) -> str:
-    return sha256_file(path)
-
-
-def _dir_sha256(path: Path) -> str:
-    """sha256 over the sorted (relative path, file sha256) of a model directory's files."""
-    h = hashlib.sha256()
-    for p in sorted(path.rglob("*")):
-        if p.is_file():
-            st = p.stat()
-            h.update(f"{p.relative_to(path).as_posix()}\0{_hash_file(str(p), st.st_size, st.st_mtime)}\n".encode())
-    return h.hexdigest()
+    return file_sha256(Path(path))
 
 
 def resolve_base(spec: str) -> BaseModel:
@@ -81,7 +70,7 @@ def resolve_base(spec: str) -> BaseModel:
         return BaseModel(spec, path, _hash_file(str(path), st.st_size, st.st_mtime), "gguf")
     if not (path / "config.json").is_file():
         raise UserError(f"base_model: {path} has no config.json (not a Hugging Face model directory)")
-    return BaseModel(spec, path, _dir_sha256(path), "hf")
+    return BaseModel(spec, path, file_sha256(path), "hf")
 
 
 def _dequantised_dir(base: BaseModel) -> Path:

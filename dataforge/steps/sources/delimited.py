@@ -7,7 +7,7 @@ from typing import Literal
 import polars as pl
 from pydantic import Field
 
-from dataforge.steps.base import PlanContext, RunContext, StepError
+from dataforge.steps.base import PlanContext, StepError
 from dataforge.steps.sources.base import FileSource
 
 
@@ -29,16 +29,7 @@ class CsvSource(FileSource):
     def _sep(self) -> str:
         return self.delimiter or ("\t" if self.type == "source.tsv" else ",")
 
-    def raw_columns(self, ctx: PlanContext) -> list[str] | None:
-        if not self.header:
-            return self.names
-        first = self._text(ctx).split("\n", 1)[0].rstrip("\r")
-        if not first.strip():
-            return []
-        df = pl.read_csv(first.encode(), separator=self._sep(), has_header=False, quote_char=self.quote_char)
-        return [str(v) for v in df.row(0)] if df.height else []
-
-    def read(self, ctx: RunContext) -> pl.DataFrame:
+    def read(self, ctx: PlanContext) -> pl.DataFrame:
         p = ctx.resolve(self.path)
         text = self._text(ctx)
         if not text.strip():

@@ -7,7 +7,7 @@ from typing import Any, Literal
 import polars as pl
 
 from dataforge.hashing import file_sha256
-from dataforge.steps.base import PlanContext, RunContext, StepError
+from dataforge.steps.base import PlanContext, StepError
 from dataforge.steps.sources.base import Source
 
 
@@ -34,7 +34,7 @@ class HFSource(Source):
                                              "to read plain files with load_dataset")
         super().check(ctx)
 
-    def read(self, ctx: RunContext) -> pl.DataFrame:
+    def read(self, ctx: PlanContext) -> pl.DataFrame:
         import datasets
 
         p = ctx.resolve(self.path)

@@ -7,7 +7,7 @@ from typing import Any, Literal
 import polars as pl
 from pydantic import Field
 
-from dataforge.steps.base import PlanContext, RunContext
+from dataforge.steps.base import PlanContext
 from dataforge.steps.sources.base import Source
 
 
@@ -18,11 +18,5 @@ class InlineSource(Source):
     rows: list[dict[str, Any]] = Field(min_length=0)
     """The rows, as a list of mappings."""
 
-    def raw_columns(self, ctx: PlanContext) -> list[str] | None:
-        cols: dict[str, None] = {}
-        for r in self.rows:
-            cols.update(dict.fromkeys(r))
-        return list(cols)
-
-    def read(self, ctx: RunContext) -> pl.DataFrame:
+    def read(self, ctx: PlanContext) -> pl.DataFrame:
         return pl.DataFrame(self.rows, infer_schema_length=None) if self.rows else pl.DataFrame()

@@ -8,7 +8,7 @@ from typing import Literal
 
 import polars as pl
 
-from dataforge.steps.base import PlanContext, RunContext, StepError
+from dataforge.steps.base import PlanContext, StepError
 from dataforge.steps.sources.base import FileSource
 
 
@@ -17,18 +17,7 @@ class JsonlSource(FileSource):
 
     type: Literal["source.jsonl"]
 
-    def raw_columns(self, ctx: PlanContext) -> list[str] | None:
-        with open(ctx.resolve(self.path), "rb") as fh:
-            for n, line in enumerate(fh, 1):
-                if line.strip():
-                    try:
-                        obj = json.loads(line)
-                    except (ValueError, UnicodeDecodeError):
-                        return None  # reported with its line when read
-                    return list(obj) if isinstance(obj, dict) else None
-        return None  # no rows, so no columns to check `columns` against
-
-    def read(self, ctx: RunContext) -> pl.DataFrame:
+    def read(self, ctx: PlanContext) -> pl.DataFrame:
         p = ctx.resolve(self.path)
         if self.encoding.lower() in ("utf-8", "utf8"):
             mapping = self._mapping()
@@ -43,7 +32,7 @@ class JsonlSource(FileSource):
             try:
                 obj = json.loads(line)
             except ValueError as e:
-                raise StepError(self.id, "path", f"{p}:{n}: invalid JSON ({e.msg} at column {e.colno})") from None
+                raise StepError(self.id, "path", f"{p}:{n}: invalid JSON at column {e.colno}: {e.msg}") from None
             if not isinstance(obj, dict):
                 raise StepError(self.id, "path", f"{p}:{n}: expected a JSON object, got {type(obj).__name__}")
             rows.append(obj)

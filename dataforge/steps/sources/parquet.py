@@ -6,7 +6,7 @@ from typing import Literal
 
 import polars as pl
 
-from dataforge.steps.base import PlanContext, RunContext, StepError
+from dataforge.steps.base import PlanContext
 from dataforge.steps.sources.base import FileSource
 
 
@@ -15,11 +15,5 @@ class ParquetSource(FileSource):
 
     type: Literal["source.parquet"]
 
-    def raw_columns(self, ctx: PlanContext) -> list[str] | None:
-        try:
-            return list(pl.read_parquet_schema(ctx.resolve(self.path)))
-        except Exception as e:
-            raise StepError(self.id, "path", f"{ctx.resolve(self.path)}: not a readable parquet file ({e})") from None
-
-    def read(self, ctx: RunContext) -> pl.DataFrame:
+    def read(self, ctx: PlanContext) -> pl.DataFrame:
         return pl.read_parquet(ctx.resolve(self.path))

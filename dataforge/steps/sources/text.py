@@ -8,7 +8,7 @@ from typing import Literal
 import polars as pl
 
 from dataforge.fieldtypes import Regex
-from dataforge.steps.base import PlanContext, RunContext, StepError
+from dataforge.steps.base import PlanContext, StepError
 from dataforge.steps.sources.base import FileSource
 
 
@@ -32,10 +32,7 @@ class TextSource(FileSource):
             raise StepError(self.id, "fields", f"pattern has {rx.groups} group(s) but {len(names)} field name(s)")
         return names
 
-    def raw_columns(self, ctx: PlanContext) -> list[str] | None:
-        return self._names()
-
-    def read(self, ctx: RunContext) -> pl.DataFrame:
+    def read(self, ctx: PlanContext) -> pl.DataFrame:
         rx = re.compile(self.pattern)
         names = self._names()
         p = ctx.resolve(self.path)
