@@ -124,12 +124,11 @@ def main() -> None:
         line = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")]
         if proc.returncode or not line:
             sys.exit(f"{side} failed:\n{proc.stderr[-3000:]}")
-        results[side] = json.loads(line[0][7:])
-    for r in results.values():
+        r = results[side] = json.loads(line[0][7:])
         r["tokens_per_s"] = r["tokens"] / r["seconds"]
         r["label_tokens_per_s"] = r["label_tokens"] / r["seconds"]
         print(f"{r['side']:17s} {r['tokens']:8,d} tokens in {r['seconds']:7.1f} s = {r['tokens_per_s']:8,.0f} tok/s, "
-              f"{r['label_tokens_per_s']:7,.1f} labelled tok/s, peak {r['peak_mb']:7,.0f} MB ({r['device']})")
+              f"{r['label_tokens_per_s']:7,.1f} labelled tok/s, peak {r['peak_mb']:7,.0f} MB ({r['device']})", flush=True)
     df, tr, pk = results["dataforge"], results["trainer"], results["dataforge-packed"]
     print(f"dataforge / Trainer: tokens/s x{df['tokens_per_s'] / tr['tokens_per_s']:.2f}, "
           f"peak memory x{df['peak_mb'] / tr['peak_mb']:.2f}")
