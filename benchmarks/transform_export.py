@@ -132,7 +132,7 @@ def run_dataforge(inp: Path, out: Path, fmt: str) -> dict:
     prompts = step.run([df], ctx).rename({"_parent_id": "id"})
     res = export_frames(load_mixture(mix), [prompts], out, fmt)
     return {"seconds": time.perf_counter() - t0, "cpu_seconds": time.process_time() - c0,
-            "rows": res.manifest["rows"]["train"], "file": str(out / f"train.{fmt}")}
+            "rows": res.manifest.rows["train"], "file": str(out / f"train.{fmt}")}
 
 
 def run_reference(inp: Path, out: Path, batched: bool, fmt: str) -> dict:

@@ -297,11 +297,11 @@ def export_(mixture: Path = typer.Argument(..., metavar="MIXTURE", help="Mixture
 
     def go() -> None:
         res = api.export(mixture, out=out_dir, format=format, catalog=catalog)
-        rows = ", ".join(f"{k} {v:,}" for k, v in res.manifest["rows"].items())
-        out.print(f"exported {res.manifest['mixture']['name']} to {res.out} ({format}): {rows}", highlight=False)
-        for s in res.manifest["sources"]:
-            out.print(f"  {s['dataset']}: {s['selected']:,} of {s['rows']:,} rows "
-                      f"(cap {s['cap'] if s['cap'] is not None else '-'}, rate {s['rate']:.4f})", highlight=False)
+        rows = ", ".join(f"{k} {v:,}" for k, v in res.manifest.rows.items())
+        out.print(f"exported {res.manifest.mixture.name} to {res.out} ({format}): {rows}", highlight=False)
+        for s in res.manifest.sources:
+            out.print(f"  {s.dataset}: {s.selected:,} of {s.rows:,} rows "
+                      f"(cap {s.cap if s.cap is not None else '-'}, rate {s.rate:.4f})", highlight=False)
 
     _run(go)
 
@@ -321,6 +321,108 @@ def report(dataset: str = typer.Argument(..., metavar="DATASET", help="Dataset n
     def go() -> None:
         paths = api.report(dataset, out=out_dir, version=version, column=column, catalog=catalog)
         out.print(f"wrote {paths['html']} and {paths['png']}", highlight=False)
+
+    _run(go)
+
+
+# -- runs (training, ranking, evaluation) ----------------------------------------------------------
+
+@app.command("runs")
+def runs_(run_id: Optional[str] = typer.Argument(None, help="Show this run (config, data, metrics, losses)."),
+          limit: int = typer.Option(20, "--limit"), kind: Optional[str] = typer.Option(None, "--kind",
+                                                                                   help="train | rank | eval"),
+          config: bool = typer.Option(False, "--config", help="With RUN_ID: print only its config as YAML "
+                                      "(save it and pass it to `dataforge train` to repeat the run)."),
+          catalog: Optional[Path] = CatalogOpt,
+          format: str = typer.Option("table", "--format", help="table | csv | json")) -> None:
+    """List training / ranking / evaluation runs, or show one."""
+
+    def go() -> None:
+        if run_id is None:
+            _print_df(api.runs(limit=limit, kind=kind, catalog=catalog), format, title="runs")
+            return
+        rec = api.run_record(run_id, catalog=catalog)
+        if config:
+            import yaml
+
+            sys.stdout.write(yaml.safe_dump(rec["config"], sort_keys=False, allow_unicode=True))
+            return
+        losses = rec.pop("losses")
+        if format == "json":
+            sys.stdout.write(json.dumps({**rec, "losses": losses.to_dicts()}, default=str, indent=1) + "\n")
+            return
+        for k, v in rec.items():
+            if k != "config":
+                out.print(f"{k}: {json.dumps(v, default=str) if isinstance(v, (dict, list)) else v}",
+                          markup=False, highlight=False)
+        out.print("config:" + (f" (repeat with `dataforge train --repeat {run_id}`)" if rec["kind"] == "train" else ""),
+                  highlight=False)
+        for line in json.dumps(rec["config"], indent=2, default=str).splitlines():
+            out.print("  " + line, markup=False, highlight=False)
+        if losses.height:
+            _print_df(losses, format, title="losses")
+
+    _run(go)
+
+
+@app.command("train")
+def train_(config: Optional[Path] = typer.Argument(None, help="Train config YAML (see docs/train.md)."),
+           catalog: Optional[Path] = CatalogOpt,
+           resume: bool = typer.Option(False, "--resume", help="Continue the unfinished run in output_dir from "
+                                       "its last checkpoint."),
+           repeat: Optional[str] = typer.Option(None, "--repeat", help="Repeat a recorded run (RUN_ID) from its "
+                                                "stored config; needs --out."),
+           out_dir: Optional[Path] = typer.Option(None, "--out", help="Override output_dir.")) -> None:
+    """Train a LoRA adapter (sft, nat or nce) on an export or a catalog dataset; records a run."""
+
+    def go() -> None:
+        res = api.train(config, catalog=catalog, resume=resume, repeat=repeat, output_dir=out_dir,
+                        log=lambda m: out.print(m, markup=False, highlight=False))
+        shown = {k: v for k, v in res.metrics.items() if k.endswith(("loss", "tokens_per_s"))}
+        out.print(f"run {res.run_id}: adapter {res.adapter_path}; "
+                  + ", ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in shown.items()),
+                  markup=False, highlight=False)
+
+    _run(go)
+
+
+# -- evaluation (issue 10) ------------------------------------------------------------------------------
+@app.command("eval-classification")
+def eval_classification(
+        data: str = typer.Argument(..., help="Classification prompts: a catalog dataset or an export directory."),
+        out_path: Optional[Path] = typer.Option(None, "--out", help="Write the result (with every prediction) as JSON."),
+        split: Optional[str] = typer.Option(None, "--split"),
+        prompt_column: Optional[str] = typer.Option(None, "--prompt-column"),
+        target_column: Optional[str] = typer.Option(None, "--target-column"),
+        labels_column: Optional[str] = typer.Option(None, "--labels-column",
+                                                    help="Per-row label set (default: symbol_map when present)."),
+        labels: Optional[str] = typer.Option(None, "--labels", help="One label set for all rows: a,b,c"),
+        limit: Optional[int] = typer.Option(None, "--limit"),
+        model: Optional[str] = typer.Option(None, "--model", help="Hugging Face model directory or .gguf file."),
+        adapter: Optional[str] = typer.Option(None, "--adapter", help="peft adapter directory."),
+        separator: Optional[str] = typer.Option(None, "--separator", help="Between prompt and label (default: a space "
+                                                                          "unless the prompt ends in whitespace)."),
+        chat: bool = typer.Option(False, "--chat", help="Use the tokenizer's chat template."),
+        system_prompt: Optional[str] = typer.Option(None, "--system-prompt"),
+        score: Optional[str] = typer.Option(None, "--score", help="sum | mean"),
+        batch_size: Optional[int] = typer.Option(None, "--batch-size"),
+        device: Optional[str] = typer.Option(None, "--device"),
+        catalog: Optional[Path] = CatalogOpt) -> None:
+    """Accuracy on classification prompts, answers constrained to the label set by log-likelihood."""
+
+    def go() -> None:
+        label_list = [x.strip() for x in labels.split(",")] if labels else None
+        res = api.evaluate_classification(
+            data, out=out_path, catalog=catalog, split=split, prompt_column=prompt_column, target_column=target_column,
+            labels_column=labels_column, labels=label_list, limit=limit, model=model, adapter=adapter,
+            separator=separator, chat=chat or None, system_prompt=system_prompt, score=score, batch_size=batch_size,
+            device=device, log=lambda m: out.print(m, markup=False, highlight=False))
+        m = res["metrics"]
+        out.print(f"run {res['run_id']}: accuracy {m['accuracy']:.4f} ({m['correct']}/{m['rows']}), "
+                  f"chance {m['chance']:.4f}, {res['seconds']:.1f} s"
+                  + (f", written to {out_path}" if out_path else ""), highlight=False)
+        for task, t in m["by_task"].items():
+            out.print(f"  {task}: {t['accuracy']:.4f} of {t['rows']}", highlight=False)
 
     _run(go)
 

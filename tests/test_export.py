@@ -91,7 +91,7 @@ def test_counts_per_source_match_examples_proportional_formula(cat, write, tmp_p
     else:
         text = config + "sources:\n  - dataset: alpha\n  - dataset: beta\n  - dataset: gamma\n"
     res = api.export(_mixture(write, text), out=tmp_path / "out", format="jsonl", catalog=cat)
-    assert {s["dataset"]: s["selected"] for s in res.manifest["sources"]} == expected
+    assert {s.dataset: s.selected for s in res.manifest.sources} == expected
     assert _per_source(tmp_path / "out") == expected
 
 
@@ -102,7 +102,7 @@ def test_weights_pin_sources_at_their_cap_and_redistribute(cat, write, tmp_path)
     text = "cap: 100\ntotal: 200\nsources:\n  - dataset: alpha\n  - dataset: beta\n    weight: 3\n  - dataset: gamma\n"
     res = api.export(_mixture(write, text), out=tmp_path / "out", format="jsonl", catalog=cat)
     assert _per_source(tmp_path / "out") == {"alpha": 33, "beta": 100, "gamma": 67}
-    rates = {s["dataset"]: Fraction(s["rate_exact"]) for s in res.manifest["sources"]}
+    rates = {s.dataset: Fraction(s.rate_exact) for s in res.manifest.sources}
     assert rates == {"alpha": Fraction(1, 9), "beta": Fraction(2, 3), "gamma": Fraction(2, 9)}
 
 
@@ -137,17 +137,18 @@ def test_manifest_hashes_match_files_and_catalog_is_untouched(cat, write, tmp_pa
     for fmt in ("jsonl", "parquet", "hf"):
         out = tmp_path / fmt
         manifest = api.export(mix, out=out, format=fmt, catalog=cat).manifest
-        assert manifest == json.loads((out / "manifest.json").read_text())
-        listed = {f["path"] for f in manifest["files"]}
+        assert manifest.model_dump(mode="json") == json.loads((out / "manifest.json").read_text())
+        assert manifest.manifest_version == 1
+        listed = {f.path for f in manifest.files}
         on_disk = {p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file()} - {"manifest.json"}
         assert listed == on_disk and listed
-        for f in manifest["files"]:
-            assert _sha(out / f["path"]) == f["sha256"]
-            assert (out / f["path"]).stat().st_size == f["bytes"]
-        srcs = {s["dataset"]: s for s in manifest["sources"]}
-        assert srcs["gamma"]["cap"] == 100 and srcs["gamma"]["rows"] == 1000
-        assert srcs["alpha"]["version"] == 1 and len(srcs["alpha"]["fingerprint"]) == 64
-        assert manifest["seed"] == 7
+        for f in manifest.files:
+            assert _sha(out / f.path) == f.sha256
+            assert (out / f.path).stat().st_size == f.bytes
+        srcs = {s.dataset: s for s in manifest.sources}
+        assert srcs["gamma"].cap == 100 and srcs["gamma"].rows == 1000
+        assert srcs["alpha"].version == 1 and len(srcs["alpha"].fingerprint) == 64
+        assert manifest.seed == 7
     assert _sha(cat) == before
 
 
@@ -161,11 +162,11 @@ def test_hf_format_round_trips_through_load_from_disk(cat, write, tmp_path):
     dd = datasets.load_from_disk(str(tmp_path / "h"))
     assert set(dd) == {"train", "validation"}
     for split in ("train", "validation"):
-        assert dd[split].num_rows == manifest["rows"][split] > 0
+        assert dd[split].num_rows == manifest.rows[split] > 0
         assert dd[split]["prompt"] == [r["prompt"] for r in _read_jsonl(tmp_path / "j" / f"{split}.jsonl")]
     parquet = api.export(mix, out=tmp_path / "p", format="parquet", catalog=cat).manifest
     assert pl.read_parquet(tmp_path / "p" / "train.parquet")["prompt"].to_list() == dd["train"]["prompt"]
-    assert parquet["rows"] == manifest["rows"]
+    assert parquet.rows == manifest.rows
 
 
 def test_jsonl_has_prompt_completion_and_messages_in_chat_format(cat, write, tmp_path):
@@ -173,7 +174,7 @@ def test_jsonl_has_prompt_completion_and_messages_in_chat_format(cat, write, tmp
                       catalog=cat)
     row = _read_jsonl(tmp_path / "t" / "train.jsonl")[0]
     assert row["prompt"].startswith("Classify: alpha sentence") and row["completion"] in ("yes", "no")
-    assert "messages" not in row and text.manifest["rows"] == {"train": 10}
+    assert "messages" not in row and text.manifest.rows == {"train": 10}
 
     chat = _mixture(write, "total: 10\nstyle: chat\nsystem_prompt: Answer yes or no.\n"
                            "sources:\n  - dataset: alpha\n", name="chat.yaml")
@@ -192,8 +193,8 @@ def test_group_split_keeps_each_group_on_one_side(cat, write, tmp_path):
     val = {r["task"] for r in _read_jsonl(tmp_path / "o" / "validation.jsonl")}
     assert train and val and not train & val
     assert train | val == {f"{n}_{k}" for n in SIZES for k in range(4)}
-    assert sum(s["train"] + s["validation"] for s in res.manifest["sources"]) == 50 + 200 + 200
-    assert 0 < res.manifest["rows"]["validation"] <= round(0.2 * 450)  # groups are added only while they fit
+    assert sum(s.train + s.validation for s in res.manifest.sources) == 50 + 200 + 200
+    assert 0 < res.manifest.rows["validation"] <= round(0.2 * 450)  # groups are added only while they fit
 
 
 def test_dedup_across_datasets_keeps_first_source_and_counts_drops(cat, write, tmp_path):
@@ -209,9 +210,9 @@ def test_dedup_across_datasets_keeps_first_source_and_counts_drops(cat, write, t
     rows = _read_jsonl(tmp_path / "o" / "train.jsonl")
     assert sorted((r["source"], r["prompt"]) for r in rows) == [
         ("pc_a", "Hello world"), ("pc_a", "Same  thing"), ("pc_a", "Unique A"), ("pc_b", "Unique B")]
-    srcs = {s["dataset"]: s for s in res.manifest["sources"]}
-    assert (srcs["pc_a"]["dedup_dropped"], srcs["pc_b"]["dedup_dropped"]) == (0, 3)
-    assert srcs["pc_b"]["after_dedup"] == 1
+    srcs = {s.dataset: s for s in res.manifest.sources}
+    assert (srcs["pc_a"].dedup_dropped, srcs["pc_b"].dedup_dropped) == (0, 3)
+    assert srcs["pc_b"].after_dedup == 1
 
 
 def test_same_seed_gives_byte_identical_files(cat, write, tmp_path):
@@ -332,7 +333,7 @@ def test_example_mixtures_export_the_example_recipes(tmp_path):
     for mix in mixtures:
         manifest = api.export(mix, out=tmp_path / mix.stem, format="hf", catalog=cat).manifest
         dd = datasets.load_from_disk(str(tmp_path / mix.stem))
-        assert {k: dd[k].num_rows for k in dd} == manifest["rows"] and manifest["rows"]["train"] > 0
+        assert {k: dd[k].num_rows for k in dd} == manifest.rows and manifest.rows["train"] > 0
         assert all(p and c for p, c in zip(dd["train"]["prompt"], dd["train"]["completion"]))
 
 

@@ -73,6 +73,26 @@ MIGRATIONS: list[tuple[str, list[str]]] = [
             "alter table llm_batches add column intent varchar",
         ],
     ),
+    (
+        # Training, ranking and evaluation runs (`dataforge train`, `rank train`, `eval`): enough to
+        # repeat one (`config` is the resolved config as JSON) and to compare them. `data` is a JSON list
+        # of what was read: {dataset, version, fingerprint} for catalog datasets, {export, manifest_sha256}
+        # for export directories. `run_losses` holds the loss curve: one row per logged optimizer step
+        # (split `train`) or evaluation (split `validation`); `stage` tells NAT's two stages apart.
+        "m006_runs",
+        [
+            """create table runs (
+                run_id varchar primary key, kind varchar, method varchar, status varchar,
+                config varchar, config_path varchar, config_sha256 varchar,
+                base_model varchar, base_model_sha256 varchar, data varchar,
+                metrics varchar, device varchar, seed integer, adapter_path varchar, output_dir varchar,
+                started_at timestamp, finished_at timestamp, wall_seconds double,
+                dataforge_version varchar, pid integer, host varchar, error varchar, repeat_of varchar)""",
+            """create table run_losses (
+                run_id varchar, stage varchar, split varchar, step integer, loss double,
+                learning_rate double, tokens bigint, seconds double)""",
+        ],
+    ),
 ]
 
 

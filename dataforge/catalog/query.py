@@ -276,3 +276,45 @@ def read_state(path: Path | None, query: str) -> str:
             else:
                 state.append((name, "missing", None))
     return hashlib.sha256(repr(state).encode()).hexdigest()
+
+
+def _has_runs(con: duckdb.DuckDBPyConnection) -> bool:
+    return "m006_runs" not in migrations.pending(con)
+
+
+def list_runs(path: Path | None, limit: int = 50, kind: str | None = None) -> pl.DataFrame:
+    """Recent runs, newest first: status, method, base model, data, last train loss, metrics, wall time."""
+    with connect(_require(path), read_only=True) as con:
+        if not _has_runs(con):
+            return pl.DataFrame(schema={"run_id": pl.Utf8})
+        where = "where r.kind = ?" if kind else ""
+        return con.sql(
+            f"""select r.run_id, r.kind, r.method, r.status, r.base_model, r.data, r.seed, r.device,
+                       l.step as steps, round(l.loss, 4) as last_loss, r.metrics,
+                       round(r.wall_seconds, 1) as seconds, r.adapter_path, r.started_at
+                from runs r left join (
+                    select run_id, step, loss from run_losses where split = 'train'
+                    qualify row_number() over (partition by run_id order by rowid desc) = 1) l using (run_id)
+                {where} order by r.started_at desc limit ?""",
+            params=[*([kind] if kind else []), limit]).pl()
+
+
+def run_record(path: Path | None, run_id: str) -> dict[str, Any]:
+    """Everything stored about one run: its `runs` row (JSON columns decoded) and `losses` (a frame)."""
+    import json
+
+    with connect(_require(path), read_only=True) as con:
+        if not _has_runs(con):
+            raise UserError(f"no run {run_id!r}: the catalog {path} has no runs yet")
+        df = con.sql("select * from runs where run_id = ?", params=[run_id]).pl()
+        if df.height == 0:
+            recent = [r[0] for r in con.execute("select run_id from runs order by started_at desc limit 5").fetchall()]
+            raise UserError(f"no run {run_id!r} in {path}; recent runs: {', '.join(recent) or '(none)'}")
+        losses = con.sql("select stage, split, step, loss, learning_rate, tokens, seconds from run_losses "
+                         "where run_id = ? order by rowid", params=[run_id]).pl()
+    rec = df.to_dicts()[0]
+    for k in ("config", "data", "metrics"):
+        if rec.get(k) is not None:
+            rec[k] = json.loads(rec[k])
+    rec["losses"] = losses
+    return rec

@@ -18,7 +18,7 @@ from dataforge.catalog.db import connect, transaction
 from dataforge.errors import UserError
 
 RESERVED_NAMES = {"builds", "steps", "step_outputs", "datasets", "rejections", "llm_calls", "lineage",
-                  "llm_batches"}
+                  "llm_batches", "runs", "run_losses"}
 
 
 def output_table(fingerprint: str) -> str:
@@ -310,6 +310,77 @@ class Catalog:
             con.executemany(
                 "update llm_batches set status = ?, error = ?, updated_at = ? where batch_id = ? and custom_id = ?",
                 [[st, err, now, batch_id, cid] for cid, (st, err) in outcomes.items()])
+
+    # -- training / ranking / evaluation runs ------------------------------------------
+    def begin_run(self, *, kind: str, method: str | None, config: dict[str, Any], config_path: str | None,
+                  config_sha256: str | None, base_model: str | None, base_model_sha256: str | None,
+                  data: list[dict[str, Any]], device: str, seed: int | None, output_dir: str | None,
+                  repeat_of: str | None = None) -> str:
+        """Record a run as `running` and return its id. `config` is the resolved config (repeatable as is);
+        `data` lists what the run reads ({dataset, version, fingerprint} or {export, manifest_sha256})."""
+        run_id = dt.datetime.now().strftime("run-%Y%m%d-%H%M%S-") + uuid.uuid4().hex[:6]
+        self.mark_killed_runs()
+        with self._write() as con:
+            con.execute(
+                """insert into runs (run_id, kind, method, status, config, config_path, config_sha256, base_model,
+                                     base_model_sha256, data, device, seed, output_dir, started_at,
+                                     dataforge_version, pid, host, repeat_of)
+                   values (?, ?, ?, 'running', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)""",
+                [run_id, kind, method, json.dumps(config, sort_keys=True, default=str), config_path, config_sha256,
+                 base_model, base_model_sha256, json.dumps(data, sort_keys=True, default=str), device, seed,
+                 output_dir, _now(), __version__, os.getpid(), socket.gethostname(), repeat_of])
+        return run_id
+
+    def resume_run(self, run_id: str, *, stage: str, step: int, later_stages: Iterable[str] = ()) -> None:
+        """Mark a run `running` again in this process, dropping the losses it logged after the checkpoint
+        it resumes from (`step` of `stage`, and any of `later_stages`): the resumed process logs them again."""
+        with self._write() as con, transaction(con):
+            found = con.execute("select count(*) from runs where run_id = ?", [run_id]).fetchone()[0]
+            if not found:
+                raise UserError(f"the checkpoint belongs to run {run_id}, which this catalog ({self.path}) "
+                                "does not have; resume with the catalog it was started with")
+            con.execute("update runs set status = 'running', pid = ?, host = ?, error = null, finished_at = null "
+                        "where run_id = ?", [os.getpid(), socket.gethostname(), run_id])
+            con.execute("delete from run_losses where run_id = ? and stage = ? and step > ?", [run_id, stage, step])
+            for later in later_stages:
+                con.execute("delete from run_losses where run_id = ? and stage = ?", [run_id, later])
+
+    _LOSS_COLS = ("stage", "split", "step", "loss", "learning_rate", "tokens", "seconds")
+
+    def log_run_losses(self, run_id: str, rows: Iterable[dict[str, Any]]) -> None:
+        """Append loss-curve points ({stage, split, step, loss, learning_rate, tokens, seconds})."""
+        values = [[run_id, *(r.get(c) for c in self._LOSS_COLS)] for r in rows]
+        if not values:
+            return
+        with self._write() as con:
+            con.executemany(f"insert into run_losses (run_id, {', '.join(self._LOSS_COLS)}) "
+                            f"values ({', '.join('?' * (len(self._LOSS_COLS) + 1))})", values)
+
+    def finish_run(self, run_id: str, *, status: str, metrics: dict[str, Any] | None = None,
+                   adapter_path: str | None = None, error: str | None = None) -> None:
+        """Close a run: status (`done`, `failed`, `interrupted`), metrics (JSON), adapter path, wall time."""
+        now = _now()
+        with self._write() as con:
+            con.execute(
+                """update runs set status = ?, metrics = coalesce(?, metrics), adapter_path = coalesce(?, adapter_path),
+                          error = ?, finished_at = ?, wall_seconds = epoch(? - started_at) where run_id = ?""",
+                [status, json.dumps(metrics, sort_keys=True, default=str) if metrics is not None else None,
+                 adapter_path, error, now, now, run_id])
+
+    def mark_killed_runs(self) -> list[str]:
+        """Mark `running` runs whose process on this host is gone as `killed`; return their ids."""
+        host = socket.gethostname()
+        with self._read() as con:
+            running = con.execute("select run_id, pid from runs where status = 'running' and host = ?",
+                                  [host]).fetchall()
+        dead = [(rid, pid) for rid, pid in running if pid is not None and not _alive(pid)]
+        if dead:
+            with self._write() as con:
+                for rid, pid in dead:
+                    con.execute("update runs set status = 'killed', error = ? where run_id = ? and status = 'running'",
+                                [f"the run's process (pid {pid}) ended without finishing", rid])
+        return [rid for rid, _ in dead]
+
 
 LLM_CALL_SCHEMA = {
     "request_hash": pl.Utf8, "build_id": pl.Utf8, "step_id": pl.Utf8, "provider": pl.Utf8, "model": pl.Utf8,

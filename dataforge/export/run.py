@@ -17,6 +17,7 @@ import polars as pl
 from dataforge import __version__
 from dataforge.errors import UserError
 from dataforge.export import mixing
+from dataforge.export.manifest import Manifest
 from dataforge.export.mixture import MixtureFile, load_mixture
 from dataforge.export.rates import allocate
 from dataforge.export.writers import FORMATS, MANIFEST, file_entries, write_hf, write_split
@@ -30,7 +31,7 @@ class ExportResult:
     """Where the export went and its manifest (also written as `manifest.json`)."""
 
     out: Path
-    manifest: dict[str, Any]
+    manifest: Manifest
 
 
 def export(mixture: str | Path, out: str | Path, fmt: str = "jsonl", catalog: str | Path | None = None) -> ExportResult:
@@ -161,20 +162,12 @@ def export_frames(mf: MixtureFile, frames: list[pl.DataFrame], out: Path, fmt: s
         else:
             for name, df in splits.items():
                 write_split(df, tmp, name, fmt)
-        manifest = {
-            "dataforge_version": __version__,
-            "mixture": {"name": m.name, "file": str(mf.path), "sha256": mf.sha256},
-            "format": fmt,
-            "style": m.style,
-            "seed": m.seed,
-            "total_requested": m.total,
-            "cap": m.cap,
-            "rows": {k: v.height for k, v in splits.items()},
-            "columns": columns,
-            "sources": sources,
-            "split": m.split.model_dump(mode="json"),
-            "dedup": m.dedup.model_dump(mode="json") if m.dedup else None,
-            "files": file_entries(tmp),
-        }
-        (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+        manifest = Manifest(
+            dataforge_version=__version__,
+            mixture={"name": m.name, "file": str(mf.path), "sha256": mf.sha256},
+            format=fmt, style=m.style, seed=m.seed, total_requested=m.total, cap=m.cap,
+            rows={k: v.height for k, v in splits.items()}, columns=columns, sources=sources,
+            split=m.split, dedup=m.dedup, files=file_entries(tmp),
+        )
+        (tmp / MANIFEST).write_text(manifest.to_json(), encoding="utf-8")
     return ExportResult(out, manifest)
