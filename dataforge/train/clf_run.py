@@ -43,7 +43,7 @@ class ClfEvalConfig(BaseModel):
     score: Literal["sum", "mean"] = "sum"
     """Log-likelihood of a label: `sum` over its tokens, or `mean` (length-normalised)."""
     batch_size: int = Field(default=8, ge=1, le=1024)
-    """(prompt, label) sequences per forward pass."""
+    """Prompts per forward pass."""
     device: str | None = None
     """torch device (default: CUDA when present, else CPU)."""
 
@@ -71,8 +71,8 @@ def run_classification_eval(cfg: ClfEvalConfig, *, catalog: Path, out: Path | No
     opts = ScoringOptions(separator=cfg.separator, chat=cfg.chat, system_prompt=cfg.system_prompt, score=cfg.score,
                           batch_size=cfg.batch_size)
     with RunRecord.start(catalog, kind="eval", method="classification", config=cfg.model_dump(mode="json"),
-                      base_model=base, base_model_sha256=None, data=[origin], device=device, seed=None,
-                      output_dir=str(out) if out else None) as run:
+                         base_model=base, base_model_sha256=None, data=[origin], device=device, seed=None,
+                         output_dir=str(out) if out else None) as run:
         log(f"eval {run.run_id}: {df.height} prompts from {cfg.data} on {Path(base).name}"
             f"{' + ' + cfg.adapter if cfg.adapter else ''} ({device})")
         res = evaluate_classification(df, lm, tok, source=cfg.data, prompt_column=cfg.prompt_column,
