@@ -104,6 +104,8 @@ class SleepProvider:
 
 
 def bench_engine(url: str, n: int, concurrency: int, in_process: bool = False) -> dict:
+    from dataforge.catalog.handle import StepHandle
+    from dataforge.catalog.query import run_select
     from dataforge.catalog.store import Catalog
     from dataforge.llm.config import LLMConfig
     from dataforge.llm.engine import run_requests_with_stats
@@ -113,7 +115,7 @@ def bench_engine(url: str, n: int, concurrency: int, in_process: bool = False) -
     cfg = LLMConfig(provider="openai", model="bench", base_url=url, max_concurrency=concurrency, max_tokens=8)
     with tempfile.TemporaryDirectory() as tmp:
         catalog = Catalog(Path(tmp) / "bench.duckdb")
-        ctx = RunContext(recipe_path=Path(tmp) / "r.yaml", seed=0, catalog=catalog, build_id="bench",
+        ctx = RunContext(recipe_path=Path(tmp) / "r.yaml", seed=0, catalog=StepHandle(catalog), build_id="bench",
                          step_id="bench", log=lambda _m: None)
         reqs = [Request(provider="openai", model="bench", messages=(Message(role="user", content=f"q {i}"),),
                         max_tokens=8) for i in range(n)]
@@ -121,7 +123,7 @@ def bench_engine(url: str, n: int, concurrency: int, in_process: bool = False) -
         results, stats = run_requests_with_stats(reqs, cfg, ctx,
                                                  provider=SleepProvider(cfg) if in_process else None)
         seconds = time.perf_counter() - t0
-        logged = catalog.query("select count(*) as n from llm_calls where status = 'ok'")["n"][0]
+        logged = run_select(catalog.path, "select count(*) as n from llm_calls where status = 'ok'")["n"][0]
     assert stats.ok == n and logged == n, (stats, logged)
     return {"seconds": seconds, "logged": int(logged)}
 

@@ -10,7 +10,8 @@ import polars as pl
 from dataforge.build import BuildResult, execute
 from dataforge.catalog import query as q
 from dataforge.catalog.db import default_catalog_path
-from dataforge.recipe.validate import Plan, load_recipe
+from dataforge.plan import Plan
+from dataforge.recipe.validate import load_recipe
 
 
 def _catalog(path: str | Path | None) -> Path:
@@ -24,11 +25,14 @@ def validate(recipe: str | Path, *, vars: dict[str, Any] | None = None, catalog:
 
 def build(recipe: str | Path, *, catalog: str | Path | None = None, force: bool = False,
           only: list[str] | None = None, dry_run: bool = False, vars: dict[str, Any] | None = None,
-          quiet: bool = True, log: Callable[[str], None] | None = None) -> BuildResult:
-    """Validate then build a recipe into the catalog; unchanged steps are reused."""
+          quiet: bool = True, take_over: bool = False, log: Callable[[str], None] | None = None) -> BuildResult:
+    """Validate then build a recipe into the catalog; unchanged steps are reused.
+
+    `take_over` lets this recipe publish dataset names that another recipe published before.
+    """
     cat = _catalog(catalog)
     plan = load_recipe(recipe, vars, cat)
-    return execute(plan, cat, force=force, only=only, dry_run=dry_run, quiet=quiet,
+    return execute(plan, cat, force=force, only=only, dry_run=dry_run, quiet=quiet, take_over=take_over,
                    log=log or (lambda _msg: None))
 
 
@@ -44,8 +48,7 @@ def show(name: str, *, version: int | None = None, limit: int = 20, catalog: str
 
 def read(name: str, *, version: int | None = None, catalog: str | Path | None = None) -> pl.DataFrame:
     """A whole dataset as a polars DataFrame."""
-    table, _ = q.dataset_table(_catalog(catalog), name, version)
-    return q.run_select(_catalog(catalog), f'select * from "{table}"')
+    return q.read_dataset(_catalog(catalog), name, version)
 
 
 def sql(query: str, *, catalog: str | Path | None = None) -> pl.DataFrame:

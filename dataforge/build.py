@@ -1,4 +1,9 @@
-"""Run a validated plan: reuse unchanged steps, run the rest, store outputs, publish datasets."""
+"""Run a plan: reuse unchanged steps, run the rest, store outputs, publish datasets.
+
+The executor checks every step's row accounting (`Step.expected_rows`) after it runs, records a
+failed step with its error, stores each step's inputs (the DAG) with its `steps` row, and
+publishes a dataset version only when the output changed.
+"""
 
 from __future__ import annotations
 
@@ -9,13 +14,13 @@ from typing import Any, Callable
 
 import polars as pl
 
+from dataforge.catalog.handle import StepHandle
 from dataforge.catalog.store import Catalog
 from dataforge.errors import UserError
-from dataforge.fingerprint import step_fingerprint
+from dataforge.plan import Plan
 from dataforge.progress import Progress
-from dataforge.recipe.validate import Plan
 from dataforge.rows import assign_ids
-from dataforge.steps.base import ID, PlanContext, RunContext, StepError, StepResult
+from dataforge.steps.base import ID, RunContext, Step, StepError, StepResult
 
 
 @dataclass
@@ -23,11 +28,12 @@ class StepReport:
     step_id: str
     type: str
     fingerprint: str
-    status: str  # built | reused | would-build | would-reuse | failed
+    status: str  # built | reused | would-build | would-reuse | failed | interrupted
     rows_in: int | None = None
     rows_out: int | None = None
     rejected: int | None = None
     seconds: float = 0.0
+    notes: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
@@ -37,25 +43,19 @@ class BuildResult:
     steps: list[StepReport] = field(default_factory=list)
     datasets: dict[str, int] = field(default_factory=dict)  # name -> version
     rows: dict[str, int] = field(default_factory=dict)  # name -> rows
+    new_versions: set[str] = field(default_factory=set)  # names whose version this build created
 
 
-def fingerprints(plan: Plan, ctx: PlanContext) -> dict[str, str]:
-    fps: dict[str, str] = {}
-    for s in plan.order:
-        try:
-            fps[s.id] = step_fingerprint(s, ctx, [fps[p] for p in plan.inputs[s.id]])
-        except StepError as e:
-            raise plan.locate(e) from None
-    return fps
+class RowAccountingError(RuntimeError):
+    """A step kind's output does not add up (an internal fault of the kind, not the user's)."""
 
 
 def execute(plan: Plan, catalog_path: Path, *, force: bool = False, only: list[str] | None = None,
-            dry_run: bool = False, quiet: bool = False, log: Callable[[str], None] = print) -> BuildResult:
+            dry_run: bool = False, quiet: bool = False, take_over: bool = False,
+            log: Callable[[str], None] = print) -> BuildResult:
     """Build every step the outputs need; see `dataforge.api.build` for the public entry point."""
     recipe = plan.recipe
-    pctx = PlanContext(recipe_path=plan.path, seed=recipe.seed, catalog_path=catalog_path, llm=recipe.llm)
-    fps = fingerprints(plan, pctx)
-
+    fps = plan.fingerprints
     forced: set[str] = set()
     if force:
         forced = {s.id for s in plan.order}
@@ -65,13 +65,16 @@ def execute(plan: Plan, catalog_path: Path, *, force: bool = False, only: list[s
         forced |= plan.descendants(sid)
 
     if dry_run:
-        return _dry_run(plan, catalog_path, fps, forced, log)
+        return _dry_run(plan, catalog_path, forced, log)
 
     catalog = Catalog(catalog_path)
+    _check_owners(plan, catalog, take_over)
     build_id = catalog.begin_build(recipe.name, str(plan.path), plan.sha256)
     result = BuildResult(build_id=build_id, status="running")
     frames: dict[str, pl.DataFrame] = {}
     cached: dict[str, dict[str, Any] | None] = {}
+    handle = StepHandle(catalog)
+    width = max(24, *(len(s.id) for s in plan.order))
 
     def frame(sid: str) -> pl.DataFrame:
         if sid not in frames:
@@ -82,39 +85,56 @@ def execute(plan: Plan, catalog_path: Path, *, force: bool = False, only: list[s
         with Progress(quiet=quiet) as progress:
             for s in plan.order:
                 fp = fps[s.id]
+                inputs = plan.inputs[s.id]
                 hit = None if s.id in forced else catalog.lookup_output(fp)
                 cached[s.id] = hit
                 if hit is not None:
+                    plan.prepared.pop(s.id, None)
                     catalog.record_step(build_id=build_id, step_id=s.id, type=s.type, fingerprint=fp,
                                         rows_in=hit["rows_in"], rows_out=hit["rows"], rejected=hit["rejected"],
-                                        seconds=0.0, status="reused")
+                                        seconds=0.0, status="reused", inputs=inputs)
                     result.steps.append(StepReport(s.id, s.type, fp, "reused", hit["rows_in"], hit["rows"],
                                                    hit["rejected"]))
-                    log(f"  {s.id:<24} reused   {hit['rows']:>9,} rows  (unchanged, fingerprint {fp[:12]})")
+                    log(f"  {s.id:<{width}} reused   {hit['rows']:>9,} rows  (unchanged, fingerprint {fp[:12]})")
                     continue
-                ins = [frame(p) for p in plan.inputs[s.id]]
-                rows_in = sum(df.height for df in ins)
                 ctx = RunContext(recipe_path=plan.path, seed=recipe.seed, catalog_path=catalog_path,
                                  llm=recipe.llm, step_id=s.id, build_id=build_id, fingerprint=fp,
-                                 catalog=catalog, progress=progress, log=log)
+                                 input_ids=list(inputs), catalog=handle, progress=progress, log=log)
                 t0 = time.perf_counter()
                 try:
-                    out = s.run(ins, ctx)
-                except StepError as e:
-                    raise plan.locate(e) from None
-                res = out if isinstance(out, StepResult) else StepResult(df=out)
-                df, lineage = _finish_rows(s, res)
+                    ins = [frame(p) for p in inputs]
+                    rows_in = s.accounted_inputs([df.height for df in ins])
+                    prepared = plan.prepared.pop(s.id, None)
+                    out = prepared if prepared is not None else s.run(ins, ctx)
+                    res = out if isinstance(out, StepResult) else StepResult(df=out)
+                    _check_accounting(s, res, rows_in)
+                    df, lineage = _finish_rows(s, res)
+                except BaseException as e:
+                    catalog.record_step(build_id=build_id, step_id=s.id, type=s.type, fingerprint=fp,
+                                        rows_in=None, rows_out=None, rejected=None,
+                                        seconds=time.perf_counter() - t0, inputs=inputs,
+                                        status="interrupted" if isinstance(e, KeyboardInterrupt) else "failed",
+                                        error=_error_text(plan, e))
+                    if isinstance(e, StepError):
+                        raise plan.locate(e) from None
+                    raise
                 seconds = time.perf_counter() - t0
                 catalog.save_step_output(build_id=build_id, step_id=s.id, type=s.type, fingerprint=fp, df=df,
-                                         rows_in=rows_in, seconds=seconds, rejections=res.rejections,
-                                         lineage=lineage)
+                                         rows_in=rows_in, seconds=seconds, inputs=inputs,
+                                         rejections=res.rejections, lineage=lineage, notes=res.notes)
                 frames[s.id] = df
                 n_rej = 0 if res.rejections is None else res.rejections.height
-                result.steps.append(StepReport(s.id, s.type, fp, "built", rows_in, df.height, n_rej, seconds))
+                result.steps.append(StepReport(s.id, s.type, fp, "built", rows_in, df.height, n_rej, seconds,
+                                               dict(res.notes)))
                 rej = f", {n_rej:,} rejected" if n_rej else ""
-                log(f"  {s.id:<24} built    {df.height:>9,} rows  ({seconds:.2f}s{rej})")
+                log(f"  {s.id:<{width}} built    {df.height:>9,} rows  ({seconds:.2f}s{rej})")
+                for key, value in res.notes.items():
+                    log(f"  {'':<{width}} note: {key}: {value}")
         outputs = {name: (sid, fps[sid]) for name, sid in recipe.outputs.items()}
-        result.datasets = catalog.publish(build_id, outputs)
+        for name, (version, is_new) in catalog.publish(build_id, outputs).items():
+            result.datasets[name] = version
+            if is_new:
+                result.new_versions.add(name)
         for name, (sid, _) in outputs.items():
             result.rows[name] = frames[sid].height if sid in frames else cached[sid]["rows"]  # type: ignore[index]
         catalog.finish_build(build_id, "ok")
@@ -124,8 +144,41 @@ def execute(plan: Plan, catalog_path: Path, *, force: bool = False, only: list[s
         catalog.finish_build(build_id, "interrupted", "interrupted by the user")
         raise
     except BaseException as e:
-        catalog.finish_build(build_id, "failed", str(e)[:2000])
+        catalog.finish_build(build_id, "failed", _error_text(plan, e))
         raise
+
+
+def _error_text(plan: Plan, e: BaseException) -> str:
+    if isinstance(e, StepError):
+        return plan.locate(e).render()[:2000]
+    if isinstance(e, KeyboardInterrupt):
+        return "interrupted by the user"
+    return (str(e) or type(e).__name__)[:2000]
+
+
+def _check_owners(plan: Plan, catalog: Catalog, take_over: bool) -> None:
+    """Refuse to publish over a dataset name that another recipe publishes, unless told to take it over."""
+    owners = catalog.dataset_owners(list(plan.recipe.outputs))
+    taken = {n: r for n, r in owners.items() if r != plan.recipe.name}
+    if taken and not take_over:
+        name, other = next(iter(taken.items()))
+        line, col = plan.positions.find(("outputs", name)) or (None, None)
+        more = f" (and {len(taken) - 1} more)" if len(taken) > 1 else ""
+        raise UserError(f"dataset {name!r} is published by recipe {other!r}{more}; rename this output, or "
+                        "pass --take-over to make this recipe its publisher (its earlier versions stay)",
+                        file=str(plan.path), line=line, col=col, path=f"outputs.{name}")
+
+
+def _check_accounting(step: Step, res: StepResult, rows_in: int) -> None:
+    rej = res.rejections
+    n_rej = 0 if rej is None else rej.height
+    if rej is not None and n_rej and rej["reason"].null_count():
+        raise RowAccountingError(f"step {step.id!r} ({step.type}) rejected rows without a reason")
+    expected = step.expected_rows(rows_in, n_rej)
+    if expected is not None and res.df.height != expected:
+        raise RowAccountingError(
+            f"step {step.id!r} ({step.type}) does not account for its rows: {rows_in:,} in, "
+            f"{res.df.height:,} out, {n_rej:,} rejected (expected {expected:,} out)")
 
 
 def _finish_rows(step: Any, res: StepResult) -> tuple[pl.DataFrame, pl.DataFrame | None]:
@@ -140,17 +193,16 @@ def _finish_rows(step: Any, res: StepResult) -> tuple[pl.DataFrame, pl.DataFrame
     return df, lineage
 
 
-def _dry_run(plan: Plan, catalog_path: Path, fps: dict[str, str], forced: set[str],
-             log: Callable[[str], None]) -> BuildResult:
+def _dry_run(plan: Plan, catalog_path: Path, forced: set[str], log: Callable[[str], None]) -> BuildResult:
     from dataforge.catalog import query as q
 
-    have: set[str] = set()
-    if catalog_path.exists():
-        df = q.run_select(catalog_path, "select fingerprint from step_outputs")
-        have = set(df["fingerprint"].to_list()) if df.height else set()
+    have = set(q.stored_outputs(catalog_path)) if catalog_path.is_file() else set()
     result = BuildResult(build_id=None, status="dry-run")
+    width = max(24, *(len(s.id) for s in plan.order))
     for s in plan.order:
-        status = "would-reuse" if fps[s.id] in have and s.id not in forced else "would-build"
-        result.steps.append(StepReport(s.id, s.type, fps[s.id], status))
-        log(f"  {s.id:<24} {status:<12} {s.type}  (fingerprint {fps[s.id][:12]})")
+        fp = plan.fingerprints[s.id]
+        status = "would-reuse" if fp in have and s.id not in forced else "would-build"
+        result.steps.append(StepReport(s.id, s.type, fp, status))
+        llm = "  calls an LLM" if s.uses_llm() and status == "would-build" else ""
+        log(f"  {s.id:<{width}} {status:<12} {s.type}  (fingerprint {fp[:12]}){llm}")
     return result

@@ -90,19 +90,22 @@ def build(recipe: Path = typer.Argument(..., help="Recipe YAML file."),
           only: Optional[list[str]] = typer.Option(None, "--only", help="Rebuild this step and its descendants."),
           dry_run: bool = typer.Option(False, "--dry-run", help="Validate and show what would run."),
           var: Optional[list[str]] = typer.Option(None, "--var", help="Override a recipe variable: NAME=VALUE."),
+          take_over: bool = typer.Option(False, "--take-over",
+                                         help="Publish dataset names that another recipe published before."),
           quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars.")) -> None:
     """Build a recipe into the catalog."""
 
     def go() -> None:
         res = api.build(recipe, catalog=catalog, force=force, only=only, dry_run=dry_run, vars=_vars(var),
-                        quiet=quiet, log=lambda m: out.print(m, markup=False, highlight=False))
+                        quiet=quiet, take_over=take_over, log=lambda m: out.print(m, markup=False, highlight=False))
         if res.status == "dry-run":
             return
         built = sum(1 for s in res.steps if s.status == "built")
         reused = sum(1 for s in res.steps if s.status == "reused")
         out.print(f"build {res.build_id}: {built} step(s) built, {reused} reused", highlight=False)
         for name, version in res.datasets.items():
-            out.print(f"  dataset {name} v{version}: {res.rows[name]:,} rows", highlight=False)
+            same = "" if name in res.new_versions else " (unchanged, no new version)"
+            out.print(f"  dataset {name} v{version}: {res.rows[name]:,} rows{same}", highlight=False)
 
     _run(go)
 

@@ -50,7 +50,7 @@ def test_first_build_builds_and_rebuild_reuses_everything(write, catalog):
     assert first.datasets == {"final": 1, "side": 1} and first.rows == {"final": 6, "side": 3}
     again = api.build(r, catalog=catalog)
     assert statuses(again) == dict.fromkeys(["src", "a", "b", "side"], "reused")
-    assert again.datasets == {"final": 2, "side": 2}  # a new version pointing at the same rows
+    assert again.datasets == {"final": 1, "side": 1} and not again.new_versions  # nothing changed: no new version
     assert api.read("final", catalog=catalog).equals(api.read("final", version=1, catalog=catalog))
     _, steps = api.history(catalog=catalog)
     per_build = steps.filter(pl.col("build_id") == again.build_id)
@@ -206,9 +206,13 @@ def test_failed_build_keeps_datasets_and_is_recorded(write, catalog, cli, kind, 
     builds, steps = api.history(catalog=catalog)
     last = builds.row(0, named=True)
     assert last["status"] == "failed" and "boom" in last["error"]
-    # the steps that finished are kept and reused by the next attempt
+    # the steps that finished are kept and reused by the next attempt; the failed one says why
     done = steps.filter(pl.col("build_id") == last["build_id"])
-    assert set(done["step_id"]) == {"src", "ok"}
+    assert dict(zip(done["step_id"], done["status"])) == {"src": "built", "ok": "built", "boom": "failed"}
+    error = api.sql(f"select error from steps where build_id = '{last['build_id']}' and step_id = 'boom'",
+                    catalog=catalog)["error"][0]
+    expected = "fail_user.yaml:10:11: steps[2].kind: boom as requested" if kind == "user" else "boom: an internal fault"
+    assert expected in error
 
 
 def test_completed_steps_of_a_failed_build_are_reused(write, catalog):

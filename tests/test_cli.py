@@ -15,18 +15,21 @@ from dataforge import api
 
 @pytest.fixture
 def built(write, catalog, monkeypatch):
-    """A catalog with `greetings` built twice (v1 built, v2 reused) from a two-step recipe."""
+    """A catalog with `greetings` v1 and v2 (same rows, another `limit`), then a build that reuses v2."""
     monkeypatch.setattr(cli_module.out, "width", 250)  # wide tables: no folded cells in assertions
     r = write("r.yaml", """
         name: greet
+        vars: {limit: 3}
         steps:
           - id: src
             type: source.inline
             rows: [{text: hello, n: 1}, {text: "こんにちは 🙂", n: 2}, {text: "שלום", n: 3}]
+            limit: ${limit}
         outputs:
           greetings: src
         """)
-    first = api.build(r, catalog=catalog)
+    first = api.build(r, catalog=catalog, vars={"limit": 5})
+    api.build(r, catalog=catalog)
     second = api.build(r, catalog=catalog)
     return r, catalog, first, second
 
@@ -47,7 +50,7 @@ def test_build_output_says_what_it_made_and_what_it_reused(write, catalog, cli):
     assert "1 step(s) built, 0 reused" in res.output and "dataset greetings v1: 1 rows" in res.output
     res = cli("build", r, "--catalog", catalog)
     assert "reused" in res.output and "0 step(s) built, 1 reused" in res.output
-    assert "dataset greetings v2: 1 rows" in res.output
+    assert "dataset greetings v1: 1 rows (unchanged, no new version)" in res.output
 
 
 def test_ls(built, cli):

@@ -5,7 +5,8 @@ from __future__ import annotations
 import polars as pl
 
 from dataforge import api
-from dataforge.steps.filter.heuristics import HeuristicsFilter, word_count
+from dataforge.steps.filter.heuristics import HeuristicsFilter
+from dataforge.textutil.words import word_count
 
 
 def _run(rows: list[dict], **params) -> tuple[list[str], dict[str, str]]:

@@ -7,6 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from dataforge.catalog.handle import StepHandle
+from dataforge.catalog.query import run_select
 from dataforge.catalog.store import Catalog
 from dataforge.errors import UserError
 from dataforge.llm.config import LLMConfig
@@ -34,7 +36,7 @@ def cfg(server: AnthropicWireServer, **kw) -> LLMConfig:
 
 def ctx(tmp_path: Path, build_id: str = "b1") -> RunContext:
     return RunContext(recipe_path=tmp_path / "r.yaml", seed=0, step_id="gen", build_id=build_id,
-                      catalog=Catalog(tmp_path / "cat.duckdb"), log=lambda _m: None)
+                      catalog=StepHandle(Catalog(tmp_path / "cat.duckdb")), log=lambda _m: None)
 
 
 def chat(*prompts: str, temperature: float = 0.3) -> list[Request]:
@@ -59,7 +61,7 @@ def test_answers_are_logged_and_a_rerun_pays_nothing(server, tmp_path):
     assert body["system"] == "Answer briefly." and [m["role"] for m in body["messages"]] == ["user"]
     assert body["temperature"] == 0.3 and body["stop_sequences"] == ["END"] and body["model"] == MODEL
 
-    logged = c.catalog.query("select * from llm_calls where status = 'ok' order by response")
+    logged = run_select(c.catalog.path, "select * from llm_calls where status = 'ok' order by response")
     assert logged["response"].to_list() == ["ECHO: NAME A COMET", "ECHO: WHAT IS A TIDE"]
     assert (logged["cost_usd"] > 0).all() and set(logged["provider"]) == {"anthropic"}
 
@@ -74,7 +76,7 @@ def test_rate_limit_is_retried_after_the_servers_retry_after(server, tmp_path):
     # A backoff of 600 s would stall the test: only the server's Retry-After gets it through quickly.
     results = run_requests(chat("hello"), cfg(server, retry_backoff_s=600), c)
     assert [r.text for r in results] == ["ECHO: HELLO"]
-    rows = c.catalog.query("select status, error from llm_calls order by created_at")
+    rows = run_select(c.catalog.path, "select status, error from llm_calls order by created_at")
     assert rows["status"].to_list() == ["retry", "ok"]
     assert "429" in rows["error"][0] and "rate limit" in rows["error"][0]
 
@@ -125,7 +127,7 @@ def test_wrong_key_stops_the_run_without_showing_the_key(server, tmp_path, monke
     assert "401" in text and "anthropic" in text
     assert secret not in text and secret[:8] not in text and secret[-8:] not in text
     assert len(messages_calls(server)) == 1  # a refused key is not retried
-    dump = c.catalog.query("select * from llm_calls").write_csv()
+    dump = run_select(c.catalog.path, "select * from llm_calls").write_csv()
     assert secret not in dump and "401" in dump
 
 
@@ -134,4 +136,4 @@ def test_the_key_is_never_written_to_the_catalog(server, tmp_path):
     c = ctx(tmp_path)
     run_requests(chat("x", "y"), cfg(server), c)
     for table in ("llm_calls", "builds", "steps"):
-        assert server.api_key not in c.catalog.query(f"select * from {table}").write_csv()
+        assert server.api_key not in run_select(c.catalog.path, f"select * from {table}").write_json()

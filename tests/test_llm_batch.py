@@ -10,6 +10,8 @@ from pathlib import Path
 import pytest
 
 from dataforge import api
+from dataforge.catalog.handle import StepHandle
+from dataforge.catalog.query import run_select
 from dataforge.catalog.store import Catalog
 from dataforge.errors import UserError
 from dataforge.llm.batch import BatchPending, run_batch
@@ -81,7 +83,7 @@ def cfg_for(fake: Fake, **kw) -> LLMConfig:
 
 
 def ctx_for(tmp_path: Path, build_id: str = "b1") -> RunContext:
-    cat = Catalog(tmp_path / "cat.duckdb")
+    cat = StepHandle(Catalog(tmp_path / "cat.duckdb"))
     return RunContext(recipe_path=tmp_path / "r.yaml", seed=0, step_id="gen", build_id=build_id, catalog=cat,
                       log=lambda _m: None)
 
@@ -97,7 +99,7 @@ def texts(results) -> list[str | None]:
 
 
 def calls(ctx: RunContext, where: str = "true"):
-    return ctx.catalog.query(f"select * from llm_calls where {where} order by created_at")
+    return run_select(ctx.catalog.path, f"select * from llm_calls where {where} order by created_at")
 
 
 def test_batch_answers_in_order_and_logs_every_answer(fake, tmp_path):
@@ -110,7 +112,7 @@ def test_batch_answers_in_order_and_logs_every_answer(fake, tmp_path):
     ok = calls(ctx, "status = 'ok'")
     assert ok.height == 3 and set(ok["build_id"]) == {"b1"} and set(ok["step_id"]) == {"gen"}
     assert (ok["cost_usd"] > 0).all() and (ok["output_tokens"] == 3).all()
-    batches = ctx.catalog.query("select distinct batch_id, status from llm_batches")
+    batches = run_select(ctx.catalog.path, "select distinct batch_id, status from llm_batches")
     assert batches.height == 1 and batches["status"][0] == "succeeded"
 
     # A rerun answers everything from the call log and submits nothing.
@@ -125,7 +127,7 @@ def test_interrupted_build_resumes_the_stored_batch_without_resubmitting(fake, t
     with pytest.raises(BatchPending) as e:
         run_batch(reqs(fake, prompts), cfg_for(fake, batch_wait_s=0), ctx_for(tmp_path, "b1"))
     msg = str(e.value)
-    stored = ctx_for(tmp_path).catalog.query("select distinct batch_id, status from llm_batches")
+    stored = run_select(ctx_for(tmp_path).catalog.path, "select distinct batch_id, status from llm_batches")
     assert stored.height == 1 and stored["status"][0] == "submitted"
     assert stored["batch_id"][0] in msg and "dataforge build" in msg and "3 requests" in msg
     assert isinstance(e.value, UserError)
@@ -152,7 +154,7 @@ def test_failed_and_expired_items_are_resubmitted_alone(fake, tmp_path):
     errors = calls(ctx, "status = 'error'")
     assert errors.height == 3  # every failed item is in the call log too, with its reason
     assert any("expired" in e for e in errors["error"])
-    statuses = ctx.catalog.query("select status, count(*) n from llm_batches group by status order by status")
+    statuses = run_select(ctx.catalog.path, "select status, count(*) n from llm_batches group by status order by status")
     assert dict(zip(statuses["status"], statuses["n"])) == {"errored": 2, "expired": 1, "succeeded": 4}
 
 
@@ -173,7 +175,7 @@ def test_a_batch_the_provider_forgot_is_submitted_again(fake, tmp_path):
     results = run_batch(reqs(fake, ["x", "y"]), cfg_for(fake), ctx_for(tmp_path, "b2"))
     assert texts(results) == ["ECHO: X", "ECHO: Y"]
     assert fake.creates() == 2
-    lost = ctx_for(tmp_path).catalog.query("select count(*) n from llm_batches where status = 'lost'")
+    lost = run_select(ctx_for(tmp_path).catalog.path, "select count(*) n from llm_batches where status = 'lost'")
     assert lost["n"][0] == 2
 
 
@@ -200,7 +202,7 @@ def test_the_key_is_never_written_to_the_catalog(fake, tmp_path):
     ctx = ctx_for(tmp_path)
     run_batch(reqs(fake, ["late", "fine"]), cfg_for(fake), ctx)
     for table in ("llm_calls", "llm_batches", "builds", "steps"):
-        dump = ctx.catalog.query(f"select * from {table}").write_csv()
+        dump = run_select(ctx.catalog.path, f"select * from {table}").write_json()
         assert fake.server.api_key not in dump
 
 
@@ -257,11 +259,11 @@ def test_recipe_with_generate_prompt_in_batch_mode(fake, tmp_path, write, catalo
 
 def test_llm_batches_table_comes_from_its_named_migration(tmp_path):
     cat = Catalog(tmp_path / "cat.duckdb")
-    cols = cat.query("select column_name from information_schema.columns where table_name = 'llm_batches' "
+    cols = run_select(cat.path, "select column_name from information_schema.columns where table_name = 'llm_batches' "
                      "order by ordinal_position")["column_name"].to_list()
     assert cols == ["batch_id", "provider", "endpoint", "model", "build_id", "step_id", "request_hash", "custom_id",
                     "request", "status", "error", "submitted_at", "updated_at"]
-    applied = cat.query("select name from _migrations")["name"].to_list()
+    applied = run_select(cat.path, "select name from _migrations")["name"].to_list()
     assert "m002_llm_batches" in applied
 
 

@@ -129,8 +129,11 @@ def test_unknown_dataset_is_a_user_error(catalog, tmp_path, cli, write):
 def test_rebuilt_dataset_still_shows_reasons_of_reused_steps(write, catalog, tmp_path):
     recipe = _recipe(write)
     api.build(recipe, catalog=catalog)
-    api.build(recipe, catalog=catalog)  # everything reused: the rejections were written by the first build
+    # src and clean are reused (their rejections were written by the first build); pairs is rebuilt
+    write("r.yaml", recipe.read_text().replace("type: filter.verb_noun", "type: filter.verb_noun\n    max_per_pair: 50"))
+    api.build(recipe, catalog=catalog)
     _, _, data = _open(api.report("with_pairs", out=tmp_path / "rep", catalog=catalog)["html"])
     assert data["dataset"]["version"] == 2
-    assert {s["status"] for s in data["steps"]} == {"reused"}
+    assert {s["step_id"]: s["status"] for s in data["steps"]} == {"src": "reused", "clean": "reused",
+                                                                   "pairs": "built"}
     assert {r["reason"] for r in data["rejections"]} == {"too_short", "blacklist:draw"}

@@ -12,7 +12,7 @@ import pytest
 import yaml
 
 from dataforge import api
-from dataforge.catalog.store import open_catalog
+from dataforge.catalog.store import Catalog
 from dataforge.errors import UserError
 from dataforge.export.manifest import Manifest, read_export
 from dataforge.train.runs import RunRecord
@@ -73,7 +73,7 @@ def test_a_killed_runs_row_is_marked_and_resume_drops_later_losses(catalog, tmp_
                           env={**os.environ, "PYTHONPATH": os.getcwd()})
     run_id = proc.stdout.strip()
     assert run_id.startswith("run-"), proc.stderr
-    open_catalog(catalog).mark_killed_runs()
+    Catalog(catalog).mark_killed_runs()
     assert api.run_record(run_id, catalog=catalog)["status"] == "killed"
     resumed = RunRecord.resume(catalog, run_id, stage="main", step=3)
     resumed.loss(step=4, loss=0.5)

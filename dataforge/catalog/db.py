@@ -36,8 +36,13 @@ def _is_lock_error(e: Exception) -> bool:
 
 
 @contextlib.contextmanager
-def connect(path: Path, *, read_only: bool, wait_s: float | None = None) -> Iterator[duckdb.DuckDBPyConnection]:
-    """A connection to the catalog, closed on exit. Waits up to `wait_s` for another process's lock."""
+def connect(path: Path, *, read_only: bool, wait_s: float | None = None,
+            allow_files: bool = True) -> Iterator[duckdb.DuckDBPyConnection]:
+    """A connection to the catalog, closed on exit. Waits up to `wait_s` for another process's lock.
+
+    `allow_files=False` turns off DuckDB's external access (no `read_csv('/etc/passwd')`, no `glob`):
+    what user-written SQL (`dataforge sql`, `source.sql`) runs on, unless the user opts in.
+    """
     if wait_s is None:
         wait_s = 10.0 if read_only else 60.0
     deadline = time.monotonic() + wait_s
@@ -45,7 +50,8 @@ def connect(path: Path, *, read_only: bool, wait_s: float | None = None) -> Iter
     with _lock:
         while True:
             try:
-                con = duckdb.connect(str(path), read_only=read_only)
+                config = {} if allow_files else {"enable_external_access": False}
+                con = duckdb.connect(str(path), read_only=read_only, config=config)
                 break
             except duckdb.IOException as e:
                 if not _is_lock_error(e):  # not a DuckDB file, no permission, ...: the user's to fix
@@ -61,3 +67,15 @@ def connect(path: Path, *, read_only: bool, wait_s: float | None = None) -> Iter
             yield con
         finally:
             con.close()
+
+
+@contextlib.contextmanager
+def transaction(con: duckdb.DuckDBPyConnection) -> Iterator[duckdb.DuckDBPyConnection]:
+    """`begin` ... `commit`, or `rollback` when the block raises."""
+    con.execute("begin transaction")
+    try:
+        yield con
+    except BaseException:
+        con.execute("rollback")
+        raise
+    con.execute("commit")

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import duckdb
 
+from dataforge.catalog.db import transaction
+
 MIGRATIONS: list[tuple[str, list[str]]] = [
     (
         "m001_initial",
@@ -58,6 +60,17 @@ MIGRATIONS: list[tuple[str, list[str]]] = [
         ],
     ),
     (
+        # The stored DAG (each step's input step ids, so lineage and the report follow a dataset's real
+        # ancestors), why a step failed, and what a step had to say about its run (e.g. a generator that
+        # stopped at max_rounds).
+        "m004_step_inputs_errors_notes",
+        [
+            "alter table steps add column inputs varchar[]",
+            "alter table steps add column error varchar",
+            "alter table steps add column notes varchar",
+        ],
+    ),
+    (
         # Training, ranking and evaluation runs (`dataforge train`, `rank train`, `eval`): enough to
         # repeat one (`config` is the resolved config as JSON) and to compare them. `data` is a JSON list
         # of what was read: {dataset, version, fingerprint} for catalog datasets, {export, manifest_sha256}
@@ -88,15 +101,10 @@ def apply(con: duckdb.DuckDBPyConnection) -> list[str]:
     for name, statements in MIGRATIONS:
         if name in done:
             continue
-        con.execute("begin transaction")
-        try:
+        with transaction(con):
             for sql in statements:
                 con.execute(sql)
             con.execute("insert into _migrations values (?, now())", [name])
-            con.execute("commit")
-        except Exception:
-            con.execute("rollback")
-            raise
         applied.append(name)
     return applied
 

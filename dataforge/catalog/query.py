@@ -39,10 +39,13 @@ def check_read_only(query: str) -> None:
                             "(datasets change only through `dataforge build`)")
 
 
-def run_select(path: Path | None, query: str) -> pl.DataFrame:
-    """Run a read-only query and return its last statement's result."""
+def run_select(path: Path | None, query: str, *, allow_files: bool = False) -> pl.DataFrame:
+    """Run a read-only query and return its last statement's result.
+
+    DuckDB's access to files outside the catalog (`read_csv`, `glob`, ...) is off unless `allow_files`.
+    """
     check_read_only(query)
-    with connect(_require(path), read_only=True) as con:
+    with connect(_require(path), read_only=True, allow_files=allow_files) as con:
         statements = duckdb.extract_statements(query)
         for st in statements[:-1]:
             con.execute(st)
@@ -55,21 +58,10 @@ def run_select(path: Path | None, query: str) -> pl.DataFrame:
         return rel.pl()
 
 
-def describe(path: Path | None, query: str) -> list[str]:
+def describe(path: Path | None, query: str, *, allow_files: bool = False) -> list[str]:
     check_read_only(query)
-    with connect(_require(path), read_only=True) as con:
+    with connect(_require(path), read_only=True, allow_files=allow_files) as con:
         return [d[0] for d in con.sql(query).limit(0).description]
-
-
-def catalog_state(path: Path | None) -> str:
-    """A hash of every dataset's latest fingerprint (what a `source.sql` reads may depend on)."""
-    if path is None or not Path(path).exists():
-        return "empty"
-    with connect(Path(path), read_only=True) as con:
-        if migrations.pending(con):
-            return "empty"
-        rows = con.execute("select name, fingerprint from datasets order by name, version").fetchall()
-    return hashlib.sha256(repr(rows).encode()).hexdigest()
 
 
 def list_datasets(path: Path | None) -> pl.DataFrame:
@@ -155,8 +147,46 @@ def calls_summary(path: Path | None, build_id: str | None = None) -> pl.DataFram
             params=[build_id] if build_id else None).pl()
 
 
-def to_rows(df: pl.DataFrame) -> list[dict[str, Any]]:
-    return df.to_dicts()
+def stored_outputs(path: Path) -> dict[str, str]:
+    """fingerprint -> storage table of every step output in the catalog."""
+    with connect(_require(path), read_only=True) as con:
+        if migrations.pending(con):
+            return {}
+        return dict(con.execute("select fingerprint, table_name from step_outputs").fetchall())
+
+
+def output_columns(path: Path, table: str) -> list[str]:
+    """Column names of a stored step output."""
+    with connect(_require(path), read_only=True) as con:
+        return [d[0] for d in con.sql(f"select * from {quote_ident(table)}").limit(0).description]
+
+
+def read_state(path: Path | None, query: str) -> str:
+    """A hash of what `query` reads: each catalog dataset it names at its latest version, and the
+    content of each other catalog table it names. A build that changes neither leaves it unchanged."""
+    check_read_only(query)
+    try:
+        names: list[str] | None = sorted(duckdb.get_table_names(query))
+    except duckdb.Error:  # DuckDB binds some queries (e.g. `join ... using`) to name their tables
+        names = None
+    if path is None or not Path(path).exists():
+        return hashlib.sha256(repr(("empty", names)).encode()).hexdigest()
+    state: list[Any] = []
+    with connect(Path(path), read_only=True) as con:
+        latest = dict(con.execute("select name, fingerprint from datasets "
+                                  "qualify version = max(version) over (partition by name)").fetchall()) \
+            if not migrations.pending(con) else {}
+        tables = {r[0] for r in con.execute("select table_name from duckdb_tables()").fetchall()}
+        for name in names if names is not None else sorted(latest):  # unknown: every dataset
+            if name in latest:
+                state.append((name, "dataset", latest[name]))
+            elif name in tables:
+                digest = con.execute(f"select md5(coalesce(string_agg(t::varchar, chr(30) order by rowid), '')) "
+                                     f"from {quote_ident(name)} t").fetchone()[0]
+                state.append((name, "table", digest))
+            else:
+                state.append((name, "missing", None))
+    return hashlib.sha256(repr(state).encode()).hexdigest()
 
 
 def _has_runs(con: duckdb.DuckDBPyConnection) -> bool:

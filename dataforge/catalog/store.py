@@ -10,12 +10,11 @@ import uuid
 from pathlib import Path
 from typing import Any, Iterable
 
-import duckdb
 import polars as pl
 
 from dataforge import __version__
 from dataforge.catalog import migrations
-from dataforge.catalog.db import connect
+from dataforge.catalog.db import connect, transaction
 from dataforge.errors import UserError
 
 RESERVED_NAMES = {"builds", "steps", "step_outputs", "datasets", "rejections", "llm_calls", "lineage",
@@ -128,104 +127,91 @@ class Catalog:
             return con.sql(f"select * from {quote_ident(output_table(fingerprint))}").pl()
 
     def save_step_output(self, *, build_id: str, step_id: str, type: str, fingerprint: str,
-                         df: pl.DataFrame, rows_in: int, seconds: float,
-                         rejections: pl.DataFrame | None, lineage: pl.DataFrame | None) -> None:
+                         df: pl.DataFrame, rows_in: int, seconds: float, inputs: list[str],
+                         rejections: pl.DataFrame | None, lineage: pl.DataFrame | None,
+                         notes: dict[str, Any] | None = None) -> None:
         """Store a step's output, its rejections and lineage, and its `steps` row, atomically."""
         table = output_table(fingerprint)
         n_rej = 0 if rejections is None else rejections.height
-        with self._write() as con:
-            con.execute("begin transaction")
-            try:
-                con.register("_df", to_arrow(df))
-                con.execute(f"create or replace table {quote_ident(table)} as select * from _df")
-                con.unregister("_df")
-                con.execute("delete from step_outputs where fingerprint = ?", [fingerprint])
+        with self._write() as con, transaction(con):
+            con.register("_df", to_arrow(df))
+            con.execute(f"create or replace table {quote_ident(table)} as select * from _df")
+            con.unregister("_df")
+            con.execute("delete from step_outputs where fingerprint = ?", [fingerprint])
+            con.execute(
+                "insert into step_outputs values (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                [fingerprint, table, step_id, type, rows_in, df.height, n_rej, build_id, _now()],
+            )
+            con.execute("delete from rejections where fingerprint = ?", [fingerprint])
+            if rejections is not None and rejections.height:
+                con.register("_rej", rejections.select("row_id", "reason", "score", "detail").to_arrow())
                 con.execute(
-                    "insert into step_outputs values (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                    [fingerprint, table, step_id, type, rows_in, df.height, n_rej, build_id, _now()],
+                    "insert into rejections select ?, ?, ?, row_id, reason, score, detail from _rej",
+                    [build_id, step_id, fingerprint],
                 )
-                if rejections is not None and rejections.height:
-                    con.execute("delete from rejections where fingerprint = ?", [fingerprint])
-                    con.register("_rej", rejections.select("row_id", "reason", "score", "detail").to_arrow())
-                    con.execute(
-                        "insert into rejections select ?, ?, ?, row_id, reason, score, detail from _rej",
-                        [build_id, step_id, fingerprint],
-                    )
-                    con.unregister("_rej")
-                if lineage is not None and lineage.height:
-                    con.execute("delete from lineage where fingerprint = ?", [fingerprint])
-                    con.register("_lin", lineage.select("row_id", "parent_id").to_arrow())
-                    con.execute("insert into lineage select row_id, parent_id, ?, ? from _lin",
-                                [step_id, fingerprint])
-                    con.unregister("_lin")
-                con.execute(
-                    "insert into steps values (?, ?, ?, ?, ?, ?, ?, ?, 'built')",
-                    [build_id, step_id, type, fingerprint, rows_in, df.height, n_rej, seconds],
-                )
-                con.execute("commit")
-            except Exception:
-                con.execute("rollback")
-                raise
+                con.unregister("_rej")
+            con.execute("delete from lineage where fingerprint = ?", [fingerprint])
+            if lineage is not None and lineage.height:
+                con.register("_lin", lineage.select("row_id", "parent_id").to_arrow())
+                con.execute("insert into lineage select row_id, parent_id, ?, ? from _lin",
+                            [step_id, fingerprint])
+                con.unregister("_lin")
+            _insert_step(con, build_id=build_id, step_id=step_id, type=type, fingerprint=fingerprint,
+                         rows_in=rows_in, rows_out=df.height, rejected=n_rej, seconds=seconds, status="built",
+                         inputs=inputs, notes=notes)
 
     def record_step(self, *, build_id: str, step_id: str, type: str, fingerprint: str, rows_in: int | None,
-                    rows_out: int | None, rejected: int | None, seconds: float, status: str) -> None:
-        """A `steps` row for a step that was reused or failed."""
+                    rows_out: int | None, rejected: int | None, seconds: float, status: str,
+                    inputs: list[str], error: str | None = None) -> None:
+        """A `steps` row for a step that was reused or failed (`error` says why it failed)."""
         with self._write() as con:
-            con.execute("insert into steps values (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                        [build_id, step_id, type, fingerprint, rows_in, rows_out, rejected, seconds, status])
+            _insert_step(con, build_id=build_id, step_id=step_id, type=type, fingerprint=fingerprint,
+                         rows_in=rows_in, rows_out=rows_out, rejected=rejected, seconds=seconds, status=status,
+                         inputs=inputs, error=error)
 
     # -- datasets ---------------------------------------------------------------
-    def publish(self, build_id: str, outputs: dict[str, tuple[str, str]]) -> dict[str, int]:
-        """Record a new version of each output dataset and point its view at it, in one transaction.
+    def dataset_owners(self, names: list[str]) -> dict[str, str]:
+        """Dataset name -> the recipe whose build published its latest version, for names that exist."""
+        if not names:
+            return {}
+        with self._read() as con:
+            rows = con.execute(
+                """select d.name, b.recipe_name from datasets d join builds b using (build_id)
+                   where d.name in (select unnest(?))
+                   qualify d.version = max(d.version) over (partition by d.name)""", [names]).fetchall()
+        return dict(rows)
 
-        `outputs` maps dataset name -> (step_id, fingerprint). Returns name -> version.
+    def publish(self, build_id: str, outputs: dict[str, tuple[str, str]]) -> dict[str, tuple[int, bool]]:
+        """Point each output dataset's view at its step's output, in one transaction.
+
+        `outputs` maps dataset name -> (step_id, fingerprint). A new version is recorded only when the
+        fingerprint differs from the latest version's. Returns name -> (version, is_new).
         """
-        versions: dict[str, int] = {}
-        with self._write() as con:
-            con.execute("begin transaction")
-            try:
-                for name, (step_id, fp) in outputs.items():
-                    table = output_table(fp)
-                    rows = con.execute(f"select count(*) from {quote_ident(table)}").fetchone()[0]
-                    version = con.execute(
-                        "select coalesce(max(version), 0) + 1 from datasets where name = ?", [name]
-                    ).fetchone()[0]
-                    con.execute("insert into datasets values (?, ?, ?, ?, ?, ?, ?)",
-                                [name, version, build_id, step_id, fp, rows, _now()])
-                    con.execute(f"create or replace view {quote_ident(name)} as "
-                                f"select * from {quote_ident(table)}")
-                    versions[name] = version
-                con.execute("commit")
-            except Exception:
-                con.execute("rollback")
-                raise
+        versions: dict[str, tuple[int, bool]] = {}
+        with self._write() as con, transaction(con):
+            for name, (step_id, fp) in outputs.items():
+                latest = con.execute("select version, fingerprint from datasets where name = ? "
+                                     "order by version desc limit 1", [name]).fetchone()
+                if latest is not None and latest[1] == fp:
+                    versions[name] = (latest[0], False)
+                    continue
+                table = output_table(fp)
+                rows = con.execute(f"select count(*) from {quote_ident(table)}").fetchone()[0]
+                version = (latest[0] if latest else 0) + 1
+                con.execute("insert into datasets values (?, ?, ?, ?, ?, ?, ?)",
+                            [name, version, build_id, step_id, fp, rows, _now()])
+                con.execute(f"create or replace view {quote_ident(name)} as "
+                            f"select * from {quote_ident(table)}")
+                versions[name] = (version, True)
         return versions
 
     # -- LLM call log -------------------------------------------------------------
-    _LLM_CALL_SCHEMA = {
-        "request_hash": pl.Utf8, "build_id": pl.Utf8, "step_id": pl.Utf8, "provider": pl.Utf8, "model": pl.Utf8,
-        "params": pl.Utf8, "prompt": pl.Utf8, "response": pl.Utf8, "finish_reason": pl.Utf8,
-        "input_tokens": pl.Int32, "output_tokens": pl.Int32, "cost_usd": pl.Float64, "latency_ms": pl.Float64,
-        "status": pl.Utf8, "error": pl.Utf8, "created_at": pl.Datetime("us"),
-    }
-
     def record_llm_calls(self, rows: Iterable[dict[str, Any]]) -> None:
-        """Append calls to `llm_calls` in one transaction (columns as in the migration).
-
-        Rows go in as one Arrow table: per-row parameter binding costs about a millisecond a row.
-        """
+        """Append calls to `llm_calls` in one transaction (columns as in the migration)."""
         rows = list(rows)
-        if not rows:
-            return
-        cols = list(self._LLM_CALL_SCHEMA)
-        now = _now()
-        data = {c: [r.get(c) for r in rows] for c in cols}
-        data["created_at"] = [v or now for v in data["created_at"]]
-        df = pl.DataFrame(data, schema=self._LLM_CALL_SCHEMA)
-        with self._write() as con:
-            con.register("_calls", df.to_arrow())
-            con.execute(f"insert into llm_calls ({', '.join(cols)}) select {', '.join(cols)} from _calls")
-            con.unregister("_calls")
+        if rows:
+            with self._write() as con:
+                _insert_llm_calls(con, rows)
 
     def cached_llm_responses(self, hashes: list[str]) -> dict[str, dict[str, Any]]:
         """Successful logged calls for these request hashes (latest per hash)."""
@@ -259,15 +245,9 @@ class Catalog:
                   for r in rows]
         if not values:
             return
-        with self._write() as con:
-            con.execute("begin transaction")
-            try:
-                con.executemany(f"insert into llm_batches ({', '.join(self._BATCH_COLS)}) "
-                                f"values ({', '.join('?' * len(self._BATCH_COLS))})", values)
-                con.execute("commit")
-            except Exception:
-                con.execute("rollback")
-                raise
+        with self._write() as con, transaction(con):
+            con.executemany(f"insert into llm_batches ({', '.join(self._BATCH_COLS)}) "
+                            f"values ({', '.join('?' * len(self._BATCH_COLS))})", values)
 
     def open_llm_batches(self, hashes: list[str], provider: str, endpoint: str) -> dict[str, str]:
         """request_hash -> batch_id for these hashes still `submitted` to a batch on this provider/endpoint."""
@@ -296,17 +276,11 @@ class Catalog:
         """
         calls = list(calls)
         now = _now()
-        with self._write() as con:
-            con.execute("begin transaction")
-            try:
-                _insert_llm_calls(con, calls)
-                con.executemany(
-                    "update llm_batches set status = ?, error = ?, updated_at = ? where batch_id = ? and custom_id = ?",
-                    [[st, err, now, batch_id, cid] for cid, (st, err) in outcomes.items()])
-                con.execute("commit")
-            except Exception:
-                con.execute("rollback")
-                raise
+        with self._write() as con, transaction(con):
+            _insert_llm_calls(con, calls)
+            con.executemany(
+                "update llm_batches set status = ?, error = ?, updated_at = ? where batch_id = ? and custom_id = ?",
+                [[st, err, now, batch_id, cid] for cid, (st, err) in outcomes.items()])
 
     # -- training / ranking / evaluation runs ------------------------------------------
     def begin_run(self, *, kind: str, method: str | None, config: dict[str, Any], config_path: str | None,
@@ -385,28 +359,36 @@ class Catalog:
                                 [f"the run's process (pid {pid}) ended without finishing", rid])
         return [rid for rid, _ in dead]
 
-    # -- reading (for steps such as source.sql) -----------------------------------
-    def query(self, sql: str, params: list[Any] | None = None) -> pl.DataFrame:
-        with self._read() as con:
-            return con.sql(sql, params=params or None).pl()
+
+LLM_CALL_SCHEMA = {
+    "request_hash": pl.Utf8, "build_id": pl.Utf8, "step_id": pl.Utf8, "provider": pl.Utf8, "model": pl.Utf8,
+    "params": pl.Utf8, "prompt": pl.Utf8, "response": pl.Utf8, "finish_reason": pl.Utf8,
+    "input_tokens": pl.Int32, "output_tokens": pl.Int32, "cost_usd": pl.Float64, "latency_ms": pl.Float64,
+    "status": pl.Utf8, "error": pl.Utf8, "created_at": pl.Datetime("us"),
+}
+"""The columns of `llm_calls` (as in the migrations) and their types: the one list every insert uses."""
 
 
-LLM_CALL_COLUMNS = ("request_hash", "build_id", "step_id", "provider", "model", "params", "prompt", "response",
-                    "finish_reason", "input_tokens", "output_tokens", "cost_usd", "latency_ms", "status", "error",
-                    "created_at")
+def _insert_llm_calls(con, rows: list[dict[str, Any]]) -> None:
+    """Insert `llm_calls` rows on the caller's connection (inside its transaction, if any).
 
-
-def _insert_llm_calls(con: duckdb.DuckDBPyConnection, rows: list[dict[str, Any]]) -> None:
-    """Insert `llm_calls` rows inside the caller's transaction."""
+    Rows go in as one Arrow table: per-row parameter binding costs about a millisecond a row.
+    """
     if not rows:
         return
-    values = [[r.get(c) if c != "created_at" else (r.get(c) or _now()) for c in LLM_CALL_COLUMNS] for r in rows]
-    con.executemany(f"insert into llm_calls ({', '.join(LLM_CALL_COLUMNS)}) "
-                    f"values ({', '.join('?' * len(LLM_CALL_COLUMNS))})", values)
+    cols = list(LLM_CALL_SCHEMA)
+    now = _now()
+    data = {c: [r.get(c) for r in rows] for c in cols}
+    data["created_at"] = [v or now for v in data["created_at"]]
+    con.register("_calls", pl.DataFrame(data, schema=LLM_CALL_SCHEMA).to_arrow())
+    con.execute(f"insert into llm_calls ({', '.join(cols)}) select {', '.join(cols)} from _calls")
+    con.unregister("_calls")
 
 
-def open_catalog(path: str | Path) -> Catalog:
-    try:
-        return Catalog(path)
-    except duckdb.IOException as e:
-        raise UserError(f"cannot open catalog {path}: {e}") from None
+def _insert_step(con, *, build_id: str, step_id: str, type: str, fingerprint: str, rows_in: int | None,
+                 rows_out: int | None, rejected: int | None, seconds: float, status: str, inputs: list[str],
+                 error: str | None = None, notes: dict[str, Any] | None = None) -> None:
+    con.execute("insert into steps (build_id, step_id, type, fingerprint, rows_in, rows_out, rejected, seconds, "
+                "status, inputs, error, notes) values (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                [build_id, step_id, type, fingerprint, rows_in, rows_out, rejected, seconds, status, inputs,
+                 error, json.dumps(notes, default=str, ensure_ascii=False) if notes else None])

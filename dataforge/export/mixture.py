@@ -10,11 +10,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from dataforge.errors import RecipeErrors, UserError
+from dataforge.errors import UserError
 from dataforge.recipe.loader import KeyPath, Positions, format_path, load_yaml
-from dataforge.recipe.validate import _clean_loc, _message
+from dataforge.recipe.located import validate_located
 from dataforge.textutil.templating import FlanTemplate, TemplateSettings, check_templates
 
 
@@ -134,16 +134,7 @@ def load_mixture(path: str | Path) -> MixtureFile:
     data, pos = load_yaml(path)
     if not isinstance(data, dict):
         raise UserError("a mixture must be a mapping with name and sources", file=str(path), line=1, col=1)
-    try:
-        mixture = Mixture.model_validate(data)
-    except ValidationError as e:
-        errors = []
-        for err in e.errors():
-            kp = _clean_loc(err["loc"], data)
-            line, col = pos.find(kp) or (None, None)
-            errors.append(UserError(_message(err), file=str(path), line=line, col=col,
-                                    path=format_path(kp) or None))
-        raise RecipeErrors(errors) from None
+    mixture = validate_located(Mixture, data, pos)
     return MixtureFile(mixture, path, hashlib.sha256(path.read_bytes()).hexdigest(), pos)
 
 

@@ -13,6 +13,7 @@ from typing import Iterator
 import polars as pl
 
 from dataforge.errors import UserError
+from dataforge.hashing import file_sha256
 
 FORMATS = ("jsonl", "parquet", "hf")
 MANIFEST = "manifest.json"
@@ -50,14 +51,6 @@ def write_hf(splits: dict[str, pl.DataFrame], out: Path, fingerprint: str) -> No
     finally:
         if was_enabled:
             ds_logging.enable_progress_bar()
-
-
-def file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while chunk := fh.read(1 << 20):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def file_entries(root: Path) -> list[dict]:

@@ -13,16 +13,20 @@ from __future__ import annotations
 import json
 import time
 from collections import Counter, defaultdict
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from dataforge.errors import UserError
 from dataforge.llm.batch_backends import BatchBackend, BatchNotFound, ItemFailure, endpoint_label, make_backend
 from dataforge.llm.calllog import call_row, completion_from_row
 from dataforge.llm.config import LLMConfig
+from dataforge.llm.context import LLMContext, llm_context
 from dataforge.llm.engine import Budget
 from dataforge.llm.limits import estimate_tokens
 from dataforge.llm.pricing import cost_usd, price
 from dataforge.llm.types import CallFailure, Completion, Request
+
+if TYPE_CHECKING:
+    from dataforge.steps.base import RunContext
 
 Result = Completion | CallFailure
 MAX_BATCH_BYTES = 100_000_000
@@ -33,14 +37,15 @@ class BatchPending(UserError):
     """Batches are still running after `llm.batch_wait_s`; their ids are stored and the next build collects them."""
 
 
-def run_batch(requests: list[Request], cfg: LLMConfig, ctx: Any) -> list[Result]:
+def run_batch(requests: list[Request], cfg: LLMConfig, ctx: "LLMContext | RunContext") -> list[Result]:
     """Answer every request, in order, through the provider's batch API (see the module docstring).
 
     Returns a `Completion` or a `CallFailure` per request (`status="skipped"` for requests the budget
     kept back, `"error"` for items that failed for good). Raises `BatchPending` when batches are still
     running after `cfg.batch_wait_s`, and `UserError` when the batch API refuses the key or model.
     """
-    catalog = getattr(ctx, "catalog", None)
+    ctx = llm_context(ctx)
+    catalog = ctx.store
     if catalog is None:
         raise UserError("mode: batch needs a catalog to remember submitted batches")
     hashes = [r.hash() for r in requests]
@@ -66,20 +71,21 @@ def run_batch(requests: list[Request], cfg: LLMConfig, ctx: Any) -> list[Result]
 class _BatchRun:
     """One `run_batch` call's submissions, polling and collection."""
 
-    def __init__(self, cfg: LLMConfig, ctx: Any, todo: dict[str, Request], answers: dict[str, Result],
+    def __init__(self, cfg: LLMConfig, ctx: LLMContext, todo: dict[str, Request], answers: dict[str, Result],
                  total: int, cached: int):
         self.cfg = cfg
         self.ctx = ctx
-        self.catalog = ctx.catalog
+        assert ctx.store is not None
+        self.catalog = ctx.store
         self.todo = todo
         self.answers = answers
         self.waiting = set(todo)
         self.attempts: Counter[str] = Counter()
         self.active: set[str] = set()
         self.endpoint = endpoint_label(cfg)
-        self.log = getattr(ctx, "log", print)
+        self.log = ctx.log
         self.task = None
-        if getattr(ctx, "progress", None) is not None:
+        if ctx.progress is not None:
             self.task = ctx.progress.task(f"{ctx.step_id} batch ({cfg.provider}:{cfg.model})", total=total)
             if cached:
                 self.task.advance(cached)

@@ -7,6 +7,8 @@ import datetime as dt
 import json
 from typing import Any
 
+from dataforge.llm.context import LLMStore
+
 from dataforge.llm.types import Completion, Request
 
 
@@ -14,7 +16,8 @@ def request_params(r: Request) -> str:
     """The sampling parameters of a request as JSON (the `params` column)."""
     return json.dumps({"temperature": r.temperature, "top_p": r.top_p, "max_tokens": r.max_tokens,
                        "stop": list(r.stop) if r.stop else None, "seed": r.seed, "sample_index": r.sample_index,
-                       **r.extra}, sort_keys=True)
+                       **{k: v for k in ("presence_penalty", "frequency_penalty")
+                          if (v := getattr(r, k)) is not None}, **r.extra}, sort_keys=True)
 
 
 def call_row(r: Request, *, build_id: str, step_id: str, status: str, completion: Completion | None = None,
@@ -46,8 +49,8 @@ class CallLog:
     are waiting. A crash (even `kill -9`) loses at most the answers of the last interval; `close()` commits
     the rest. Each commit opens the catalog briefly, so other processes get in between."""
 
-    def __init__(self, catalog: Any, *, max_rows: int = 500, interval_s: float = 0.5):
-        self.catalog = catalog
+    def __init__(self, store: LLMStore | None, *, max_rows: int = 500, interval_s: float = 0.5):
+        self.store = store
         self.max_rows = max_rows
         self.interval_s = interval_s
         self.pending: list[dict[str, Any]] = []
@@ -63,18 +66,18 @@ class CallLog:
         if len(self.pending) >= self.max_rows:
             self._wake.set()
 
-    async def _flush(self) -> None:
+    async def flush(self) -> None:
         """Commit the rows waiting now (rows added meanwhile wait for the next round)."""
         rows, self.pending = self.pending, []
         for i in range(0, len(rows), self.max_rows):
-            if self.catalog is not None:
-                await asyncio.to_thread(self.catalog.record_llm_calls, rows[i:i + self.max_rows])
+            if self.store is not None:
+                await asyncio.to_thread(self.store.record_llm_calls, rows[i:i + self.max_rows])
 
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()
         while not self._closing:
             started = loop.time()
-            await self._flush()
+            await self.flush()
             try:
                 await asyncio.wait_for(self._wake.wait(), max(0.0, self.interval_s - (loop.time() - started)))
             except asyncio.TimeoutError:
@@ -91,4 +94,4 @@ class CallLog:
             except (asyncio.CancelledError, Exception):
                 pass
         while self.pending:
-            await self._flush()
+            await self.flush()

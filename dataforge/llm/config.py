@@ -47,6 +47,12 @@ class LLMConfig(BaseModel):
     """Most tokens to generate per sample."""
     stop: list[str] | None = None
     """Stop sequences."""
+    presence_penalty: float | None = Field(default=None, ge=-2, le=2)
+    """Penalty on tokens already present in the answer (OpenAI-style, -2..2; `local` passes it to llama.cpp).
+    Not set: the provider's default. Anthropic has none: setting it there is refused at validation."""
+    frequency_penalty: float | None = Field(default=None, ge=-2, le=2)
+    """Penalty growing with how often a token already occurred (OpenAI-style, -2..2; `local` passes it to
+    llama.cpp). Not set: the provider's default. Anthropic has none: setting it there is refused at validation."""
     seed: int | None = None
     """Sampling seed sent to providers that take one (sample i gets seed + i). Default: the recipe's seed."""
     n_ctx: int = Field(default=2048, ge=128)
@@ -69,11 +75,31 @@ class LLMConfig(BaseModel):
     def _provider_ranges(self) -> "LLMConfig":
         if self.provider == "anthropic" and self.temperature > 1:
             raise ValueError(f"temperature {self.temperature} is above 1, the most the Anthropic API accepts")
+        unsupported = unsupported_sampling(self.provider, {"presence_penalty": self.presence_penalty,
+                                                           "frequency_penalty": self.frequency_penalty})
+        if unsupported:
+            raise ValueError(unsupported)
         return self
 
 
+# Sampling settings each provider's API lacks.
+UNSUPPORTED = {"anthropic": ("presence_penalty", "frequency_penalty")}
+
+
+def unsupported_sampling(provider: str, values: dict[str, object]) -> str | None:
+    """Why `values` (sampling field -> value, None meaning unset) cannot go to `provider`, or None."""
+    bad = [k for k in UNSUPPORTED.get(provider, ()) if values.get(k) is not None]
+    if not bad:
+        return None
+    return (f"{' and '.join(bad)} {'is' if len(bad) == 1 else 'are'} not supported by provider {provider!r} "
+            f"(its API has no such setting); leave {'it' if len(bad) == 1 else 'them'} unset")
+
+
 # Fields that change what a model answers; the rest (limits, budget, keys, prices) only change how it is asked.
-ANSWER_FIELDS = ("provider", "model", "model_path", "temperature", "top_p", "max_tokens", "stop", "seed", "n_ctx")
+ANSWER_FIELDS = ("provider", "model", "model_path", "temperature", "top_p", "max_tokens", "stop", "seed", "n_ctx",
+                 "presence_penalty", "frequency_penalty")
+SAMPLING_FIELDS = ("temperature", "top_p", "max_tokens", "stop", "presence_penalty", "frequency_penalty")
+"""The per-request settings among `ANSWER_FIELDS` (steps with their own sampling blocks set these themselves)."""
 
 
 def _partial_model() -> type[BaseModel]:

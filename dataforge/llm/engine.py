@@ -1,32 +1,37 @@
 """Running LLM requests for a step: answers from the call log first, the rest with bounded concurrency,
 rate limits, retries, a per-build budget, every attempt logged as it happens.
 
-`run_requests` is the one entry point generator steps use; it returns, in request order,
-a `Completion` or a `CallFailure` for each request.
+One entry point: `session(cfg, ctx)` opens the provider, the call log and one progress bar once;
+`Session.run(requests)` answers a list of requests (in order, a `Completion` or a `CallFailure` each)
+and may be called round after round. `run_requests` is a session of one round.
 """
 
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import threading
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any, Callable, Coroutine, Iterator
 
 from dataforge.errors import BudgetExceeded, UserError
 from dataforge.llm.calllog import CallLog, call_row, completion_from_row
 from dataforge.llm.config import LLMConfig
+from dataforge.llm.context import LLMContext, llm_context
 from dataforge.llm.limits import RateLimiter, backoff_delay, estimate_tokens
 from dataforge.llm.pricing import cost_usd, price
 from dataforge.llm.providers import Provider, ProviderError, make_provider
 from dataforge.llm.types import CallFailure, Completion, Request
 
+if TYPE_CHECKING:
+    from dataforge.steps.base import RunContext
+
 Result = Completion | CallFailure
-
-
 @dataclass
 class RunStats:
-    """What one `run_requests` call did (also logged as a summary line)."""
+    """What a session did, over all its rounds (also logged as a summary line)."""
 
     requests: int = 0
     cached: int = 0
@@ -72,8 +77,8 @@ class Budget:
         self.spent += actual_usd
 
 
-def run_requests(requests: list[Request], cfg: LLMConfig, ctx: Any, *, desc: str | None = None,
-                 provider: Provider | None = None) -> list[Result]:
+def run_requests(requests: list[Request], cfg: LLMConfig, ctx: "LLMContext | RunContext", *,
+                 desc: str | None = None, provider: Provider | None = None) -> list[Result]:
     """Answer every request, in order: from the call log when answered before, else from the provider.
 
     Raises `UserError` when the provider refuses the credentials or model (401/403/404) or when every
@@ -84,113 +89,202 @@ def run_requests(requests: list[Request], cfg: LLMConfig, ctx: Any, *, desc: str
     return results
 
 
-def run_requests_with_stats(requests: list[Request], cfg: LLMConfig, ctx: Any, *, desc: str | None = None,
-                            provider: Provider | None = None) -> tuple[list[Result], RunStats]:
+def run_requests_with_stats(requests: list[Request], cfg: LLMConfig, ctx: "LLMContext | RunContext", *,
+                            desc: str | None = None, provider: Provider | None = None
+                            ) -> tuple[list[Result], RunStats]:
     """`run_requests` that also returns what it did."""
-    t0 = time.perf_counter()
-    stats = RunStats(requests=len(requests))
-    hashes = [r.hash() for r in requests]
-    catalog = getattr(ctx, "catalog", None)
-    log = getattr(ctx, "log", print)
-    answers: dict[str, Result] = {}
-    if catalog is not None:
-        for h, row in catalog.cached_llm_responses(sorted(set(hashes))).items():
-            answers[h] = completion_from_row(row)
-    todo: dict[str, Request] = {}
-    for h, r in zip(hashes, requests):
-        if h not in answers and h not in todo:
-            todo[h] = r
-    stats.cached = sum(1 for h in hashes if h in answers)
-    if catalog is not None and answers:
-        # One `cached` row per answered request, so `dataforge calls` shows what each build took from the log.
-        build_id, step_id = getattr(ctx, "build_id", "") or "", getattr(ctx, "step_id", "") or ""
-        seen = {h: r for h, r in zip(hashes, requests) if h in answers}
-        catalog.record_llm_calls(call_row(r, build_id=build_id, step_id=step_id, status="cached", request_hash=h,
-                                          keep_prompt=False) for h, r in seen.items())
+    with session(cfg, ctx, desc=desc, provider=provider) as s:
+        results = s.run(requests)
+    return results, s.stats
 
-    task = None
-    if getattr(ctx, "progress", None) is not None and requests:
-        task = ctx.progress.task(desc or f"{getattr(ctx, 'step_id', '')} llm", total=len(requests))
-        if stats.cached:
-            task.advance(stats.cached, tokens="0", usd="$0.0000")
+
+@contextmanager
+def session(cfg: LLMConfig, ctx: "LLMContext | RunContext", *, desc: str | None = None,
+            provider: Provider | None = None) -> Iterator["Session"]:
+    """A `Session` for one step: `with session(cfg, ctx) as s: s.run(round_1); s.run(round_2)`.
+
+    The provider is opened on the first request that needs a call (never when the call log answers
+    everything) and closed on exit, with the call log flushed; a passed `provider` is not closed.
+    """
+    s = Session(cfg, llm_context(ctx), desc=desc, provider=provider)
     try:
-        if todo:
-            if price(cfg) is None:
-                log(f"  note: no price known for model {cfg.model!r}; its calls count as $0 "
-                    "(set llm.prices to enforce llm.budget_usd)")
-            _run_async(_Runner(cfg, ctx, todo, answers, stats, task, provider).run())
+        yield s
     finally:
-        if task is not None:
-            task.close()
-    stats.seconds = time.perf_counter() - t0
-    if stats.called or stats.cached:
-        log(f"  {getattr(ctx, 'step_id', '')}: {stats.requests} requests, {stats.cached} from the call log, "
-            f"{stats.called} called ({stats.ok} ok, {stats.failed} failed, {stats.retries} retries"
-            f"{f', {stats.skipped} not sent' if stats.skipped else ''}), "
-            f"{stats.input_tokens + stats.output_tokens:,} tokens, ${stats.usd:.4f}")
-    if stats.called and not stats.ok and not stats.cached and stats.failed:
-        first = next(a for a in answers.values() if isinstance(a, CallFailure) and a.status == "error")
-        raise UserError(f"every LLM call failed ({stats.failed} of {stats.called}); first error: {first.error}")
-    return [answers[h] for h in hashes], stats
+        s.close()
 
 
-def raise_if_stopped(results: list[Result]) -> None:
-    """Raise `BudgetExceeded` (with how to continue) when the budget left requests unsent."""
-    skipped = [r for r in results if isinstance(r, CallFailure) and r.status == "skipped"]
-    if skipped:
-        raise BudgetExceeded(
-            f"{skipped[0].error}; {len(skipped)} of {len(results)} requests were not sent. Every answer already "
-            "paid for is kept in the call log (see `dataforge calls`). To continue, run `dataforge build` again: "
-            "answered requests are read back from the log at no cost, and each build may spend up to the budget "
-            "(raise llm.budget_usd or llm.max_calls to finish in one build).")
+class Session:
+    """Answers rounds of requests with one provider, one call log and one progress bar.
 
+    `stats` adds up every round; the summary line is logged when the session closes.
+    """
 
-def _run_async(coro) -> None:
-    """Run a coroutine to completion from sync code, also when this thread already runs an event loop."""
-    try:
-        asyncio.get_running_loop()
-    except RuntimeError:
-        asyncio.run(coro)
-        return
-    box: dict[str, BaseException] = {}
-
-    def target() -> None:
-        try:
-            asyncio.run(coro)
-        except BaseException as e:  # re-raised in the caller's thread
-            box["e"] = e
-
-    t = threading.Thread(target=target)
-    t.start()
-    t.join()
-    if "e" in box:
-        raise box["e"]
-
-
-class _Runner:
-    def __init__(self, cfg: LLMConfig, ctx: Any, todo: dict[str, Request], answers: dict[str, Result],
-                 stats: RunStats, task: Any, provider: Provider | None):
+    def __init__(self, cfg: LLMConfig, ctx: LLMContext, *, desc: str | None = None,
+                 provider: Provider | None = None):
         self.cfg = cfg
         self.ctx = ctx
+        self.desc = desc or f"{ctx.step_id} llm"
+        self.stats = RunStats()
+        self._provider = provider
+        self._own_provider = provider is None
+        self._calllog: CallLog | None = None
+        self._limiter: RateLimiter | None = None
+        self._task: Any = None
+        self._loop = _LoopHost()
+        self._priced_note = False
+        self._closed = False
+
+    def run(self, requests: list[Request]) -> list[Result]:
+        """Answer `requests` in order (see `run_requests` for errors); callable once per round."""
+        if self._closed:
+            raise RuntimeError("session is closed")
+        t0 = time.perf_counter()
+        hashes = [r.hash() for r in requests]
+        store = self.ctx.store
+        answers: dict[str, Result] = {}
+        if store is not None and hashes:
+            for h, row in store.cached_llm_responses(sorted(set(hashes))).items():
+                answers[h] = completion_from_row(row)
+        todo: dict[str, Request] = {}
+        for h, r in zip(hashes, requests):
+            if h not in answers and h not in todo:
+                todo[h] = r
+        cached = sum(1 for h in hashes if h in answers)
+        if store is not None and answers:
+            # One `cached` row per answered request, so `dataforge calls` shows what each build took from the log.
+            seen = {h: r for h, r in zip(hashes, requests) if h in answers}
+            store.record_llm_calls(call_row(r, build_id=self.ctx.build_id, step_id=self.ctx.step_id,
+                                            status="cached", request_hash=h, keep_prompt=False)
+                                   for h, r in seen.items())
+        before = (self.stats.called, self.stats.ok, self.stats.failed)
+        self.stats.requests += len(requests)
+        self.stats.cached += cached
+        self._bar(len(requests), cached)
+        try:
+            if todo:
+                if price(self.cfg) is None and not self._priced_note:
+                    self._priced_note = True
+                    self.ctx.log(f"  note: no price known for model {self.cfg.model!r}; its calls count as $0 "
+                                 "(set llm.prices to enforce llm.budget_usd)")
+                self._loop.run(lambda: self._call_all(todo, answers))
+        finally:
+            self.stats.seconds += time.perf_counter() - t0
+        called, ok, failed = (a - b for a, b in zip((self.stats.called, self.stats.ok, self.stats.failed), before))
+        if called and not ok and not cached and failed:
+            first = next(a for a in answers.values() if isinstance(a, CallFailure) and a.status == "error")
+            raise UserError(f"every LLM call failed ({failed} of {called}); first error: {first.error}")
+        return [answers[h] for h in hashes]
+
+    def close(self) -> None:
+        """Flush the call log, close the provider (if the session opened it) and log the summary."""
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            self._loop.run(self._aclose)
+        finally:
+            self._loop.close()
+            if self._task is not None:
+                self._task.close()
+        st = self.stats
+        if st.called or st.cached:
+            self.ctx.log(f"  {self.ctx.step_id}: {st.requests} requests, {st.cached} from the call log, "
+                         f"{st.called} called ({st.ok} ok, {st.failed} failed, {st.retries} retries"
+                         f"{f', {st.skipped} not sent' if st.skipped else ''}), "
+                         f"{st.input_tokens + st.output_tokens:,} tokens, ${st.usd:.4f}")
+
+    # -- internals ----------------------------------------------------------------
+    def _bar(self, n: int, cached: int) -> None:
+        if self.ctx.progress is None or not n:
+            return
+        if self._task is None:
+            self._task = self.ctx.progress.task(self.desc, total=n)
+        else:
+            self._task.set_total(self.stats.requests)
+        if cached:
+            self._task.advance(cached)
+
+    async def _aclose(self) -> None:
+        if self._calllog is not None:
+            await self._calllog.close()
+        if self._own_provider and self._provider is not None:
+            await self._provider.aclose()
+
+    async def _call_all(self, todo: dict[str, Request], answers: dict[str, Result]) -> None:
+        if self._provider is None:
+            self._provider = make_provider(self.cfg, self.ctx.resolve)
+        if self._calllog is None:
+            self._calllog = CallLog(self.ctx.store)
+            self._calllog.start()
+            self._limiter = RateLimiter(self.cfg.requests_per_minute, self.cfg.tokens_per_minute)
+        calls, spent = self.ctx.store.llm_usage(self.ctx.build_id) if self.ctx.store is not None else (0, 0.0)
+        rnd = _Round(self, todo, answers, Budget(self.cfg, calls, spent))
+        try:
+            await rnd.run()
+        finally:
+            await self._calllog.flush()  # every answer of the round is durable before the step goes on
+        if rnd.fatal is not None:
+            raise UserError(f"llm provider {self.cfg.provider!r} refused the request ({rnd.fatal}); "
+                            "check llm.model, llm.base_url and the API key variable")
+
+
+class _LoopHost:
+    """One event loop kept across rounds (the call log's task and the provider's client live in it).
+
+    Runs in this thread; when this thread already runs a loop (a notebook), in a worker thread.
+    """
+
+    def __init__(self) -> None:
+        try:
+            asyncio.get_running_loop()
+            self._pool: concurrent.futures.ThreadPoolExecutor | None = concurrent.futures.ThreadPoolExecutor(1)
+        except RuntimeError:
+            self._pool = None
+        self._runner: asyncio.Runner | None = None
+
+    def run(self, make: Callable[[], Coroutine[Any, Any, None]]) -> None:
+        if self._pool is None:
+            self._get().run(make())
+        else:
+            self._pool.submit(lambda: self._get().run(make())).result()
+
+    def _get(self) -> asyncio.Runner:
+        if self._runner is None:
+            self._runner = asyncio.Runner()
+        return self._runner
+
+    def close(self) -> None:
+        if self._runner is not None:
+            runner, self._runner = self._runner, None
+            if self._pool is None:
+                runner.close()
+            else:
+                self._pool.submit(runner.close).result()
+        if self._pool is not None:
+            self._pool.shutdown()
+
+
+class _Round:
+    """One `Session.run`'s calls: workers over a queue, the budget, retries, the call log."""
+
+    def __init__(self, s: Session, todo: dict[str, Request], answers: dict[str, Result], budget: Budget):
+        self.s = s
+        self.cfg = s.cfg
         self.todo = todo
         self.answers = answers
-        self.stats = stats
-        self.task = task
-        self.provider = provider
-        self.build_id = getattr(ctx, "build_id", "") or ""
-        self.step_id = getattr(ctx, "step_id", "") or ""
-        catalog = getattr(ctx, "catalog", None)
-        calls, spent = catalog.llm_usage(self.build_id) if catalog is not None else (0, 0.0)
-        self.budget = Budget(cfg, calls, spent)
+        self.stats = s.stats
+        self.budget = budget
+        self.build_id = s.ctx.build_id
+        self.step_id = s.ctx.step_id
+        self.calllog: CallLog = s._calllog  # type: ignore[assignment]
+        self.limiter: RateLimiter = s._limiter  # type: ignore[assignment]
         self.fatal: ProviderError | None = None
         self.started = time.perf_counter()
+        self.done = 0
 
     async def run(self) -> None:
-        own = self.provider is None
-        provider = self.provider or make_provider(self.cfg, getattr(self.ctx, "resolve", None))
-        self.calllog = CallLog(getattr(self.ctx, "catalog", None))
-        self.calllog.start()
-        self.limiter = RateLimiter(self.cfg.requests_per_minute, self.cfg.tokens_per_minute)
+        provider = self.s._provider
+        assert provider is not None
         queue: asyncio.Queue = asyncio.Queue()
         for item in self.todo.items():
             queue.put_nowait(item)
@@ -202,12 +296,6 @@ class _Runner:
             for w in workers:
                 w.cancel()
             await asyncio.gather(*workers, return_exceptions=True)
-            await self.calllog.close()
-            if own:
-                await provider.aclose()
-        if self.fatal is not None:
-            raise UserError(f"llm provider {self.cfg.provider!r} refused the request ({self.fatal}); "
-                            "check llm.model, llm.base_url and the API key variable")
 
     async def _worker(self, provider: Provider, queue: asyncio.Queue) -> None:
         while not queue.empty() and self.fatal is None:
@@ -238,7 +326,7 @@ class _Runner:
                         self.fatal = e
                     if last:
                         self.stats.failed += 1
-                        self._advance(0, 0)
+                        self._advance()
                         return CallFailure(error=str(e), status="error")
                     self.stats.retries += 1
                     await asyncio.sleep(backoff_delay(attempt, self.cfg.retry_backoff_s, e.retry_after))
@@ -250,15 +338,29 @@ class _Runner:
                 self.stats.input_tokens += c.input_tokens
                 self.stats.output_tokens += c.output_tokens
                 self.stats.usd += actual
-                self._advance(c.input_tokens + c.output_tokens, actual)
+                self._advance()
                 return c
             raise AssertionError("unreachable")
         finally:
             self.budget.settle(worst, actual)
 
-    def _advance(self, tokens: int, usd: float) -> None:
-        if self.task is not None:
-            done = self.stats.ok + self.stats.failed
-            rate = done / max(1e-9, time.perf_counter() - self.started)
-            self.task.advance(1, rate=f"{rate:.1f}/s", tokens=f"{self.stats.input_tokens + self.stats.output_tokens:,}",
-                              usd=f"${self.stats.usd:.4f}")
+    def _advance(self) -> None:
+        task = self.s._task
+        if task is not None:
+            self.done += 1
+            rate = self.done / max(1e-9, time.perf_counter() - self.started)
+            task.advance(1, rate=f"{rate:.1f}/s", tokens=f"{self.stats.input_tokens + self.stats.output_tokens:,}",
+                         usd=f"${self.stats.usd:.4f}")
+
+
+def raise_if_stopped(results: list[Result]) -> None:
+    """Raise `BudgetExceeded` (with how to continue) when the budget left requests unsent."""
+    skipped = [r for r in results if isinstance(r, CallFailure) and r.status == "skipped"]
+    if skipped:
+        raise BudgetExceeded(
+            f"{skipped[0].error}; {len(skipped)} of {len(results)} requests were not sent. Every answer already "
+            "paid for is kept in the call log (see `dataforge calls`). To continue, run `dataforge build` again: "
+            "answered requests are read back from the log at no cost, and each build may spend up to the budget "
+            "(raise llm.budget_usd or llm.max_calls to finish in one build).")
+
+

@@ -33,13 +33,19 @@ class Request(BaseModel):
     top_p: float = 1.0
     max_tokens: int = 256
     stop: tuple[str, ...] | None = None
+    presence_penalty: float | None = None
+    frequency_penalty: float | None = None
     seed: int | None = None
     sample_index: int = 0
     extra: dict[str, Any] = Field(default_factory=dict)
     """Provider-specific parameters that change the answer (they are hashed too)."""
 
     def canonical(self) -> dict[str, Any]:
-        return self.model_dump(mode="json")
+        d = self.model_dump(mode="json")
+        for k in _OPTIONAL:  # unset: left out, so requests made before these fields existed keep their hash
+            if d[k] is None:
+                del d[k]
+        return d
 
     def hash(self) -> str:
         """sha256 over the canonical JSON of everything that determines the answer."""
@@ -51,6 +57,9 @@ class Request(BaseModel):
         if self.prompt is not None:
             return self.prompt
         return json.dumps([m.model_dump() for m in self.messages or ()], ensure_ascii=False)
+
+
+_OPTIONAL = ("presence_penalty", "frequency_penalty")
 
 
 class Completion(BaseModel):

@@ -64,8 +64,28 @@ def _read_text(path: Path) -> str:
                         file=str(path), line=line, col=col) from None
 
 
-def _construct(node: yaml.Node, path: KeyPath, pos: Positions, file: str) -> Any:
+MAX_ALIAS_EXPANSION = 100_000
+"""Values a document may gain by expanding YAML aliases (`*name`): a "billion laughs" recipe stops here."""
+
+
+class _Budget:
+    """Counts values built from nodes already built once (alias expansions)."""
+
+    def __init__(self) -> None:
+        self.seen: set[int] = set()
+        self.expanded = 0
+
+
+def _construct(node: yaml.Node, path: KeyPath, pos: Positions, file: str, budget: _Budget) -> Any:
     pos.spots.setdefault(path, (node.start_mark.line + 1, node.start_mark.column + 1))
+    if id(node) in budget.seen:
+        budget.expanded += 1
+        if budget.expanded > MAX_ALIAS_EXPANSION:
+            raise UserError(f"YAML aliases expand to more than {MAX_ALIAS_EXPANSION:,} values; "
+                            "a recipe this size is a mistake (or an alias bomb)", file=file,
+                            line=node.start_mark.line + 1, col=node.start_mark.column + 1)
+    else:
+        budget.seen.add(id(node))
     if isinstance(node, yaml.MappingNode):
         out: dict[str, Any] = {}
         for key_node, value_node in node.value:
@@ -78,12 +98,28 @@ def _construct(node: yaml.Node, path: KeyPath, pos: Positions, file: str) -> Any
                 raise UserError(f"duplicate key {key!r}", file=file, line=key_node.start_mark.line + 1,
                                 col=key_node.start_mark.column + 1, path=format_path(path + (key,)))
             pos.spots[path + (key,)] = (value_node.start_mark.line + 1, value_node.start_mark.column + 1)
-            out[key] = _construct(value_node, path + (key,), pos, file)
+            out[key] = _construct(value_node, path + (key,), pos, file, budget)
         return out
     if isinstance(node, yaml.SequenceNode):
-        return [_construct(item, path + (i,), pos, file) for i, item in enumerate(node.value)]
+        return [_construct(item, path + (i,), pos, file, budget) for i, item in enumerate(node.value)]
     # Scalars: let PyYAML's safe constructor resolve ints, floats, bools, nulls.
-    return yaml.SafeLoader("").construct_object(node, deep=True)
+    value = yaml.SafeLoader("").construct_object(node, deep=True)
+    if isinstance(value, str) and _SURROGATE.search(value):
+        value = _join_surrogates(value, node, file)
+    return value
+
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def _join_surrogates(text: str, node: yaml.Node, file: str) -> str:
+    """YAML's `\\uXXXX` escapes do not pair UTF-16 surrogates (JSON writers escape emoji that way): pair
+    them; a lone one is no character at all."""
+    try:
+        return text.encode("utf-16", "surrogatepass").decode("utf-16")
+    except UnicodeDecodeError:
+        raise UserError("string holds a lone UTF-16 surrogate escape (\\ud800-\\udfff), which is no character",
+                        file=file, line=node.start_mark.line + 1, col=node.start_mark.column + 1) from None
 
 
 def load_yaml(path: str | Path) -> tuple[Any, Positions]:
@@ -106,7 +142,7 @@ def load_yaml(path: str | Path) -> tuple[Any, Positions]:
     if node is None:
         raise UserError("recipe is empty", file=str(path), line=1, col=1)
     try:
-        data = _construct(node, (), pos, str(path))
+        data = _construct(node, (), pos, str(path), _Budget())
     except yaml.constructor.ConstructorError as e:
         mark = e.problem_mark
         raise UserError(f"YAML error: {e.problem}", file=str(path),

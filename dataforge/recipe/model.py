@@ -88,6 +88,3 @@ def _recipe_model(kinds: tuple[type[Step], ...]) -> type[RecipeBase]:
 def step_types() -> list[str]:
     return sorted(load_registry())
 
-
-def as_steps(recipe: Any) -> list[Step]:
-    return list(recipe.steps)

@@ -11,7 +11,7 @@ import polars as pl
 from dataforge.catalog import query as q
 from dataforge.errors import UserError
 from dataforge.steps.base import ID, PARENT
-from dataforge.steps.filter.heuristics import word_count
+from dataforge.textutil.words import word_count
 
 TOP_VERBS = 20
 NOUNS_PER_VERB = 4

@@ -16,7 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from dataforge.errors import UserError
 
 if TYPE_CHECKING:
-    from dataforge.catalog.store import Catalog
+    from dataforge.catalog.handle import StepHandle
     from dataforge.llm.config import LLMConfig
     from dataforge.progress import Progress
 
@@ -32,7 +32,8 @@ class StepResult:
     """What `Step.run` returns.
 
     `rejections` has columns `row_id, reason, score, detail` (score/detail may be null);
-    `lineage` has `row_id, parent_id` for outputs derived from several rows.
+    `lineage` has `row_id, parent_id` for outputs derived from several rows; `notes` is what the
+    step has to say about its run (stored with its `steps` row and printed after it).
     """
 
     df: pl.DataFrame
@@ -62,12 +63,15 @@ class PlanContext:
 
 @dataclass
 class RunContext(PlanContext):
-    """What a running step gets: identity, seed, catalog, LLM defaults, progress."""
+    """What a running step gets: identity, seed, its inputs' step ids, a narrow catalog handle, progress."""
 
     step_id: str = ""
     build_id: str = ""
     fingerprint: str = ""
-    catalog: "Catalog | None" = None
+    input_ids: list[str] = field(default_factory=list)
+    """The step ids of the inputs, in order (also when the recipe left `from` implicit)."""
+    catalog: "StepHandle | None" = None
+    """What the step may do with the catalog: read datasets, use the LLM call log (never write outputs)."""
     progress: "Progress | None" = None
     log: Callable[[str], None] = print
 
@@ -157,8 +161,20 @@ class Step(BaseModel):
         return None
 
     def uses_llm(self) -> bool:
-        """True for steps that call an LLM (they get the recipe's `llm` defaults)."""
+        """True for steps that call an LLM (shown by `--dry-run`, so a curator sees what costs money)."""
         return False
+
+    def accounted_inputs(self, heights: list[int]) -> int:
+        """How many input rows this step keeps or drops (`rows_in`); a reference input is not counted."""
+        return sum(heights)
+
+    def expected_rows(self, rows_in: int, rejected: int) -> int | None:
+        """Rows the output must have, given `rows_in` and the rows rejected; None when free (generators).
+
+        The executor checks it after every run, so no kind can drop a row without a rejection.
+        Filters keep or drop each input row; kinds that make new rows override this.
+        """
+        return None if self.new_rows else rows_in - rejected
 
     def run(self, inputs: list[pl.DataFrame], ctx: RunContext) -> StepResult | pl.DataFrame:
         raise NotImplementedError

@@ -101,21 +101,6 @@ class EvalConfig(BaseModel):
         return self.adapter is not None or (self.model is not None and Path(self.model).is_dir())
 
 
-class _Ctx:
-    """What the engine reads from a build's step context."""
-
-    def __init__(self, catalog: Any, run_id: str, log: Callable[[str], None]):
-        self.catalog = catalog
-        self.build_id = run_id
-        self.step_id = "eval"
-        self.log = log
-        self.progress = None
-        self.seed = 0
-
-    def resolve(self, p: str | Path) -> Path:
-        return Path(p)
-
-
 def _provider_and_label(cfg: EvalConfig) -> tuple[Any, str, str, dict]:
     """(provider or None for the engine's own, request provider name, model label, model info)."""
     if not cfg.uses_transformers():
@@ -193,9 +178,10 @@ def run_eval(cfg: EvalConfig, *, catalog: Path, out: Path | None = None,
 def _sample_and_vote(cfg: EvalConfig, rows: list[dict], golds: list[str | None], ranker: Any, provider: Any,
                      provider_name: str, label: str, catalog: Path, run_id: str,
                      log: Callable[[str], None]) -> dict[str, Any]:
-    from dataforge.catalog.store import open_catalog
+    from dataforge.catalog.store import Catalog
     from dataforge.jinja import compile_template
     from dataforge.llm.config import LLMConfig
+    from dataforge.llm.context import LLMContext
     from dataforge.llm.engine import raise_if_stopped, run_requests_with_stats
     from dataforge.llm.types import Message, Request
 
@@ -222,8 +208,8 @@ def _sample_and_vote(cfg: EvalConfig, rows: list[dict], golds: list[str | None],
     log(f"eval {run_id}: {len(rows)} questions x {cfg.k} samples{' + greedy' if cfg.greedy else ''} "
         f"from {provider_name}:{label}")
     try:
-        results, stats = run_requests_with_stats(requests, llm_cfg, _Ctx(open_catalog(catalog), run_id, log),
-                                                 desc="eval", provider=provider)
+        ctx = LLMContext(build_id=run_id, step_id="eval", store=Catalog(catalog), log=log)
+        results, stats = run_requests_with_stats(requests, llm_cfg, ctx, desc="eval", provider=provider)
     finally:
         if provider is not None:
             import asyncio

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from dataforge.catalog.store import Catalog, open_catalog
+from dataforge.catalog.store import Catalog
 
 
 def sha256_file(path: str | Path) -> str:
@@ -51,7 +51,7 @@ class RunRecord:
               device: str = "cpu", seed: int | None = None, output_dir: str | None = None,
               repeat_of: str | None = None) -> "RunRecord":
         """Insert a `running` row and return its record (see `Catalog.begin_run` for the fields)."""
-        cat = catalog if isinstance(catalog, Catalog) else open_catalog(catalog)
+        cat = catalog if isinstance(catalog, Catalog) else Catalog(catalog)
         run_id = cat.begin_run(kind=kind, method=method, config=config, config_path=config_path,
                                config_sha256=config_sha256, base_model=base_model,
                                base_model_sha256=base_model_sha256, data=data or [], device=device, seed=seed,
@@ -63,7 +63,7 @@ class RunRecord:
                later_stages: tuple[str, ...] = ()) -> "RunRecord":
         """Reopen a killed run from a checkpoint taken at `step` of `stage` (later loss points, and those of
         `later_stages`, are dropped)."""
-        cat = catalog if isinstance(catalog, Catalog) else open_catalog(catalog)
+        cat = catalog if isinstance(catalog, Catalog) else Catalog(catalog)
         cat.resume_run(run_id, stage=stage, step=step, later_stages=later_stages)
         return cls(cat, run_id, stage=stage)
 

@@ -71,6 +71,8 @@ class AnthropicProvider(Provider):
                                                timeout=cfg.timeout_s)
 
     async def complete(self, request: Request) -> Completion:
+        if request.presence_penalty is not None or request.frequency_penalty is not None:
+            raise ProviderError("the Anthropic Messages API has no presence_penalty or frequency_penalty")
         t0 = time.perf_counter()
         try:
             msg = await self.client.messages.create(**message_params(request))

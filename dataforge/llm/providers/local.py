@@ -100,6 +100,9 @@ class LocalProvider(Provider):
         params = dict(temperature=request.temperature, top_p=request.top_p, max_tokens=request.max_tokens,
                       stop=list(request.stop) if request.stop else None,
                       seed=None if request.seed is None else request.seed + request.sample_index)
+        for k in ("presence_penalty", "frequency_penalty"):
+            if getattr(request, k) is not None:
+                params[k] = getattr(request, k)
         t0 = time.perf_counter()
         try:
             if request.messages is not None:

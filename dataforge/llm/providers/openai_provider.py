@@ -25,6 +25,9 @@ def sampling_params(r: Request) -> dict:
     p: dict = {"model": r.model, "temperature": r.temperature, "top_p": r.top_p, "max_tokens": r.max_tokens}
     if r.stop:
         p["stop"] = list(r.stop)
+    for k in ("presence_penalty", "frequency_penalty"):
+        if getattr(r, k) is not None:
+            p[k] = getattr(r, k)
     if r.seed is not None:
         p["seed"] = r.seed + r.sample_index
     p.update(r.extra)

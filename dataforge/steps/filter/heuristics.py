@@ -15,6 +15,7 @@ import polars as pl
 from pydantic import Field, field_validator
 
 from dataforge.steps.base import ID, RunContext, Step, StepResult, rejections_frame
+from dataforge.textutil.words import normalized, word_count
 
 SELF_INSTRUCT_BLACKLIST = [
     "image", "images", "graph", "graphs", "picture", "pictures", "file", "files", "map", "maps",
@@ -22,20 +23,6 @@ SELF_INSTRUCT_BLACKLIST = [
 ]
 
 # Scripts written without spaces between words: each character counts as one word.
-_UNSPACED = r"\p{Han}\p{Hiragana}\p{Katakana}\p{Hangul}"
-WORD_PATTERN = rf"[{_UNSPACED}]|[^\s{_UNSPACED}]+"
-
-
-def normalized(expr: pl.Expr) -> pl.Expr:
-    """NFKC form with runs of whitespace collapsed to one space and the ends stripped."""
-    return expr.fill_null("").str.normalize("NFKC").str.replace_all(r"\s+", " ").str.strip_chars()
-
-
-def word_count(expr: pl.Expr) -> pl.Expr:
-    """Words in a text: whitespace-separated tokens, plus one per Han/kana/Hangul character."""
-    return expr.str.count_matches(WORD_PATTERN).fill_null(0)
-
-
 def _keyword_regex(words: list[str]) -> str:
     alts = sorted({r"\s+".join(map(re.escape, w.split())) for w in words if w.strip()}, key=len, reverse=True)
     return r"(?i)\b(" + "|".join(alts) + r")\b"

@@ -55,6 +55,9 @@ class RougeLFilter(Step):
             return ins
         return [i for i in ins if i != self.reference] + [self.reference]
 
+    def accounted_inputs(self, heights: list[int]) -> int:
+        return heights[0]  # the reference input is compared against, never kept or dropped
+
     def _has_reference(self) -> bool:
         return self.reference is not None or (isinstance(self.from_, list) and len(self.from_) == 2)
 

@@ -6,18 +6,18 @@ that fail the parser and calls that failed after retries become rejections, neve
 
 from __future__ import annotations
 
-from typing import Annotated, Any, ClassVar, Literal
+from typing import Annotated, Any, Literal
 
 import jinja2
 import polars as pl
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from dataforge.errors import UserError
 from dataforge.jinja import compile_template, template_variables
-from dataforge.llm.config import ANSWER_FIELDS, LLMConfig, LLMOverride, merge
+from dataforge.llm.config import LLMConfig
 from dataforge.llm.parsers import JsonParser, ParseError, RegexParser
-from dataforge.llm.types import CallFailure, Message, Request
-from dataforge.steps.base import ID, PARENT, PlanContext, RunContext, Step, StepError, StepResult, rejections_frame
+from dataforge.llm.types import CallFailure, Request
+from dataforge.steps.base import ID, PARENT, PlanContext, RunContext, StepError, StepResult, rejections_frame
+from dataforge.steps.generate.llm_step import LLMStep
 
 
 class MessageTemplate(BaseModel):
@@ -31,7 +31,7 @@ class MessageTemplate(BaseModel):
     """Jinja template, e.g. `Paraphrase: {{ instruction }}`."""
 
 
-class GeneratePrompt(Step):
+class GeneratePrompt(LLMStep):
     """Ask an LLM once per row (or `n` times) with a templated prompt; the answer goes in a column."""
 
     type: Literal["generate.prompt"]
@@ -53,19 +53,6 @@ class GeneratePrompt(Step):
     """Strip surrounding whitespace from answers."""
     keep_columns: bool = True
     """Copy the input row's columns to each output row."""
-    llm: LLMOverride | None = None  # type: ignore[valid-type]
-    """Overrides of the recipe's `llm:` for this step, field by field."""
-    mode: Literal["online", "batch"] = "online"
-    """`online` calls as rows go; `batch` submits through the provider's batch API (half price, hours)."""
-
-    new_rows: ClassVar[bool] = True
-
-    @field_validator("llm")
-    @classmethod
-    def _valid_override(cls, v: Any) -> Any:
-        if v is not None:
-            merge(LLMConfig(), v)  # range checks of LLMConfig apply to overrides too
-        return v
 
     @model_validator(mode="after")
     def _one_prompt(self) -> "GeneratePrompt":
@@ -108,57 +95,18 @@ class GeneratePrompt(Step):
             return self.added_columns()
         return super().output_columns(inputs)
 
-    def uses_llm(self) -> bool:
-        return True
-
-    def effective_llm(self, ctx: PlanContext) -> LLMConfig:
-        """The recipe's `llm:` merged with this step's override."""
-        try:
-            return merge(ctx.llm, self.llm)
-        except ValidationError as e:
-            raise StepError(self.id, "llm", "; ".join(err["msg"].removeprefix("Value error, ")
-                                                      for err in e.errors())) from None
-
-    def params(self) -> dict[str, Any]:
-        # The LLM settings enter through `fingerprint_extra`, merged and limited to those that change answers;
-        # `mode` does not change them (a batch answer and an online one share the request hash).
-        return {k: v for k, v in super().params().items() if k not in ("llm", "mode")}
-
-    def fingerprint_extra(self, ctx: PlanContext) -> Any:
-        cfg = self.effective_llm(ctx)
-        return {"llm": {k: getattr(cfg, k) for k in ANSWER_FIELDS}}
+    def expected_rows(self, rows_in: int, rejected: int) -> int | None:
+        return rows_in * self.n - rejected  # each (row, sample) is an answer or a rejection
 
     def check(self, ctx: PlanContext) -> None:
         self.required_columns()
-        cfg = self.effective_llm(ctx)
-        if self.mode == "batch" and cfg.provider == "local":
-            raise StepError(self.id, "mode", "mode: batch needs llm.provider openai or anthropic (their batch APIs); "
-                                             "the local model runs online only")
-        if cfg.provider == "local":
-            from dataforge.llm.providers.local import model_file
-
-            try:
-                model_file(cfg, ctx.resolve)
-            except Exception as e:
-                raise StepError(self.id, "llm", str(e)) from None
-        else:
-            from dataforge.llm.providers.base import read_key
-
-            try:
-                read_key(cfg)
-            except UserError as e:
-                raise StepError(self.id, "llm", e.message) from None
+        super().check(ctx)
 
     # -- running ---------------------------------------------------------------
     def requests_for(self, df: pl.DataFrame, cfg: LLMConfig, ctx: RunContext) -> list[Request]:
         """One request per (row, sample), row-major."""
-        from dataforge.llm.providers import make_provider
-
         templates = [(role, compile_template(src)) for role, src in self._templates()]
-        extra = make_provider(cfg, ctx.resolve).request_extra() if cfg.provider == "local" else {}
-        base = dict(provider=cfg.provider, model=cfg.model, temperature=cfg.temperature, top_p=cfg.top_p,
-                    max_tokens=cfg.max_tokens, stop=tuple(cfg.stop) if cfg.stop else None,
-                    seed=cfg.seed if cfg.seed is not None else ctx.seed, extra=extra)
+        base = self.request_base(cfg, ctx)
         reqs: list[Request] = []
         for i, row in enumerate(df.iter_rows(named=True)):
             try:
@@ -167,25 +115,15 @@ class GeneratePrompt(Step):
                 raise StepError(self.id, "prompt", f"row {i} (id {row.get(ID)}): template error: {e}") from None
             for k in range(self.n):
                 if self.style == "completion":
-                    reqs.append(Request(prompt=rendered[0][1], sample_index=k, **base))
+                    reqs.append(self.request(base, prompt=rendered[0][1], sample_index=k))
                 else:
-                    msgs = tuple(Message(role=role, content=text) for role, text in rendered)  # type: ignore[arg-type]
-                    reqs.append(Request(messages=msgs, sample_index=k, **base))
+                    reqs.append(self.request(base, messages=rendered, sample_index=k))
         return reqs
 
     def run(self, inputs: list[pl.DataFrame], ctx: RunContext) -> StepResult:
-        from dataforge.llm.engine import raise_if_stopped, run_requests
-
         df = inputs[0]
         cfg = self.effective_llm(ctx)
-        requests = self.requests_for(df, cfg, ctx)
-        if self.mode == "batch":
-            from dataforge.llm.batch import run_batch
-
-            results = run_batch(requests, cfg, ctx)
-        else:
-            results = run_requests(requests, cfg, ctx, desc=f"{self.id} ({cfg.provider}:{cfg.model})")
-        raise_if_stopped(results)
+        results = self.call(self.requests_for(df, cfg, ctx), cfg, ctx)
 
         parsed_cols = self.parsed_columns()
         out: dict[str, list[Any]] = {c: [] for c in [self.output_column, "sample_index", *parsed_cols, PARENT]}

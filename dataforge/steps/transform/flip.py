@@ -37,8 +37,11 @@ class FlipTransform(Step):
         several = self.task_column is None and len(self.inputs()) > 1
         return ["original_label", "flip_map", *([TASK] if several else [])]
 
+    def expected_rows(self, rows_in: int, rejected: int) -> int | None:
+        return rows_in - rejected  # every row, its label flipped
+
     def run(self, inputs: list[pl.DataFrame], ctx: RunContext) -> pl.DataFrame:
-        names = self.inputs() or [""]
+        names = ctx.input_ids
         df, task_column = stack_tasks(inputs, names, self.task_column)
         if df.height == 0:
             return df.with_columns(pl.lit(None, dtype=pl.Utf8).alias("original_label"),

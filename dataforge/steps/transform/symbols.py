@@ -13,7 +13,7 @@ from typing import Any, ClassVar, Literal
 import polars as pl
 from pydantic import Field, field_validator, model_validator
 
-from dataforge.steps.base import PlanContext, RunContext, Step, StepError
+from dataforge.steps.base import ID, PARENT, PlanContext, RunContext, Step, StepError, StepResult
 from dataforge.steps.transform.tasks import TASK, as_str_keys, parse_k, stack_tasks
 from dataforge.textutil.fewshot import (DEFAULT_FORMATS, DEFAULT_SEPARATORS, FewShotError, split_format,
                                         symbol_tuning_prompts)
@@ -92,10 +92,13 @@ class SymbolsTransform(Step):
             except ImportError:
                 raise StepError(self.id, "pool", "symbol pools need wordfreq: pip install wordfreq") from None
 
-    def run(self, inputs: list[pl.DataFrame], ctx: RunContext) -> pl.DataFrame:
-        df, task_column = stack_tasks(inputs, self.inputs() or ["input"], self.task_column, always=True)
+    def expected_rows(self, rows_in: int, rejected: int) -> int | None:
+        return (rows_in - rejected) * self.prompts_per_query  # each kept row is a query, that many times
+
+    def run(self, inputs: list[pl.DataFrame], ctx: RunContext) -> StepResult:
+        df, task_column = stack_tasks(inputs, ctx.input_ids, self.task_column, always=True)
         try:
-            return symbol_tuning_prompts(
+            prompts = symbol_tuning_prompts(
                 df, ctx.seed, input_column=self.input_column, label_column=self.label_column,
                 task_column=task_column, label_names={t: as_str_keys(m) for t, m in self.label_names.items()},
                 k=parse_k(self.k), pool=None if self.relevant_labels else symbol_pool(self.pool),
@@ -105,3 +108,27 @@ class SymbolsTransform(Step):
                 passthrough=list(self.passthrough))
         except FewShotError as e:
             raise StepError(self.id, "k" if "k=" in str(e) else None, str(e)) from None
+        return StepResult(df=prompts, rejections=self._unused_rows(df, task_column, prompts))
+
+    def _unused_rows(self, df: pl.DataFrame, task_column: str, prompts: pl.DataFrame) -> pl.DataFrame | None:
+        """Input rows that became no query: no label, a copy of an earlier row, or not drawn for the cap."""
+        rows = df.select(pl.col(ID).cast(pl.Utf8), pl.col(task_column).cast(pl.Utf8).alias("_task"),
+                         pl.col(self.label_column).is_null().alias("_no_label"))
+        queried = prompts.select(pl.col(PARENT).alias(ID), pl.col(TASK).alias("_task")).unique()
+        rows = rows.with_columns(
+            pl.when(pl.col("_no_label")).then(pl.lit("null_label"))
+            .when(pl.struct(ID, "_task").is_first_distinct().not_()).then(pl.lit("duplicate"))
+            .otherwise(pl.lit("max_prompts_per_task")).alias("reason"))
+        # A row with a reason of its own is dropped; any other row was a query candidate, dropped only when
+        # no prompt came from it (not drawn under `max_prompts_per_task`).
+        dropped = rows.filter(pl.col("reason") != "max_prompts_per_task").vstack(
+            rows.filter(pl.col("reason") == "max_prompts_per_task").join(queried, on=[ID, "_task"], how="anti",
+                                                                          maintain_order="left"))
+        if dropped.height == 0:
+            return None
+        detail = pl.when(pl.col("reason") == "duplicate").then(pl.lit("same content as an earlier row of task ")
+                                                               + pl.col("_task")) \
+            .when(pl.col("reason") == "null_label").then(pl.lit(f"no {self.label_column}")) \
+            .otherwise(pl.lit(f"not drawn as a query (max_prompts_per_task={self.max_prompts_per_task})"))
+        return dropped.select(pl.col(ID).alias("row_id"), "reason", pl.lit(None, dtype=pl.Float64).alias("score"),
+                              detail.alias("detail"))

@@ -73,8 +73,11 @@ class TemplateTransform(Step, TemplateSettings):
         several = self.task_column is None and len(self.inputs()) > 1
         return [*([TASK] if several else []), *ADDED]
 
+    def expected_rows(self, rows_in: int, rejected: int) -> int | None:
+        return rows_in - rejected  # one example per input row
+
     def run(self, inputs: list[pl.DataFrame], ctx: RunContext) -> pl.DataFrame:
-        names = self.inputs() or ["input"]
+        names = ctx.input_ids
         df, task_column = stack_tasks(inputs, names, self.task_column)
         settings = self._settings(ctx)
         groups = (df[task_column].cast(pl.Utf8).unique(maintain_order=True).to_list() if task_column

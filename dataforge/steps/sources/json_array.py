@@ -1,0 +1,41 @@
+"""`source.json`: a JSON array of objects (or columnar object), optionally under a key."""
+
+from __future__ import annotations
+
+import json
+from typing import Literal
+
+import polars as pl
+
+from dataforge.steps.base import PlanContext, StepError
+from dataforge.steps.sources.base import FileSource
+
+
+class JsonSource(FileSource):
+    """A JSON array of objects, or an object holding such an array under `records_key`."""
+
+    type: Literal["source.json"]
+    records_key: str | None = None
+    """Key of the array inside a top-level object, e.g. `data`."""
+
+    def _records(self, ctx: PlanContext) -> list[dict]:
+        p = ctx.resolve(self.path)
+        try:
+            doc = json.loads(self._text(ctx))
+        except ValueError as e:
+            raise StepError(self.id, "path", f"{p}:{e.lineno}: invalid JSON at column {e.colno}: {e.msg}") from None
+        if self.records_key is not None:
+            if not isinstance(doc, dict) or self.records_key not in doc:
+                raise StepError(self.id, "records_key", f"{p}: no top-level key {self.records_key!r}")
+            doc = doc[self.records_key]
+        if isinstance(doc, dict) and all(isinstance(v, list) for v in doc.values()):
+            lengths = {len(v) for v in doc.values()}
+            if len(lengths) <= 1:  # columnar: {"col": [...], ...}
+                return pl.DataFrame(doc).to_dicts()
+        if not isinstance(doc, list) or not all(isinstance(r, dict) for r in doc):
+            raise StepError(self.id, "path", f"{p}: expected an array of objects (or set records_key)")
+        return doc
+
+    def read(self, ctx: PlanContext) -> pl.DataFrame:
+        recs = self._records(ctx)
+        return pl.DataFrame(recs, infer_schema_length=None) if recs else pl.DataFrame()
