@@ -69,14 +69,17 @@ def calls(*, build_id: str | None = None, catalog: str | Path | None = None) -> 
 def write_schema(out: str | Path = "schemas/recipe.schema.json",
                  reference: str | Path | None = "docs/recipe-reference.md") -> list[Path]:
     """Write the JSON Schema of recipes (for editors), of mixture files (`mixture.schema.json` beside
-    it) and the Markdown reference; return the paths."""
+    it), of train configs (`train.schema.json`) and the Markdown reference; return the paths."""
     from dataforge.export.mixture import schema_json as mixture_schema_json
     from dataforge.recipe.reference import reference_markdown
     from dataforge.recipe.schema import schema_json
+    from dataforge.train.config import schema_json as train_schema_json
 
     written = []
     mixture_out = Path(out).with_name("mixture.schema.json")
-    for path, text in ((out, schema_json), (mixture_out, mixture_schema_json), (reference, reference_markdown)):
+    train_out = Path(out).with_name("train.schema.json")
+    for path, text in ((out, schema_json), (mixture_out, mixture_schema_json), (train_out, train_schema_json),
+                       (reference, reference_markdown)):
         if path is None:
             continue
         path = Path(path)
@@ -117,6 +120,43 @@ def runs(*, limit: int = 50, kind: str | None = None, catalog: str | Path | None
 def run_record(run_id: str, *, catalog: str | Path | None = None) -> dict[str, Any]:
     """One run's stored record: config (repeatable), data, base model and hash, metrics, `losses` frame."""
     return q.run_record(_catalog(catalog), run_id)
+
+
+def train(config: str | Path | None = None, *, catalog: str | Path | None = None, resume: bool = False,
+          repeat: str | None = None, output_dir: str | Path | None = None,
+          log: Callable[[str], None] | None = None):
+    """Run `dataforge train`: a config file, or `repeat` a recorded run (into `output_dir`).
+
+    Returns a `TrainResult` (`run_id`, `output_dir`, `adapter_path`, `metrics`). Needs the `train` extra.
+    """
+    from dataforge.errors import UserError
+    from dataforge.train import deps
+
+    deps.require()
+    from dataforge.train.config import config_from_record, load_config
+    from dataforge.train.run import run_training
+
+    cat = _catalog(catalog)
+    expect = None
+    if repeat is not None:
+        if config is not None:
+            raise UserError("give a config file or --repeat RUN_ID, not both")
+        rec = q.run_record(cat, repeat)
+        if rec["kind"] != "train":
+            raise UserError(f"run {repeat} is a {rec['kind']} run; `dataforge train --repeat` repeats train runs")
+        if output_dir is None:
+            raise UserError(f"--repeat {repeat}: give --out DIR for the new run (its own output_dir, "
+                            f"{rec['output_dir']}, holds the recorded run)")
+        cf = config_from_record({**rec["config"], "output_dir": str(Path(output_dir).resolve())}, repeat)
+        expect = rec["data"]
+    elif config is None:
+        raise UserError("give a train config file (or --repeat RUN_ID)")
+    else:
+        cf = load_config(config)
+        if output_dir is not None:
+            cf.config.output_dir = str(Path(output_dir).resolve())
+    return run_training(cf, catalog=cat, resume=resume, repeat_of=repeat, expect_data=expect,
+                        log=log or (lambda _m: None))
 
 
 # -- ranker and evaluation (issue 10: `rank train`, `eval`, `eval-classification`) -----------------------

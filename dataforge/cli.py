@@ -345,6 +345,27 @@ def eval_(data: str = typer.Argument(..., help="Questions with gold answers: a c
     _run(go)
 
 
+@app.command("train")
+def train_(config: Optional[Path] = typer.Argument(None, help="Train config YAML (see docs/train.md)."),
+           catalog: Optional[Path] = CatalogOpt,
+           resume: bool = typer.Option(False, "--resume", help="Continue the unfinished run in output_dir from "
+                                       "its last checkpoint."),
+           repeat: Optional[str] = typer.Option(None, "--repeat", help="Repeat a recorded run (RUN_ID) from its "
+                                                "stored config; needs --out."),
+           out_dir: Optional[Path] = typer.Option(None, "--out", help="Override output_dir.")) -> None:
+    """Train a LoRA adapter (sft, nat or nce) on an export or a catalog dataset; records a run."""
+
+    def go() -> None:
+        res = api.train(config, catalog=catalog, resume=resume, repeat=repeat, output_dir=out_dir,
+                        log=lambda m: out.print(m, markup=False, highlight=False))
+        shown = {k: v for k, v in res.metrics.items() if k.endswith(("loss", "tokens_per_s"))}
+        out.print(f"run {res.run_id}: adapter {res.adapter_path}; "
+                  + ", ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in shown.items()),
+                  markup=False, highlight=False)
+
+    _run(go)
+
+
 @app.command("eval-classification")
 def eval_classification(
         data: str = typer.Argument(..., help="Classification prompts: a catalog dataset or an export directory."),

@@ -172,7 +172,7 @@ def test_symbol_tuning_recipe_on_public_data(catalog):
     paths = {"sst2": shared_data(c, "sst2", "stsa.binary.train"), "trec": shared_data(c, "trec", "train.txt"),
              "subj": shared_data(c, "subj", "subj.all"), "mr": shared_data(c, "mr", "rt-polarity.all")}
     res = api.build(REPO / "recipes" / "symbol_tuning.yaml", catalog=catalog,
-                    vars={**{k: str(v) for k, v in paths.items()}, "encoding": "latin-1", "train_k": "2-10", "prompts_per_task": "300"})
+                    vars={**{k: str(v) for k, v in paths.items()}, "subj_encoding": "latin-1", "mr_encoding": "latin-1", "train_k": "2-10", "prompts_per_task": "300"})
     assert res.status == "ok"
     train = api.read("symbol_tuning_train", catalog=catalog)
     assert train.group_by("task").len().sort("task")["len"].to_list() == [300, 300, 300]

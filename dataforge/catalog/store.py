@@ -334,23 +334,16 @@ class Catalog:
     def resume_run(self, run_id: str, *, stage: str, step: int, later_stages: Iterable[str] = ()) -> None:
         """Mark a run `running` again in this process, dropping the losses it logged after the checkpoint
         it resumes from (`step` of `stage`, and any of `later_stages`): the resumed process logs them again."""
-        with self._write() as con:
-            con.execute("begin transaction")
-            try:
-                found = con.execute("select count(*) from runs where run_id = ?", [run_id]).fetchone()[0]
-                if not found:
-                    raise UserError(f"the checkpoint belongs to run {run_id}, which this catalog ({self.path}) "
-                                    "does not have; resume with the catalog it was started with")
-                con.execute("update runs set status = 'running', pid = ?, host = ?, error = null, finished_at = null "
-                            "where run_id = ?", [os.getpid(), socket.gethostname(), run_id])
-                con.execute("delete from run_losses where run_id = ? and stage = ? and step > ?",
-                            [run_id, stage, step])
-                for later in later_stages:
-                    con.execute("delete from run_losses where run_id = ? and stage = ?", [run_id, later])
-                con.execute("commit")
-            except Exception:
-                con.execute("rollback")
-                raise
+        with self._write() as con, transaction(con):
+            found = con.execute("select count(*) from runs where run_id = ?", [run_id]).fetchone()[0]
+            if not found:
+                raise UserError(f"the checkpoint belongs to run {run_id}, which this catalog ({self.path}) "
+                                "does not have; resume with the catalog it was started with")
+            con.execute("update runs set status = 'running', pid = ?, host = ?, error = null, finished_at = null "
+                        "where run_id = ?", [os.getpid(), socket.gethostname(), run_id])
+            con.execute("delete from run_losses where run_id = ? and stage = ? and step > ?", [run_id, stage, step])
+            for later in later_stages:
+                con.execute("delete from run_losses where run_id = ? and stage = ?", [run_id, later])
 
     _LOSS_COLS = ("stage", "split", "step", "loss", "learning_rate", "tokens", "seconds")
 

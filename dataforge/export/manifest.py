@@ -19,7 +19,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from dataforge.errors import UserError
 from dataforge.export.mixture import DedupConfig, SplitConfig
-from dataforge.export.writers import MANIFEST, file_sha256
+from dataforge.export.writers import MANIFEST
+from dataforge.hashing import file_sha256
 
 MANIFEST_VERSION = 1
 
