@@ -18,7 +18,7 @@ EXTRACT = [
     ("He pays $5 then $7 more.\n#### $12", "gsm8k", "$12"),
     ("#### 3.5 hours", "gsm8k", "3.5"),
     ("#### 12\nextra text after with 99", "gsm8k", "12"),
-    ("first #### 4\nthen #### 5", "gsm8k", "5"),
+    ("first #### 4\nProblem: an invented one\n#### 5", "gsm8k", "4"),
     ("She has 5 apples and buys 7 more, so 12 in all.", "gsm8k", "12"),
     ("The ducks lay many eggs and she sells them all.", "gsm8k", None),
     ("", "gsm8k", None),
@@ -220,3 +220,26 @@ def test_pathological_answers_are_refused_quickly(hostile):
 def test_expression_parser_never_evaluates_python():
     assert expression("__import__('os').system('echo hi')") is None
     assert expression("lambda: 1") is None
+
+
+from fractions import Fraction  # noqa: E402
+
+from hypothesis import given, settings, strategies as st  # noqa: E402
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.integers(-10**6, 10**6), st.integers(1, 64))
+def test_every_spelling_of_a_number_is_equivalent_and_shares_its_key(num, den):
+    v = Fraction(num, den)
+    sign = "-" if v < 0 else ""
+    a, b = abs(v).numerator, abs(v).denominator
+    spellings = [f"{sign}{a}/{b}", rf"{sign}\frac{{{a}}}{{{b}}}", rf"{sign}\dfrac{{{a}}}{{{b}}}",
+                 rf"\boxed{{{sign}\tfrac{{{a}}}{{{b}}}}}"]
+    if b == 1:
+        n = int(v)
+        spellings += [f"{n:,}", f"{sign}${a:,}", f"{n}.0", f"{n} apples", f"x = {n}"]
+    key = answer_key(spellings[0])
+    for s in spellings:
+        assert equivalent(s, spellings[0]), s
+        assert answer_key(s) == key, s
+    assert not equivalent(spellings[0], str(v + 1))

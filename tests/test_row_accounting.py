@@ -31,7 +31,11 @@ CASES: dict[str, dict] = {
     "filter.verb_noun": {"column": "text", "max_per_pair": 1},
     "generate.prompt": {"prompt": "{{ text }}", "n": 2, "llm": {"provider": "openai", "model": "echo",
                                                                  "base_url": "URL", "max_retries": 0}},
+    "generate.teacher_cot": {"question_column": "text", "gold_column": "label", "gold_is_rationale": False,
+                             "extractor": "answer_is", "k": 2,
+                             "llm": {"provider": "openai", "model": "echo", "base_url": "URL", "max_retries": 0}},
     "transform.flip": {"label_column": "label"},
+    "transform.grade": {"response_column": "text", "gold_column": "label", "extractor": "last_number"},
     "transform.symbols": {"input_column": "text", "label_column": "label", "k": 1, "max_prompts_per_task": 4},
     "transform.template": {"templates": {"*": [{"id": "t", "prompt": "Q: {{ text }}", "target": "{{ label }}"}]}},
 }

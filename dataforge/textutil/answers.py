@@ -3,7 +3,9 @@
 `extract(text, extractor, pattern=None) -> str | None` is the one entry point; `None` means the text
 holds no final answer. Extractors:
 
-- `gsm8k`: the text after the last `#### ` marker (its first number when it has one), else the last number.
+- `gsm8k`: the text after the first `#### ` marker (its first number when it has one), else the last number.
+  The first marker, as GSM8K's own answer check reads it: a model that writes `#### n` and then rambles on
+  into an invented next problem is graded on the answer it gave.
 - `boxed`: the contents of the last `\\boxed{...}` or `\\fbox{...}`, braces balanced (nested ones included);
   `\\boxed 5` (no braces) is read up to the next space or `$`.
 - `answer_is`: what follows the last "the answer is" (also "final answer is", "answer:"), up to the end of
@@ -46,10 +48,10 @@ def last_number(text: str) -> str | None:
 
 
 def gsm8k(text: str) -> str | None:
-    """GSM8K's convention: the answer follows `#### ` on the last marked line; else the last number."""
-    marks = _GSM8K_MARK.findall(text)
-    if marks:
-        tail = marks[-1].strip()
+    """GSM8K's convention: the answer follows the first `#### `; else the last number."""
+    mark = _GSM8K_MARK.search(text)
+    if mark:
+        tail = mark.group(1).strip()
         nums = numbers(tail)
         if nums:
             return nums[0]

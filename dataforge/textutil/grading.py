@@ -40,7 +40,7 @@ class GradeSettings(BaseModel):
     model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True)
 
     extractor: Literal["gsm8k", "boxed", "answer_is", "last_number", "regex"] = "gsm8k"
-    """How the final answer is found in a response: `gsm8k` (`#### n`, else the last number), `boxed` (last
+    """How the final answer is found in a response: `gsm8k` (first `#### n`, else the last number), `boxed` (last
     `\\boxed{...}`/`\\fbox{...}`, nested braces included), `answer_is` ("The answer is ..."), `last_number`,
     `regex` (give `pattern`)."""
     pattern: str | None = None

@@ -32,8 +32,8 @@ class GradeTransform(Step, GradeSettings):
     @model_validator(mode="after")
     def _distinct_columns(self) -> "GradeTransform":
         if self.answer_column in (self.response_column, self.gold_column, *GRADE_COLUMNS):
-            raise ValueError(f"answer_column {self.answer_column!r} would overwrite an input or grading column; "
-                             "pick another name")
+            raise ValueError(f"answer_column {self.answer_column!r} would overwrite the response, the gold or a "
+                             "grading column; set `answer_column:` to another name")
         return self
 
     def required_columns(self) -> list[str]:
