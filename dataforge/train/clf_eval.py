@@ -211,6 +211,23 @@ def resolve_label_sets(df: pl.DataFrame, *, target_column: str, labels_column: s
     return targets, sets
 
 
+def check_rows(df: pl.DataFrame, *, source: str, prompt_column: str = "prompt", target_column: str | None = None,
+               labels_column: str | None = None, labels: Sequence[str] | None = None) -> tuple[list[str], list[list[str]]]:
+    """(targets, label set per row) after checking the columns and every row (before a model is loaded).
+    Defaults: target `target`, else `completion`; label sets from `symbol_map` when present."""
+    from dataforge.train.eval_data import require_columns
+
+    if df.height == 0:
+        raise UserError(f"{source}: no rows to evaluate")
+    target_column = target_column or ("target" if "target" in df.columns else "completion")
+    if labels_column is None and not labels and "symbol_map" in df.columns:
+        labels_column = "symbol_map"
+    require_columns(df, {"--prompt-column": prompt_column, "--target-column": target_column,
+                         **({"--labels-column": labels_column} if labels_column else {})}, source)
+    return resolve_label_sets(df, target_column=target_column, labels_column=labels_column, labels=labels,
+                              source=source)
+
+
 def evaluate_classification(df: pl.DataFrame, model: Any, tok: Any, *, source: str = "data",
                             prompt_column: str = "prompt", target_column: str | None = None,
                             labels_column: str | None = None, labels: Sequence[str] | None = None,
@@ -222,18 +239,9 @@ def evaluate_classification(df: pl.DataFrame, model: Any, tok: Any, *, source: s
     `symbol_map` when present (`transform.symbols`); without either the label set is the distinct
     targets. Rows are scored in batches; see `label_logprobs`.
     """
-    from dataforge.train.eval_data import require_columns
-
     t0 = time.perf_counter()
-    if df.height == 0:
-        raise UserError(f"{source}: no rows to evaluate")
-    target_column = target_column or ("target" if "target" in df.columns else "completion")
-    if labels_column is None and not labels and "symbol_map" in df.columns:
-        labels_column = "symbol_map"
-    require_columns(df, {"--prompt-column": prompt_column, "--target-column": target_column,
-                         **({"--labels-column": labels_column} if labels_column else {})}, source)
-    targets, sets = resolve_label_sets(df, target_column=target_column, labels_column=labels_column,
-                                       labels=labels, source=source)
+    targets, sets = check_rows(df, source=source, prompt_column=prompt_column, target_column=target_column,
+                               labels_column=labels_column, labels=labels)
     prompts = ["" if p is None else str(p) for p in df[prompt_column].to_list()]
     scores = label_logprobs(model, tok, prompts, sets, opts, on_batch=on_batch)
     tasks = df[task_column].cast(pl.Utf8).to_list() if task_column and task_column in df.columns else None

@@ -51,7 +51,7 @@ class ClfEvalConfig(BaseModel):
 def run_classification_eval(cfg: ClfEvalConfig, *, catalog: Path, out: Path | None = None,
                             log: Callable[[str], None] = lambda _m: None) -> dict[str, Any]:
     """Evaluate, write `out` (JSON with per-row predictions) and a `runs` row; return the result."""
-    from dataforge.train.clf_eval import ScoringOptions, evaluate_classification
+    from dataforge.train.clf_eval import ScoringOptions, check_rows, evaluate_classification
     from dataforge.train.eval_data import read_rows
     from dataforge.train.eval_model import load_causal_lm, require_train_deps
     from dataforge.train.runs import RunRecord
@@ -61,6 +61,8 @@ def run_classification_eval(cfg: ClfEvalConfig, *, catalog: Path, out: Path | No
     df, origin = read_rows(cfg.data, catalog=catalog, split=cfg.split)
     if cfg.limit:
         df = df.head(cfg.limit)
+    check_rows(df, source=cfg.data, prompt_column=cfg.prompt_column, target_column=cfg.target_column,
+               labels_column=cfg.labels_column, labels=cfg.labels)  # bad input fails before the model loads
     lm, tok = load_causal_lm(cfg.model, cfg.adapter, device=cfg.device)
     device = str(next(lm.parameters()).device)
     base = cfg.model
