@@ -197,7 +197,32 @@ def train(config: str | Path | None = None, *, catalog: str | Path | None = None
                         log=log or (lambda _m: None))
 
 
-# -- evaluation (issue 10: `eval-classification`) -------------------------------------------------------
+# -- ranker and evaluation (issue 10: `rank train`, `eval`, `eval-classification`) -----------------------
+def rank_train(data: str, *, out: str | Path, catalog: str | Path | None = None,
+               log: Callable[[str], None] | None = None, **options: Any) -> dict[str, Any]:
+    """Train the rationale ranker on graded rationales (`data`: a catalog dataset or an export directory),
+    save it to `out` and record a `runs` row. `options`: the fields of `dataforge.train.rank_train.RankerConfig`.
+    Returns `{run_id, out, metrics, seconds}`."""
+    from dataforge.train.options import from_flags
+    from dataforge.train.rank_train import RankerConfig
+    from dataforge.train.rank_train import rank_train as run
+
+    return run(from_flags(RankerConfig, data=data, **options), out=Path(out), catalog=_catalog(catalog),
+               log=log or (lambda _m: None))
+
+
+def evaluate(data: str, *, out: str | Path | None = None, catalog: str | Path | None = None,
+             log: Callable[[str], None] | None = None, **options: Any) -> dict[str, Any]:
+    """Sample k rationales per question and report self-consistency, adaptive self-consistency (with a
+    ranker), greedy and ranker accuracy; `options`: the fields of `dataforge.train.evaluate.EvalConfig`.
+    Writes `out` (JSON) when given and a `runs` row; returns the result."""
+    from dataforge.train.evaluate import EvalConfig, run_eval
+    from dataforge.train.options import from_flags
+
+    return run_eval(from_flags(EvalConfig, data=data, **options), catalog=_catalog(catalog),
+                    out=Path(out) if out else None, log=log or (lambda _m: None))
+
+
 def evaluate_classification(data: str, *, out: str | Path | None = None, catalog: str | Path | None = None,
                             log: Callable[[str], None] | None = None, **options: Any) -> dict[str, Any]:
     """Accuracy on classification prompts, the answer being the label of highest log-likelihood;

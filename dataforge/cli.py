@@ -365,6 +365,100 @@ def runs_(run_id: Optional[str] = typer.Argument(None, help="Show this run (conf
     _run(go)
 
 
+# -- ranker and evaluation (issue 10) --------------------------------------------------------------------
+rank_app = typer.Typer(add_completion=False, no_args_is_help=True, help="The rationale ranker.")
+app.add_typer(rank_app, name="rank")
+
+
+def _print_metrics(metrics: dict[str, Any], keys: list[str]) -> None:
+    for k in keys:
+        v = metrics.get(k)
+        if v is not None:
+            out.print(f"  {k}: {v:.4f}" if isinstance(v, float) else f"  {k}: {v}", highlight=False)
+
+
+@rank_app.command("train")
+def rank_train(data: str = typer.Argument(..., help="Graded rationales: a catalog dataset (NAME or NAME@VERSION) "
+                                                     "or an export directory."),
+               out_dir: Path = typer.Option(..., "--out", help="Directory to save the ranker in."),
+               split: Optional[str] = typer.Option(None, "--split", help="Export split to read (default: train)."),
+               question_column: Optional[str] = typer.Option(None, "--question-column"),
+               rationale_column: Optional[str] = typer.Option(None, "--rationale-column"),
+               label_column: Optional[str] = typer.Option(None, "--label-column",
+                                                          help="positive/negative labels (default: label)."),
+               gold_column: Optional[str] = typer.Option(None, "--gold-column",
+                                                         help="Gold solutions, added as positives."),
+               encoder: Optional[str] = typer.Option(None, "--encoder", help="Sentence-transformers directory "
+                                                                             "(default: the bundled MiniLM)."),
+               epochs: Optional[int] = typer.Option(None, "--epochs"),
+               batch_size: Optional[int] = typer.Option(None, "--batch-size"),
+               lr: Optional[float] = typer.Option(None, "--lr", help="Encoder learning rate."),
+               head_lr: Optional[float] = typer.Option(None, "--head-lr"),
+               freeze_encoder: bool = typer.Option(False, "--freeze-encoder", help="Train the head only."),
+               max_pairs_per_question: Optional[int] = typer.Option(None, "--max-pairs-per-question"),
+               validation_fraction: Optional[float] = typer.Option(None, "--validation-fraction"),
+               seed: Optional[int] = typer.Option(None, "--seed"),
+               device: Optional[str] = typer.Option(None, "--device"),
+               catalog: Optional[Path] = CatalogOpt) -> None:
+    """Train the (question, rationale) ranker on positive/negative pairs; report validation pairwise accuracy."""
+
+    def go() -> None:
+        res = api.rank_train(data, out=out_dir, catalog=catalog, split=split, question_column=question_column,
+                             rationale_column=rationale_column, label_column=label_column, gold_column=gold_column,
+                             encoder=encoder, epochs=epochs, batch_size=batch_size, lr=lr, head_lr=head_lr,
+                             freeze_encoder=freeze_encoder or None, max_pairs_per_question=max_pairs_per_question,
+                             validation_fraction=validation_fraction, seed=seed, device=device,
+                             log=lambda m: out.print(m, markup=False, highlight=False))
+        out.print(f"run {res['run_id']}: ranker saved to {res['out']} ({res['seconds']:.1f} s)", highlight=False)
+        _print_metrics(res["metrics"], ["train_pairs", "validation_pairs", "initial_validation_pairwise_accuracy",
+                                        "validation_pairwise_accuracy", "validation_loss"])
+
+    _run(go)
+
+
+@app.command("eval")
+def eval_(data: str = typer.Argument(..., help="Questions with gold answers: a catalog dataset or an export directory."),
+          out_path: Optional[Path] = typer.Option(None, "--out", help="Write the result (with every sample) as JSON."),
+          split: Optional[str] = typer.Option(None, "--split"),
+          question_column: Optional[str] = typer.Option(None, "--question-column"),
+          gold_column: Optional[str] = typer.Option(None, "--gold-column"),
+          gold_is_rationale: bool = typer.Option(False, "--gold-is-rationale",
+                                                 help="Extract the gold answer from a worked solution."),
+          limit: Optional[int] = typer.Option(None, "--limit"),
+          k: Optional[int] = typer.Option(None, "--k", help="Samples per question (default 16)."),
+          temperature: Optional[float] = typer.Option(None, "--temperature"),
+          top_p: Optional[float] = typer.Option(None, "--top-p"),
+          max_tokens: Optional[int] = typer.Option(None, "--max-tokens"),
+          no_greedy: bool = typer.Option(False, "--no-greedy", help="Skip the greedy sample."),
+          prompt: Optional[str] = typer.Option(None, "--prompt", help="Jinja template of the prompt."),
+          style: Optional[str] = typer.Option(None, "--style", help="chat | completion"),
+          system_prompt: Optional[str] = typer.Option(None, "--system-prompt"),
+          extractor: Optional[str] = typer.Option(None, "--extractor", help="gsm8k | boxed | answer_is | last_number"),
+          model: Optional[str] = typer.Option(None, "--model", help=".gguf file or Hugging Face model directory."),
+          adapter: Optional[str] = typer.Option(None, "--adapter", help="peft adapter directory."),
+          backend: Optional[str] = typer.Option(None, "--backend", help="auto | llama.cpp | transformers"),
+          ranker: Optional[str] = typer.Option(None, "--ranker", help="Ranker directory (enables ASC)."),
+          seed: Optional[int] = typer.Option(None, "--seed"),
+          batch_size: Optional[int] = typer.Option(None, "--batch-size"),
+          device: Optional[str] = typer.Option(None, "--device"),
+          catalog: Optional[Path] = CatalogOpt) -> None:
+    """Sample k rationales per question; report self-consistency, adaptive self-consistency, greedy and ranker accuracy."""
+
+    def go() -> None:
+        res = api.evaluate(data, out=out_path, catalog=catalog, split=split, question_column=question_column,
+                           gold_column=gold_column, gold_is_rationale=gold_is_rationale or None, limit=limit, k=k,
+                           temperature=temperature, top_p=top_p, max_tokens=max_tokens,
+                           greedy=False if no_greedy else None, prompt=prompt, style=style,
+                           system_prompt=system_prompt, extractor=extractor, model=model, adapter=adapter,
+                           backend=backend, ranker=ranker, seed=seed, batch_size=batch_size, device=device,
+                           log=lambda m: out.print(m, markup=False, highlight=False))
+        out.print(f"run {res['run_id']}: {res['metrics']['questions']} questions ({res['seconds']:.1f} s)"
+                  + (f", written to {out_path}" if out_path else ""), highlight=False)
+        _print_metrics(res["metrics"], ["sc", "asc_1+2s", "asc_1+s", "asc_s", "ranker", "greedy", "any_correct"])
+
+    _run(go)
+
+
 @app.command("train")
 def train_(config: Optional[Path] = typer.Argument(None, help="Train config YAML (see docs/train.md)."),
            catalog: Optional[Path] = CatalogOpt,
@@ -386,7 +480,6 @@ def train_(config: Optional[Path] = typer.Argument(None, help="Train config YAML
     _run(go)
 
 
-# -- evaluation (issue 10) ------------------------------------------------------------------------------
 @app.command("eval-classification")
 def eval_classification(
         data: str = typer.Argument(..., help="Classification prompts: a catalog dataset or an export directory."),

@@ -3,8 +3,9 @@
 Each row is a prompt, its target and its label set (for `transform.symbols` rows: the symbols of
 `symbol_map`). The model's answer is the label whose continuation it finds most likely, so a small
 model's free text cannot hide which label it prefers. Prompt and label are tokenized apart and
-joined (the context/continuation split of lm-evaluation-harness); sequences are left-padded and
-only the logits of the last positions are computed, which keeps memory flat in the vocabulary.
+joined (the context/continuation split of lm-evaluation-harness). Prompts run once per batch,
+left-padded, and the labels continue from their KV cache, so the cost hardly grows with the
+number of labels; only the logits of the positions scored are computed.
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ class ScoringOptions:
     score: str = "sum"
     """`sum` of the label tokens' log-probabilities, or their `mean` (length-normalised)."""
     batch_size: int = 8
-    """(prompt, label) sequences per forward pass."""
+    """Prompts per forward pass."""
 
 
 def _context_text(prompt: str, tok: Any, opts: ScoringOptions) -> str:
@@ -56,54 +57,94 @@ def _separator(prompt: str, opts: ScoringOptions) -> str:
 def label_logprobs(model: Any, tok: Any, prompts: Sequence[str], label_sets: Sequence[Sequence[str]],
                    opts: ScoringOptions | None = None, on_batch: Any = None) -> list[list[float]]:
     """Per prompt, the log-likelihood (sum or mean over its tokens) of each of its labels as the
-    continuation of the prompt."""
+    continuation of the prompt.
+
+    A batch of prompts runs once (left-padded, keeping the KV cache); then each label slot runs over a
+    copy of that cache, so a prompt costs one forward pass however many labels it has."""
     import torch
 
     opts = opts or ScoringOptions()
     if opts.score not in ("sum", "mean"):
         raise UserError(f"score {opts.score!r}: choose sum or mean")
     device = next(model.parameters()).device
-    pairs: list[tuple[int, int, list[int], int]] = []  # (prompt, label, ids, continuation length)
-    ctx_cache: dict[str, list[int]] = {}
+    start_id = tok.bos_token_id if tok.bos_token_id is not None else tok.eos_token_id
+    items: list[tuple[list[int], list[list[int]]]] = []  # (prompt ids, ids of each label)
     for i, (prompt, labels) in enumerate(zip(prompts, label_sets, strict=True)):
-        text = _context_text(prompt, tok, opts)
-        if text not in ctx_cache:
-            ctx_cache[text] = tok(text, add_special_tokens=not opts.chat)["input_ids"]
-        ctx = ctx_cache[text]
+        ctx = tok(_context_text(prompt, tok, opts), add_special_tokens=not opts.chat)["input_ids"] or [start_id]
         sep = _separator(prompt, opts)
-        for j, label in enumerate(labels):
+        conts = []
+        for label in labels:
             cont = tok(sep + str(label), add_special_tokens=False)["input_ids"]
             if not cont:
                 raise UserError(f"row {i}: label {label!r} has no tokens")
-            ids = ctx + cont
-            if not ctx:  # a continuation needs a token before it
-                ids = [tok.bos_token_id if tok.bos_token_id is not None else tok.eos_token_id] + ids
-            pairs.append((i, j, ids, len(cont)))
+            conts.append(cont)
+        items.append((ctx, conts))
     out = [[math.nan] * len(labels) for labels in label_sets]
-    order = sorted(range(len(pairs)), key=lambda p: len(pairs[p][2]))
+    order = sorted(range(len(items)), key=lambda i: len(items[i][0]))
     pad = tok.pad_token_id if tok.pad_token_id is not None else (tok.eos_token_id or 0)
     with torch.inference_mode():
         for start in range(0, len(order), opts.batch_size):
-            batch = [pairs[p] for p in order[start:start + opts.batch_size]]
-            width = max(len(b[2]) for b in batch)
-            keep = max(b[3] for b in batch) + 1
-            ids = torch.full((len(batch), width), pad, dtype=torch.long)
-            mask = torch.zeros((len(batch), width), dtype=torch.long)
-            for r, (_, _, seq, _) in enumerate(batch):  # left padding: every continuation ends the row
-                ids[r, width - len(seq):] = torch.tensor(seq)
-                mask[r, width - len(seq):] = 1
-            pos = (mask.cumsum(-1) - 1).clamp(min=0)
-            logits = model(input_ids=ids.to(device), attention_mask=mask.to(device), position_ids=pos.to(device),
-                           logits_to_keep=keep).logits.float()
-            logp = torch.log_softmax(logits[:, -keep:-1], dim=-1)  # logits at t predict token t + 1
-            tail = ids[:, width - keep + 1:].to(device)
-            tok_lp = logp.gather(-1, tail.unsqueeze(-1)).squeeze(-1)
-            for r, (i, j, _, n_cont) in enumerate(batch):
-                vals = tok_lp[r, -n_cont:]
-                out[i][j] = float(vals.sum() if opts.score == "sum" else vals.mean())
+            rows = order[start:start + opts.batch_size]
+            for i, vals in zip(rows, _score_prompts(model, [items[i] for i in rows], pad, device)):
+                out[i] = [float(v.sum() if opts.score == "sum" else v.mean()) for v in vals]
             if on_batch is not None:
-                on_batch(len(batch))
+                on_batch(len(rows))
     return out
+
+
+def _cache_keyword(model: Any) -> str:
+    """`cache` (transformers >= 5.2x) or `past_key_values` (earlier): the forward argument and output field."""
+    import inspect
+
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    return "cache" if "cache" in inspect.signature(type(base).forward).parameters else "past_key_values"
+
+
+def _score_prompts(model: Any, items: list[tuple[list[int], list[list[int]]]], pad: int, device: Any) -> list[list[Any]]:
+    """Token log-probabilities of every label of each (prompt, labels) item, one batch."""
+    import copy
+
+    import torch
+
+    n, width = len(items), max(len(c) for c, _ in items)
+    ids = torch.full((n, width), pad, dtype=torch.long)
+    mask = torch.zeros((n, width), dtype=torch.long)
+    for r, (ctx, _) in enumerate(items):  # left padding: every prompt ends at the last column
+        ids[r, width - len(ctx):] = torch.tensor(ctx)
+        mask[r, width - len(ctx):] = 1
+    pos = (mask.cumsum(-1) - 1).clamp(min=0)
+    ids, mask, pos = ids.to(device), mask.to(device), pos.to(device)
+    first = model(input_ids=ids, attention_mask=mask, position_ids=pos, use_cache=True, logits_to_keep=1)
+    first_lp = torch.log_softmax(first.logits[:, -1].float(), dim=-1)  # predicts each label's first token
+    cache_kw = _cache_keyword(model)
+    cache = getattr(first, cache_kw, None)
+    results: list[list[Any]] = [[None] * len(conts) for _, conts in items]
+    slots = max(len(conts) for _, conts in items)
+    for j in range(slots):
+        conts = [c[j] if j < len(c) else [pad] for _, c in items]
+        longest = max(len(c) for c in conts)
+        rest = None
+        if longest > 1:  # feed label tokens but the last, after the prompt, to predict tokens 2..L
+            feed = torch.full((n, longest - 1), pad, dtype=torch.long)
+            feed_mask = torch.zeros((n, longest - 1), dtype=torch.long)
+            for r, c in enumerate(conts):
+                feed[r, :len(c) - 1] = torch.tensor(c[:-1], dtype=torch.long)
+                feed_mask[r, :len(c) - 1] = 1
+            slot_cache = cache if j == slots - 1 else copy.deepcopy(cache)
+            step_pos = pos[:, -1:] + 1 + torch.arange(longest - 1, device=device)[None, :]
+            logits = model(input_ids=feed.to(device), attention_mask=torch.cat([mask, feed_mask.to(device)], dim=1),
+                           position_ids=step_pos, use_cache=True, **{cache_kw: slot_cache}).logits
+            rest = torch.log_softmax(logits.float(), dim=-1)
+        for r, (_, labels) in enumerate(items):
+            if j >= len(labels):
+                continue
+            c = labels[j]
+            vals = [first_lp[r, c[0]]]
+            if len(c) > 1:
+                target = torch.tensor(c[1:], device=device)
+                vals.append(rest[r, :len(c) - 1].gather(-1, target[:, None]).squeeze(-1))  # type: ignore[index]
+            results[r][j] = torch.cat([v.reshape(-1) for v in vals])
+    return results
 
 
 def _as_labels(value: Any) -> list[str] | None:
@@ -170,6 +211,23 @@ def resolve_label_sets(df: pl.DataFrame, *, target_column: str, labels_column: s
     return targets, sets
 
 
+def check_rows(df: pl.DataFrame, *, source: str, prompt_column: str = "prompt", target_column: str | None = None,
+               labels_column: str | None = None, labels: Sequence[str] | None = None) -> tuple[list[str], list[list[str]]]:
+    """(targets, label set per row) after checking the columns and every row (before a model is loaded).
+    Defaults: target `target`, else `completion`; label sets from `symbol_map` when present."""
+    from dataforge.train.eval_data import require_columns
+
+    if df.height == 0:
+        raise UserError(f"{source}: no rows to evaluate")
+    target_column = target_column or ("target" if "target" in df.columns else "completion")
+    if labels_column is None and not labels and "symbol_map" in df.columns:
+        labels_column = "symbol_map"
+    require_columns(df, {"--prompt-column": prompt_column, "--target-column": target_column,
+                         **({"--labels-column": labels_column} if labels_column else {})}, source)
+    return resolve_label_sets(df, target_column=target_column, labels_column=labels_column, labels=labels,
+                              source=source)
+
+
 def evaluate_classification(df: pl.DataFrame, model: Any, tok: Any, *, source: str = "data",
                             prompt_column: str = "prompt", target_column: str | None = None,
                             labels_column: str | None = None, labels: Sequence[str] | None = None,
@@ -181,18 +239,9 @@ def evaluate_classification(df: pl.DataFrame, model: Any, tok: Any, *, source: s
     `symbol_map` when present (`transform.symbols`); without either the label set is the distinct
     targets. Rows are scored in batches; see `label_logprobs`.
     """
-    from dataforge.train.eval_data import require_columns
-
     t0 = time.perf_counter()
-    if df.height == 0:
-        raise UserError(f"{source}: no rows to evaluate")
-    target_column = target_column or ("target" if "target" in df.columns else "completion")
-    if labels_column is None and not labels and "symbol_map" in df.columns:
-        labels_column = "symbol_map"
-    require_columns(df, {"--prompt-column": prompt_column, "--target-column": target_column,
-                         **({"--labels-column": labels_column} if labels_column else {})}, source)
-    targets, sets = resolve_label_sets(df, target_column=target_column, labels_column=labels_column,
-                                       labels=labels, source=source)
+    targets, sets = check_rows(df, source=source, prompt_column=prompt_column, target_column=target_column,
+                               labels_column=labels_column, labels=labels)
     prompts = ["" if p is None else str(p) for p in df[prompt_column].to_list()]
     scores = label_logprobs(model, tok, prompts, sets, opts, on_batch=on_batch)
     tasks = df[task_column].cast(pl.Utf8).to_list() if task_column and task_column in df.columns else None

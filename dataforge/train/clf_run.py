@@ -43,7 +43,7 @@ class ClfEvalConfig(BaseModel):
     score: Literal["sum", "mean"] = "sum"
     """Log-likelihood of a label: `sum` over its tokens, or `mean` (length-normalised)."""
     batch_size: int = Field(default=8, ge=1, le=1024)
-    """(prompt, label) sequences per forward pass."""
+    """Prompts per forward pass."""
     device: str | None = None
     """torch device (default: CUDA when present, else CPU)."""
 
@@ -51,7 +51,7 @@ class ClfEvalConfig(BaseModel):
 def run_classification_eval(cfg: ClfEvalConfig, *, catalog: Path, out: Path | None = None,
                             log: Callable[[str], None] = lambda _m: None) -> dict[str, Any]:
     """Evaluate, write `out` (JSON with per-row predictions) and a `runs` row; return the result."""
-    from dataforge.train.clf_eval import ScoringOptions, evaluate_classification
+    from dataforge.train.clf_eval import ScoringOptions, check_rows, evaluate_classification
     from dataforge.train.eval_data import read_rows
     from dataforge.train.eval_model import load_causal_lm, require_train_deps
     from dataforge.train.runs import RunRecord
@@ -61,6 +61,8 @@ def run_classification_eval(cfg: ClfEvalConfig, *, catalog: Path, out: Path | No
     df, origin = read_rows(cfg.data, catalog=catalog, split=cfg.split)
     if cfg.limit:
         df = df.head(cfg.limit)
+    check_rows(df, source=cfg.data, prompt_column=cfg.prompt_column, target_column=cfg.target_column,
+               labels_column=cfg.labels_column, labels=cfg.labels)  # bad input fails before the model loads
     lm, tok = load_causal_lm(cfg.model, cfg.adapter, device=cfg.device)
     device = str(next(lm.parameters()).device)
     base = cfg.model
@@ -71,8 +73,8 @@ def run_classification_eval(cfg: ClfEvalConfig, *, catalog: Path, out: Path | No
     opts = ScoringOptions(separator=cfg.separator, chat=cfg.chat, system_prompt=cfg.system_prompt, score=cfg.score,
                           batch_size=cfg.batch_size)
     with RunRecord.start(catalog, kind="eval", method="classification", config=cfg.model_dump(mode="json"),
-                      base_model=base, base_model_sha256=None, data=[origin], device=device, seed=None,
-                      output_dir=str(out) if out else None) as run:
+                         base_model=base, base_model_sha256=None, data=[origin], device=device, seed=None,
+                         output_dir=str(out) if out else None) as run:
         log(f"eval {run.run_id}: {df.height} prompts from {cfg.data} on {Path(base).name}"
             f"{' + ' + cfg.adapter if cfg.adapter else ''} ({device})")
         res = evaluate_classification(df, lm, tok, source=cfg.data, prompt_column=cfg.prompt_column,

@@ -20,6 +20,8 @@ def read_rows(source: str, *, catalog: Path | None, split: str | None = None) ->
         raise UserError(f"--split {split!r} applies to export directories; {source!r} is a catalog dataset")
     from dataforge.catalog import query as q
 
+    if "/" in source or source.startswith("."):  # dataset names have neither: a path was meant
+        raise UserError(f"{source}: no such export directory")
     name, _, ver = source.partition("@")
     version: int | None = None
     if ver:
@@ -28,8 +30,6 @@ def read_rows(source: str, *, catalog: Path | None, split: str | None = None) ->
         except ValueError:
             raise UserError(f"{source!r}: expected DATASET or DATASET@VERSION (an integer)") from None
     if catalog is None or not Path(catalog).is_file():
-        if path.suffix or "/" in source:
-            raise UserError(f"{source}: no such export directory")
         raise UserError(f"no catalog at {catalog}; run `dataforge build RECIPE` first")
     record = q.dataset_record(catalog, name, version)
     return q.read_dataset(catalog, name, version), {"dataset": name, "version": record["version"]}

@@ -30,42 +30,35 @@ def pick_device(device: str | None = None) -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
-def load_causal_lm(model: str | None = None, adapter: str | None = None, *, device: str | None = None) -> tuple[Any, Any]:
+def load_causal_lm(model: str | None = None, adapter: str | None = None, *,
+                   device: str | None = None) -> tuple[Any, Any]:
     """(model in eval mode on `device`, tokenizer). `model`: None for the bundled SmolLM2-135M-Instruct,
-    a `.gguf` file, or a Hugging Face model directory; `adapter`: a peft adapter directory."""
+    a `.gguf` file, or a Hugging Face model directory (`dataforge.train.model`: a GGUF is dequantised
+    once and cached). `adapter`: a peft adapter directory, or the output directory of a `dataforge
+    train` run (its own base model; a NAT run in mixed mode)."""
     require_train_deps(*(["peft"] if adapter else []))
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-    from transformers.utils import logging as hf_logging
+    from dataforge.train.model import load_base, load_trained, read_run_file, resolve_base
 
-    hf_logging.set_verbosity_error()
-    hf_logging.disable_progress_bar()
-    if model is None:
-        from dataforge.llm.providers.local import bundled_model_path
-
-        path = bundled_model_path()
-    else:
-        path = Path(model)
-        if not path.exists():
-            raise UserError(f"--model {model}: no such file or directory")
-    kwargs: dict[str, Any] = {"local_files_only": True}
-    if path.is_file():
-        if path.suffix != ".gguf":
-            raise UserError(f"--model {path}: expected a model directory or a .gguf file")
-        require_train_deps("gguf")
-        root, kwargs["gguf_file"] = str(path.parent), path.name
-    elif not (path / "config.json").is_file():
-        raise UserError(f"--model {path}: not a model directory (no config.json)")
-    else:
-        root = str(path)
-    tok = AutoTokenizer.from_pretrained(root, **kwargs)
-    lm = AutoModelForCausalLM.from_pretrained(root, **kwargs)
+    if adapter and (Path(adapter) / "run.json").is_file():
+        if model is not None:
+            info = read_run_file(adapter)
+            if resolve_base(model).sha256 != info.get("base_model_sha256"):
+                raise UserError(f"--adapter {adapter} was trained on {info.get('base_model')}, not on --model {model}")
+        lm, tok = load_trained(adapter, device=pick_device(device))
+        return lm.eval(), tok
+    if model is not None and not Path(model).exists():
+        raise UserError(f"--model {model}: no such file or directory")
+    try:
+        base = resolve_base(model or "bundled")
+    except UserError as e:
+        raise UserError(f"--model {model}: {e.message.removeprefix('base_model: ')}") from None
+    if adapter and not (Path(adapter) / "adapter_config.json").is_file():
+        raise UserError(f"--adapter {adapter}: not a peft adapter directory (no adapter_config.json) nor the "
+                        "output directory of a `dataforge train` run (no run.json)")
+    lm, tok = load_base(base, pick_device(device))
     if adapter:
         from peft import PeftModel
 
-        if not (Path(adapter) / "adapter_config.json").is_file():
-            raise UserError(f"--adapter {adapter}: not a peft adapter directory (no adapter_config.json)")
         lm = PeftModel.from_pretrained(lm, adapter)
-    if tok.pad_token_id is None:
-        tok.pad_token = tok.eos_token
-    return lm.to(pick_device(device)).eval(), tok
+    return lm.eval(), tok
