@@ -33,6 +33,8 @@ CASES: dict[str, dict] = {
                                                                  "base_url": "URL", "max_retries": 0}},
     "transform.flip": {"label_column": "label"},
     "transform.symbols": {"input_column": "text", "label_column": "label", "k": 1, "max_prompts_per_task": 4},
+    "transform.sql": {"from": "src", "query": "select * from src where label = 'a' or text is null",
+                      "rejections": True},
     "transform.template": {"templates": {"*": [{"id": "t", "prompt": "Q: {{ text }}", "target": "{{ label }}"}]}},
 }
 
