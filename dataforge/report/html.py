@@ -58,7 +58,7 @@ def _build(data: ReportData) -> str:
         share = (rej / rin) if rin else 0.0
         note = "" if adds else '<span class="muted"> (makes rows)</span>'
         rows.append(f"<tr><td>{escape(s['step_id'])}</td><td>{escape(s['type'])}</td><td>{escape(s['status'])}</td>"
-                    f"<td class=num>{_cell(rin)}</td><td class=num>{_cell(rout)}</td><td class=num>{rej:,}</td>"
+                    f"<td class=num>{'<span class=muted>source</span>' if s['type'].startswith('source.') else _cell(rin)}</td><td class=num>{_cell(rout)}</td><td class=num>{rej:,}</td>"
                     f'<td class="rejbar" title="{100 * share:.1f}% of its input rejected"><div style="width:'
                     f'{100 * share:.1f}%"></div></td><td class=num>{100 * share:.1f}%{note}</td>'
                     f"<td>{escape(', '.join(s['inputs']))}</td></tr>")
