@@ -21,7 +21,7 @@ table.bars td.bar{width:220px}table.bars td.bar div{height:12px;border-radius:2p
 .grid{display:flex;flex-wrap:wrap;gap:20px}.card{flex:0 0 auto;border:1px solid #eee;border-radius:6px;padding:8px 12px}
 .kpi{display:inline-block;margin-right:28px}.kpi b{font-size:20px;display:block}
 .rows{max-height:560px;overflow:auto;border:1px solid #eee}
-.rows td{max-width:420px;white-space:pre-wrap;overflow-wrap:anywhere;font-size:13px}
+.rows td{max-width:420px;white-space:pre-wrap;overflow-wrap:break-word;font-size:13px}
 .pair{display:grid;grid-template-columns:1fr 1fr;gap:10px}.pair div{background:#fafafa;padding:6px;border-radius:4px;
 white-space:pre-wrap;overflow-wrap:anywhere}.score{font-weight:bold}
 td.rejbar div{height:12px;background:#e15759;border-radius:2px;min-width:1px}td.rejbar{width:180px}
