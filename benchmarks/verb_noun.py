@@ -50,7 +50,7 @@ def main() -> int:
     if not DATA.exists():
         print(f"skipped: {DATA} not found (../shared/data is not beside this checkout)")
         return 0
-    from dataforge.steps.filter.verb_noun import default_pipeline, extract_verb_noun, load_pipeline
+    from dataforge.textutil.verbnoun import default_pipeline, extract_verb_noun, load_pipeline
 
     texts = load_instructions() * args.repeat
     name = default_pipeline()

@@ -41,9 +41,21 @@ def datasets(catalog: str | Path | None = None) -> pl.DataFrame:
     return q.list_datasets(_catalog(catalog))
 
 
-def show(name: str, *, version: int | None = None, limit: int = 20, catalog: str | Path | None = None) -> pl.DataFrame:
-    """Rows of a dataset (latest version unless `version`)."""
-    return q.show(_catalog(catalog), name, version, limit)
+def default_catalog() -> Path:
+    """The catalog used when none is given: `$DATAFORGE_CATALOG`, else `catalog/dataforge.duckdb`."""
+    return default_catalog_path()
+
+
+def dataset_info(name: str, *, version: int | None = None, catalog: str | Path | None = None) -> dict[str, Any]:
+    """One dataset version's catalog record (latest unless `version`): name, version, rows, build_id, ..."""
+    return q.dataset_record(_catalog(catalog), name, version)
+
+
+def show(name: str, *, version: int | None = None, limit: int | None = 20, columns: list[str] | None = None,
+         catalog: str | Path | None = None) -> pl.DataFrame:
+    """The first `limit` rows (all when None) of a dataset (latest version unless `version`),
+    optionally only `columns`."""
+    return q.show(_catalog(catalog), name, version, limit, columns)
 
 
 def read(name: str, *, version: int | None = None, catalog: str | Path | None = None) -> pl.DataFrame:
@@ -51,14 +63,27 @@ def read(name: str, *, version: int | None = None, catalog: str | Path | None = 
     return q.read_dataset(_catalog(catalog), name, version)
 
 
-def sql(query: str, *, catalog: str | Path | None = None) -> pl.DataFrame:
-    """Run a read-only SQL query over the catalog."""
-    return q.run_select(_catalog(catalog), query)
+def sql(query: str, *, catalog: str | Path | None = None, allow_files: bool = False) -> pl.DataFrame:
+    """Run one read-only SQL statement over the catalog. Files and URLs are unreachable from the
+    query unless `allow_files`."""
+    return q.run_select(_catalog(catalog), query, allow_files=allow_files)
 
 
-def history(*, limit: int = 20, catalog: str | Path | None = None) -> tuple[pl.DataFrame, pl.DataFrame]:
-    """Recent builds and their steps."""
-    return q.history(_catalog(catalog), limit)
+def sql_page(query: str, *, limit: int | None, catalog: str | Path | None = None,
+             allow_files: bool = False) -> tuple[pl.DataFrame, int]:
+    """Like `sql`, but only the first `limit` rows (all when None), and how many rows the result has."""
+    return q.run_select_page(_catalog(catalog), query, limit, allow_files=allow_files)
+
+
+def history(*, limit: int = 20, build_id: str | None = None, recipe: str | None = None,
+            catalog: str | Path | None = None) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """Recent builds and their steps; only one build (`build_id`) or one recipe's builds (`recipe`)."""
+    return q.history(_catalog(catalog), limit, build_id=build_id, recipe=recipe)
+
+
+def kept_work(pid: int, *, catalog: str | Path | None = None) -> dict[str, Any] | None:
+    """The latest build of process `pid` and what it stored (`steps_built`, `rows`), or None."""
+    return q.kept_work(_catalog(catalog), pid)
 
 
 def calls(*, build_id: str | None = None, catalog: str | Path | None = None) -> pl.DataFrame:

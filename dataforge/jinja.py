@@ -6,17 +6,55 @@ import functools
 from typing import TYPE_CHECKING
 
 import jinja2
-from jinja2.sandbox import ImmutableSandboxedEnvironment
+from jinja2.sandbox import ImmutableSandboxedEnvironment, SecurityError
 
 if TYPE_CHECKING:
     import polars as pl
 
+MAX_RANGE = 10_000
+"""Longest `range()` a template may make (per render)."""
+MAX_ITEMS = 1_000_000
+"""Longest string or list a template may make with `*` (characters or items)."""
+MAX_POWER_BITS = 4_096
+"""Largest integer (in bits) a template may make with `**`."""
+
+
+def _bounded_range(*args: int) -> range:
+    r = range(*args)
+    if len(r) > MAX_RANGE:
+        raise SecurityError(f"range() of {len(r):,} numbers; templates may make at most {MAX_RANGE:,}")
+    return r
+
+
+class _BoundedSandbox(ImmutableSandboxedEnvironment):
+    """The sandbox, plus bounds on what one expression may allocate: a template such as
+    `{{ range(10**9) }}` or `{{ 'x' * 10**10 }}` fails with a template error instead of eating memory."""
+
+    intercepted_binops = frozenset({"*", "**"})
+
+    def call_binop(self, context, operator, left, right):  # type: ignore[override]
+        if operator == "**" and _is_int(left) and _is_int(right) and right > 0 and abs(left) > 1:
+            if right * abs(left).bit_length() > MAX_POWER_BITS:
+                raise SecurityError(f"{left} ** {right} is too large for a template")
+        if operator == "*":
+            for seq, n in ((left, right), (right, left)):
+                if isinstance(seq, (str, list, tuple)) and _is_int(n) and len(seq) * n > MAX_ITEMS:
+                    raise SecurityError(f"repeating a {type(seq).__name__} {n:,} times makes "
+                                        f"{len(seq) * n:,} items; templates may make at most {MAX_ITEMS:,}")
+        return super().call_binop(context, operator, left, right)
+
+
+def _is_int(v: object) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
 
 @functools.cache
 def environment() -> ImmutableSandboxedEnvironment:
-    """One sandboxed environment: no access to Python internals, undefined variables are errors."""
-    return ImmutableSandboxedEnvironment(undefined=jinja2.StrictUndefined, keep_trailing_newline=False,
-                                         autoescape=False)
+    """One sandboxed environment: no access to Python internals, undefined variables are errors,
+    and `range`, `*` and `**` bounded (see `MAX_RANGE`, `MAX_ITEMS`, `MAX_POWER_BITS`)."""
+    env = _BoundedSandbox(undefined=jinja2.StrictUndefined, keep_trailing_newline=False, autoescape=False)
+    env.globals["range"] = _bounded_range
+    return env
 
 
 @functools.lru_cache(maxsize=4096)
@@ -77,5 +115,7 @@ def render_column(df: "pl.DataFrame", source: str) -> "pl.Series":
         return df.select(pl.concat_str(exprs).alias("rendered"))["rendered"]
     template = compile_template(source)
     used = sorted(template_variables(source) & set(df.columns))
+    if not used:  # a template that reads no column (`{{ 'abc' }}`) still renders once per row
+        return pl.Series("rendered", [template.render() for _ in range(df.height)], dtype=pl.Utf8)
     return pl.Series("rendered", [template.render(row) for row in df.select(used).iter_rows(named=True)],
                      dtype=pl.Utf8)

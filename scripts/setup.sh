@@ -12,4 +12,4 @@ if ! .venv/bin/python -c "import torch, sys; sys.exit(torch.__version__.split('+
   .venv/bin/python -m pip install -q "torch==2.13.0"
 fi
 CMAKE_BUILD_PARALLEL_LEVEL=${CMAKE_BUILD_PARALLEL_LEVEL:-2} \
-  .venv/bin/python -m pip install -q -e ".[test,embed,server,train]"
+  .venv/bin/python -m pip install -q -e ".[test,embed,server,train,benepar]"

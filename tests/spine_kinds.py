@@ -48,6 +48,25 @@ class Slow(Step):
         return inputs[0]
 
 
+class Counting(Step):
+    """Passes rows through in blocks, reporting progress for each (sleeps `pause` seconds a block)."""
+
+    type: Literal["test.counting"]
+    blocks: int = 5
+    """How many blocks the rows are split into."""
+    pause: float = 0.1
+    """Seconds per block."""
+
+    def run(self, inputs: list[pl.DataFrame], ctx: RunContext) -> pl.DataFrame:
+        df = inputs[0]
+        size = max(1, -(-df.height // self.blocks))
+        with ctx.progress.task(self.id, total=df.height) as task:
+            for start in range(0, df.height, size):
+                time.sleep(self.pause)
+                task.advance(min(size, df.height - start))
+        return df
+
+
 class Boom(Step):
     """Fails at run time: `kind: user` raises a StepError (exit 2), `internal` a RuntimeError (exit 1)."""
 

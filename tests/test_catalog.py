@@ -84,5 +84,5 @@ def test_a_file_that_is_not_a_catalog_is_a_user_error(tmp_path, cli, write):
     for args in (("build", r), ("ls",), ("sql", "select 1")):
         res = cli(*args, "--catalog", bad)
         assert res.exit_code == 2, res.output
-        assert "cannot open catalog" in res.output and "not a valid DuckDB database file" in res.output
+        assert f"{bad} is not a dataforge catalog (not a DuckDB database file)" in " ".join(res.output.split())
     assert bad.read_text() == "not a database\n"

@@ -13,6 +13,11 @@ from conftest import run_dataforge
 from dataforge import api
 
 
+def flat(text: str) -> str:
+    """CLI output with the usage-error box and line wrapping taken out."""
+    return " ".join(text.replace("│", " ").replace("╭", " ").replace("╰", " ").split())
+
+
 @pytest.fixture
 def built(write, catalog, monkeypatch):
     """A catalog with `greetings` v1 and v2 (same rows, another `limit`), then a build that reuses v2."""
@@ -87,7 +92,7 @@ def test_sql_formats(built, cli):
     res = cli("sql", q, "--catalog", cat)
     assert res.exit_code == 0 and "こんにちは 🙂" in res.output
     res = cli("sql", q, "--catalog", cat, "--format", "xml")
-    assert res.exit_code == 2 and "choose table, csv or json" in res.output
+    assert res.exit_code == 2 and "'xml' is not one of 'table', 'vertical', 'csv', 'json', 'jsonl'" in flat(res.output)
     res = cli("sql", "select * from nope", "--catalog", cat)
     assert res.exit_code == 2 and "SQL error" in res.output and "Traceback" not in res.output
     res = cli("sql", "selec 1", "--catalog", cat)
@@ -155,3 +160,220 @@ def test_piped_tables_are_not_folded(built):
     lines = proc.stdout.splitlines()
     assert any(first.build_id in ln and " src " in ln and " built " in ln for ln in lines)
     assert any(second.build_id in ln and " reused " in ln for ln in lines)
+
+
+# -- a CLI that fits the terminal ------------------------------------------------------------
+
+@pytest.fixture
+def wide(write, catalog, monkeypatch):
+    """A catalog with `wide`: 30 rows with a long text, a list, a struct, big numbers and a row of
+    terminal escape sequences and rich markup."""
+    monkeypatch.setattr(cli_module.out, "width", 250)
+    rows = [{"text": f"row {i} " + "word " * 30, "n": 12_345 * i, "tags": ["a", f"t{i}"], "meta": {"k": i}}
+            for i in range(29)]
+    rows.append({"text": "evil \x1b[2J\x1b]0;pwned\x07 [bold red]x[/] end", "n": 1, "tags": [], "meta": {"k": -1}})
+    write("wide.jsonl", "".join(json.dumps(r) + "\n" for r in rows))
+    r = write("w.yaml", """
+        name: wide
+        steps:
+          - id: src
+            type: source.jsonl
+            path: wide.jsonl
+        outputs:
+          wide: src
+        """)
+    api.build(r, catalog=catalog)
+    return catalog, rows
+
+
+def test_show_caps_rows_and_says_how_many_more(wide, cli):
+    cat, rows = wide
+    res = cli("show", "wide", "--catalog", cat)
+    assert res.exit_code == 0
+    assert sum(1 for ln in res.output.splitlines() if ln.startswith("│ ")) == 20
+    assert "20 of 30 rows shown; --limit N or --all for more" in res.output
+    res = cli("show", "wide", "--catalog", cat, "--limit", "3")
+    assert sum(1 for ln in res.output.splitlines() if ln.startswith("│ ")) == 3 and "3 of 30 rows" in res.output
+    res = cli("show", "wide", "--catalog", cat, "--all")
+    assert sum(1 for ln in res.output.splitlines() if ln.startswith("│ ")) == 30 and "rows shown" not in res.output
+    # machine formats print every row unless asked, and nothing but the rows
+    assert len(json.loads(cli("show", "wide", "--catalog", cat, "--format", "json").stdout)) == 30
+    assert len(cli("show", "wide", "--catalog", cat, "--format", "jsonl", "--limit", "4").stdout.splitlines()) == 4
+
+
+@pytest.mark.parametrize("args, says", [
+    (["--limit", "-1"], "Invalid value for '--limit'"),
+    (["--format", "xml"], "'xml' is not one of 'table', 'vertical', 'csv', 'json', 'jsonl'"),
+    (["--limit", "2", "--all"], "give --limit N or --all, not both"),
+    (["--columns", "text,nope"], "--columns: 'nope' not in wide v1; its columns: id, text, n, tags, meta"),
+    (["--columns", ","], "--columns: give column names"),
+    (["--version", "7"], "no dataset 'wide' version 7 in the catalog; its versions: 1"),
+])
+def test_show_refuses_bad_flags_plainly(wide, cli, args, says):
+    cat, _ = wide
+    res = cli("show", "wide", "--catalog", cat, *args)
+    assert res.exit_code == 2, res.output
+    assert says in flat(res.output)
+    assert "Traceback" not in res.output and "internal error" not in res.output and "Exception" not in res.output
+
+
+def test_show_versions_lists_ranges(built, cli):
+    _, cat, *_ = built
+    res = cli("show", "greetings", "--catalog", cat, "--version", "5")
+    assert res.exit_code == 2 and "its versions: 1-2" in res.output
+
+
+def test_table_cells_are_escaped_truncated_and_numbers_grouped(wide, cli):
+    cat, rows = wide
+    res = cli("show", "wide", "--catalog", cat, "--all")
+    out = res.output
+    assert "\x1b" not in out and "\x07" not in out  # nothing reaches the terminal raw
+    assert "evil \\x1b[2J\\x1b]0;pwned\\x07 [bold red]x[/] end" in out  # markup shown, not interpreted
+    assert "345,660" in out  # 12,345 * 28 with a thousands separator
+    assert '["a", "t3"]' in out and '{"k": 3}' in out  # nested values as JSON
+    long = next(ln for ln in out.splitlines() if "row 3 " in ln)
+    assert "…" in long and "word " * 30 not in long
+    # the full, exact values in json / jsonl / csv
+    js = json.loads(cli("show", "wide", "--catalog", cat, "--format", "json").stdout)
+    assert [r["text"] for r in js] == [r["text"] for r in rows]
+    jl = [json.loads(ln) for ln in cli("show", "wide", "--catalog", cat, "--format", "jsonl").stdout.splitlines()]
+    assert [r["tags"] for r in jl] == [r["tags"] for r in rows] and jl[-1]["meta"] == {"k": -1}
+    got = list(csv.DictReader(io.StringIO(cli("show", "wide", "--catalog", cat, "--format", "csv").stdout)))
+    assert [r["text"] for r in got] == [r["text"] for r in rows]
+    assert [json.loads(r["tags"]) for r in got] == [r["tags"] for r in rows]  # lists as JSON text
+    assert json.loads(got[3]["meta"]) == {"k": 3}
+    # a wider limit on request; 0 is no limit
+    assert "word " * 30 in cli("show", "wide", "--catalog", cat, "--limit", "5", "--max-width", "0").output
+
+
+def test_sql_output_is_escaped_too(wide, cli):
+    cat, _ = wide
+    res = cli("sql", "select text from wide where n = 1 and text like 'evil%'", "--catalog", cat)
+    assert res.exit_code == 0 and "\x1b" not in res.output and "\\x1b[2J" in res.output
+    res = cli("sql", "select chr(27) || '[31m' as \"col\x1b\"", "--catalog", cat, "--format", "json")
+    assert json.loads(res.stdout) == [{"col\x1b": "\x1b[31m"}]  # json stays exact
+
+
+def test_vertical_view_and_columns(wide, cli):
+    cat, rows = wide
+    res = cli("show", "wide", "--catalog", cat, "--format", "vertical", "--columns", "n,text", "--limit", "2")
+    assert res.exit_code == 0
+    out = res.output
+    assert "row 1" in out and "row 2" in out and "row 3" not in out and "2 of 30 rows shown" in out
+    assert rows[1]["text"].strip() in " ".join(out.split())  # full value, wrapped, not cut
+    names = [ln.split()[0] for ln in out.splitlines() if ln[:1].isalpha() and not ln.startswith(("row", "wide"))]
+    assert names[:2] == ["n", "text"] and "tags" not in out  # only the asked columns, in order
+    res = cli("show", "wide", "--catalog", cat, "--format", "jsonl", "--columns", "n", "--limit", "2")
+    assert [json.loads(ln) for ln in res.stdout.splitlines()] == [{"n": 0}, {"n": 12_345}]
+
+
+def test_sql_caps_rows_and_runs_one_statement(built, cli):
+    _, cat, *_ = built
+    res = cli("sql", "select range as i from range(120)", "--catalog", cat)
+    assert res.exit_code == 0 and "50 of 120 rows shown; --limit N or --all for more" in res.output
+    res = cli("sql", "select range as i from range(120) order by i desc", "--catalog", cat, "--limit", "2")
+    assert "│ 119 │" in res.output and "│ 118 │" in res.output and "2 of 120 rows" in res.output
+    assert len(json.loads(cli("sql", "select * from range(120)", "--catalog", cat, "--format", "json").stdout)) == 120
+    res = cli("sql", "select 1; select 2", "--catalog", cat)
+    assert res.exit_code == 2
+    assert "one SQL statement at a time: this query has 2 (separated by `;`)" in res.output
+
+
+def test_sql_cannot_read_files_unless_allowed(built, cli, tmp_path):
+    _, cat, *_ = built
+    secret = tmp_path / "secret.csv"
+    secret.write_text("a,b\n1,2\n")
+    for q in (f"select * from read_csv('{secret}')", f"select * from '{secret}'", "select * from glob('/root/*')",
+              "select * from read_text('/etc/passwd')", f"attach '{tmp_path / 'x.duckdb'}' as x"):
+        res = cli("sql", q, "--catalog", cat)
+        assert res.exit_code == 2, (q, res.output)
+        assert "Traceback" not in res.output and "1,2" not in res.output
+    res = cli("sql", f"select * from read_csv('{secret}')", "--catalog", cat)
+    assert "reading files is turned off" in res.output and "--allow-files" in res.output
+    res = cli("sql", "set enable_external_access = true", "--catalog", cat)
+    assert res.exit_code == 2
+    # the catalog itself stays readable: datasets' views, build tables, joins of both
+    res = cli("sql", "select g.text, s.status from greetings g, (select distinct status from steps) s "
+                     "order by g.n, s.status", "--catalog", cat, "--format", "json")
+    assert res.exit_code == 0 and {r["text"] for r in json.loads(res.stdout)} == {"hello", "こんにちは 🙂", "שלום"}
+    res = cli("sql", f"select * from read_csv('{secret}')", "--catalog", cat, "--allow-files", "--format", "json")
+    assert res.exit_code == 0 and json.loads(res.stdout) == [{"a": 1, "b": 2}]
+
+
+def test_a_file_that_is_not_a_catalog(tmp_path, cli):
+    text = tmp_path / "data.csv"
+    text.write_text("a,b\n1,2\n")
+    for cmd in (["ls"], ["sql", "select 1"], ["show", "x"], ["history"]):
+        res = cli(*cmd, "--catalog", text)
+        assert res.exit_code == 2, res.output
+        assert f"{text} is not a dataforge catalog (not a DuckDB database file)" in flat(res.output)
+    import duckdb
+
+    other = tmp_path / "other.duckdb"
+    duckdb.connect(str(other)).execute("create table t (a int)").close()
+    res = cli("ls", "--catalog", other)
+    assert res.exit_code == 2 and "is a DuckDB database but not a dataforge catalog" in flat(res.output)
+    assert text.read_text() == "a,b\n1,2\n"
+
+
+def test_history_of_one_build_or_one_recipe(built, write, cli):
+    _, cat, first, second = built
+    other = write("o.yaml", "name: other\nsteps:\n  - id: s\n    type: source.inline\n    rows: [{a: 1}]\n"
+                            "outputs:\n  o: s\n")
+    third = api.build(other, catalog=cat)
+    res = cli("history", "--catalog", cat, "--build", first.build_id)
+    assert res.exit_code == 0
+    assert first.build_id in res.output and second.build_id not in res.output and third.build_id not in res.output
+    res = cli("history", "--catalog", cat, "--recipe", "greet")
+    assert first.build_id in res.output and second.build_id in res.output and third.build_id not in res.output
+    res = cli("history", "--catalog", cat, "--recipe", "nope")
+    assert res.exit_code == 2 and "no builds for recipe 'nope'" in res.output and "greet, other" in res.output
+    res = cli("history", "--catalog", cat, "--format", "jsonl", "--build", third.build_id)
+    assert [json.loads(ln)["build_id"] for ln in res.stdout.splitlines()] == [third.build_id, third.build_id]
+
+
+def test_version_and_help_name_types_in_words(cli):
+    from dataforge import __version__
+
+    res = cli("--version")
+    assert res.exit_code == 0 and res.output.strip() == f"dataforge {__version__}"
+    for cmd in ("build", "validate", "ls", "show", "sql", "history", "calls", "export", "report", "schema"):
+        text = cli(cmd, "--help").output
+        assert not any(t in text for t in ("<list[str]>", "<bool>", "<path>", "<int>", "<str>", "<text>")), \
+            (cmd, text)
+    text = flat(cli("build", "--help").output)
+    assert "--var NAME=VALUE" in text and "--only STEP" in text and "--catalog FILE" in text
+
+
+def test_report_out_must_be_a_folder_it_may_replace(built, cli, tmp_path):
+    _, cat, *_ = built
+    f = tmp_path / "report.html"
+    f.write_text("mine")
+    res = cli("report", "greetings", "--out", f, "--catalog", cat)
+    assert res.exit_code == 2 and "exists and is not a directory" in flat(res.output)
+    mine = tmp_path / "site"
+    mine.mkdir()
+    (mine / "index.html").write_text("my page")
+    res = cli("report", "greetings", "--out", mine, "--catalog", cat)
+    assert res.exit_code == 2 and "non-empty directory without report.json" in flat(res.output)
+    assert (mine / "index.html").read_text() == "my page" and f.read_text() == "mine"
+    new = tmp_path / "rep"
+    assert cli("report", "greetings", "--out", new, "--catalog", cat).exit_code == 0
+    assert cli("report", "greetings", "--out", new, "--catalog", cat).exit_code == 0  # an earlier report: replaced
+    assert sorted(p.name for p in new.iterdir()) == ["index.html", "report.json", "verb_noun_sunburst.png"]
+
+
+def test_a_wide_table_fits_the_terminal_one_line_per_row():
+    import polars as pl
+    from rich.console import Console
+
+    from dataforge import display
+
+    buf = io.StringIO()
+    term = Console(file=buf, width=80, force_terminal=True, color_system=None)
+    df = pl.DataFrame({f"column_{i}": [f"value {i} " * 8, "short"] for i in range(9)})
+    display.print_frame(df, "table", term, total=5)
+    lines = buf.getvalue().splitlines()
+    assert all(len(ln) <= 80 for ln in lines), lines
+    assert sum(1 for ln in lines if ln.startswith("│")) == 2  # each row on one line
+    assert "--format vertical shows them whole" in buf.getvalue() and "2 of 5 rows shown" in buf.getvalue()

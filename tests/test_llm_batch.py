@@ -15,7 +15,7 @@ from dataforge.catalog.query import run_select
 from dataforge.catalog.store import Catalog
 from dataforge.errors import UserError
 from dataforge.llm.batch import BatchPending, run_batch
-from dataforge.llm.batch_backends import BatchAPIError
+from dataforge.llm.batch_backends import BatchAPIError, make_backend
 from dataforge.llm.config import LLMConfig
 from dataforge.llm.types import CallFailure, Completion, Message, Request
 from dataforge.steps.base import RunContext
@@ -140,6 +140,53 @@ def test_interrupted_build_resumes_the_stored_batch_without_resubmitting(fake, t
     assert calls(ctx, "status = 'ok'")["build_id"].to_list() == ["b2"] * 3
 
 
+def test_a_batch_submitted_but_never_recorded_is_found_again(fake, tmp_path, monkeypatch):
+    """The build dies between the provider accepting a batch and its id being stored."""
+    from dataforge.catalog.store import Catalog
+
+    prompts = ["one", "two", "three"]
+
+    def die(self, intent, batch_id):
+        raise KeyboardInterrupt  # as a Ctrl-C or a kill at that moment would
+
+    monkeypatch.setattr(Catalog, "confirm_batch", die)
+    with pytest.raises(KeyboardInterrupt):
+        run_batch(reqs(fake, prompts), cfg_for(fake), ctx_for(tmp_path, "b1"))
+    monkeypatch.undo()
+    monkeypatch.setenv(KEY_ENV, fake.server.api_key)
+    left = run_select(ctx_for(tmp_path).catalog.path, "select batch_id, status, intent from llm_batches")
+    assert set(left["status"]) == {"submitting"} and left["batch_id"].null_count() == 3
+    assert fake.creates() == 1
+
+    fake.server.finish_batches()
+    ctx = ctx_for(tmp_path, "b2")
+    assert texts(run_batch(reqs(fake, prompts), cfg_for(fake), ctx)) == ["ECHO: ONE", "ECHO: TWO", "ECHO: THREE"]
+    assert fake.creates() == 1  # found at the provider by its intent, not paid twice
+    stored = run_select(ctx.catalog.path, "select distinct batch_id, status from llm_batches")
+    assert stored.height == 1 and stored["status"][0] == "succeeded"
+
+
+def test_an_intent_the_provider_never_got_is_sent(fake, tmp_path, monkeypatch):
+    prompts = ["one", "two"]
+    backend = type(make_backend(cfg_for(fake)))
+
+    def die_before_sending(self, items, meta):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(backend, "submit", die_before_sending)
+    with pytest.raises(KeyboardInterrupt):
+        run_batch(reqs(fake, prompts), cfg_for(fake), ctx_for(tmp_path, "b1"))
+    monkeypatch.undo()
+    monkeypatch.setenv(KEY_ENV, fake.server.api_key)
+    assert fake.creates() == 0
+    fake.server.processing_s = 0.05
+    ctx = ctx_for(tmp_path, "b2")
+    assert texts(run_batch(reqs(fake, prompts), cfg_for(fake), ctx)) == ["ECHO: ONE", "ECHO: TWO"]
+    assert fake.creates() == 1
+    statuses = run_select(ctx.catalog.path, "select status, count(*) as n from llm_batches group by 1 order by 1")
+    assert dict(statuses.iter_rows()) == {"succeeded": 2, "unsent": 2}
+
+
 def test_failed_and_expired_items_are_resubmitted_alone(fake, tmp_path):
     fake.fail("late", "expired")
     fake.fail("flaky", "transient")
@@ -262,9 +309,9 @@ def test_llm_batches_table_comes_from_its_named_migration(tmp_path):
     cols = run_select(cat.path, "select column_name from information_schema.columns where table_name = 'llm_batches' "
                      "order by ordinal_position")["column_name"].to_list()
     assert cols == ["batch_id", "provider", "endpoint", "model", "build_id", "step_id", "request_hash", "custom_id",
-                    "request", "status", "error", "submitted_at", "updated_at"]
+                    "request", "status", "error", "submitted_at", "updated_at", "intent"]
     applied = run_select(cat.path, "select name from _migrations")["name"].to_list()
-    assert "m002_llm_batches" in applied
+    assert "m002_llm_batches" in applied and "m004_step_inputs_errors_notes_batch_intents" in applied
 
 
 def test_openai_chat_and_completion_requests_go_to_separate_batches(tmp_path, monkeypatch):

@@ -6,7 +6,8 @@ from __future__ import annotations
 import duckdb
 import pytest
 
-from dataforge.catalog.store import open_catalog
+from dataforge.catalog.handle import StepHandle
+from dataforge.catalog.store import Catalog
 from dataforge.llm import engine
 from dataforge.llm.config import LLMConfig
 from dataforge.llm.context import LLMContext, llm_context
@@ -35,7 +36,7 @@ def req(text: str, **kw) -> Request:
 
 
 def test_session_runs_rounds_with_one_provider(server, tmp_path, monkeypatch):
-    cat = open_catalog(tmp_path / "c.duckdb")
+    cat = StepHandle(Catalog(tmp_path / "c.duckdb"))
     made = []
     real = engine.make_provider
     monkeypatch.setattr(engine, "make_provider", lambda *a, **k: made.append(1) or real(*a, **k))
@@ -52,7 +53,7 @@ def test_session_runs_rounds_with_one_provider(server, tmp_path, monkeypatch):
 
 
 def test_session_opens_no_provider_when_the_log_answers(server, tmp_path, monkeypatch):
-    cat = open_catalog(tmp_path / "c.duckdb")
+    cat = StepHandle(Catalog(tmp_path / "c.duckdb"))
     ctx = LLMContext(build_id="b1", step_id="gen", store=cat, log=lambda m: None)
     engine.run_requests([req("a")], cfg(server), ctx)
     monkeypatch.setattr(engine, "make_provider", lambda *a, **k: pytest.fail("provider opened"))
@@ -61,7 +62,7 @@ def test_session_opens_no_provider_when_the_log_answers(server, tmp_path, monkey
 
 
 def test_llm_context_from_a_run_context(tmp_path):
-    cat = open_catalog(tmp_path / "c.duckdb")
+    cat = StepHandle(Catalog(tmp_path / "c.duckdb"))
     rc = RunContext(recipe_path=tmp_path / "r.yaml", seed=3, step_id="s", build_id="b", catalog=cat)
     lc = llm_context(rc)
     assert (lc.build_id, lc.step_id, lc.store) == ("b", "s", cat)

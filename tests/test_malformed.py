@@ -10,7 +10,6 @@ import re
 import textwrap
 from pathlib import Path
 
-import polars as pl
 import pytest
 from typer.testing import CliRunner
 

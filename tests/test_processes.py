@@ -167,3 +167,5 @@ def test_ctrl_c_marks_the_build_interrupted_and_keeps_finished_steps(write, cata
     done = steps.filter(pl.col("build_id") == last["build_id"])
     assert dict(zip(done["step_id"], done["status"])) == {"src": "built", "wait": "interrupted"}
     assert api.read("kept", catalog=catalog).equals(kept)
+    # it says how much was kept: the steps this build stored and their rows
+    assert f"interrupted; completed work is kept: build {last['build_id']} stored 1 step(s) (3 rows)" in err

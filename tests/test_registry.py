@@ -11,7 +11,6 @@ import json
 import subprocess
 import sys
 
-import pytest
 
 HEAVY = ["nltk", "sklearn", "pandas", "torch", "spacy", "sentence_transformers", "llama_cpp", "datasets",
          "transformers", "scipy", "matplotlib", "rouge_score"]

@@ -167,3 +167,85 @@ def test_allow_empty(write, catalog):
         """)
     res = api.build(recipe, catalog=catalog)
     assert res.rows["out"] == 0
+
+
+# -- inputs that used to surface as internal errors ----------------------------------------------
+
+def _build_err(recipe, catalog) -> str:
+    from dataforge.errors import UserError
+
+    with pytest.raises(UserError) as e:
+        api.build(recipe, catalog=catalog)
+    return str(e.value)
+
+
+def test_a_fifo_as_path_is_refused_without_reading(write, catalog, tmp_path):
+    import os
+
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)  # opening it for reading would block forever
+    for kind in ("source.jsonl", "source.csv", "source.json", "source.text", "source.parquet"):
+        r = write("r.yaml", f"name: f\nsteps:\n  - id: s\n    type: {kind}\n    path: pipe\noutputs:\n  o: s\n")
+        assert "pipe is not a regular file" in _build_err(r, catalog), kind
+
+
+def test_integers_past_64_bits_stay_exact(write, catalog):
+    big = 2**64 + 1
+    write("big.jsonl", f'{{"n": 1}}\n{{"n": {big}}}\n{{"n": -{2**63 + 5}}}\n')
+    write("big.json", json.dumps([{"n": 1}, {"n": big}]))
+    write("big.csv", f"n\n1\n{big}\n")
+    write("small.jsonl", '{"n": 1}\n{"n": 9223372036854775807}\n')
+    r = write("r.yaml", f"""
+        name: big
+        steps:
+          - id: a
+            type: source.jsonl
+            path: big.jsonl
+          - id: b
+            type: source.json
+            path: big.json
+          - id: c
+            type: source.csv
+            path: big.csv
+            infer_types: true
+          - id: d
+            type: source.inline
+            rows: [{{n: 1}}, {{n: {big}}}]
+          - id: small
+            type: source.jsonl
+            path: small.jsonl
+        outputs: {{a: a, b: b, c: c, d: d, small: small}}
+        """)
+    api.build(r, catalog=catalog)
+    assert [int(v) for v in api.read("a", catalog=catalog)["n"]] == [1, big, -(2**63 + 5)]
+    for name in "bcd":
+        assert [int(v) for v in api.read(name, catalog=catalog)["n"]] == [1, big], name
+    small = api.read("small", catalog=catalog)["n"]
+    assert small.dtype == pl.Int64 and small.to_list() == [1, 2**63 - 1]  # int64's own range stays int64
+
+
+def test_case_clash_is_refused_and_columns_resolve_it(write, catalog):
+    write("c.jsonl", '{"Text": "upper", "text": "lower"}\n')
+    bad = write("bad.yaml", "name: c\nsteps:\n  - id: s\n    type: source.jsonl\n    path: c.jsonl\noutputs:\n  o: s\n")
+    msg = _build_err(bad, catalog)
+    assert "columns 'Text' and 'text' differ only in case" in msg and "steps[0].path" in msg
+    write("ids.csv", "ID,text\n7,x\n")
+    ids = write("ids.yaml", "name: i\nsteps:\n  - id: s\n    type: source.csv\n    path: ids.csv\noutputs:\n  o: s\n")
+    assert "column 'ID' would clash with dataforge's row id column `id`" in _build_err(ids, catalog)
+    good = write("good.yaml", """
+        name: c
+        steps:
+          - id: s
+            type: source.jsonl
+            path: c.jsonl
+            columns: {title: Text, body: text}
+        outputs: {o: s}
+        """)
+    api.build(good, catalog=catalog)
+    assert api.read("o", catalog=catalog).select("title", "body").row(0) == ("upper", "lower")
+
+
+def test_csv_row_with_an_extra_field_names_its_line(write, catalog):
+    write("x.csv", 'a,b\n1,2\n"multi\nline",3\n4,5,6\n')
+    r = write("r.yaml", "name: x\nsteps:\n  - id: s\n    type: source.csv\n    path: x.csv\noutputs:\n  o: s\n")
+    assert "x.csv:5: 3 fields where the header has 2" in _build_err(r, catalog)  # quoted newline counted

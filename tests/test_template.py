@@ -178,3 +178,45 @@ def test_few_shot_rate_mixes_zero_and_few_shot_rows():
     assert 60 < (n_ex == 2).sum() < 140 and set(n_ex.unique()) == {0, 2}
     for r in out.iter_rows(named=True):
         assert r["prompt"].endswith("step by step.") == (not r["exemplar_ids"])
+
+
+def test_a_template_that_reads_no_column_renders_on_every_row():
+    # `{{ 'abc' }}` used to crash the vectorised path with a ShapeError (no column -> zero rows rendered).
+    consts = [FlanTemplate(id="c", prompt="{{ 'abc' }}", target="{{ 'x' ~ 'y' }}")]
+    out = run(rows(5), consts)
+    assert out["prompt"].to_list() == ["abc"] * 5 and out["target"].to_list() == ["xy"] * 5
+    two = [*consts, FlanTemplate(id="d", prompt="{{ 'def' | upper }}")]
+    out = run(rows(12), two, shots=2)
+    assert out.height == 12 and set(out["template_id"]) == {"c", "d"}
+    assert all(p.endswith(("abc", "DEF")) for p in out["prompt"])
+
+
+@pytest.mark.parametrize("expr, says", [
+    ("range(10**9) | length", "range() of 1,000,000,000 numbers"),
+    ("'x' * 10**9", "repeating a str 1,000,000,000 times"),
+    ("[1, 2] * 10**8", "repeating a list 100,000,000 times"),
+    ("7 ** 1000000", "7 ** 1000000 is too large"),
+])
+def test_templates_cannot_allocate_without_bound(write, catalog, cli, expr, says):
+    recipe = write("r.yaml", f"""
+        name: bomb
+        steps:
+          - id: rows
+            type: source.inline
+            rows: [{{text: a, label: x}}]
+          - id: t
+            from: rows
+            type: transform.template
+            templates:
+              "*": [{{id: a, prompt: "{{{{ text }}}} {{{{ {expr} }}}}"}}]
+        outputs: {{t: t}}
+    """)
+    res = cli("build", recipe, "--catalog", catalog)
+    assert res.exit_code == 2, res.output
+    assert f"{recipe}:10:7: steps[1].templates: " in res.output and says in res.output
+    assert "internal error" not in res.output and "Traceback" not in res.output
+
+
+def test_small_ranges_and_repeats_still_work():
+    t = [FlanTemplate(id="r", prompt="{% for i in range(3) %}{{ i }}{% endfor %} {{ '-' * 3 }} {{ 2 ** 10 }}")]
+    assert run(rows(2), t)["prompt"].to_list() == ["012 --- 1024"] * 2

@@ -35,22 +35,41 @@ def _is_lock_error(e: Exception) -> bool:
     return "lock" in text and ("conflicting" in text or "could not set lock" in text or "in use" in text)
 
 
+# DuckDB files carry this magic at byte 8 (the header starts with a checksum).
+_MAGIC = b"DUCK"
+
+
+def check_catalog_file(path: Path) -> None:
+    """Refuse a path that exists but is not a DuckDB file (a CSV passed as `--catalog`, a folder, ...)."""
+    if not path.exists():
+        return
+    if not path.is_file():
+        raise UserError(f"catalog path {path} is not a file; give the catalog's .duckdb file")
+    with open(path, "rb") as fh:
+        head = fh.read(12)
+    if head and head[8:12] != _MAGIC:
+        raise UserError(f"{path} is not a dataforge catalog (not a DuckDB database file); "
+                        "give the catalog's .duckdb file, or a new path to create one with `dataforge build`")
+
+
 @contextlib.contextmanager
 def connect(path: Path, *, read_only: bool, wait_s: float | None = None,
             allow_files: bool = True) -> Iterator[duckdb.DuckDBPyConnection]:
     """A connection to the catalog, closed on exit. Waits up to `wait_s` for another process's lock.
 
     `allow_files=False` turns off DuckDB's external access (no `read_csv('/etc/passwd')`, no `glob`):
-    what user-written SQL (`dataforge sql`, `source.sql`) runs on, unless the user opts in.
+    what user-written SQL (`dataforge sql`, `source.sql`) runs on, unless the user opts in. The
+    configuration is then locked too, so a query cannot `SET` it back on.
     """
     if wait_s is None:
         wait_s = 10.0 if read_only else 60.0
+    check_catalog_file(Path(path))
     deadline = time.monotonic() + wait_s
     delay = 0.02
     with _lock:
         while True:
             try:
-                config = {} if allow_files else {"enable_external_access": False}
+                config = {} if allow_files else {"enable_external_access": False, "lock_configuration": True}
                 con = duckdb.connect(str(path), read_only=read_only, config=config)
                 break
             except duckdb.IOException as e:
@@ -79,3 +98,8 @@ def transaction(con: duckdb.DuckDBPyConnection) -> Iterator[duckdb.DuckDBPyConne
         con.execute("rollback")
         raise
     con.execute("commit")
+
+
+def is_file_access_error(e: Exception) -> bool:
+    """True when DuckDB refused a query because external (file) access is off."""
+    return isinstance(e, duckdb.PermissionException) or "disabled by configuration" in str(e)

@@ -42,8 +42,18 @@ class StepHandle:
         return self._catalog.llm_usage(build_id)
 
     # -- batch API submissions (used by the batch runner) -------------------------------
-    def record_llm_batch(self, rows: Iterable[dict[str, Any]]) -> None:
-        self._catalog.record_llm_batch(rows)
+    def record_batch_intent(self, intent: str, rows: Iterable[dict[str, Any]]) -> None:
+        self._catalog.record_batch_intent(intent, rows)
+
+    def confirm_batch(self, intent: str, batch_id: str) -> None:
+        self._catalog.confirm_batch(intent, batch_id)
+
+    def abandon_batch_intent(self, intent: str, why: str) -> None:
+        self._catalog.abandon_batch_intent(intent, why)
+
+    def pending_batch_intents(self, hashes: list[str], provider: str,
+                              endpoint: str) -> dict[str, tuple[Any, list[str]]]:
+        return self._catalog.pending_batch_intents(hashes, provider, endpoint)
 
     def open_llm_batches(self, hashes: list[str], provider: str, endpoint: str) -> dict[str, str]:
         return self._catalog.open_llm_batches(hashes, provider, endpoint)

@@ -61,13 +61,16 @@ MIGRATIONS: list[tuple[str, list[str]]] = [
     ),
     (
         # The stored DAG (each step's input step ids, so lineage and the report follow a dataset's real
-        # ancestors), why a step failed, and what a step had to say about its run (e.g. a generator that
-        # stopped at max_rounds).
-        "m004_step_inputs_errors_notes",
+        # ancestors), why a step failed, what a step had to say about its run (e.g. a generator that
+        # stopped at max_rounds), and batch submissions recorded before they are made.
+        "m004_step_inputs_errors_notes_batch_intents",
         [
             "alter table steps add column inputs varchar[]",
             "alter table steps add column error varchar",
             "alter table steps add column notes varchar",
+            # A batch's items are written before it is submitted (status `submitting`, keyed by `intent`,
+            # which also tags the batch at the provider), so a crash before its id is stored is recovered.
+            "alter table llm_batches add column intent varchar",
         ],
     ),
 ]

@@ -10,7 +10,7 @@ import duckdb
 import polars as pl
 
 from dataforge.catalog import migrations
-from dataforge.catalog.db import connect
+from dataforge.catalog.db import check_catalog_file, connect, is_file_access_error
 from dataforge.catalog.store import output_table, quote_ident
 from dataforge.errors import UserError
 
@@ -21,6 +21,11 @@ _READ_TYPES = {"SELECT", "EXPLAIN", "PRAGMA", "SET", "VARIABLE_SET"}
 def _require(path: Path | None) -> Path:
     if path is None or not Path(path).exists():
         raise UserError(f"no catalog at {path}; run `dataforge build RECIPE` first")
+    check_catalog_file(Path(path))
+    with connect(Path(path), read_only=True) as con:
+        if not con.execute("select count(*) from duckdb_tables() where table_name = '_migrations'").fetchone()[0]:
+            raise UserError(f"{path} is a DuckDB database but not a dataforge catalog (it has no dataforge "
+                            "tables); give the catalog's file, or a new path to create one with `dataforge build`")
     return Path(path)
 
 
@@ -37,31 +42,59 @@ def check_read_only(query: str) -> None:
         if kind not in _READ_TYPES:
             raise UserError(f"`dataforge sql` is read-only: {kind} statements are refused "
                             "(datasets change only through `dataforge build`)")
+    if len(statements) > 1:
+        raise UserError(f"one SQL statement at a time: this query has {len(statements)} "
+                        "(separated by `;`); run them one by one")
 
 
-def run_select(path: Path | None, query: str, *, allow_files: bool = False) -> pl.DataFrame:
-    """Run a read-only query and return its last statement's result.
+def _sql_error(e: duckdb.Error, allow_files: bool) -> UserError:
+    text = str(e).strip()
+    if is_file_access_error(e) and not allow_files:
+        return UserError(f"SQL error: reading files is turned off in catalog queries ({text.split(': ', 1)[-1]}); "
+                         "read files through a source step, or pass --allow-files to `dataforge sql`")
+    # DuckDB prefixes messages with its exception class ("Binder Error: ..."): say it plainly.
+    for prefix in ("Binder Error: ", "Catalog Error: ", "Parser Error: ", "Conversion Error: ",
+                   "Invalid Input Error: ", "Out of Range Error: ", "Not implemented Error: "):
+        text = text.replace(prefix, "")
+    return UserError(f"SQL error: {text}")
 
-    DuckDB's access to files outside the catalog (`read_csv`, `glob`, ...) is off unless `allow_files`.
-    """
+
+def run_select(path: Path | None, query: str, *, allow_files: bool = False,
+               files_from: Path | None = None) -> pl.DataFrame:
+    """Run one read-only statement over the catalog (external file access off unless `allow_files`;
+    relative file paths resolve against `files_from` when given)."""
+    return run_select_page(path, query, None, allow_files=allow_files, files_from=files_from)[0]
+
+
+def run_select_page(path: Path | None, query: str, limit: int | None, *, allow_files: bool = False,
+                    files_from: Path | None = None) -> tuple[pl.DataFrame, int]:
+    """The first `limit` rows (all when None) of one read-only statement, and how many rows it has in all."""
     check_read_only(query)
+    is_select = duckdb.extract_statements(query)[0].type.name == "SELECT"
     with connect(_require(path), read_only=True, allow_files=allow_files) as con:
-        statements = duckdb.extract_statements(query)
-        for st in statements[:-1]:
-            con.execute(st)
+        if files_from is not None and allow_files:  # the configuration is locked otherwise
+            con.execute("set file_search_path = ?", [str(files_from)])
         try:
-            rel = con.sql(statements[-1].query)
+            rel = con.sql(query)
+            if rel is None:
+                return pl.DataFrame(), 0
+            if limit is None or not is_select:
+                df = rel.pl()
+                return (df if limit is None else df.head(limit)), df.height
+            total = rel.aggregate("count(*)").fetchall()[0][0]
+            return rel.limit(limit).pl(), int(total)
         except duckdb.Error as e:
-            raise UserError(f"SQL error: {str(e).strip()}") from None
-        if rel is None:
-            return pl.DataFrame()
-        return rel.pl()
+            raise _sql_error(e, allow_files) from None
 
 
 def describe(path: Path | None, query: str, *, allow_files: bool = False) -> list[str]:
+    """Column names of a read-only statement's result, without running it over the data."""
     check_read_only(query)
     with connect(_require(path), read_only=True, allow_files=allow_files) as con:
-        return [d[0] for d in con.sql(query).limit(0).description]
+        try:
+            return [d[0] for d in con.sql(query).limit(0).description]
+        except duckdb.Error as e:
+            raise _sql_error(e, allow_files) from None
 
 
 def list_datasets(path: Path | None) -> pl.DataFrame:
@@ -84,10 +117,25 @@ def dataset_table(path: Path | None, name: str, version: int | None = None) -> t
             row = con.execute("select fingerprint, version from datasets where name = ? and version = ?",
                               [name, version]).fetchone()
         if row is None:
+            versions = [r[0] for r in con.execute("select version from datasets where name = ? order by 1",
+                                                  [name]).fetchall()]
+            if versions:
+                raise UserError(f"no dataset {name!r} version {version} in the catalog; "
+                                f"its versions: {_ranges(versions)}")
             names = [r[0] for r in con.execute("select distinct name from datasets order by 1").fetchall()]
-            what = f"dataset {name!r}" + (f" version {version}" if version is not None else "")
-            raise UserError(f"no {what} in the catalog; datasets: {', '.join(names) or '(none)'}")
+            raise UserError(f"no dataset {name!r} in the catalog; datasets: {', '.join(names) or '(none)'}")
     return output_table(row[0]), row[1]
+
+
+def _ranges(versions: list[int]) -> str:
+    """[1, 2, 3, 5] -> "1-3, 5"."""
+    spans: list[list[int]] = []
+    for v in versions:
+        if spans and v == spans[-1][1] + 1:
+            spans[-1][1] = v
+        else:
+            spans.append([v, v])
+    return ", ".join(f"{a}" if a == b else f"{a}-{b}" for a, b in spans)
 
 
 def dataset_record(path: Path | None, name: str, version: int | None = None) -> dict[str, Any]:
@@ -107,24 +155,50 @@ def read_dataset(path: Path | None, name: str, version: int | None = None) -> pl
         return con.sql(f"select * from {quote_ident(table)}").pl()
 
 
-def show(path: Path | None, name: str, version: int | None = None, limit: int = 20) -> pl.DataFrame:
-    table, _ = dataset_table(path, name, version)
+def show(path: Path | None, name: str, version: int | None = None, limit: int | None = 20,
+         columns: list[str] | None = None) -> pl.DataFrame:
+    """The first `limit` rows (all when None) of a dataset version, optionally only some `columns`."""
+    table, v = dataset_table(path, name, version)
     with connect(_require(path), read_only=True) as con:
-        return con.sql(f"select * from {quote_ident(table)} limit {int(limit)}").pl()
+        have = con.sql(f"select * from {quote_ident(table)}").columns
+        if columns:
+            missing = [c for c in columns if c not in have]
+            if missing:
+                raise UserError(f"--columns: {', '.join(map(repr, missing))} not in {name} v{v}; "
+                                f"its columns: {', '.join(have)}")
+        picked = ", ".join(map(quote_ident, columns)) if columns else "*"
+        cap = f" limit {int(limit)}" if limit is not None else ""
+        return con.sql(f"select {picked} from {quote_ident(table)}{cap}").pl()
 
 
-def history(path: Path | None, limit: int = 20) -> tuple[pl.DataFrame, pl.DataFrame]:
-    """Recent builds, and their steps."""
+def history(path: Path | None, limit: int = 20, *, build_id: str | None = None,
+            recipe: str | None = None) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """Recent builds (newest first), optionally one build or one recipe's, and their steps."""
+    where, params = [], []
+    if build_id is not None:
+        where.append("build_id = ?")
+        params.append(build_id)
+    if recipe is not None:
+        where.append("recipe_name = ?")
+        params.append(recipe)
+    cond = f"where {' and '.join(where)}" if where else ""
+    picked = f"select build_id, started_at from builds {cond} order by started_at desc limit ?"
     with connect(_require(path), read_only=True) as con:
         builds = con.sql(
-            """select build_id, recipe_name, status, started_at,
+            f"""select build_id, recipe_name, status, started_at,
                       round(epoch(finished_at - started_at), 2) as seconds, error
-               from builds order by started_at desc limit ?""", params=[limit]).pl()
+               from builds where build_id in (select build_id from ({picked}))
+               order by started_at desc""", params=[*params, limit]).pl()
         steps = con.sql(
-            """select s.build_id, s.step_id, s.type, s.status, s.rows_in, s.rows_out, s.rejected,
+            f"""select s.build_id, s.step_id, s.type, s.status, s.rows_in, s.rows_out, s.rejected,
                       round(s.seconds, 3) as seconds, s.fingerprint
-               from steps s join (select build_id from builds order by started_at desc limit ?) b
-               using (build_id) order by s.build_id desc, s.rowid""", params=[limit]).pl()
+               from steps s join ({picked}) b using (build_id)
+               order by b.started_at desc, s.rowid""", params=[*params, limit]).pl()
+        if builds.height == 0 and where:
+            what = " and ".join(f"{k} {v!r}" for k, v in (("build", build_id), ("recipe", recipe)) if v is not None)
+            known = con.execute("select distinct recipe_name from builds order by 1").fetchall()
+            hint = f"; recipes with builds: {', '.join(r[0] for r in known)}" if recipe is not None and known else ""
+            raise UserError(f"no builds for {what} in the catalog{hint}")
     return builds, steps
 
 
@@ -145,6 +219,21 @@ def calls_summary(path: Path | None, build_id: str | None = None) -> pl.DataFram
                 from llm_calls {where}
                 group by all order by min(created_at), step_id, model""",
             params=[build_id] if build_id else None).pl()
+
+
+def kept_work(path: Path | None, pid: int) -> dict[str, Any] | None:
+    """What the latest build run by process `pid` stored before it stopped: its id, status, the
+    steps it built (their outputs are reused by the next build) and their rows. None if no such build."""
+    if path is None or not Path(path).exists():
+        return None
+    with connect(Path(path), read_only=True) as con:
+        row = con.execute("select build_id, status from builds where pid = ? order by started_at desc limit 1",
+                          [pid]).fetchone()
+        if row is None:
+            return None
+        built = con.execute("select count(*), coalesce(sum(rows_out), 0) from steps "
+                            "where build_id = ? and status = 'built'", [row[0]]).fetchone()
+    return {"build_id": row[0], "status": row[1], "steps_built": int(built[0]), "rows": int(built[1])}
 
 
 def stored_outputs(path: Path) -> dict[str, str]:

@@ -236,18 +236,47 @@ class Catalog:
 
     # -- batch API submissions -------------------------------------------------------
     _BATCH_COLS = ("batch_id", "provider", "endpoint", "model", "build_id", "step_id", "request_hash",
-                   "custom_id", "request", "status", "error", "submitted_at", "updated_at")
+                   "custom_id", "request", "status", "error", "submitted_at", "updated_at", "intent")
 
-    def record_llm_batch(self, rows: Iterable[dict[str, Any]]) -> None:
-        """Store the items of a just-submitted batch (status `submitted`), in one transaction."""
+    def record_batch_intent(self, intent: str, rows: Iterable[dict[str, Any]]) -> None:
+        """Store the items of a batch about to be submitted (status `submitting`, no batch id yet).
+
+        Written before the provider is asked, so a crash between its answer and `confirm_batch`
+        leaves a trace the next build looks for (`pending_batch_intents`)."""
         now = _now()
-        values = [[r.get(c) if c not in ("submitted_at", "updated_at") else now for c in self._BATCH_COLS]
-                  for r in rows]
+        values = [[intent if c == "intent" else "submitting" if c == "status" else
+                   now if c in ("submitted_at", "updated_at") else r.get(c) for c in self._BATCH_COLS] for r in rows]
         if not values:
             return
         with self._write() as con, transaction(con):
             con.executemany(f"insert into llm_batches ({', '.join(self._BATCH_COLS)}) "
                             f"values ({', '.join('?' * len(self._BATCH_COLS))})", values)
+
+    def confirm_batch(self, intent: str, batch_id: str) -> None:
+        """The provider accepted the batch of this intent: its items are `submitted` to `batch_id`."""
+        with self._write() as con:
+            con.execute("update llm_batches set batch_id = ?, status = 'submitted', updated_at = ? "
+                        "where intent = ? and status = 'submitting'", [batch_id, _now(), intent])
+
+    def abandon_batch_intent(self, intent: str, why: str) -> None:
+        """No batch was found for this intent: the provider never got it (its items may be sent again)."""
+        with self._write() as con:
+            con.execute("update llm_batches set status = 'unsent', error = ?, updated_at = ? "
+                        "where intent = ? and status = 'submitting'", [why, _now(), intent])
+
+    def pending_batch_intents(self, hashes: list[str], provider: str,
+                              endpoint: str) -> dict[str, tuple[Any, list[str]]]:
+        """intent -> (when it was recorded, its request hashes), for intents of these hashes never confirmed."""
+        if not hashes:
+            return {}
+        with self._read() as con:
+            con.register("_h", pl.DataFrame({"h": hashes}).to_arrow())
+            rows = con.execute(
+                """select b.intent, min(b.submitted_at), list(b.request_hash order by b.request_hash)
+                   from llm_batches b join _h on b.request_hash = _h.h
+                   where b.status = 'submitting' and b.provider = ? and b.endpoint = ?
+                   group by b.intent""", [provider, endpoint]).fetchall()
+        return {intent: (when, hs) for intent, when, hs in rows}
 
     def open_llm_batches(self, hashes: list[str], provider: str, endpoint: str) -> dict[str, str]:
         """request_hash -> batch_id for these hashes still `submitted` to a batch on this provider/endpoint."""

@@ -19,8 +19,8 @@ from dataforge.errors import UserError
 from dataforge.export import mixing
 from dataforge.export.mixture import MixtureFile, load_mixture
 from dataforge.export.rates import allocate
-from dataforge.export.writers import (FORMATS, MANIFEST, check_replaceable, file_entries, staged_dir, write_hf,
-                                      write_split)
+from dataforge.export.writers import FORMATS, MANIFEST, file_entries, write_hf, write_split
+from dataforge.outdir import check_replaceable, staged_dir
 from dataforge.rows import content_ids
 from dataforge.textutil.templating import apply_templates, required_variables
 
@@ -96,7 +96,7 @@ def export_frames(mf: MixtureFile, frames: list[pl.DataFrame], out: Path, fmt: s
                   infos: list[dict[str, Any]] | None = None) -> ExportResult:
     """Mix, split and write `frames` (one per mixture source, in order) under `out`."""
     m = mf.mixture
-    check_replaceable(out)  # fail before the work, not after it
+    check_replaceable(out, MANIFEST, "export")  # fail before the work, not after it
     infos = infos or [{} for _ in frames]
     prepared, lacking = zip(*[_prepare(mf, i, df) for i, df in enumerate(frames)]) if frames else ((), ())
     prepared = list(prepared)
@@ -155,7 +155,7 @@ def export_frames(mf: MixtureFile, frames: list[pl.DataFrame], out: Path, fmt: s
             "train": split_count("train", s.dataset), "validation": split_count("validation", s.dataset),
         })
     fingerprint = json.dumps([mf.sha256, m.seed, fmt, [x.get("fingerprint") for x in infos]])
-    with staged_dir(out) as tmp:
+    with staged_dir(out, MANIFEST, "export") as tmp:
         if fmt == "hf":
             write_hf(splits, tmp, fingerprint)
         else:

@@ -1,18 +1,13 @@
-"""Writers for the export formats, file hashing, and the atomic swap of the output directory."""
+"""Writers for the export formats and the manifest's file list (the output directory is swapped in
+by `dataforge.outdir`)."""
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
-import os
-import shutil
-import uuid
 from pathlib import Path
-from typing import Iterator
 
 import polars as pl
 
-from dataforge.errors import UserError
 from dataforge.hashing import file_sha256
 
 FORMATS = ("jsonl", "parquet", "hf")
@@ -61,41 +56,3 @@ def file_entries(root: Path) -> list[dict]:
             entries.append({"path": p.relative_to(root).as_posix(), "bytes": p.stat().st_size,
                             "sha256": file_sha256(p)})
     return entries
-
-
-def check_replaceable(out: Path) -> None:
-    """Refuse to replace anything but a missing/empty directory or an earlier export (has a manifest)."""
-    if out.exists() and not out.is_dir():
-        raise UserError(f"--out {out} exists and is not a directory")
-    if out.is_dir() and any(out.iterdir()) and not (out / MANIFEST).is_file():
-        raise UserError(f"--out {out} is a non-empty directory without {MANIFEST} (not an earlier export); "
-                        "refusing to replace it")
-
-
-@contextlib.contextmanager
-def staged_dir(out: Path) -> Iterator[Path]:
-    """A fresh directory beside `out`; on success it replaces `out`, on failure it is removed.
-
-    An earlier export at `out` stays intact until the new one is complete.
-    """
-    check_replaceable(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tag = uuid.uuid4().hex[:8]
-    tmp = out.parent / f".{out.name}.tmp-{tag}"
-    tmp.mkdir()
-    try:
-        yield tmp
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    old = out.parent / f".{out.name}.old-{tag}"
-    if out.exists():
-        os.replace(out, old)
-    try:
-        os.replace(tmp, out)
-    except BaseException:
-        if old.exists():
-            os.replace(old, out)
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    shutil.rmtree(old, ignore_errors=True)

@@ -12,11 +12,13 @@ from __future__ import annotations
 
 import json
 import time
+import uuid
 from collections import Counter, defaultdict
 from typing import TYPE_CHECKING, Any
 
 from dataforge.errors import UserError
-from dataforge.llm.batch_backends import BatchBackend, BatchNotFound, ItemFailure, endpoint_label, make_backend
+from dataforge.llm.batch_backends import (INTENT_TAG, BatchAPIError, BatchBackend, BatchNotFound, ItemFailure, endpoint_label,
+                                          make_backend)
 from dataforge.llm.calllog import call_row, completion_from_row
 from dataforge.llm.config import LLMConfig
 from dataforge.llm.context import LLMContext, llm_context
@@ -101,6 +103,7 @@ class _BatchRun:
                 self.task.close()
 
     def _run(self, backend: BatchBackend) -> None:
+        self._recover_intents(backend)
         resumed = self.catalog.open_llm_batches(sorted(self.todo), self.cfg.provider, self.endpoint)
         for h, bid in resumed.items():
             self.attempts[h] += 1
@@ -157,16 +160,37 @@ class _BatchRun:
         for group in groups.values():
             for chunk in _chunks(group, self.todo, backend.max_items):
                 items = [(h, self.todo[h]) for h in chunk]
-                bid = backend.submit(items, {"dataforge_build": self.ctx.build_id or "",
-                                             "dataforge_step": self.ctx.step_id or ""})
-                self.catalog.record_llm_batch(
-                    {"batch_id": bid, "provider": self.cfg.provider, "endpoint": self.endpoint, "model": r.model,
+                intent = f"df-{uuid.uuid4().hex[:16]}"
+                self.catalog.record_batch_intent(intent, (
+                    {"provider": self.cfg.provider, "endpoint": self.endpoint, "model": r.model,
                      "build_id": self.ctx.build_id, "step_id": self.ctx.step_id, "request_hash": h,
-                     "custom_id": h, "request": json.dumps(r.canonical(), ensure_ascii=False),
-                     "status": "submitted"} for h, r in items)
+                     "custom_id": h, "request": json.dumps(r.canonical(), ensure_ascii=False)} for h, r in items))
+                try:
+                    bid = backend.submit(items, {"dataforge_build": self.ctx.build_id or "",
+                                                 "dataforge_step": self.ctx.step_id or "", INTENT_TAG: intent})
+                except BatchAPIError as e:  # refused: nothing was created
+                    self.catalog.abandon_batch_intent(intent, str(e)[:500])
+                    raise
+                self.catalog.confirm_batch(intent, bid)
                 self.attempts.update(chunk)
                 self.active.add(bid)
                 self.log(f"  {self.ctx.step_id}: submitted {self.cfg.provider} batch {bid} ({len(items)} requests)")
+
+    def _recover_intents(self, backend: BatchBackend) -> set[str]:
+        """Batches submitted by a build that died before storing their ids: find them at the provider
+        by their intent tag and poll them; an intent with no batch was never sent. Returns the hashes found."""
+        found: set[str] = set()
+        for intent, (when, hashes) in self.catalog.pending_batch_intents(
+                sorted(self.todo), self.cfg.provider, self.endpoint).items():
+            bid = backend.find(intent, when, set(hashes))
+            if bid is None:
+                self.catalog.abandon_batch_intent(intent, "no batch with this intent at the provider: never sent")
+                continue
+            self.catalog.confirm_batch(intent, bid)
+            self.log(f"  {self.ctx.step_id}: found {self.cfg.provider} batch {bid}, submitted by an earlier build "
+                     f"that stopped before recording it ({len(hashes)} requests); not submitting them again")
+            found.update(hashes)
+        return found
 
     def _collect(self, backend: BatchBackend, bid: str) -> list[str]:
         """Log an ended batch's results; return the hashes to submit again."""

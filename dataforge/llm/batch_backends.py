@@ -8,6 +8,7 @@ Any SDK failure becomes `BatchAPIError` (a `UserError`) with the key scrubbed fr
 from __future__ import annotations
 
 import abc
+import datetime as dt
 import json
 from dataclasses import dataclass
 from typing import Any, Callable
@@ -17,6 +18,16 @@ from dataforge.errors import UserError
 from dataforge.llm.config import LLMConfig
 from dataforge.llm.providers.base import Secrets, classify_status, read_key
 from dataforge.llm.types import Completion, Request
+
+
+INTENT_TAG = "dataforge_intent"
+"""Metadata key (where a batch API has metadata) naming the intent a batch was submitted for."""
+FIND_SLACK = dt.timedelta(minutes=10)
+"""How much older than its intent's record a batch may look (clock skew between us and the provider)."""
+
+
+def _utc(t: dt.datetime) -> dt.datetime:
+    return t.replace(tzinfo=dt.timezone.utc) if t.tzinfo is None else t.astimezone(dt.timezone.utc)
 
 
 class BatchAPIError(UserError):
@@ -86,6 +97,10 @@ class BatchBackend(abc.ABC):
         """Why the provider rejected a whole ended batch (items without a result get this as their error)."""
         return None
 
+    @abc.abstractmethod
+    def find(self, intent: str, since: dt.datetime, custom_ids: set[str]) -> str | None:
+        """The id of the batch submitted for `intent` (recorded at `since`, UTC) with these items, or None."""
+
     def close(self) -> None:
         """Release the client."""
 
@@ -127,6 +142,31 @@ class AnthropicBatches(BatchBackend):
         b = self._call(f"checking batch {batch_id}", lambda: self.client.messages.batches.retrieve(batch_id),
                        polling=True)
         return b.processing_status == "ended"
+
+    def find(self, intent: str, since: dt.datetime, custom_ids: set[str]) -> str | None:
+        # Message batches carry no metadata: a batch created after the intent with as many requests is it,
+        # confirmed by its items' custom ids (our request hashes) once it has ended.
+        since = _utc(since)
+
+        def candidates() -> list[Any]:
+            out = []
+            for b in self.client.messages.batches.list(limit=100):
+                if _utc(b.created_at) < since - FIND_SLACK:
+                    break
+                counts = b.request_counts
+                total = counts.processing + counts.succeeded + counts.errored + counts.canceled + counts.expired
+                if total == len(custom_ids):
+                    out.append(b)
+            return out
+
+        for b in self._call("listing message batches", candidates):
+            if b.processing_status != "ended":
+                return b.id
+            ids = {line.custom_id for line in self._call(f"reading the results of batch {b.id}",
+                                                         lambda: list(self.client.messages.batches.results(b.id)))}
+            if ids == custom_ids:
+                return b.id
+        return None
 
     def collect(self, batch_id: str) -> dict[str, ItemOutcome]:
         from dataforge.llm.providers.anthropic_provider import completion_from_message
@@ -187,6 +227,19 @@ class OpenAIBatches(BatchBackend):
     def ended(self, batch_id: str) -> bool:
         b = self._call(f"checking batch {batch_id}", lambda: self.client.batches.retrieve(batch_id), polling=True)
         return b.status in self.ENDED
+
+    def find(self, intent: str, since: dt.datetime, custom_ids: set[str]) -> str | None:
+        since = _utc(since)
+
+        def search() -> str | None:
+            for b in self.client.batches.list(limit=100):  # newest first, pages fetched as needed
+                if dt.datetime.fromtimestamp(b.created_at, dt.timezone.utc) < since - FIND_SLACK:
+                    return None
+                if (b.metadata or {}).get(INTENT_TAG) == intent:
+                    return b.id
+            return None
+
+        return self._call("listing batches", search)
 
     def collect(self, batch_id: str) -> dict[str, ItemOutcome]:
         b = self._call(f"checking batch {batch_id}", lambda: self.client.batches.retrieve(batch_id), polling=True)

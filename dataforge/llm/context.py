@@ -27,8 +27,18 @@ class LLMStore(Protocol):
     def llm_usage(self, build_id: str) -> tuple[int, float]:
         """(calls sent, dollars spent) by a build so far."""
 
-    def record_llm_batch(self, rows: Iterable[dict[str, Any]]) -> None:
-        """Remember submitted batch items."""
+    def record_batch_intent(self, intent: str, rows: Iterable[dict[str, Any]]) -> None:
+        """Remember the items of a batch before it is submitted."""
+
+    def confirm_batch(self, intent: str, batch_id: str) -> None:
+        """The batch of an intent was accepted under `batch_id`."""
+
+    def abandon_batch_intent(self, intent: str, why: str) -> None:
+        """No batch exists for an intent: its items were never sent."""
+
+    def pending_batch_intents(self, hashes: list[str], provider: str,
+                              endpoint: str) -> dict[str, tuple[Any, list[str]]]:
+        """intent -> (recorded at, request hashes), for intents never confirmed."""
 
     def open_llm_batches(self, hashes: list[str], provider: str, endpoint: str) -> dict[str, str]:
         """request_hash -> batch id, for hashes already submitted and not yet collected."""

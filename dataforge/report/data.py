@@ -166,7 +166,7 @@ def collect(catalog: Path, name: str, version: int | None = None, column: str | 
     if "verb" in df.columns and "noun" in df.columns:
         verbs, nouns, source = df["verb"].to_list(), df["noun"].to_list(), "dataset columns verb/noun"
     elif text_col is not None:
-        from dataforge.steps.filter.verb_noun import extract_verb_noun
+        from dataforge.textutil.verbnoun import extract_verb_noun
 
         verbs, nouns = extract_verb_noun(df[text_col].cast(pl.Utf8).to_list())
         source = f"parsed from {source} with filter.verb_noun's rules"

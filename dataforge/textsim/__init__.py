@@ -6,16 +6,19 @@ the number of scoring threads, -1 = every core; scores equal rouge_score's with 
 - `rouge_l_f(a, b, *, use_stemmer=False) -> float`
 - `rouge_l_scores(text, texts, *, use_stemmer=False, workers=-1) -> np.ndarray` (float64)
 - `rouge_l_matrix(texts_a, texts_b, *, use_stemmer=False, workers=-1) -> np.ndarray` (float64)
-- `greedy_filter(texts, threshold=0.7, reference=(), *, use_stemmer=False, workers=-1, progress=None)
-  -> FilterResult(keep, max_score, nearest)`: Self-Instruct's loop; a text is dropped when its best
-  F against `reference` + the texts kept before it is at least `threshold`; `nearest` indexes
-  `[*reference, *texts]`, -1 when `max_score` is 0; ties go to the first in that order.
-- `reference_filter(texts, reference, threshold=0.7, *, use_stemmer=False, workers=-1) -> FilterResult`:
-  texts compared with `reference` only; `nearest` indexes `reference`.
+- `greedy_filter(texts, threshold=0.7, reference=(), *, use_stemmer=False, workers=-1, progress=None,
+  score_floor=0.0) -> FilterResult(keep, max_score, nearest)`: Self-Instruct's loop; a text is dropped
+  when its best F against `reference` + the texts kept before it is at least `threshold`; `nearest`
+  indexes `[*reference, *texts]`, -1 when `max_score` is 0; ties go to the first in that order.
+- `reference_filter(texts, reference, threshold=0.7, *, use_stemmer=False, workers=-1, score_floor=0.0)
+  -> FilterResult`: texts compared with `reference` only; `nearest` indexes `reference`.
 - `RougePool(texts=(), *, use_stemmer=False, workers=-1)`: an incremental pool for generators
-  that filter batch by batch: `add(texts)`, `best(texts) -> (max_score, nearest)`,
-  `filter_greedy(texts, threshold=0.7, progress=None) -> FilterResult` (kept texts join the
-  pool); `nearest` is a serial number counting every text ever given to the pool.
+  that filter batch by batch: `add(texts)`, `best(texts, *, score_floor=0.0) -> (max_score, nearest)`,
+  `filter_greedy(texts, threshold=0.7, progress=None, *, score_floor=0.0) -> FilterResult` (kept
+  texts join the pool); `nearest` is a serial number counting every text ever given to the pool.
+- `score_floor` (0 to the threshold): scores are exact from the floor up and NaN (nearest -1)
+  below it; only pairs that could reach it are scored (`prefix.py`), so `score_floor=threshold`
+  is the fast setting. Decisions never depend on it.
 - `RougeTokens(use_stemmer=False)`: rouge_score's tokenizer (`tokenize`) plus a token -> character
   encoding (`encode`, `encode_all`).
 """

@@ -9,6 +9,13 @@ at once on every core, then the block is resolved in order against its own kept 
 Every text given to a pool (added, or offered to `filter_greedy`) gets the next serial number,
 starting at 0; `nearest` reports those numbers. So `greedy_filter(texts, reference=ref)` reports
 indexes into `[*ref, *texts]`.
+
+`score_floor` says which scores must be exact. Every pair whose F reaches it is found; a text
+whose best F is below it records NaN (and nearest -1): only "below the floor" is known. Decisions
+never depend on it (it is at most the threshold, and a dropped text's best reaches the threshold),
+so with `score_floor = threshold` only pairs that could reach the threshold are compared: a
+prefix-filtered token index (`prefix.py`) finds them and the exact LCS decides. At 0 every pair
+is scored (the block-parallel brute force below), and every best F is exact.
 """
 
 from __future__ import annotations
@@ -19,6 +26,7 @@ import numpy as np
 from rapidfuzz import process
 from rapidfuzz.distance import Indel, LCSseq
 
+from dataforge.textsim import prefix
 from dataforge.textsim.rouge import code_lengths, f_measure
 from dataforge.textsim.tokens import RougeTokens
 
@@ -34,6 +42,13 @@ _BLOCK_MIN, _BLOCK_MAX = 32, 256
 _SIMD_TOKENS = 64
 # Below this many cells a score matrix is computed on one thread.
 _PARALLEL_CELLS = 1 << 20
+# Below this many pairs the exact LCS of candidates is computed on one thread.
+_PARALLEL_PAIRS = 1 << 14
+# From this score floor on the prefix index is used; below it nearly every pair is a candidate
+# and scoring them all in blocks is faster.
+_PRUNE_FROM = 0.3
+# Texts per block of the pruned greedy loop.
+_PRUNED_BLOCK = 2048
 
 
 class FilterResult(NamedTuple):
@@ -42,9 +57,11 @@ class FilterResult(NamedTuple):
     keep: np.ndarray
     """bool: kept (best F is below the threshold)."""
     max_score: np.ndarray
-    """float64: best ROUGE-L F against the pool (0.0 when the pool is empty)."""
+    """float64: exact best ROUGE-L F against the pool when it is at least the call's `score_floor`
+    (always for a dropped text); NaN when it is below the floor (> 0). 0.0 when nothing matches
+    at floor 0 (or the pool is empty)."""
     nearest: np.ndarray
-    """int64: serial number of the first pool text reaching `max_score`; -1 when `max_score` is 0."""
+    """int64: serial number of the first pool text reaching `max_score`; -1 when `max_score` is 0 or NaN."""
 
 
 class RougePool:
@@ -59,6 +76,8 @@ class RougePool:
         self._codes: list[str] = []
         self._lens = np.zeros(0, dtype=np.int64)
         self._serials = np.zeros(0, dtype=np.int64)
+        self._order = prefix.TokenOrder()
+        self._index: prefix.PrefixIndex | None = None  # built on the first pruned call
         self.seen = 0
         """Serial number the next text will get."""
         self.add(texts)
@@ -70,26 +89,148 @@ class RougePool:
         """Add texts to the pool unconditionally (seeds, a reference set)."""
         self._add_codes(self.tokens.encode_all(texts))
 
-    def best(self, texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
-        """Best F of each text against the pool and the serial number of that match (-1 if F is 0)."""
+    def best(self, texts: Sequence[str], *, score_floor: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
+        """Best F of each text against the pool and the serial number of that match (-1 if F is 0).
+
+        With `score_floor` > 0, a best F below the floor is NaN (nearest -1) and only pairs that
+        can reach the floor are scored.
+        """
+        _check_floor(score_floor, 1.0)
         codes = self.tokens.encode_all(texts)
-        return self._best(codes, code_lengths(codes))
+        lens = code_lengths(codes)
+        if score_floor < _PRUNE_FROM:
+            return _floored(*self._best(codes, lens), score_floor)
+        index = self._ensure_index(score_floor)
+        pre = prefix.prefixes(self._order, codes, lens, index.floor)
+        out = np.full(len(codes), np.nan), np.full(len(codes), -1, dtype=np.int64)
+        for lo in range(0, len(codes), _PRUNED_BLOCK):
+            hi = min(lo + _PRUNED_BLOCK, len(codes))
+            b, j = self._best_pruned(codes[lo:hi], lens[lo:hi], pre.slice(lo, hi), score_floor)
+            out[0][lo:hi], out[1][lo:hi] = b, self._serial_of(j)
+        return out
 
     def filter_greedy(self, texts: Sequence[str], threshold: float = 0.7,
-                      progress: Callable[[int], None] | None = None) -> FilterResult:
+                      progress: Callable[[int], None] | None = None, *,
+                      score_floor: float = 0.0) -> FilterResult:
         """Self-Instruct's loop: keep each text only if its best F against the pool is below
         `threshold`; kept texts join the pool before the next text is looked at.
 
-        `progress(n)` is called as each block of `n` texts is decided.
+        `progress(n)` is called as each block of `n` texts is decided. `score_floor` (0 to
+        `threshold`) is where `max_score` stops being exact (NaN below it); the decisions are the
+        same whatever it is, and at `threshold` only pairs that could reach it are scored.
         """
-        return self._filter_codes(self.tokens.encode_all(texts), threshold, progress)
+        return self._filter_codes(self.tokens.encode_all(texts), threshold, progress, score_floor)
 
     # -- internals ----------------------------------------------------------
-    def _add_codes(self, codes: list[str]) -> None:
+    def _add_codes(self, codes: list[str], pre: prefix.Prefixes | None = None) -> None:
+        if self._index is not None:
+            self._index_rows(codes, pre)
         self._append(codes, np.arange(self.seen, self.seen + len(codes)))
         self.seen += len(codes)
 
+    def _index_rows(self, codes: list[str], pre: prefix.Prefixes | None) -> None:
+        """Put texts about to be appended to the pool into the index."""
+        assert self._index is not None
+        lens = code_lengths(codes)
+        if pre is None:
+            pre = prefix.prefixes(self._order, codes, lens, self._index.floor)
+        self._index.add(pre, len(self._codes) + np.arange(len(codes), dtype=np.int64), lens)
+
+    def _ensure_index(self, floor: float) -> prefix.PrefixIndex:
+        """The index, (re)built over the whole pool when missing or cut for a higher floor."""
+        if self._index is None or floor < self._index.floor:
+            self._index = prefix.PrefixIndex(floor)
+            pre = prefix.prefixes(self._order, self._codes, self._lens, floor)
+            self._index.add(pre, np.arange(len(self._codes), dtype=np.int64), self._lens)
+        return self._index
+
     def _filter_codes(self, codes: list[str], threshold: float,
+                      progress: Callable[[int], None] | None = None, score_floor: float = 0.0,
+                      pre: prefix.Prefixes | None = None) -> FilterResult:
+        _check_floor(score_floor, threshold)
+        if score_floor >= _PRUNE_FROM:
+            return self._filter_pruned(codes, threshold, score_floor, progress, pre)
+        res = self._filter_brute(codes, threshold, progress)
+        return FilterResult(res.keep, *_floored(res.max_score, res.nearest, score_floor))
+
+    def _filter_pruned(self, codes: list[str], threshold: float, floor: float,
+                       progress: Callable[[int], None] | None, pre: prefix.Prefixes | None) -> FilterResult:
+        """The greedy loop over candidates only, block by block: each block is scored against the
+        pool's candidates, then resolved in order against its own earlier kept rows."""
+        lens = code_lengths(codes)
+        index = self._ensure_index(floor)
+        if pre is None:
+            pre = prefix.prefixes(self._order, codes, lens, index.floor)
+        first = self.seen
+        self.seen += len(codes)
+        keep = np.zeros(len(codes), dtype=bool)
+        best = np.full(len(codes), np.nan)
+        nearest = np.full(len(codes), -1, dtype=np.int64)
+        for start in range(0, len(codes), _PRUNED_BLOCK):
+            stop = min(start + _PRUNED_BLOCK, len(codes))
+            blk, blk_lens, blk_pre = codes[start:stop], lens[start:stop], pre.slice(start, stop)
+            s, j = self._best_pruned(blk, blk_lens, blk_pre, floor)
+            j = self._serial_of(j)
+            # Pairs inside the block, best first, then the earliest row.
+            q, r = prefix.self_join(blk_pre, blk_lens, floor)
+            f = self._scores(blk, blk_lens, q, blk, blk_lens, r)
+            sel = f >= floor
+            q, r, f = q[sel], r[sel], f[sel]
+            order = np.lexsort((r, -f, q))
+            q, r, f = q[order], r[order], f[order]
+            kept = ~(s >= threshold)  # NaN (nothing reaches the floor) is kept
+            bounds = np.searchsorted(q, np.arange(stop - start + 1))
+            for i in np.unique(q).tolist():
+                for t in range(bounds[i], bounds[i + 1]):
+                    k = r[t]
+                    if kept[k]:
+                        if not f[t] <= s[i]:  # on a tie the earlier pool text stays nearest
+                            s[i], j[i] = f[t], first + start + k
+                        break
+                kept[i] = not s[i] >= threshold
+            keep[start:stop], best[start:stop], nearest[start:stop] = kept, s, j
+            idx = np.nonzero(kept)[0]
+            index.add(blk_pre.take(idx), len(self._codes) + np.arange(len(idx), dtype=np.int64), blk_lens[idx])
+            self._append([blk[i] for i in idx], first + start + idx)
+            if progress is not None:
+                progress(stop - start)
+        return FilterResult(keep, best, nearest)
+
+    def _serial_of(self, positions: np.ndarray) -> np.ndarray:
+        """Serial numbers of pool positions (-1 stays -1)."""
+        if not len(self._serials):
+            return positions.copy()
+        return np.where(positions >= 0, self._serials[np.maximum(positions, 0)], -1)
+
+    def _best_pruned(self, codes: list[str], lens: np.ndarray, pre: prefix.Prefixes,
+                     floor: float) -> tuple[np.ndarray, np.ndarray]:
+        """Best F >= `floor` of each text against the pool and the first pool position reaching
+        it; NaN and -1 where no pool text reaches the floor."""
+        best = np.full(len(codes), np.nan)
+        near = np.full(len(codes), -1, dtype=np.int64)
+        assert self._index is not None
+        q, r = self._index.candidates(pre, lens, self._lens, floor)
+        f = self._scores(codes, lens, q, self._codes, self._lens, r)
+        sel = f >= floor
+        q, r, f = q[sel], r[sel], f[sel]
+        order = np.lexsort((r, -f, q))
+        first = np.ones(len(order), dtype=bool)
+        first[1:] = q[order][1:] != q[order][:-1]
+        pick = order[first]
+        best[q[pick]], near[q[pick]] = f[pick], r[pick]
+        return best, near
+
+    def _scores(self, codes_a: list[str], lens_a: np.ndarray, rows: np.ndarray,
+                codes_b: list[str], lens_b: np.ndarray, cols: np.ndarray) -> np.ndarray:
+        """Exact F of the pairs (codes_a[rows[k]], codes_b[cols[k]])."""
+        if not len(rows):
+            return np.zeros(0, dtype=np.float64)
+        workers = self.workers if len(rows) >= _PARALLEL_PAIRS else 1
+        lcs = process.cpdist([codes_a[i] for i in rows.tolist()], [codes_b[i] for i in cols.tolist()],
+                             scorer=LCSseq.similarity, dtype=np.int64, workers=workers)
+        return f_measure(lcs, lens_a[rows], lens_b[cols])
+
+    def _filter_brute(self, codes: list[str], threshold: float,
                       progress: Callable[[int], None] | None = None) -> FilterResult:
         lens = code_lengths(codes)
         first = self.seen
@@ -117,6 +258,8 @@ class RougePool:
                 kept[i] = s < threshold
             keep[start:stop] = kept
             idx = np.nonzero(kept)[0]
+            if self._index is not None:
+                self._index_rows([blk[i] for i in idx], None)
             self._append([blk[i] for i in idx], first + start + idx)
             if progress is not None:
                 progress(stop - start)
@@ -213,24 +356,46 @@ def _exact(approx: np.ndarray, codes_a: list[str], lens_a: np.ndarray, rows: np.
 
 def greedy_filter(texts: Sequence[str], threshold: float = 0.7, reference: Sequence[str] = (), *,
                   use_stemmer: bool = False, workers: int = -1,
-                  progress: Callable[[int], None] | None = None) -> FilterResult:
+                  progress: Callable[[int], None] | None = None, score_floor: float = 0.0) -> FilterResult:
     """Self-Instruct's ROUGE-L filter over `texts`, in order, starting from the `reference` pool.
 
     `nearest` indexes `[*reference, *texts]` (always a reference text or a kept text);
-    `progress(n)` is called as each block of `n` texts is decided.
+    `progress(n)` is called as each block of `n` texts is decided. `score_floor`: see `RougePool.filter_greedy`
+    (`score_floor=threshold` is the fast setting: kept texts then record NaN).
     """
     pool = RougePool(use_stemmer=use_stemmer, workers=workers)
     codes = pool.tokens.encode_all([*reference, *texts])  # one vocabulary, ranked over everything
-    pool._add_codes(codes[:len(reference)])
-    return pool._filter_codes(codes[len(reference):], threshold, progress)
+    _check_floor(score_floor, threshold)
+    pre = None
+    if score_floor >= _PRUNE_FROM:  # one token order, ranked over everything
+        pool._ensure_index(score_floor)
+        pre = prefix.prefixes(pool._order, codes, code_lengths(codes), score_floor)
+    pool._add_codes(codes[:len(reference)], pre.slice(0, len(reference)) if pre else None)
+    return pool._filter_codes(codes[len(reference):], threshold, progress, score_floor,
+                              pre.slice(len(reference), len(codes)) if pre else None)
 
 
 def reference_filter(texts: Sequence[str], reference: Sequence[str], threshold: float = 0.7, *,
-                     use_stemmer: bool = False, workers: int = -1) -> FilterResult:
+                     use_stemmer: bool = False, workers: int = -1, score_floor: float = 0.0) -> FilterResult:
     """Drop each text whose best ROUGE-L F against `reference` reaches `threshold` (eval-set leaks).
 
-    Texts are not compared with each other; `nearest` indexes `reference`.
+    Texts are not compared with each other; `nearest` indexes `reference`. `score_floor` as in
+    `greedy_filter`.
     """
+    _check_floor(score_floor, threshold)
     pool = RougePool(reference, use_stemmer=use_stemmer, workers=workers)
-    best, nearest = pool.best(texts)
-    return FilterResult(best < threshold, best, nearest)
+    best, nearest = pool.best(texts, score_floor=score_floor)
+    return FilterResult(~(best >= threshold), best, nearest)
+
+
+def _check_floor(score_floor: float, threshold: float) -> None:
+    if not 0.0 <= score_floor <= threshold:
+        raise ValueError(f"score_floor must be between 0 and the threshold ({threshold}), got {score_floor}")
+
+
+def _floored(best: np.ndarray, nearest: np.ndarray, floor: float) -> tuple[np.ndarray, np.ndarray]:
+    """Exact scores with the ones below `floor` (> 0) blanked to NaN / -1."""
+    if floor <= 0:
+        return best, nearest
+    low = best < floor
+    return np.where(low, np.nan, best), np.where(low, -1, nearest)

@@ -5,4 +5,6 @@
 - `fewshot`: exemplar sampling per class and prompt assembly with polars.
 - `labels`: label flips (swap / derangement).
 - `templating`: Flan-style templating (`apply_templates`), option blocks, chain-of-thought targets, pruning.
+- `verbnoun`: root verb + direct-object noun of an instruction (spaCy dependency rules, or a benepar
+  constituency tree walk), for `filter.verb_noun` and the report.
 """

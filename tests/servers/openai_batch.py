@@ -7,7 +7,7 @@ Shaped after the SDK's types (`openai.types.Batch`, `FileObject`, `ChatCompletio
   OpenAI body `{"error": {"message", "type", "param", "code"}}`; `fail_next(status, times)` and
   `fail_when(marker, status)` inject them (429 carries `retry-after`).
 - Files: `POST /v1/files` (multipart, `purpose=batch`), `GET /v1/files/{id}`, `GET /v1/files/{id}/content`.
-- Batches: `POST /v1/batches` (input JSONL validated line by line; a bad file makes the batch `failed`
+- Batches: `GET /v1/batches` (list, newest first), `POST /v1/batches` (input JSONL validated line by line; a bad file makes the batch `failed`
   with `errors.data`), `GET /v1/batches/{id}`, `POST /v1/batches/{id}/cancel`. Status goes
   validating -> in_progress -> completed, or `expired` when an item was made to expire; answers go to
   `output_file_id`, failed and expired items to `error_file_id`. `batch_item(marker, "failed"|"expired",
@@ -151,6 +151,12 @@ class OpenAIBatchServer(LoopbackServer):
             return Reply.json(200, f["object"])
         if req.method == "POST" and p == "/v1/batches":
             return self.create_batch(req)
+        if req.method == "GET" and p == "/v1/batches":  # newest first, one page
+            with self.lock:
+                data = [self.batch_json(b) for b in reversed(list(self.batches.values()))]
+            return Reply.json(200, {"object": "list", "data": data, "has_more": False,
+                                    "first_id": data[0]["id"] if data else None,
+                                    "last_id": data[-1]["id"] if data else None})
         m = re.fullmatch(r"/v1/batches/([^/]+)(/cancel)?", p)
         if m:
             batch = self.batches.get(m.group(1))

@@ -5,6 +5,10 @@ its best F against the reference rows (if any) and every row kept before it reac
 `threshold` (ROUGE-L >= threshold is a near duplicate). `mode: reference` drops rows too close to a reference dataset (an eval set, say)
 and does not compare rows with each other. The reference is a second input: `reference:
 STEP_ID` (or `from: [main, reference]`).
+
+Only pairs that can reach `score_floor` (default: the threshold) are scored, so a kept row's
+best F is exact only when it reaches the floor; below it the row records null. A dropped row's
+score and nearest row are always exact, and the decisions never depend on the floor.
 """
 
 from __future__ import annotations
@@ -34,13 +38,19 @@ class RougeLFilter(Step):
     `from: [main, reference]`, where the second input is the reference."""
     reference_column: str | None = None
     """Text column of the reference rows; default: `column`."""
+    score_floor: float | None = Field(default=None, ge=0, le=1)
+    """Kept rows record their exact best F (`rouge_l_max`, `rouge_l_nearest_id`) when it is at least
+    this, and null below it. Default: the threshold (kept rows record null; only pairs that could
+    reach the threshold are compared, which is what makes millions of rows fast). 0 records every
+    kept row's best F and compares every pair (slow past ~100k rows). Must not exceed `threshold`;
+    decisions and rejections are the same whatever it is."""
     use_stemmer: bool = False
     """Porter-stem tokens longer than 3 characters, as rouge_score's `use_stemmer=True`."""
     workers: int = -1
     """Threads used for scoring; -1 uses every core. Does not change the output."""
 
     max_inputs = 2
-    kind_version = "1"
+    kind_version = "2"  # 2: kept rows below score_floor record null
 
     @field_validator("workers")
     @classmethod
@@ -81,6 +91,9 @@ class RougeLFilter(Step):
         if self.mode == "reference" and not self._has_reference():
             raise StepError(self.id, "mode", "mode `reference` needs a reference input: set `reference: STEP_ID` "
                                              "or `from: [main, reference]`")
+        if self.score_floor is not None and self.score_floor > self.threshold:
+            raise StepError(self.id, "score_floor", f"must not exceed threshold ({self.threshold}); "
+                                                    f"got {self.score_floor}")
         if self.reference_column is not None and not self._has_reference():
             raise StepError(self.id, "reference_column", "set only with a reference input (`reference: STEP_ID`)")
 
@@ -100,20 +113,22 @@ class RougeLFilter(Step):
             ref_ids = ref[ID].cast(pl.Utf8).to_list()
         ids = df[ID].cast(pl.Utf8).to_list()
         task = ctx.progress.task(f"{self.id}: rouge_l", total=len(texts)) if ctx.progress else None
+        floor = self.threshold if self.score_floor is None else self.score_floor
         if self.mode == "greedy":
             res = greedy_filter(texts, self.threshold, ref_texts, use_stemmer=self.use_stemmer,
-                                workers=self.workers, progress=task.advance if task else None)
+                                workers=self.workers, progress=task.advance if task else None,
+                                score_floor=floor)
             pool_ids = ref_ids + ids
         else:
             res = reference_filter(texts, ref_texts, self.threshold, use_stemmer=self.use_stemmer,
-                                   workers=self.workers)
+                                   workers=self.workers, score_floor=floor)
             pool_ids = ref_ids
             if task:
                 task.advance(len(texts))
         if task:
             task.close()
         nearest = [pool_ids[j] if j >= 0 else None for j in res.nearest.tolist()]
-        scored = df.with_columns(pl.Series("rouge_l_max", res.max_score, dtype=pl.Float64),
+        scored = df.with_columns(pl.Series("rouge_l_max", res.max_score, dtype=pl.Float64).fill_nan(None),
                                  pl.Series("rouge_l_nearest_id", nearest, dtype=pl.Utf8))
         keep = pl.Series(res.keep)
         dropped = scored.filter(~keep)

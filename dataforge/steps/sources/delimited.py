@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import csv
+import io
+import re
 from typing import Literal
 
 import polars as pl
@@ -9,6 +12,7 @@ from pydantic import Field
 
 from dataforge.steps.base import PlanContext, StepError
 from dataforge.steps.sources.base import FileSource
+from dataforge.steps.sources.checks import check_column_case, exact_integers, too_many_digits
 
 
 class CsvSource(FileSource):
@@ -39,5 +43,52 @@ class CsvSource(FileSource):
                              new_columns=self.names, quote_char=self.quote_char,
                              infer_schema=self.infer_types, infer_schema_length=10000)
         except pl.exceptions.PolarsError as e:
-            raise StepError(self.id, "path", f"{p}: cannot parse as CSV: {str(e).splitlines()[0]}") from None
+            raise self._parse_error(p, text, e) from None
+        df = exact_integers(self.id, df, str(p), lambda i: _row_lines(text, self._sep(), self.quote_char,
+                                                                      self.header)[i])
+        mapping = self._mapping()
+        check_column_case(self.id, list(mapping) if mapping else df.columns, str(p),
+                          "columns" if mapping else "path")
         return df
+
+    def _parse_error(self, p, text: str, e: Exception) -> StepError:
+        """Say which line is wrong: a row with more fields than the header, or a value that fits no type."""
+        msg = str(e).splitlines()[0]
+        width = len(self.names) if self.names else None
+        for line, fields in _rows(text, self._sep(), self.quote_char):
+            if width is None:
+                width = len(fields)
+                if self.header:
+                    continue
+            if len(fields) > width:
+                return StepError(self.id, "path", f"{p}:{line}: {len(fields)} fields where the "
+                                 f"{'header has' if self.header and not self.names else 'columns are'} {width}"
+                                 " (an unquoted delimiter in a value?)")
+        m = re.search(r"could not parse `([^`]*)` as dtype `([^`]*)`", str(e))
+        if m:
+            value = m.group(1)
+            line = next((ln for ln, fields in _rows(text, self._sep(), self.quote_char) if value in fields), None)
+            if re.fullmatch(r"[-+]?\d+", value):
+                return too_many_digits(self.id, str(p), None, value, line,
+                                       hint="set infer_types: false to keep every field as text")
+            at = f"{p}:{line}" if line else str(p)
+            return StepError(self.id, "path", f"{at}: value {value[:40]!r} does not fit the type inferred for its "
+                             "column; set infer_types: false to keep every field as text")
+        return StepError(self.id, "path", f"{p}: cannot parse as CSV: {msg}")
+
+
+def _rows(text: str, sep: str, quote: str | None):
+    """(first line number, fields) of each non-blank row, honouring quotes that span lines."""
+    reader = csv.reader(io.StringIO(text), delimiter=sep, quotechar=quote or '"',
+                        quoting=csv.QUOTE_MINIMAL if quote else csv.QUOTE_NONE)
+    start = 1
+    for fields in reader:
+        if fields:
+            yield start, fields
+        start = reader.line_num + 1
+
+
+def _row_lines(text: str, sep: str, quote: str | None, header: bool) -> list[int]:
+    """Line number of each data row (row index -> line), for errors only."""
+    lines = [ln for ln, _ in _rows(text, sep, quote)]
+    return lines[1:] if header else lines

@@ -8,7 +8,8 @@ import polars as pl
 
 from dataforge.hashing import file_sha256
 from dataforge.steps.base import PlanContext, StepError
-from dataforge.steps.sources.base import Source
+from dataforge.steps.sources.base import Source, check_regular_file
+from dataforge.steps.sources.checks import check_column_case, exact_integers
 
 
 class HFSource(Source):
@@ -27,8 +28,8 @@ class HFSource(Source):
 
     def check(self, ctx: PlanContext) -> None:
         p = ctx.resolve(self.path)
-        if not p.exists():
-            raise StepError(self.id, "path", f"not found: {p}")
+        if not p.is_dir():  # a `save_to_disk` or data directory, else one regular file
+            check_regular_file(self.id, p)
         if self.builder is None and not (p.is_dir() and any(p.glob("*.json"))):
             raise StepError(self.id, "path", f"{p} is not a `save_to_disk` directory; set `builder:` "
                                              "to read plain files with load_dataset")
@@ -50,4 +51,8 @@ class HFSource(Source):
             if self.split not in ds:
                 raise StepError(self.id, "split", f"no split {self.split!r}; have: {', '.join(ds)}")
             ds = ds[self.split]
-        return pl.from_arrow(ds.data.table)
+        df = exact_integers(self.id, pl.from_arrow(ds.data.table), str(p))
+        mapping = self._mapping()
+        check_column_case(self.id, list(mapping) if mapping else df.columns, str(p),
+                          "columns" if mapping else "path")
+        return df

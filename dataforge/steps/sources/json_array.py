@@ -9,6 +9,8 @@ import polars as pl
 
 from dataforge.steps.base import PlanContext, StepError
 from dataforge.steps.sources.base import FileSource
+from dataforge.steps.sources.checks import MAX_NESTING, check_column_case, check_nesting, exact_integers, \
+    too_deep, too_many_digits, value_depth
 
 
 class JsonSource(FileSource):
@@ -24,6 +26,9 @@ class JsonSource(FileSource):
             doc = json.loads(self._text(ctx))
         except ValueError as e:
             raise StepError(self.id, "path", f"{p}:{e.lineno}: invalid JSON at column {e.colno}: {e.msg}") from None
+        except RecursionError:
+            raise StepError(self.id, "path", f"{p}: JSON nested too deeply to read "
+                            "(arrays/objects more than about a thousand levels deep)") from None
         if self.records_key is not None:
             if not isinstance(doc, dict) or self.records_key not in doc:
                 raise StepError(self.id, "records_key", f"{p}: no top-level key {self.records_key!r}")
@@ -34,8 +39,23 @@ class JsonSource(FileSource):
                 return pl.DataFrame(doc).to_dicts()
         if not isinstance(doc, list) or not all(isinstance(r, dict) for r in doc):
             raise StepError(self.id, "path", f"{p}: expected an array of objects (or set records_key)")
+        for i, r in enumerate(doc):
+            if value_depth(r) > MAX_NESTING + 1:
+                raise too_deep(self.id, f"{p}: record {i + 1:,}")
         return doc
 
     def read(self, ctx: PlanContext) -> pl.DataFrame:
         recs = self._records(ctx)
-        return pl.DataFrame(recs, infer_schema_length=None) if recs else pl.DataFrame()
+        p = str(ctx.resolve(self.path))
+        if not recs:
+            return pl.DataFrame()
+        try:
+            df = pl.DataFrame(recs, infer_schema_length=None)
+        except OverflowError:  # an integer past 128 bits
+            raise too_many_digits(self.id, p, None, "(over 38 digits)", None) from None
+        df = exact_integers(self.id, df, p)
+        check_nesting(self.id, df, p)
+        mapping = self._mapping()
+        check_column_case(self.id, list(mapping) if mapping else df.columns, p,
+                          "columns" if mapping else "path")
+        return df

@@ -10,6 +10,11 @@ import polars as pl
 
 from dataforge.steps.base import PlanContext, StepError
 from dataforge.steps.sources.base import FileSource
+from dataforge.steps.sources.checks import MAX_NESTING, check_column_case, check_nesting, dtype_depth, \
+    exact_integers, may_nest_deeper, too_deep, too_many_digits, value_depth
+
+# Past this many open brackets the native readers are not trusted (pyarrow's crashes at a few thousand).
+_NATIVE_NESTING = 1000
 
 
 class JsonlSource(FileSource):
@@ -19,12 +24,22 @@ class JsonlSource(FileSource):
 
     def read(self, ctx: PlanContext) -> pl.DataFrame:
         p = ctx.resolve(self.path)
-        if self.encoding.lower() in ("utf-8", "utf8"):
-            mapping = self._mapping()
+        mapping = self._mapping()
+        df = None
+        if self.encoding.lower() in ("utf-8", "utf8") and not may_nest_deeper(p, _NATIVE_NESTING):
             df = _read_ndjson_fast(p, list(dict.fromkeys(mapping.values())) if mapping else None)
-            if df is not None:
-                return df
-        rows = []
+            if df is not None and (_may_hold_wide_integers(df) or
+                                   any(dtype_depth(t) > MAX_NESTING for t in df.dtypes)):
+                df = None  # floats from integers past 64 bits, or too deep: parse line by line to say where
+        if df is None:
+            df = self._read_lines(ctx, p)
+        check_nesting(self.id, df, str(p))
+        check_column_case(self.id, list(mapping) if mapping else df.columns, str(p),
+                          "columns" if mapping else "path")
+        return df
+
+    def _read_lines(self, ctx: PlanContext, p: Path) -> pl.DataFrame:
+        rows, lines = [], []
         # Split on newlines only: JSON strings may hold U+2028/U+0085, which str.splitlines() would break on.
         for n, line in enumerate(self._text(ctx).split("\n"), 1):
             if not line.strip():
@@ -33,10 +48,50 @@ class JsonlSource(FileSource):
                 obj = json.loads(line)
             except ValueError as e:
                 raise StepError(self.id, "path", f"{p}:{n}: invalid JSON at column {e.colno}: {e.msg}") from None
+            except RecursionError:
+                raise StepError(self.id, "path", f"{p}:{n}: JSON nested too deeply to read "
+                                "(arrays/objects more than about a thousand levels deep)") from None
             if not isinstance(obj, dict):
                 raise StepError(self.id, "path", f"{p}:{n}: expected a JSON object, got {type(obj).__name__}")
+            if value_depth(obj) > MAX_NESTING + 1:  # the row object itself is one level
+                raise too_deep(self.id, f"{p}:{n}")
             rows.append(obj)
-        return pl.DataFrame(rows, infer_schema_length=None) if rows else pl.DataFrame()
+            lines.append(n)
+        if not rows:
+            return pl.DataFrame()
+        try:
+            df = pl.DataFrame(rows, infer_schema_length=None)
+        except OverflowError:  # an integer past 128 bits
+            i, key, value = _first_huge_int(rows)
+            raise too_many_digits(self.id, str(p), key, value, lines[i]) from None
+        return exact_integers(self.id, df, str(p), lines.__getitem__)
+
+
+def _may_hold_wide_integers(df: pl.DataFrame) -> bool:
+    """True when a float column holds a whole number past the int64 range (a parsed big integer?)."""
+    for c, t in df.schema.items():
+        if t in (pl.Float64, pl.Float32):
+            col = df[c]
+            if ((col.abs() >= 2.0**63) & (col == col.floor())).any():
+                return True
+    return False
+
+
+def _first_huge_int(rows: list[dict]) -> tuple[int, str | None, str]:
+    """(row index, key, value) of the first integer that polars cannot hold (past 128 bits)."""
+    limit = 2**127
+    for i, r in enumerate(rows):
+        for k, v in r.items():
+            stack = [v]
+            while stack:
+                x = stack.pop()
+                if isinstance(x, int) and not isinstance(x, bool) and abs(x) >= limit:
+                    return i, k, str(x)
+                if isinstance(x, dict):
+                    stack.extend(x.values())
+                elif isinstance(x, list):
+                    stack.extend(x)
+    return 0, None, "?"
 
 
 def _read_ndjson_fast(path: Path, wanted: list[str] | None = None) -> pl.DataFrame | None:

@@ -8,6 +8,7 @@ import polars as pl
 
 from dataforge.steps.base import PlanContext
 from dataforge.steps.sources.base import FileSource
+from dataforge.steps.sources.checks import check_column_case, exact_integers
 
 
 class ParquetSource(FileSource):
@@ -16,4 +17,9 @@ class ParquetSource(FileSource):
     type: Literal["source.parquet"]
 
     def read(self, ctx: PlanContext) -> pl.DataFrame:
-        return pl.read_parquet(ctx.resolve(self.path))
+        p = ctx.resolve(self.path)
+        df = exact_integers(self.id, pl.read_parquet(p), str(p))
+        mapping = self._mapping()
+        check_column_case(self.id, list(mapping) if mapping else df.columns, str(p),
+                          "columns" if mapping else "path")
+        return df

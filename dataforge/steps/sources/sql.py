@@ -39,10 +39,8 @@ class SqlSource(Source):
     def read(self, ctx: PlanContext) -> pl.DataFrame:
         from dataforge.catalog import query as q
 
-        query = self.query
-        if self.allow_files:
-            query = f"set file_search_path = '{str(ctx.recipe_dir.resolve()).replace(chr(39), chr(39) * 2)}';\n{query}"
         try:
-            return q.run_select(ctx.catalog_path, query, allow_files=self.allow_files)
+            return q.run_select(ctx.catalog_path, self.query, allow_files=self.allow_files,
+                                files_from=ctx.recipe_dir.resolve() if self.allow_files else None)
         except Exception as e:
             raise StepError(self.id, "query", str(e).splitlines()[0]) from None

@@ -10,6 +10,7 @@ import polars as pl
 from dataforge.fieldtypes import Regex
 from dataforge.steps.base import PlanContext, StepError
 from dataforge.steps.sources.base import FileSource
+from dataforge.steps.sources.checks import check_column_case
 
 
 class TextSource(FileSource):
@@ -36,6 +37,9 @@ class TextSource(FileSource):
         rx = re.compile(self.pattern)
         names = self._names()
         p = ctx.resolve(self.path)
+        mapping = self._mapping()
+        check_column_case(self.id, list(mapping) if mapping else names, str(p),
+                          "columns" if mapping else "path")
         cols: list[list[str]] = [[] for _ in names]
         # Split on \n / \r\n only: str.splitlines also breaks at U+0085, which Latin-1 files use for '...'.
         for n, line in enumerate(re.split(r"\r?\n|\r", self._text(ctx)), 1):

@@ -1,0 +1,53 @@
+"""Output directories that dataforge replaces as a whole (`export --out`, `report --out`).
+
+A command may replace a missing or empty directory, or one it wrote before (recognised by the
+marker file it leaves there); anything else is the user's and is refused before any work. The
+new contents are written beside `out` and swapped in at the end, so an earlier output stays
+intact until the new one is complete.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import uuid
+from pathlib import Path
+from typing import Iterator
+
+from dataforge.errors import UserError
+
+
+def check_replaceable(out: Path, marker: str, what: str) -> None:
+    """Refuse `out` unless it is missing, an empty directory, or an earlier `what` (holds `marker`)."""
+    if out.exists() and not out.is_dir():
+        raise UserError(f"--out {out} exists and is not a directory; give a directory for the {what}")
+    if out.is_dir() and any(out.iterdir()) and not (out / marker).is_file():
+        raise UserError(f"--out {out} is a non-empty directory without {marker} (not an earlier {what}); "
+                        "refusing to replace it: give a new or empty directory")
+
+
+@contextlib.contextmanager
+def staged_dir(out: Path, marker: str, what: str) -> Iterator[Path]:
+    """A fresh directory beside `out`; on success it replaces `out`, on failure it is removed."""
+    check_replaceable(out, marker, what)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tag = uuid.uuid4().hex[:8]
+    tmp = out.parent / f".{out.name}.tmp-{tag}"
+    tmp.mkdir()
+    try:
+        yield tmp
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    old = out.parent / f".{out.name}.old-{tag}"
+    if out.exists():
+        os.replace(out, old)
+    try:
+        os.replace(tmp, out)
+    except BaseException:
+        if old.exists():
+            os.replace(old, out)
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    shutil.rmtree(old, ignore_errors=True)
