@@ -84,7 +84,7 @@ def test_report_renders_offline_with_figure_data(write, catalog, tmp_path):
 
     text, page, data = _open(paths["html"])
     assert not re.search(r"https?://", text)  # no CDN, no web fonts, nothing fetched
-    assert page.resources == ["verb_noun_sunburst.png"]  # the only link: the PNG beside the page
+    assert [r for r in page.resources if not r.startswith("#")] == ["verb_noun_sunburst.png"]  # the only link: the PNG beside the page
 
     assert data["dataset"]["rows"] == 12 and data["dataset"]["name"] == "with_pairs"
     steps = {s["step_id"]: s for s in data["steps"]}
@@ -103,8 +103,10 @@ def test_report_renders_offline_with_figure_data(write, catalog, tmp_path):
     # The inline SVG draws one arc per verb and per noun, labelled with its count.
     arcs = {(p["data-ring"], p["data-label"]): int(p["data-rows"]) for p in page.paths if "data-ring" in p}
     assert arcs[("0", "write")] == 4 and arcs[("1", "write poem")] == 2
-    hist = {h["column"]: h for h in data["histograms"]}
-    assert sum(hist["instruction"]["counts"]) == 12 and hist["instruction"]["min"] == 5
+    prof = {p["column"]: p for p in data["profiles"]}
+    hist = prof["instruction"]["hist"]
+    assert prof["instruction"]["kind"] == "text" and prof["id"]["kind"] == "id" and "hist" not in prof["id"]
+    assert sum(hist["counts"]) + hist["tail"] == 12 and hist["quantiles"]["min"] == 5
 
     png = paths["png"].read_bytes()
     assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 10_000

@@ -39,6 +39,8 @@ CASES: dict[str, dict] = {
     "transform.symbols": {"input_column": "text", "label_column": "label", "k": 1, "max_prompts_per_task": 4},
     "transform.prompt_completion": {"instruction_column": "text", "input_column": "label",
                                     "output_column": "label"},
+    "transform.sql": {"from": "src", "query": "select * from src where label = 'a' or text is null",
+                      "rejections": True},
     "transform.template": {"templates": {"*": [{"id": "t", "prompt": "Q: {{ text }}", "target": "{{ label }}"}]}},
 }
 

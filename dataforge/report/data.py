@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -10,12 +11,16 @@ import polars as pl
 
 from dataforge.catalog import query as q
 from dataforge.errors import UserError
-from dataforge.steps.base import ID, PARENT
-from dataforge.textutil.words import word_count
+from dataforge.report import panels
+from dataforge.report.profile import kind_of, profile
 
 TOP_VERBS = 20
 NOUNS_PER_VERB = 4
-HIST_BINS = 20
+SAMPLE_ROWS = 8
+TABLE_ROWS = 300
+EXAMPLES_PER_REASON = 3
+INSTRUCTION_LIKE = re.compile(r"instruction", re.I)
+NEAR_DUPLICATE_REASONS = {"rouge_l", "semantic_duplicate"}
 
 
 def _lit(value: str) -> str:
@@ -29,34 +34,16 @@ class ReportData:
     dataset: dict[str, Any]
     steps: list[dict[str, Any]]
     rejections: list[dict[str, Any]]
-    histograms: list[dict[str, Any]]
     sunburst: dict[str, Any]
     columns: list[str] = field(default_factory=list)
+    profiles: list[dict[str, Any]] = field(default_factory=list)
+    sample: list[dict[str, Any]] = field(default_factory=list)
+    head: list[dict[str, Any]] = field(default_factory=list)
+    examples: list[dict[str, Any]] = field(default_factory=list)
+    panels: dict[str, Any] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
-
-
-def text_columns(df: pl.DataFrame) -> list[str]:
-    """String columns a person reads (not ids, not verb/noun labels, not private `_` columns)."""
-    skip = {ID, PARENT, "verb", "noun", "semantic_nearest_id"}
-    return [c for c, t in df.schema.items() if t == pl.Utf8 and c not in skip and not c.startswith("_")]
-
-
-def histogram(values: pl.Series, bins: int = HIST_BINS) -> dict[str, Any]:
-    """Counts of `values` in equal-width integer bins, plus summary statistics."""
-    v = values.drop_nulls()
-    if v.len() == 0:
-        return {"edges": [], "counts": [], "mean": None, "median": None, "min": None, "max": None}
-    lo, hi = int(v.min()), int(v.max())
-    width = max(1, -(-(hi - lo + 1) // bins))
-    idx = ((v - lo) // width).cast(pl.Int64)
-    counts = idx.value_counts().sort(idx.name)
-    full = [0] * (int(idx.max()) + 1)
-    for b, n in counts.iter_rows():
-        full[b] = n
-    return {"edges": [lo + i * width for i in range(len(full) + 1)], "counts": full, "mean": round(float(v.mean()), 2),
-            "median": float(v.median()), "min": lo, "max": hi}
 
 
 def sunburst_data(verbs: list[str | None], nouns: list[str | None], top_verbs: int = TOP_VERBS,
@@ -72,44 +59,131 @@ def sunburst_data(verbs: list[str | None], nouns: list[str | None], top_verbs: i
         nouns_of = counts.filter(pl.col("verb") == verb).head(nouns_per_verb)
         out.append({"verb": verb, "rows": n_verb,
                     "nouns": [{"noun": nn, "rows": c} for _, nn, c in nouns_of.iter_rows()]})
-    return {"rows": total, "with_pair": pairs.height, "with_verb": df["verb"].is_not_null().sum(),
+    return {"rows": total, "with_pair": pairs.height, "with_verb": int(df["verb"].is_not_null().sum()),
             "distinct_verbs": pairs["verb"].n_unique(), "distinct_pairs": counts.height, "verbs": out}
 
 
-def collect(catalog: Path, name: str, version: int | None = None, column: str | None = None) -> ReportData:
-    """Read the dataset, its build's steps and rejections, and derive histograms and verb-noun counts."""
+def ancestors(steps: pl.DataFrame, target: str) -> list[dict[str, Any]]:
+    """The build's steps that the dataset's step reads, directly or not (the stored DAG), in run order."""
+    by_id = {r["step_id"]: r for r in steps.to_dicts()}
+    need, todo = set(), [target]
+    while todo:
+        sid = todo.pop()
+        if sid in need or sid not in by_id:
+            continue
+        need.add(sid)
+        todo.extend(by_id[sid].get("inputs") or [])
+    return [r for r in steps.to_dicts() if r["step_id"] in need]
+
+
+def instruction_column(df: pl.DataFrame, column: str | None) -> tuple[str | None, str]:
+    """The column verb-noun parsing reads: `--column`, else one named like `instruction`; else a note why none."""
+    if column is not None:
+        if column not in df.columns:
+            raise UserError(f"--column {column!r}: the dataset has no such column; it has: {', '.join(df.columns)}")
+        return column, f"column {column!r} (--column)"
+    named = [c for c in df.columns if INSTRUCTION_LIKE.search(c) and df.schema[c] == pl.Utf8]
+    if named:
+        return named[0], f"column {named[0]!r} (named like an instruction)"
+    return None, ("skipped: no instruction-like column (none is named like `instruction`); "
+                  "pass --column NAME to parse one")
+
+
+def _text_column(columns: dict[str, pl.DataType], frame: pl.DataFrame | None = None) -> str | None:
+    for c in columns:
+        if INSTRUCTION_LIKE.search(c):
+            return c
+    for c in ("text", "prompt", "question", "input", "output"):
+        if c in columns:
+            return c
+    strs = [c for c, t in columns.items() if t == pl.Utf8 and c != "id"]
+    if frame is not None:
+        strs = [c for c in strs if kind_of(c, frame[c]) == "text"]
+    return strs[0] if strs else None
+
+
+def _examples(catalog: Path, build: str, steps: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """A few rejected rows per (step, reason) with their text; for near-duplicates the nearest kept row's text."""
+    fp_of = {s["step_id"]: s["fingerprint"] for s in steps}
+    tables = q.stored_outputs(catalog)
+    out = []
+    for s in steps:
+        if not s["rejected"]:
+            continue
+        inputs = [tables[fp_of[i]] for i in (s.get("inputs") or []) if i in fp_of and fp_of[i] in tables]
+        if not inputs:
+            continue
+        cols = {c: pl.Utf8 for c in q.output_columns(catalog, inputs[0])}
+        text = _text_column(cols)
+        if text is None:
+            continue
+        union = " union all ".join(f'select id, "{text}"::varchar as text from "{t}"' for t in inputs)
+        rows = q.run_select(catalog, f"""
+            with src as ({union}),
+            r as (select reason, row_id, score, detail,
+                         row_number() over (partition by reason order by score desc nulls last, row_id) as k
+                  from rejections where fingerprint = {_lit(s['fingerprint'])})
+            select r.reason, r.row_id, r.score, r.detail, a.text, b.text as nearest_text
+            from r left join (select distinct on (id) * from src) a on a.id = r.row_id
+                   left join (select distinct on (id) * from src) b on b.id = r.detail
+            where r.k <= {EXAMPLES_PER_REASON} order by r.reason, r.k""")
+        for r in rows.to_dicts():
+            r["near_duplicate"] = r["reason"] in NEAR_DUPLICATE_REASONS
+            out.append({"step_id": s["step_id"], "column": text, **r})
+    return out
+
+
+def _jsonable(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [{k: (v if isinstance(v, (str, int, float, bool)) or v is None else str(v)) for k, v in r.items()}
+            for r in rows]
+
+
+def collect(catalog: Path, name: str, version: int | None = None, column: str | None = None,
+            seed: int = 0) -> ReportData:
+    """Read the dataset, its ancestor steps and their rejections; profile columns; pick panels."""
     table, version = q.dataset_table(catalog, name, version)
-    info = q.run_select(catalog, f"select * from datasets where name = {_lit(name)} and version = {int(version)}")
-    meta = info.to_dicts()[0]
+    meta = q.run_select(catalog, f"select * from datasets where name = {_lit(name)} and version = {int(version)}"
+                        ).to_dicts()[0]
     df = q.run_select(catalog, f'select * from "{table}"')
     build = meta["build_id"]
-    steps = q.run_select(catalog, f"""
+    all_steps = q.run_select(catalog, f"""
         select s.step_id, s.type, s.status, s.rows_in, s.rows_out, s.rejected, round(s.seconds, 3) as seconds,
-               s.fingerprint
-        from steps s where s.build_id = {_lit(build)} order by s.rowid""")
+               s.fingerprint, s.inputs, o.build_id as built_by
+        from steps s left join step_outputs o using (fingerprint)
+        where s.build_id = {_lit(build)} order by s.rowid""")
+    steps = ancestors(all_steps, meta["step_id"])
+    fps = [s["fingerprint"] for s in steps]
     rejections = q.run_select(catalog, f"""
         select s.step_id, r.reason, count(*) as rows, round(avg(r.score), 4) as mean_score
         from rejections r join (select distinct step_id, fingerprint from steps where build_id = {_lit(build)}) s
           on r.fingerprint = s.fingerprint
-        group by all order by s.step_id, rows desc, r.reason""")
+        where r.fingerprint in ({", ".join(map(_lit, fps)) or "''"})
+        group by all order by s.step_id, rows desc, r.reason""").to_dicts()
 
-    cols = text_columns(df)
-    histograms = [{"column": c, "unit": "words", **histogram(df.select(word_count(pl.col(c)))[c])} for c in cols]
-
+    task = "task" if "task" in df.columns else None
+    profiles = profile(df, task)
+    text_col, source = instruction_column(df, column)
     if "verb" in df.columns and "noun" in df.columns:
         verbs, nouns, source = df["verb"].to_list(), df["noun"].to_list(), "dataset columns verb/noun"
-    else:
-        column = column or ("instruction" if "instruction" in df.columns else (cols[0] if cols else None))
-        if column is None or column not in df.columns:
-            raise UserError(f"dataset {name!r} has no text column to parse for verbs and nouns"
-                            + (f" (no column {column!r})" if column else "") + "; pass --column")
+    elif text_col is not None:
         from dataforge.textutil.verbnoun import extract_verb_noun
 
-        verbs, nouns = extract_verb_noun(df[column].to_list())
-        source = f"parsed from column {column!r} (filter.verb_noun rules)"
-    sunburst = {**sunburst_data(verbs, nouns), "source": source}
+        verbs, nouns = extract_verb_noun(df[text_col].cast(pl.Utf8).to_list())
+        source = f"parsed from {source} with filter.verb_noun's rules"
+    else:
+        verbs, nouns = [], []
+    sunburst = {**sunburst_data(verbs, nouns), "source": source, "skipped": not verbs and text_col is None}
 
+    shown = [c for c in df.columns]
+    sample = df.sample(min(SAMPLE_ROWS, df.height), seed=seed) if df.height else df
+    llm_steps = [(s["step_id"], s["built_by"] or build) for s in steps if s["type"].startswith("generate.")]
+    found = {"symbols": panels.symbols(df), "graded": panels.graded(df), "llm": panels.llm(catalog, llm_steps)}
     dataset = {"name": name, "version": version, "rows": df.height, "build_id": build, "step_id": meta["step_id"],
-               "created_at": str(meta["created_at"]), "fingerprint": meta["fingerprint"]}
-    return ReportData(dataset=dataset, steps=steps.drop("fingerprint").to_dicts(), rejections=rejections.to_dicts(),
-                      histograms=histograms, sunburst=sunburst, columns=df.columns)
+               "created_at": str(meta["created_at"]), "fingerprint": meta["fingerprint"], "seed": seed}
+    for s in steps:
+        s.pop("built_by", None)
+        s["inputs"] = list(s.get("inputs") or [])
+    return ReportData(dataset=dataset, steps=steps, rejections=rejections, sunburst=sunburst, columns=df.columns,
+                      profiles=profiles, sample=_jsonable(sample.select(shown).to_dicts()),
+                      head=_jsonable(df.head(TABLE_ROWS).to_dicts()), examples=_examples(catalog, build, steps),
+                      panels={k: v for k, v in found.items() if v})
