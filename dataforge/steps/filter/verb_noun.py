@@ -105,10 +105,14 @@ class VerbNounFilter(Step):
     def run(self, inputs: list[pl.DataFrame], ctx: RunContext) -> StepResult:
         df = inputs[0]
         task = ctx.progress.task(f"{self.id}: parse", total=df.height) if ctx and ctx.progress else None
-        verbs, nouns = extract_verb_noun(df[self.column].to_list(), pipeline=self.resolved_pipeline(),
-                                         backend=self.backend, benepar_model=self.benepar_model,
-                                         batch_size=self.batch_size, n_process=self.n_process,
-                                         on_batch=task.advance if task else None)
+        try:
+            verbs, nouns = extract_verb_noun(df[self.column].to_list(), pipeline=self.resolved_pipeline(),
+                                             backend=self.backend, benepar_model=self.benepar_model,
+                                             batch_size=self.batch_size, n_process=self.n_process,
+                                             on_batch=task.advance if task else None)
+        finally:
+            if task is not None:
+                task.close()
         df = df.with_columns(pl.Series("verb", verbs, dtype=pl.Utf8), pl.Series("noun", nouns, dtype=pl.Utf8))
         capped = pair_caps(df, max_share=self.max_share, max_per_pair=self.max_per_pair, keep=self.keep,
                            seed=ctx.seed if ctx else 0)
