@@ -311,7 +311,7 @@ def test_llm_batches_table_comes_from_its_named_migration(tmp_path):
     assert cols == ["batch_id", "provider", "endpoint", "model", "build_id", "step_id", "request_hash", "custom_id",
                     "request", "status", "error", "submitted_at", "updated_at", "intent"]
     applied = run_select(cat.path, "select name from _migrations")["name"].to_list()
-    assert "m002_llm_batches" in applied and "m004_step_inputs_errors_notes_batch_intents" in applied
+    assert "m002_llm_batches" in applied and "m005_batch_intents" in applied
 
 
 def test_openai_chat_and_completion_requests_go_to_separate_batches(tmp_path, monkeypatch):

@@ -71,6 +71,12 @@ MIGRATIONS: list[tuple[str, list[str]]] = [
         ],
     ),
     (
+        # A batch's items are written before it is submitted (status `submitting`, keyed by `intent`,
+        # which also tags the batch at the provider), so a crash before its id is stored is recovered.
+        "m005_batch_intents",
+        ["alter table llm_batches add column intent varchar"],
+    ),
+    (
         # Training, ranking and evaluation runs (`dataforge train`, `rank train`, `eval`): enough to
         # repeat one (`config` is the resolved config as JSON) and to compare them. `data` is a JSON list
         # of what was read: {dataset, version, fingerprint} for catalog datasets, {export, manifest_sha256}
