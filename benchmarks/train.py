@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import platform
 import resource
 import subprocess
 import sys
@@ -24,6 +25,7 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
+OUT = REPO / "benchmarks" / "results" / "train.json"
 
 
 def _examples(export: str, max_length: int, limit: int):
@@ -134,6 +136,19 @@ def main() -> None:
           f"peak memory x{df['peak_mb'] / tr['peak_mb']:.2f}")
     print(f"packing: labelled tokens/s x{pk['label_tokens_per_s'] / df['label_tokens_per_s']:.2f} "
           f"(same steps and batch size: {pk['label_tokens']:,} vs {df['label_tokens']:,} labelled tokens)")
+    report = {
+        "benchmark": "LoRA SFT of the bundled SmolLM2-135M-Instruct: dataforge train vs transformers Trainer + peft",
+        "command": f"python benchmarks/train.py --export {args.export} --steps {args.steps} "
+                   f"--batch-size {args.batch_size} --max-length {args.max_length} --rows {args.rows}",
+        "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform()},
+        "results": results,
+        "tokens_per_s_ratio": round(df["tokens_per_s"] / tr["tokens_per_s"], 3),
+        "peak_memory_ratio": round(df["peak_mb"] / tr["peak_mb"], 3),
+        "packing_label_tokens_per_s_gain": round(pk["label_tokens_per_s"] / df["label_tokens_per_s"], 3),
+        "load_average_1m_at_end": round(os.getloadavg()[0], 2),
+    }
+    OUT.parent.mkdir(parents=True, exist_ok=True)
+    OUT.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
 
 
 if __name__ == "__main__":
