@@ -38,7 +38,7 @@ def main() -> int:
         print(f"skipped: {DATA} not found")
         return 0
     from dataforge.steps.filter.semantic import encode, greedy_near_duplicates, load_encoder
-    from dataforge.textsim.encoder import default_model_dir
+    from dataforge.textutil.encoder import default_model_dir
 
     corpus = alpaca_and_seed_instructions()
     texts = corpus[: args.n]

@@ -18,7 +18,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from dataforge.errors import UserError
-from dataforge.textsim.encoder import read_encoder
+from dataforge.textutil.encoder import read_encoder
 
 RANKER_FILE = "ranker.json"
 HEAD_FILE = "head.pt"

