@@ -22,6 +22,8 @@ from dataforge.train import data as D  # noqa: E402
 from train_fixtures import make_tiny_model, rows  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
+# One worker builds the shared tiny model, catalog and export (`world`) once for the whole module.
+pytestmark = pytest.mark.xdist_group("train")
 
 
 @pytest.fixture(scope="module")
