@@ -417,6 +417,35 @@ def reference_sample(probe: Probe, n: int, threshold: float, seed: int = 0) -> d
             "identical_best_score": f"{same_best}/{len(pick)}", "identical_decision": f"{same_decision}/{len(pick)}"}
 
 
+def _score_with(scorer, inst: str, old: str):
+    return scorer.score(inst, old)
+
+
+def reference_as_written(probe: Probe, n: int, seed: int = 1) -> dict:
+    """The reference's loop as its script runs it: for each candidate a 4-process `multiprocessing.Pool`
+    maps `scorer.score` over the pool. Timed on `n` candidates drawn at random; the run's total is
+    estimated as candidates x the sample's mean seconds per candidate (an unbiased estimate)."""
+    from functools import partial
+    from multiprocessing import Pool
+
+    from rouge_score import rouge_scorer
+
+    cands = probe.candidates()
+    pool = probe.pool.texts
+    pick = random.Random(seed).sample(range(len(cands)), min(n, len(cands)))
+    scorer = rouge_scorer.RougeScorer(["rougeL"], use_stemmer=False)
+    t0 = time.perf_counter()
+    for i in pick:
+        text, size, _, _ = cands[i]
+        with Pool(4) as p:
+            scores = [x["rougeL"].fmeasure for x in p.map(partial(_score_with, scorer, text), pool[:size])]
+        max(scores, default=0.0)
+    seconds = time.perf_counter() - t0
+    per = seconds / len(pick)
+    return {"candidates_sampled": len(pick), "seconds_sampled": seconds, "seconds_per_candidate": per,
+            "seconds_full_extrapolated": per * len(cands)}
+
+
 # -- the run ---------------------------------------------------------------------------------------
 RECIPE = """
 name: bench-self-instruct
@@ -442,7 +471,7 @@ outputs:
 """
 
 
-def run(target: int, sample: int, keep_catalog: Path | None = None) -> dict:
+def run(target: int, sample: int, written: int = 0, keep_catalog: Path | None = None) -> dict:
     from dataforge import api
     from dataforge.catalog.query import run_select
 
@@ -494,16 +523,29 @@ def run(target: int, sample: int, keep_catalog: Path | None = None) -> dict:
     est = ref["seconds_full_extrapolated"]
     out["speedup_filtering"] = est / probe.filter_s
     out["speedup_filtering_vs_2_processes"] = est / 2 / probe.filter_s
-    print(f"  reference filtering (rouge_score against the whole pool, per candidate): ~{est:,.0f} s = "
-          f"{est / 3600:.2f} h, EXTRAPOLATED")
+    out["speedup_rouge_only"] = est / probe.rouge_s
+    print(f"  reference filtering, rouge_score in one process (every candidate against the whole pool): "
+          f"~{est:,.0f} s = {est / 3600:.2f} h, EXTRAPOLATED")
     print(f"    from {ref['candidates_sampled']} candidates sampled at random from the run "
           f"({ref['pairs_sampled']:,} pairs in {ref['seconds_sampled']:.1f} s, {ref['pairs_per_s']:,.0f} pairs/s) "
           f"to the {ref['pairs_in_run']:,} pairs of the whole run")
     print(f"    on the sample: best score identical {ref['identical_best_score']}, "
           f"decision identical {ref['identical_decision']}")
-    print(f"  ratio: filtering {out['speedup_filtering']:,.0f}x faster than the reference "
-          f"({out['speedup_filtering_vs_2_processes']:,.0f}x if its process pool used both cores perfectly); "
-          f"goal >= 500x: {'met' if out['speedup_filtering'] >= 500 else 'NOT met'}")
+    print(f"    ratio: all of dataforge's filtering {out['speedup_filtering']:,.0f}x faster "
+          f"({out['speedup_filtering_vs_2_processes']:,.0f}x if the reference used both cores perfectly; "
+          f"its ROUGE-L pool alone {out['speedup_rouge_only']:,.0f}x)")
+    if written:
+        lit = reference_as_written(probe, written)
+        out["reference_as_written"] = lit
+        est2 = lit["seconds_full_extrapolated"]
+        out["speedup_filtering_vs_as_written"] = est2 / probe.filter_s
+        print(f"  reference filtering as its script runs it (a 4-process Pool per candidate): ~{est2:,.0f} s = "
+              f"{est2 / 3600:.2f} h, EXTRAPOLATED from {lit['candidates_sampled']} random candidates "
+              f"({lit['seconds_per_candidate']:.3f} s each) to the run's {len(cands):,}")
+        print(f"    ratio: {out['speedup_filtering_vs_as_written']:,.0f}x")
+    best = max(out["speedup_filtering"], out.get("speedup_filtering_vs_as_written", 0.0))
+    print(f"  goal: filtering >= 500x faster than the reference: "
+          f"{'met' if out['speedup_filtering'] >= 500 else ('met against the script as written only' if best >= 500 else 'NOT met')}")
     return out
 
 
@@ -512,15 +554,18 @@ def main() -> None:
     ap.add_argument("--serve", type=int, help=argparse.SUPPRESS)
     ap.add_argument("--target", type=int, default=10_000, help="instructions to keep (default 10,000)")
     ap.add_argument("--sample", type=int, default=200, help="candidates the reference scores (default 200)")
+    ap.add_argument("--as-written", type=int, default=16,
+                    help="candidates the reference scores the way its script does, a Pool(4) each (default 16; 0: skip)")
     ap.add_argument("--no-write", action="store_true", help="do not write benchmarks/results/self_instruct.json")
     args = ap.parse_args()
     if args.serve:
         serve(args.serve)
         return
-    out = run(args.target, args.sample)
+    out = run(args.target, args.sample, args.as_written)
     out = {"machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform(),
                        "load_average": os.getloadavg()},
-           "command": f"python benchmarks/self_instruct.py --target {args.target} --sample {args.sample}", **out}
+           "command": f"python benchmarks/self_instruct.py --target {args.target} --sample {args.sample} "
+                                  f"--as-written {args.as_written}", **out}
     if not args.no_write:
         OUT.parent.mkdir(parents=True, exist_ok=True)
         OUT.write_text(json.dumps(out, indent=2) + "\n", encoding="utf-8")
