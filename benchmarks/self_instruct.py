@@ -514,8 +514,9 @@ def run(target: int, sample: int, written: int = 0, keep_catalog: Path | None = 
     print(f"  wall time (whole `dataforge build`)  {wall:8.1f} s   goal < 120 s: {'met' if wall < 120 else 'NOT met'}")
     print(f"  rounds {out['rounds']:,}, calls {out['calls']:,} ({out['input_tokens']:,} in / {out['output_tokens']:,} "
           f"out tokens), kept {out['kept']:,}")
-    total_cands = len(cands) + sum(v for k, v in rejections.items() if k not in ("rouge_l", "over_target"))
-    print(f"  candidates {total_cands:,}: rejections by reason {rejections}")
+    total_cands = len(cands) + sum(v for k, v in rejections.items() if k not in ("rouge_l", "over_target", "truncated"))
+    print(f"  candidates {total_cands:,} (whole answers cut at max_tokens: {rejections.get('truncated', 0)}): "
+          f"rejections by reason {rejections}")
     print(f"  filtering {probe.filter_s:8.2f} s  (rules {probe.rules_s:.2f} s; ROUGE-L pool incl. most_similar "
           f"{probe.rouge_s:.2f} s)  = {100 * probe.filter_s / wall:.0f}% of the wall time")
     ref = reference_sample(probe, sample, 0.7)
