@@ -22,6 +22,8 @@ from dataforge.train import data as D  # noqa: E402
 from train_fixtures import make_tiny_model, rows  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
+# One worker builds the shared tiny model, catalog and export (`world`) once for the whole module.
+pytestmark = pytest.mark.xdist_group("train")
 
 
 @pytest.fixture(scope="module")
@@ -352,3 +354,11 @@ def test_checked_in_train_schema_is_current():
 
     assert (REPO / "schemas" / "train.schema.json").read_text(encoding="utf-8") == schema_json("train"), \
         "schemas/train.schema.json is stale: run `dataforge schema`"
+
+
+@pytest.mark.parametrize("path", sorted((REPO / "recipes" / "train").glob("*.yaml")), ids=lambda p: p.stem)
+def test_shipped_train_configs_validate(path):
+    from dataforge.train.config import load_config
+
+    cf = load_config(path)
+    assert cf.config.output_dir and cf.resolve(cf.config.output_dir).is_relative_to(REPO / "out")
