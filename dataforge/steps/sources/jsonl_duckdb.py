@@ -7,7 +7,7 @@ past 64 bits, a float that is NaN, infinite or a whole number past 2**63 (a big 
 careful path keeps exact) all stop the scan, and so does any line DuckDB cannot parse. On any
 such stop this returns None and the careful path reads the file again and names the line. When
 it succeeds the frame is the one the careful path would build (same values, same types), so
-the row ids are the same (tests/test_jsonl_fast_path.py holds the two readers side by side).
+the row ids are the same (tests/test_source_fast_paths.py holds the two readers side by side).
 
 One leniency remains: DuckDB's parser accepts a trailing comma (`[1, 2,]`, `{"a": 1,}`), which
 the careful path calls invalid JSON; finding them in Python would cost more than the fast path saves.
