@@ -58,7 +58,6 @@ def read_selected(path: Path, head) -> pl.DataFrame | None:
     """The columns of `head` (an Arrow schema of source keys, typed from the file's first MiB) read by
     DuckDB from the whole JSONL file, or None when the careful path must read it."""
     import duckdb
-    import pyarrow as pa
 
     kinds = {}
     for f in head:
@@ -72,24 +71,10 @@ def read_selected(path: Path, head) -> pl.DataFrame | None:
            f"columns = {columns}, maximum_object_size = 1073741824)")
     con = duckdb.connect(config={"enable_external_access": True})
     try:
-        reader = con.sql(sql).to_arrow_reader(1 << 17)
-        table = pa.Table.from_batches(list(reader), schema=reader.schema)
+        table = con.sql(sql).to_arrow_table()
     except duckdb.Error:
         return None
     finally:
         con.close()
-    return _one_chunk(table)
-
-
-def _one_chunk(table) -> pl.DataFrame:
-    """A single-chunk polars frame (what the catalog stores fastest), merging one column at a time so
-    the peak holds the table plus one column, not two tables."""
-    import pyarrow as pa
-
-    names = table.column_names
-    merged = {}
-    for name in names:
-        col = table.column(name)
-        merged[name] = pa.concat_arrays(col.chunks) if col.num_chunks != 1 else col.chunk(0)
-        table = table.drop_columns([name])
-    return pl.from_arrow(pa.table(merged))  # type: ignore[return-value]
+    # One chunk: the catalog stores a single-chunk table about 20% faster than DuckDB's many batches.
+    return pl.from_arrow(table.combine_chunks())  # type: ignore[return-value]
