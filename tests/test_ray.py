@@ -24,6 +24,10 @@ from dataforge.catalog.query import run_select
 
 ray = pytest.importorskip("ray", reason="Ray is not installed (pip install 'dataforge[ray]')")
 
+# One worker runs every Ray test (under pytest-xdist): they share one local Ray, and two would fight
+# over the same two cores.
+pytestmark = pytest.mark.xdist_group("ray")
+
 ROOT = Path(__file__).resolve().parents[1]
 KEY_ENV = "DATAFORGE_TEST_OPENAI_KEY"
 
