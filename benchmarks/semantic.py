@@ -37,7 +37,8 @@ def main() -> int:
     if not DATA.exists():
         print(f"skipped: {DATA} not found")
         return 0
-    from dataforge.steps.filter.semantic import default_model_dir, encode, greedy_near_duplicates, load_encoder
+    from dataforge.steps.filter.semantic import encode, greedy_near_duplicates, load_encoder
+    from dataforge.textutil.encoder import default_model_dir
 
     corpus = alpaca_and_seed_instructions()
     texts = corpus[: args.n]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 from typing import Any, Callable
 
@@ -108,19 +109,17 @@ def write_schema(out: str | Path = "schemas/recipe.schema.json",
                  reference: str | Path | None = "docs/recipe-reference.md") -> list[Path]:
     """Write the JSON Schema of recipes (for editors), of mixture files (`mixture.schema.json` beside
     it), of train configs (`train.schema.json`) and the Markdown reference; return the paths."""
-    from dataforge.export.mixture import schema_json as mixture_schema_json
     from dataforge.recipe.reference import reference_markdown
-    from dataforge.recipe.schema import schema_json
-    from dataforge.train.config import schema_json as train_schema_json
+    from dataforge.recipe.schema import SCHEMAS, schema_json
 
+    targets: list[tuple[Path | None, Callable[[], str]]] = [(Path(out), schema_json)]
+    targets += [(Path(out).with_name(SCHEMAS[kind][0]), functools.partial(schema_json, kind))
+                for kind in ("mixture", "train")]
+    targets.append((None if reference is None else Path(reference), reference_markdown))
     written = []
-    mixture_out = Path(out).with_name("mixture.schema.json")
-    train_out = Path(out).with_name("train.schema.json")
-    for path, text in ((out, schema_json), (mixture_out, mixture_schema_json), (train_out, train_schema_json),
-                       (reference, reference_markdown)):
+    for path, text in targets:
         if path is None:
             continue
-        path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(text(), encoding="utf-8")
         written.append(path)

@@ -110,9 +110,9 @@ def execute(plan: Plan, catalog_path: Path, *, force: bool = False, only: list[s
                     ins = [frame(p) for p in inputs]
                     rows_in = s.accounted_inputs([df.height for df in ins])
                     prepared = plan.prepared.pop(s.id, None)
-                    # Every step gets a progress line (a live bar past a second; timed lines off a TTY);
-                    # kinds with long inner loops add their own counted tasks.
-                    with progress.task(f"{s.id} ({s.type})", total=rows_in or None) as task:
+                    # Every step gets a progress line (a live bar past a second; timed lines off a TTY)
+                    # unless it opens its own counted task, which then replaces this one.
+                    with progress.task(f"{s.id} ({s.type})", total=rows_in or None, fallback=True) as task:
                         out = prepared if prepared is not None else run_step(s, ins, ctx)
                         task.advance(rows_in)
                     res = out if isinstance(out, StepResult) else StepResult(df=out)

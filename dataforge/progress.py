@@ -38,8 +38,11 @@ class Task:
     """One unit of work. `advance(n, **fields)` counts `n` more done and updates its extra fields
     (shown as `name=value`); `set_total` when the total becomes known; `close` when done."""
 
-    def __init__(self, owner: "Progress", description: str, total: int | None, unit: str):
+    def __init__(self, owner: "Progress", description: str, total: int | None, unit: str,
+                 fallback: bool = False):
         self._owner = owner
+        self.fallback = fallback
+        self.silenced = False
         self.description = description
         self.total = total
         self.unit = unit
@@ -57,7 +60,8 @@ class Task:
             self.fields.update(fields)
             if self._id is not None:
                 self._owner._bar.update(self._id, advance=n, extra=self._extra())
-            self._owner._maybe_line(self)
+            if not self.silenced:
+                self._owner._maybe_line(self)
 
     def set_total(self, total: int | None) -> None:
         with self._owner._lock:
@@ -70,8 +74,10 @@ class Task:
             if self._closed:
                 return
             self._closed = True
+            self._owner._open.discard(self)
             if self._id is not None:
                 self._owner._bar.remove_task(self._id)
+                self._id = None
             if self._lines:  # the log said it was under way: say it ended
                 self._owner._write(self.line(final=True))
             self._owner._tasks.discard(self)
@@ -81,6 +87,14 @@ class Task:
 
     def __exit__(self, *exc: Any) -> None:
         self.close()
+
+    def silence(self) -> None:
+        """Stop showing this task (a more specific task took over); `close` still ends it."""
+        self.silenced = True
+        self._owner._tasks.discard(self)
+        if self._id is not None:
+            self._owner._bar.remove_task(self._id)
+            self._id = None
 
     def _extra(self) -> str:
         return "  ".join(f"{k}={v}" for k, v in self.fields.items())
@@ -137,7 +151,8 @@ class Progress:
         self._clock = clock
         self.interval = interval if interval is not None else _interval_from_env()
         self._lock = threading.RLock()
-        self._tasks: set[Task] = set()
+        self._tasks: set[Task] = set()  # the tasks due periodic lines (off a terminal)
+        self._open: set[Task] = set()
         is_tty = live if live is not None else bool(getattr(self._stream, "isatty", lambda: False)())
         self.mode = "off" if quiet else ("live" if is_tty else "lines")
         self._bar: RichProgress | None = None
@@ -179,10 +194,17 @@ class Progress:
             self._bar.stop()
             _LIVE = None
 
-    def task(self, description: str, total: int | None = None, unit: str = "rows") -> Task:
-        """A new task; `unit` names what `advance` counts (rows, requests, texts)."""
+    def task(self, description: str, total: int | None = None, unit: str = "rows",
+             fallback: bool = False) -> Task:
+        """A new task; `unit` names what `advance` counts (rows, requests, texts). A `fallback` task
+        (the build's generic one per step) gives way to any task opened while it is open: a step
+        that counts its own work shows that count only, not a second line for the same work."""
         with self._lock:
-            t = Task(self, description, total, unit)
+            for other in list(self._open):
+                if other.fallback and not other.silenced:
+                    other.silence()
+            t = Task(self, description, total, unit, fallback=fallback)
+            self._open.add(t)
             if self.mode == "lines":
                 self._tasks.add(t)
             return t

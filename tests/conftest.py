@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -11,6 +12,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
+from dataforge import api
 from dataforge.cli import app
 
 REPO = Path(__file__).resolve().parents[1]
@@ -57,9 +59,53 @@ def run_dataforge(*args: str | Path, cwd: Path | None = None, env: dict | None =
                           env={**os.environ, **(env or {})}, capture_output=True, text=True, timeout=timeout)
 
 
+def paid_calls(cat: Path) -> int:
+    """Distinct requests answered so far in `cat`, read while another process may be building into it
+    (0 while that build holds the file's lock or has not created it yet)."""
+    import duckdb
+
+    try:
+        con = duckdb.connect(str(cat), read_only=True)
+    except duckdb.Error:
+        return 0
+    try:
+        return con.execute("select count(distinct request_hash) from llm_calls where status = 'ok'").fetchone()[0]
+    except duckdb.Error:
+        return 0
+    finally:
+        con.close()
+
+
 def shared_data(*parts: str) -> Path:
     """A file under ../shared/data, or skip the test with a clear reason when it is absent."""
     p = SHARED_DATA.joinpath(*parts)
     if not p.exists():
         pytest.skip(f"needs {p} (../shared/data is not beside this checkout)")
     return p
+
+
+@pytest.fixture(scope="session")
+def _quickstart_built(tmp_path_factory):
+    cat = tmp_path_factory.mktemp("quickstart") / "catalog.duckdb"
+    return cat, api.build(REPO / "recipes" / "quickstart.yaml", catalog=cat, quiet=True)
+
+
+@pytest.fixture
+def quickstart(_quickstart_built, tmp_path: Path):
+    """(catalog, BuildResult): a catalog holding one build of `recipes/quickstart.yaml`, this test's own
+    copy. The build (bundled model, offline) runs once per test process; mark a user of this fixture
+    `@pytest.mark.xdist_group("quickstart")` so one worker runs them all and builds it once."""
+    cat, res = _quickstart_built
+    mine = tmp_path / "quickstart" / "catalog.duckdb"
+    copy_catalog(cat, mine)
+    return mine, res
+
+
+def copy_catalog(src: Path, dst: Path) -> Path:
+    """Copy a catalog no process has open (and whatever DuckDB keeps beside it) to `dst`: a test's own
+    copy of a catalog that a module- or session-scoped fixture built once."""
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    for f in src.parent.iterdir():
+        if f.name.startswith(src.name):
+            shutil.copyfile(f, dst.parent / f.name.replace(src.name, dst.name))
+    return dst

@@ -371,11 +371,11 @@ def test_docs_describe_every_mixture_field():
 
 
 def test_mixture_schema_is_current_and_documents_fields():
-    from dataforge.export.mixture import schema_json
+    from dataforge.recipe.schema import schema_json
 
     repo = Path(__file__).resolve().parents[1]
     committed = (repo / "schemas" / "mixture.schema.json").read_text(encoding="utf-8")
-    assert committed == schema_json(), "run `dataforge schema` to refresh schemas/mixture.schema.json"
+    assert committed == schema_json("mixture"), "run `dataforge schema` to refresh schemas/mixture.schema.json"
     schema = json.loads(committed)
     assert schema["properties"]["cap"]["description"].startswith("Default per-source cap")
     assert schema["additionalProperties"] is False

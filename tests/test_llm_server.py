@@ -15,6 +15,7 @@ import polars as pl
 import pytest
 
 from dataforge import api
+from conftest import paid_calls
 from llm_server import llama_server
 from servers.fault_proxy import FaultPlan, FaultProxy
 
@@ -98,38 +99,25 @@ def test_faults_are_retried_and_visible_in_the_call_log(llama_url, write, catalo
     assert api.read("answers", catalog=catalog).sort("id").equals(answers.sort("id"))
 
 
-def _ok_calls(cat: Path) -> int:
-    try:
-        con = duckdb.connect(str(cat), read_only=True)
-    except duckdb.Error:  # the build holds the lock this instant, or has not created the file yet
-        return 0
-    try:
-        return con.execute("select count(distinct request_hash) from llm_calls where status = 'ok'").fetchone()[0]
-    except duckdb.Error:
-        return 0
-    finally:
-        con.close()
-
-
 def _dataforge(*args) -> subprocess.Popen:
     return subprocess.Popen([sys.executable, "-m", "dataforge.cli", *map(str, args)], stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True)
 
 
 def test_sigkill_then_rerun_makes_only_the_missing_calls(llama_url, write, tmp_path):
-    rows = 40
+    rows, kill_after = 16, 6
     path = write("r.yaml", recipe(llama_url, rows, extra_llm="  max_concurrency: 2"))
     cat = tmp_path / "killed.duckdb"
     proc = _dataforge("build", path, "--catalog", cat, "--quiet")
     deadline = time.monotonic() + 120
-    while _ok_calls(cat) < 20:
+    while paid_calls(cat) < kill_after:
         assert proc.poll() is None, proc.stdout.read()
         assert time.monotonic() < deadline, "build too slow"
         time.sleep(0.1)
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
-    logged = _ok_calls(cat)
-    assert 20 <= logged < rows
+    logged = paid_calls(cat)
+    assert kill_after <= logged < rows
 
     rerun = _dataforge("build", path, "--catalog", cat, "--quiet")
     out, _ = rerun.communicate(timeout=300)

@@ -62,6 +62,26 @@ def test_a_task_that_does_not_advance_still_shows_it_is_running():
                                            "  answers: 0 requests, 0 requests/s, done in 8s"]
 
 
+def test_a_step_that_counts_its_own_work_gets_no_second_line():
+    clock, buf = FakeClock(), io.StringIO()
+    with Progress(stream=buf, clock=clock, interval=5, ticker=False) as p:
+        with p.task("answers (generate.prompt)", total=20, fallback=True) as generic:
+            clock.now += 6
+            p.tick()  # the generic line shows the step is running
+            with p.task("answers", total=20, unit="requests") as own:
+                for _ in range(4):
+                    clock.now += 3
+                    own.advance(5)
+                    p.tick()
+            generic.advance(20)
+    lines = buf.getvalue().splitlines()
+    assert lines[0] == "  answers (generate.prompt): 0 / 20 rows (0%), 0 rows/s, 6s"
+    generic_lines = [ln for ln in lines if ln.startswith("  answers (generate.prompt)")]
+    assert len(generic_lines) == 2 and "done in" in generic_lines[-1]  # its start and its end only
+    assert [ln for ln in lines if ln.startswith("  answers: ")][-1].startswith(
+        "  answers: 20 / 20 requests (100%)")
+
+
 def test_descriptions_cannot_write_escape_sequences():
     clock, buf = FakeClock(), io.StringIO()
     with Progress(stream=buf, clock=clock, interval=1, ticker=False) as p:
@@ -91,5 +111,6 @@ def test_a_build_in_a_log_prints_progress_lines(write, catalog, cli, monkeypatch
     assert lines, res.output
     assert re.fullmatch(r"  count: \d / 6 rows \(\d+%\), [\d.]+ rows/s, \d+s", lines[0])
     assert re.fullmatch(r"  count: 6 / 6 rows \(100%\), [\d.]+ rows/s, done in \d+s", lines[-1])
+    assert "count (test.counting)" not in res.output  # the step's own task replaces the generic one
     quiet = cli("build", recipe, "--catalog", catalog, "--force", "-q")
     assert quiet.exit_code == 0 and not [ln for ln in quiet.output.splitlines() if ln.startswith("  count: ")]

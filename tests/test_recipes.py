@@ -18,8 +18,9 @@ def test_example_recipe_validates(recipe: Path, catalog: Path):
     assert plan.recipe.outputs, f"{recipe.name} publishes no dataset"
 
 
-def test_quickstart_builds_offline_filters_and_answers(catalog: Path):
-    res = api.build(REPO / "recipes" / "quickstart.yaml", catalog=catalog)
+@pytest.mark.xdist_group("quickstart")
+def test_quickstart_builds_offline_filters_and_answers(quickstart):
+    catalog, res = quickstart
     assert res.status == "ok"
     assert res.rows["seed_tasks"] == 20 and res.rows["model_answers"] == 20
     reasons = api.sql("select step_id, reason from rejections where step_id <> 'new_tasks' "

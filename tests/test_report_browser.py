@@ -115,9 +115,10 @@ def shots(tmp_path_factory):
     return d
 
 
-def test_quickstart_report_in_chromium(tmp_path, catalog, shots):
+@pytest.mark.xdist_group("quickstart")
+def test_quickstart_report_in_chromium(tmp_path, quickstart, shots):
     _chromium()
-    api.build(REPO / "recipes" / "quickstart.yaml", catalog=catalog)
+    catalog, _ = quickstart
     html = api.report("model_answers", out=tmp_path / "rep", catalog=catalog)["html"]
     dom = Dom(render(html, shots / "quickstart.png"))
     _sections(dom)

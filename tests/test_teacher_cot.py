@@ -16,6 +16,7 @@ import duckdb
 import polars as pl
 import pytest
 
+from conftest import paid_calls
 from dataforge import api
 from servers.answer_script import ScriptedOpenAIServer, ScriptError
 from servers.fault_proxy import FaultPlan, FaultProxy
@@ -159,21 +160,8 @@ def test_rebuild_pays_nothing_twice(server, write, catalog):
     assert api.read("cot", catalog=catalog).sort("id").equals(first)
 
 
-def _ok_calls(cat: Path) -> int:
-    try:
-        con = duckdb.connect(str(cat), read_only=True)
-    except duckdb.Error:  # the build holds the lock this instant, or has not created the file yet
-        return 0
-    try:
-        return con.execute("select count(distinct request_hash) from llm_calls where status = 'ok'").fetchone()[0]
-    except duckdb.Error:
-        return 0
-    finally:
-        con.close()
-
-
 def test_sigkill_then_rerun_makes_only_the_missing_calls(server, write, tmp_path):
-    questions = {f"Q{10 + i}": f"#### {i}" for i in range(24)}  # the script answers sample s with `s`
+    questions = {f"Q{10 + i}": f"#### {i}" for i in range(12)}  # the script answers sample s with `s`
     with FaultProxy(server.url, FaultPlan(), latency_s=0.1) as proxy:
         path = write("r.yaml", recipe(proxy.url, questions, k=2))
         cat = tmp_path / "killed.duckdb"
@@ -181,14 +169,14 @@ def test_sigkill_then_rerun_makes_only_the_missing_calls(server, write, tmp_path
         proc = subprocess.Popen([sys.executable, "-m", "dataforge.cli", "build", str(path), "--catalog", str(cat),
                                  "--quiet"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
         deadline = time.monotonic() + 60
-        while _ok_calls(cat) < 10:
+        while paid_calls(cat) < 6:
             assert proc.poll() is None, proc.stdout.read()
             assert time.monotonic() < deadline, "build too slow"
             time.sleep(0.05)
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait()
-        logged = _ok_calls(cat)
-        assert 10 <= logged < 48
+        logged = paid_calls(cat)
+        assert 6 <= logged < 24
 
         rerun = subprocess.run([sys.executable, "-m", "dataforge.cli", "build", str(path), "--catalog", str(cat),
                                 "--quiet"], capture_output=True, text=True, env=env, timeout=120)
@@ -198,12 +186,12 @@ def test_sigkill_then_rerun_makes_only_the_missing_calls(server, write, tmp_path
     con = duckdb.connect(str(cat), read_only=True)
     last = con.sql("select status, count(*) n from llm_calls where build_id = (select max(build_id) from builds) "
                    "group by status").pl()
-    assert dict(last.iter_rows()) == {"ok": 48 - logged, "cached": logged}
+    assert dict(last.iter_rows()) == {"ok": 24 - logged, "cached": logged}
     ok = con.sql("select request_hash from llm_calls where status = 'ok'").pl()
-    assert ok["request_hash"].n_unique() == ok.height == 48  # nothing paid twice over both builds
+    assert ok["request_hash"].n_unique() == ok.height == 24  # nothing paid twice over both builds
     con.close()
     resumed = api.read("cot", catalog=cat).sort("id")
-    assert resumed.height == 48
+    assert resumed.height == 24
     assert resumed.equals(api.read("cot", catalog=fresh).sort("id"))
     # sample s of every question answered `s`: sample 0 is right for gold 0 only, sample 1 for gold 1 only
     assert resumed.filter(pl.col("correct")).height == 2

