@@ -1,14 +1,18 @@
-"""Side-by-side: a 1,000,000-row JSONL read, columns selected/renamed, stored — dataforge vs 🤗 datasets.
+"""Side-by-side: a 1,000,000-row JSONL, CSV and Parquet file read, columns selected/renamed, stored — dataforge vs 🤗 datasets.
 
-    .venv/bin/python benchmarks/jsonl_to_catalog.py [--rows 1000000] [--repeats 3]
+    .venv/bin/python benchmarks/jsonl_to_catalog.py [--rows 1000000] [--repeats 3] [--formats jsonl,csv,parquet]
 
-(a) `dataforge build` of a recipe with one `source.jsonl` step (`columns:` select + rename) into a fresh
-    catalog: parse, content-hash row ids, store as a versioned catalog dataset.
-(b) `datasets.load_dataset("json", data_files=...)` + `select_columns` + `rename_column` + `save_to_disk`,
-    with a fresh HF cache dir each run so nothing is reused.
+For each format:
+(a) `dataforge build` of a recipe with one source step (`source.jsonl` / `source.csv` / `source.parquet`,
+    `columns:` select + rename) into a fresh catalog: parse, validate, content-hash row ids, store as a
+    versioned catalog dataset.
+(b) `datasets.load_dataset("json" / "csv" / "parquet", data_files=...)` + `select_columns` + `rename_column`
+    + `save_to_disk`, with a fresh HF cache dir each run so nothing is reused.
 
-Each run is its own process (startup included); peak memory is that process's max RSS (`os.wait4`).
-Writes benchmarks/results/jsonl_to_catalog.json. The generated input lives in benchmarks/_work/ (ignored).
+Each run is its own fresh process (startup included), the two sides interleaved so machine noise hits
+both alike; peak memory is that process's max RSS (`os.wait4`). Reported as ratios dataforge / datasets
+(time: median over repeats; memory: the largest peak of each side). Writes
+benchmarks/results/jsonl_to_catalog.json. The generated inputs live in benchmarks/_work/ (ignored).
 """
 
 from __future__ import annotations
@@ -33,10 +37,10 @@ WORDS = ["explain", "write", "summarize", "translate", "list", "compare", "why",
          "données", "über", "naïve", "café", "数据", "学习", "данные", "🙂", "🚀", "—"]
 
 RECIPE = """
-name: bench-jsonl
+name: bench-{fmt}
 steps:
   - id: rows
-    type: source.jsonl
+    type: source.{fmt}
     path: {data}
     columns:
       prompt: instruction
@@ -57,8 +61,8 @@ HF = """
 import sys
 import datasets
 datasets.disable_progress_bars()
-data, cache, out = sys.argv[1:4]
-ds = datasets.load_dataset("json", data_files=data, split="train", cache_dir=cache)
+builder, data, cache, out = sys.argv[1:5]
+ds = datasets.load_dataset(builder, data_files=data, split="train", cache_dir=cache)
 ds = ds.select_columns(["instruction", "output", "lang"])
 ds = ds.rename_column("instruction", "prompt").rename_column("output", "completion")
 ds.save_to_disk(out)
@@ -101,23 +105,41 @@ def timed(args: list[str]) -> tuple[float, float, float, str]:
     return seconds, usage.ru_utime + usage.ru_stime, usage.ru_maxrss / 1024, out
 
 
-def run_dataforge(data: Path, i: int) -> tuple[float, float, float]:
-    d = WORK / f"df_{i}"
+def make_format(jsonl: Path, fmt: str) -> Path:
+    """The same rows as CSV or Parquet (written once, from the JSONL, by polars)."""
+    if fmt == "jsonl":
+        return jsonl
+    path = jsonl.with_suffix("." + fmt)
+    if not path.exists():
+        import polars as pl
+
+        df = pl.read_ndjson(jsonl)
+        tmp = path.with_suffix(".tmp")
+        df.write_csv(tmp) if fmt == "csv" else df.write_parquet(tmp)
+        tmp.rename(path)
+    return path
+
+
+BUILDERS = {"jsonl": "json", "csv": "csv", "parquet": "parquet"}
+
+
+def run_dataforge(fmt: str, data: Path, i: int) -> tuple[float, float, float]:
+    d = WORK / f"df_{fmt}_{i}"
     shutil.rmtree(d, ignore_errors=True)
     d.mkdir(parents=True)
     recipe = d / "recipe.yaml"
-    recipe.write_text(RECIPE.format(data=data), encoding="utf-8")
+    recipe.write_text(RECIPE.format(fmt=fmt, data=data), encoding="utf-8")
     s, cpu, mib, out = timed([sys.executable, "-c", DATAFORGE, str(recipe), str(d / "catalog.duckdb")])
     assert "dataset bench_rows v1" in out, out
     shutil.rmtree(d, ignore_errors=True)
     return s, cpu, mib
 
 
-def run_hf(data: Path, i: int) -> tuple[float, float, float]:
-    d = WORK / f"hf_{i}"
+def run_hf(fmt: str, data: Path, i: int) -> tuple[float, float, float]:
+    d = WORK / f"hf_{fmt}_{i}"
     shutil.rmtree(d, ignore_errors=True)
     d.mkdir(parents=True)
-    s, cpu, mib, _ = timed([sys.executable, "-c", HF, str(data), str(d / "cache"), str(d / "out")])
+    s, cpu, mib, _ = timed([sys.executable, "-c", HF, BUILDERS[fmt], str(data), str(d / "cache"), str(d / "out")])
     shutil.rmtree(d, ignore_errors=True)
     return s, cpu, mib
 
@@ -128,45 +150,60 @@ def versions() -> dict[str, str]:
     return {p: version(p) for p in ("dataforge", "datasets", "duckdb", "polars", "pyarrow")}
 
 
+def summarize(runs: list[tuple[float, float, float]]) -> dict:
+    return {"seconds_median": round(statistics.median(s for s, _, _ in runs), 2),
+            "seconds_all": [round(s, 2) for s, _, _ in runs],
+            "cpu_seconds_median": round(statistics.median(c for _, c, _ in runs), 2),
+            "peak_rss_mib_max": round(max(m for _, _, m in runs), 1)}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--rows", type=int, default=1_000_000)
     ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--formats", default="jsonl,csv,parquet", help="comma-separated: jsonl, csv, parquet")
     args = ap.parse_args()
+    formats = [f.strip() for f in args.formats.split(",") if f.strip()]
+    unknown = [f for f in formats if f not in BUILDERS]
+    if unknown:
+        raise SystemExit(f"unknown format(s) {unknown}; choose from {', '.join(BUILDERS)}")
 
-    data = make_input(args.rows)
-    print(f"input: {data} ({data.stat().st_size / 2**20:.0f} MiB, {args.rows:,} rows)")
-    runs: dict[str, list[tuple[float, float, float]]] = {"dataforge": [], "datasets": []}
-    for i in range(args.repeats):  # interleaved, so machine noise hits both alike
-        runs["dataforge"].append(run_dataforge(data, i))
-        runs["datasets"].append(run_hf(data, i))
-        print(f"  run {i + 1}: dataforge {runs['dataforge'][-1][0]:.2f}s, datasets {runs['datasets'][-1][0]:.2f}s")
+    jsonl = make_input(args.rows)
+    results: dict[str, dict] = {}
+    for fmt in formats:
+        data = make_format(jsonl, fmt)
+        print(f"{fmt}: {data} ({data.stat().st_size / 2**20:.0f} MiB, {args.rows:,} rows)", flush=True)
+        runs: dict[str, list[tuple[float, float, float]]] = {"dataforge": [], "datasets": []}
+        for i in range(args.repeats):  # interleaved, so machine noise hits both alike
+            runs["dataforge"].append(run_dataforge(fmt, data, i))
+            runs["datasets"].append(run_hf(fmt, data, i))
+            print(f"  run {i + 1}: dataforge {runs['dataforge'][-1][0]:.2f}s {runs['dataforge'][-1][2]:.0f} MiB, "
+                  f"datasets {runs['datasets'][-1][0]:.2f}s {runs['datasets'][-1][2]:.0f} MiB", flush=True)
+        summary = {name: summarize(r) for name, r in runs.items()}
+        summary["input_mib"] = round(data.stat().st_size / 2**20, 1)
+        summary["time_ratio_dataforge_over_datasets"] = round(
+            summary["dataforge"]["seconds_median"] / summary["datasets"]["seconds_median"], 2)
+        summary["peak_rss_ratio_dataforge_over_datasets"] = round(
+            summary["dataforge"]["peak_rss_mib_max"] / summary["datasets"]["peak_rss_mib_max"], 2)
+        results[fmt] = summary
 
-    summary = {name: {"seconds_median": round(statistics.median(s for s, _, _ in r), 2),
-                      "seconds_all": [round(s, 2) for s, _, _ in r],
-                      "cpu_seconds_median": round(statistics.median(c for _, c, _ in r), 2),
-                      "peak_rss_mib_max": round(max(m for _, _, m in r), 1)} for name, r in runs.items()}
-    ratio = summary["datasets"]["seconds_median"] / summary["dataforge"]["seconds_median"]
-    mem_ratio = summary["datasets"]["peak_rss_mib_max"] / summary["dataforge"]["peak_rss_mib_max"]
     print()
-    print(f"| {'job (' + format(args.rows, ',') + ' rows)':<56} | wall s (median) | CPU s (median) | peak RSS MiB |")
-    print(f"|{'-' * 58}|-----------------|----------------|--------------|")
-    for name, label in (("dataforge", "dataforge build (source.jsonl + columns -> catalog)"),
-                        ("datasets", "datasets load_dataset(json)+select/rename+save_to_disk")):
-        r = summary[name]
-        print(f"| {label:<56} | {r['seconds_median']:>15.2f} | {r['cpu_seconds_median']:>14.2f} | "
-              f"{r['peak_rss_mib_max']:>12.0f} |")
-    print(f"\ntime ratio datasets/dataforge = {ratio:.2f}x; peak-memory ratio = {mem_ratio:.2f}x")
+    print(f"| format ({args.rows:,} rows) | dataforge wall s | datasets wall s | time ratio | "
+          "dataforge peak MiB | datasets peak MiB | memory ratio |")
+    print("|---|---|---|---|---|---|---|")
+    for fmt, r in results.items():
+        print(f"| {fmt} | {r['dataforge']['seconds_median']:.2f} | {r['datasets']['seconds_median']:.2f} | "
+              f"**{r['time_ratio_dataforge_over_datasets']:.2f}x** | {r['dataforge']['peak_rss_mib_max']:.0f} | "
+              f"{r['datasets']['peak_rss_mib_max']:.0f} | **{r['peak_rss_ratio_dataforge_over_datasets']:.2f}x** |")
+    print("\nratios are dataforge / datasets: below 1 means dataforge is faster / uses less memory")
 
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps({
-        "benchmark": "jsonl_to_catalog", "rows": args.rows, "repeats": args.repeats,
-        "input_mib": round(data.stat().st_size / 2**20, 1), "results": summary,
-        "time_ratio_datasets_over_dataforge": round(ratio, 2),
-        "peak_rss_ratio_datasets_over_dataforge": round(mem_ratio, 2),
+        "benchmark": "jsonl_to_catalog", "rows": args.rows, "repeats": args.repeats, "results": results,
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform()},
         "versions": versions(),
-        "command": "python benchmarks/jsonl_to_catalog.py --rows %d --repeats %d" % (args.rows, args.repeats),
+        "command": "python benchmarks/jsonl_to_catalog.py --rows %d --repeats %d --formats %s"
+                   % (args.rows, args.repeats, ",".join(formats)),
     }, indent=2) + "\n", encoding="utf-8")
     print(f"wrote {RESULTS.relative_to(HERE.parent)}")
 

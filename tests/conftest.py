@@ -97,8 +97,15 @@ def quickstart(_quickstart_built, tmp_path: Path):
     `@pytest.mark.xdist_group("quickstart")` so one worker runs them all and builds it once."""
     cat, res = _quickstart_built
     mine = tmp_path / "quickstart" / "catalog.duckdb"
-    mine.parent.mkdir(parents=True)
-    for f in cat.parent.iterdir():  # the catalog and whatever DuckDB keeps beside it
-        if f.name.startswith(cat.name):
-            shutil.copyfile(f, mine.parent / f.name.replace(cat.name, mine.name))
+    copy_catalog(cat, mine)
     return mine, res
+
+
+def copy_catalog(src: Path, dst: Path) -> Path:
+    """Copy a catalog no process has open (and whatever DuckDB keeps beside it) to `dst`: a test's own
+    copy of a catalog that a module- or session-scoped fixture built once."""
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    for f in src.parent.iterdir():
+        if f.name.startswith(src.name):
+            shutil.copyfile(f, dst.parent / f.name.replace(src.name, dst.name))
+    return dst

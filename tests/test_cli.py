@@ -5,11 +5,12 @@ from __future__ import annotations
 import csv
 import io
 import json
+import textwrap
 
 import pytest
 
 import dataforge.cli as cli_module
-from conftest import run_dataforge
+from conftest import copy_catalog, run_dataforge
 from dataforge import api
 
 
@@ -18,11 +19,11 @@ def flat(text: str) -> str:
     return " ".join(text.replace("│", " ").replace("╭", " ").replace("╰", " ").split())
 
 
-@pytest.fixture
-def built(write, catalog, monkeypatch):
-    """A catalog with `greetings` v1 and v2 (same rows, another `limit`), then a build that reuses v2."""
-    monkeypatch.setattr(cli_module.out, "width", 250)  # wide tables: no folded cells in assertions
-    r = write("r.yaml", """
+@pytest.fixture(scope="module")
+def _built_once(tmp_path_factory):
+    d = tmp_path_factory.mktemp("built")
+    r = d / "r.yaml"
+    r.write_text(textwrap.dedent("""
         name: greet
         vars: {limit: 3}
         steps:
@@ -32,11 +33,21 @@ def built(write, catalog, monkeypatch):
             limit: ${limit}
         outputs:
           greetings: src
-        """)
-    first = api.build(r, catalog=catalog, vars={"limit": 5})
-    api.build(r, catalog=catalog)
-    second = api.build(r, catalog=catalog)
-    return r, catalog, first, second
+        """), encoding="utf-8")
+    cat = d / "catalog.duckdb"
+    first = api.build(r, catalog=cat, vars={"limit": 5}, quiet=True)
+    api.build(r, catalog=cat, quiet=True)
+    second = api.build(r, catalog=cat, quiet=True)
+    return r, cat, first, second
+
+
+@pytest.fixture
+def built(_built_once, catalog, monkeypatch):
+    """A catalog with `greetings` v1 and v2 (same rows, another `limit`), then a build that reuses v2
+    (built once per module; each test gets its own copy)."""
+    monkeypatch.setattr(cli_module.out, "width", 250)  # wide tables: no folded cells in assertions
+    r, cat, first, second = _built_once
+    return r, copy_catalog(cat, catalog), first, second
 
 
 def test_build_output_says_what_it_made_and_what_it_reused(write, catalog, cli):

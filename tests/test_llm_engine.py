@@ -19,6 +19,7 @@ from dataforge.errors import BudgetExceeded, UserError
 from dataforge.llm.limits import Bucket, backoff_delay
 from dataforge.llm.parsers import JsonParser, ParseError, RegexParser, extract_json
 from dataforge.llm.providers.base import Secrets
+from conftest import paid_calls
 from servers._http import LoopbackServer, Reply, Req
 from servers.fault_proxy import FaultPlan, FaultProxy
 from servers.openai_batch import OpenAIBatchServer
@@ -173,42 +174,29 @@ def test_keys_never_reach_errors_logs_or_the_catalog(write, catalog, monkeypatch
 
 def test_ctrl_c_stops_cleanly_and_keeps_completed_calls(server, write, tmp_path):
     with FaultProxy(server.url, FaultPlan(), latency_s=0.2) as proxy:
-        path = write("r.yaml", recipe(proxy.url, [f"t{i}" for i in range(40)],
+        path = write("r.yaml", recipe(proxy.url, [f"t{i}" for i in range(20)],
                                       step="    llm: {max_concurrency: 2}"))
         cat = tmp_path / "c.duckdb"
         proc = subprocess.Popen([sys.executable, "-m", "dataforge.cli", "build", str(path), "--catalog", str(cat),
                                  "--quiet"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                                 env={**os.environ, KEY_ENV: server.api_key})
         deadline = time.monotonic() + 60
-        while _ok(cat) < 5:
+        while paid_calls(cat) < 5:
             assert proc.poll() is None and time.monotonic() < deadline
             time.sleep(0.05)
         proc.send_signal(signal.SIGINT)
         out, _ = proc.communicate(timeout=30)
         assert proc.returncode == 130, out
         assert "interrupted" in out
-        kept = _ok(cat)
+        kept = paid_calls(cat)
         assert kept >= 5
         status = duckdb.connect(str(cat), read_only=True).execute("select status from builds").fetchone()[0]
         assert status == "interrupted"
         sent = server.count("POST", "/v1/chat/completions")
         assert kept >= sent - 2  # at most the calls in flight at the interrupt went unlogged
         res = api.build(path, catalog=cat)
-        assert res.rows["out"] == 40
-        assert server.count("POST", "/v1/chat/completions") - sent == 40 - kept
-
-
-def _ok(cat: Path) -> int:
-    try:
-        con = duckdb.connect(str(cat), read_only=True)
-    except duckdb.Error:
-        return 0
-    try:
-        return con.execute("select count(*) from llm_calls where status = 'ok'").fetchone()[0]
-    except duckdb.Error:
-        return 0
-    finally:
-        con.close()
+        assert res.rows["out"] == 20
+        assert server.count("POST", "/v1/chat/completions") - sent == 20 - kept
 
 
 def test_fingerprint_follows_answer_settings_not_limits(server, write, catalog):

@@ -38,6 +38,9 @@ class StepHandle:
     def record_llm_calls(self, rows: Iterable[dict[str, Any]]) -> None:
         self._catalog.record_llm_calls(rows)
 
+    def answered_hash_prefixes(self) -> Any:
+        return self._catalog.answered_hash_prefixes()
+
     def llm_usage(self, build_id: str) -> tuple[int, float]:
         return self._catalog.llm_usage(build_id)
 

@@ -226,6 +226,16 @@ class Catalog:
             ).pl()
         return {r["request_hash"]: r for r in df.iter_rows(named=True)}
 
+    def answered_hash_prefixes(self) -> Any:
+        """The distinct first 16 characters of every request hash with an `ok` call, sorted, as a numpy
+        `S16` array: a compact index that tells a request never answered before without a query."""
+        import numpy as np
+
+        with self._read() as con:
+            got = con.execute("select distinct left(request_hash, 16) as p from llm_calls "
+                              "where status = 'ok' order by p").fetchnumpy()["p"]
+        return np.asarray(got, dtype="S16")
+
     def llm_usage(self, build_id: str) -> tuple[int, float]:
         """(requests sent, USD spent) by this build so far: what `max_calls` and `budget_usd` count."""
         with self._read() as con:

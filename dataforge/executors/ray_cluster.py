@@ -32,7 +32,7 @@ DRAIN_S = 0.25
 ROWS_PER_SLICE = 100_000
 """Slices of non-LLM steps: about this many rows each, and at least one per CPU of the cluster."""
 SINK_PREFIX = "dataforge-sink:"
-"""Name prefix of a step's call sink actor (then build id and step id), for `ray list actors`."""
+"""Name prefix of a build's call sink actor (then the build id), for `ray list actors`."""
 TASK_RETRIES = 3
 """Ray retries a slice whose worker died this many times."""
 
@@ -58,6 +58,7 @@ class RayExecutor:
 
     def __init__(self, owns_runtime: bool):
         self._owns = owns_runtime
+        self._sinks: dict[str, Any] = {}  # build id -> its CallSink actor
 
     @classmethod
     def connect(cls, address: str | None) -> "RayExecutor":
@@ -77,9 +78,12 @@ class RayExecutor:
         return cls(owns_runtime=True)
 
     def close(self) -> None:
-        if self._owns:
-            import ray
+        import ray
 
+        for sink in self._sinks.values():
+            ray.kill(sink)
+        self._sinks.clear()
+        if self._owns:
             ray.shutdown()
 
     # -- running a step -----------------------------------------------------------------
@@ -99,8 +103,9 @@ class RayExecutor:
         bounds = [(i * df.height // n, (i + 1) * df.height // n) for i in range(n)]
         slices = [df.slice(a, b - a) for a, b in bounds]
 
-        sink = CallSinkActor().options(num_cpus=0, name=f"{SINK_PREFIX}{ctx.build_id}:{ctx.step_id}").remote() \
-            if llm else None
+        sink = self._sink(ctx.build_id) if llm else None
+        if sink is not None:
+            ray.get(sink.begin.remote(ctx.step_id))
         worker_step, shares, cached = step, [None] * n, [{}] * n
         if llm:
             worker_step, shares, cached = self._llm_shares(step, slices, cfg, ctx, min(n, cpus))
@@ -121,9 +126,14 @@ class RayExecutor:
         finally:
             if task is not None:
                 task.close()
-            if sink is not None:
-                ray.kill(sink)
         return _concat(done, ctx)
+
+    def _sink(self, build_id: str) -> Any:
+        """This build's call sink: one actor for all its LLM steps (an actor is a process; starting one per
+        step cost about as much as a short step)."""
+        if build_id not in self._sinks:
+            self._sinks[build_id] = CallSinkActor().options(num_cpus=0, name=f"{SINK_PREFIX}{build_id}").remote()
+        return self._sinks[build_id]
 
     @staticmethod
     def _distributable(step: Step, inputs: list[pl.DataFrame]) -> bool:
@@ -253,12 +263,17 @@ class WorkerStore:
 
 
 class _CallSink:
-    """Collects the LLM calls workers log until the driver drains them; remembers this step's answers."""
+    """Collects the LLM calls workers log until the driver drains them; remembers the running step's answers.
+    One per build; the driver runs one step at a time, and `begin` starts the next step's bookkeeping."""
 
     def __init__(self) -> None:
+        self.step: str | None = None
         self.rows: list[dict[str, Any]] = []
         self.ok: dict[str, dict[str, Any]] = {}
         self.workers: dict[int, int] = {}
+
+    def begin(self, step_id: str) -> None:
+        self.step, self.rows, self.ok, self.workers = step_id, [], {}, {}
 
     def put(self, rows: list[dict[str, Any]]) -> None:
         self.rows.extend(rows)
@@ -276,9 +291,9 @@ class _CallSink:
     def hello(self, index: int, pid: int) -> None:
         self.workers[index] = pid
 
-    def pids(self) -> dict[int, int]:
-        """Slice index -> pid of the worker process running it (tests kill one)."""
-        return dict(self.workers)
+    def pids(self) -> tuple[str | None, dict[int, int]]:
+        """The running step and, per slice index, the pid of the worker process running it (tests kill one)."""
+        return self.step, dict(self.workers)
 
 
 def _slice(step: Step, table: Any, fields: dict[str, Any], llm: Any, sink: Any, index: int,

@@ -54,6 +54,7 @@ class CallLog:
         self.max_rows = max_rows
         self.interval_s = interval_s
         self.pending: list[dict[str, Any]] = []
+        self._committing: list[list[dict[str, Any]]] = []  # batches taken from `pending`, commit not yet returned
         self._wake = asyncio.Event()
         self._task: asyncio.Task | None = None
         self._closing = False
@@ -66,12 +67,22 @@ class CallLog:
         if len(self.pending) >= self.max_rows:
             self._wake.set()
 
+    def uncommitted_ok(self, hashes: set[str]) -> dict[str, dict[str, Any]]:
+        """`ok` rows for these request hashes that are buffered or being committed (latest per hash):
+        answers the catalog does not show yet."""
+        rows = [r for batch in self._committing for r in batch] + self.pending
+        return {r["request_hash"]: r for r in rows if r["status"] == "ok" and r["request_hash"] in hashes}
+
     async def flush(self) -> None:
         """Commit the rows waiting now (rows added meanwhile wait for the next round)."""
         rows, self.pending = self.pending, []
-        for i in range(0, len(rows), self.max_rows):
-            if self.store is not None:
-                await asyncio.to_thread(self.store.record_llm_calls, rows[i:i + self.max_rows])
+        self._committing.append(rows)
+        try:
+            for i in range(0, len(rows), self.max_rows):
+                if self.store is not None:
+                    await asyncio.to_thread(self.store.record_llm_calls, rows[i:i + self.max_rows])
+        finally:
+            self._committing.remove(rows)
 
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()

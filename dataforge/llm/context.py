@@ -24,6 +24,10 @@ class LLMStore(Protocol):
     def record_llm_calls(self, rows: Iterable[dict[str, Any]]) -> None:
         """Append rows to `llm_calls`."""
 
+    def answered_hash_prefixes(self) -> Any:
+        """Sorted numpy `S16` array of the first 16 characters of every request hash with an `ok` call
+        (asked by multi-round sessions only, from their second round)."""
+
     def llm_usage(self, build_id: str) -> tuple[int, float]:
         """(calls sent, dollars spent) by a build so far."""
 

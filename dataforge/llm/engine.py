@@ -133,6 +133,9 @@ class Session:
         self._loop = _LoopHost()
         self._priced_note = False
         self._closed = False
+        self._rounds = 0
+        self._answered: set[str] = set()  # request hashes this session got an answer for
+        self._index: _AnsweredIndex | None = None
 
     def run(self, requests: list[Request]) -> list[Result]:
         """Answer `requests` in order (see `run_requests` for errors); callable once per round."""
@@ -143,8 +146,19 @@ class Session:
         store = self.ctx.store
         answers: dict[str, Result] = {}
         if store is not None and hashes:
-            for h, row in store.cached_llm_responses(sorted(set(hashes))).items():
+            wanted = set(hashes)
+            if self._rounds:  # from the second round on, ask the log only for hashes it may hold
+                if self._index is None or self._index.stale():
+                    self._index = _AnsweredIndex(store.answered_hash_prefixes(), self._answered)
+                ask = self._index.maybe(wanted)
+            else:
+                ask = wanted
+            found = store.cached_llm_responses(sorted(ask)) if ask else {}
+            if self._calllog is not None:  # this session's answers the background commit has not written yet
+                found |= self._calllog.uncommitted_ok(wanted - found.keys())
+            for h, row in found.items():
                 answers[h] = completion_from_row(row)
+        self._rounds += 1
         todo: dict[str, Request] = {}
         for h, r in zip(hashes, requests):
             if h not in answers and h not in todo:
@@ -217,15 +231,49 @@ class Session:
             self._calllog = CallLog(self.ctx.store)
             self._calllog.start()
             self._limiter = RateLimiter(self.cfg.requests_per_minute, self.cfg.tokens_per_minute)
-        calls, spent = self.ctx.store.llm_usage(self.ctx.build_id) if self.ctx.store is not None else (0, 0.0)
+        # A budget counts the build's calls from the log, so with one every round's answers are committed
+        # before the next round starts. Without one the call log's background task commits them (within its
+        # interval): a round then costs no catalog write of its own, which matters for many short rounds.
+        limited = self.cfg.max_calls is not None or self.cfg.budget_usd is not None
+        calls, spent = self.ctx.store.llm_usage(self.ctx.build_id) \
+            if self.ctx.store is not None and limited else (0, 0.0)
         rnd = _Round(self, todo, answers, Budget(self.cfg, calls, spent))
         try:
             await rnd.run()
         finally:
-            await self._calllog.flush()  # every answer of the round is durable before the step goes on
+            if limited:
+                await self._calllog.flush()
         if rnd.fatal is not None:
             raise UserError(f"llm provider {self.cfg.provider!r} refused the request ({rnd.fatal}); "
                             "check llm.model, llm.base_url and the API key variable")
+
+
+class _AnsweredIndex:
+    """Which request hashes the call log may hold: the 16-character prefixes of its `ok` hashes when it was
+    read, plus every hash answered in this session (`own`). A multi-round session reads it once (again after
+    `REFRESH_S`, for answers other processes logged meanwhile) instead of querying the catalog every round;
+    a hash it rules out was not in the log when read, and a hash it admits is looked up exactly."""
+
+    REFRESH_S = 30.0
+
+    def __init__(self, prefixes: Any, own: set[str]):
+        self.prefixes = prefixes
+        self.own = own
+        self.read_at = time.monotonic()
+
+    def stale(self) -> bool:
+        return time.monotonic() - self.read_at > self.REFRESH_S
+
+    def maybe(self, hashes: set[str]) -> set[str]:
+        import numpy as np
+
+        hs = sorted(hashes - self.own)
+        if not hs or not len(self.prefixes):
+            return hashes & self.own
+        keys = np.array([h[:16] for h in hs], dtype="S16")
+        pos = np.minimum(np.searchsorted(self.prefixes, keys), len(self.prefixes) - 1)
+        hit = self.prefixes[pos] == keys
+        return {h for h, m in zip(hs, hit.tolist()) if m} | (hashes & self.own)
 
 
 class _LoopHost:
@@ -335,6 +383,7 @@ class _Round:
                 self.calllog.add(call_row(r, build_id=self.build_id, step_id=self.step_id, request_hash=h,
                                           status="ok", completion=c, cost_usd=actual))
                 self.stats.ok += 1
+                self.s._answered.add(h)
                 self.stats.input_tokens += c.input_tokens
                 self.stats.output_tokens += c.output_tokens
                 self.stats.usd += actual

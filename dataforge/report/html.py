@@ -59,8 +59,9 @@ def _build(data: ReportData) -> str:
         note = "" if adds else '<span class="muted"> (makes rows)</span>'
         rows.append(f"<tr><td>{escape(s['step_id'])}</td><td>{escape(s['type'])}</td><td>{escape(s['status'])}</td>"
                     f"<td class=num>{'<span class=muted>source</span>' if s['type'].startswith('source.') else _cell(rin)}</td><td class=num>{_cell(rout)}</td><td class=num>{rej:,}</td>"
-                    f'<td class="rejbar" title="{100 * share:.1f}% of its input rejected"><div style="width:'
-                    f'{100 * share:.1f}%"></div></td><td class=num>{100 * share:.1f}%{note}</td>'
+                    f'<td class="rejbar" title="{100 * share:.1f}% of its input rejected">'
+                    + (f'<div style="width:{100 * share:.1f}%"></div>' if rej else "")  # no tick for nothing
+                    + f'</td><td class=num>{100 * share:.1f}%{note}</td>'
                     f"<td>{escape(', '.join(s['inputs']))}</td></tr>")
     return ('<p class="muted">Only the steps this dataset is built from (its ancestors in the stored DAG). '
             'A red bar is the share of the step\'s input it rejected.</p>'

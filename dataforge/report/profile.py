@@ -40,9 +40,10 @@ def kind_of(name: str, s: pl.Series) -> str:
             return "id"  # hashes: unique, hexadecimal
         words = word_count(pl.col("v"))
         mean_words = pl.DataFrame({"v": v}).select(words.mean()).item() or 0
-        if mean_words <= 3 or (distinct <= MAX_CATEGORIES and distinct < v.len() and mean_words <= 6):
+        repeats = distinct <= MAX_CATEGORIES or distinct * 2 <= v.len()  # values recur: counting them says something
+        if repeats and (mean_words <= 3 or (distinct <= MAX_CATEGORIES and distinct < v.len() and mean_words <= 6)):
             return "categorical"  # labels, tasks, slugs: value counts say more than a length histogram
-        return "text"
+        return "text"  # short but (nearly) all distinct, like drawn symbols, is text too
     return "other"
 
 
@@ -91,7 +92,10 @@ def profile(df: pl.DataFrame, task_column: str | None = None) -> list[dict[str, 
                 p["per_task"] = _balance(df, task_column, name)
         elif kind == "text":
             words = df.select(word_count(pl.col(name)).alias("w"))["w"]
-            p["hist"] = histogram(words, "words")
+            if (words.median() or 0) <= 3:  # one or two words a row: their length in characters says more
+                p["hist"] = histogram(df[name].str.len_chars(), "characters")
+            else:
+                p["hist"] = histogram(words, "words")
             p["chars_median"] = df.select(pl.col(name).str.len_chars().median()).item()
         elif kind == "number":
             p["hist"] = histogram(s, "value", integer=s.dtype.is_integer())

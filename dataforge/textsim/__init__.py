@@ -15,7 +15,9 @@ the number of scoring threads, -1 = every core; scores equal rouge_score's with 
 - `RougePool(texts=(), *, use_stemmer=False, workers=-1)`: an incremental pool for generators
   that filter batch by batch: `add(texts)`, `best(texts, *, score_floor=0.0) -> (max_score, nearest)`,
   `filter_greedy(texts, threshold=0.7, progress=None, *, score_floor=0.0) -> FilterResult` (kept
-  texts join the pool); `nearest` is a serial number counting every text ever given to the pool.
+  texts join the pool); `nearest` is a serial number counting every text ever given to the pool;
+  `filter_greedy_scored(texts, threshold=0.7) -> (FilterResult, rows)` also returns each kept text's
+  exact F against every pool text it met (every pair scored: for a generator's batches).
 - `score_floor` (0 to the threshold): scores are exact from the floor up and NaN (nearest -1)
   below it; only pairs that could reach it are scored (`prefix.py`), so `score_floor=threshold`
   is the fast setting. Decisions never depend on it.

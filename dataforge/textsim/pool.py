@@ -121,6 +121,50 @@ class RougePool:
         """
         return self._filter_codes(self.tokens.encode_all(texts), threshold, progress, score_floor)
 
+    def filter_greedy_scored(self, texts: Sequence[str],
+                             threshold: float = 0.7) -> tuple[FilterResult, list[np.ndarray | None]]:
+        """`filter_greedy` (scores exact everywhere) that also returns, for each kept text, its exact F
+        against every pool text it met, in pool order: the pool before the call, then the call's
+        earlier kept texts (None for a dropped text). What a generator needs to list a kept text's
+        nearest neighbours and its mean similarity, as Self-Instruct's output does; every pair with the
+        pool is scored (one float32 SIMD pass), so it suits batches, not millions of texts at once."""
+        codes = self.tokens.encode_all(texts)
+        lens = code_lengths(codes)
+        n = len(codes)
+        first = self.seen
+        self.seen += n
+        approx = _approx(codes, lens, self._codes, self.workers) if self._codes and n else None
+        if approx is not None:
+            pool_best, pool_near = self._best_of(approx, codes, lens)
+        else:
+            pool_best, pool_near = np.zeros(n), np.full(n, -1, dtype=np.int64)
+        within = f_matrix(codes, codes, self.workers) if n > 1 else np.zeros((n, n))
+        keep = np.zeros(n, dtype=bool)
+        best = np.zeros(n, dtype=np.float64)
+        nearest = np.full(n, -1, dtype=np.int64)
+        kept: list[int] = []
+        for i in range(n):
+            s, j = pool_best[i], (self._serials[pool_near[i]] if pool_near[i] >= 0 else -1)
+            if kept:
+                w = within[i, kept]
+                k = int(w.argmax())
+                if w[k] > s:  # on a tie the earlier pool text stays nearest
+                    s, j = w[k], first + kept[k]
+            best[i], nearest[i] = s, (j if s > 0 else -1)
+            if s < threshold:
+                keep[i] = True
+                kept.append(i)
+        kept_codes = [codes[i] for i in kept]
+        pool_rows = np.zeros((len(kept), len(self._codes))) if approx is None else \
+            _exact_rows(approx[kept], lens[kept], self._lens, kept_codes, self._codes)
+        rows: list[np.ndarray | None] = [None] * n
+        for r, i in enumerate(kept):
+            rows[i] = np.concatenate([pool_rows[r], within[i, kept[:r]]])
+        if self._index is not None:
+            self._index_rows(kept_codes, None)
+        self._append(kept_codes, first + np.asarray(kept, dtype=np.int64))
+        return FilterResult(keep, best, nearest), rows
+
     # -- internals ----------------------------------------------------------
     def _add_codes(self, codes: list[str], pre: prefix.Prefixes | None = None) -> None:
         if self._index is not None:
@@ -305,7 +349,10 @@ class RougePool:
         The float32 pass finds, per row, every pool text within `_MARGIN` of the row's best;
         the exact F-measure of those candidates decides, ties going to the first in pool order.
         """
-        approx = _approx(codes, lens, self._codes, self.workers)
+        return self._best_of(_approx(codes, lens, self._codes, self.workers), codes, lens)
+
+    def _best_of(self, approx: np.ndarray, codes: list[str], lens: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """`_best_block` from the block's float32 scores against the whole pool."""
         top = approx.max(axis=1)
         rows, cols = np.nonzero((approx >= (top - _MARGIN)[:, None]) & (approx > 0))
         exact = _exact(approx[rows, cols], codes, lens, rows, self._codes, self._lens, cols)
@@ -352,6 +399,28 @@ def _exact(approx: np.ndarray, codes_a: list[str], lens_a: np.ndarray, rows: np.
     for k in np.nonzero(total > _RECOVERABLE_TOKENS)[0]:
         lcs[k] = LCSseq.similarity(codes_a[rows[k]], codes_b[cols[k]])
     return f_measure(lcs, a, b)
+
+
+def f_matrix(codes_a: list[str], codes_b: list[str], workers: int = -1) -> np.ndarray:
+    """Exact ROUGE-L F of every pair of encoded texts, shape (len(codes_a), len(codes_b)): the float32
+    SIMD pass of the filters with each LCS length recovered from its score (as `_exact` does)."""
+    lens_a, lens_b = code_lengths(codes_a), code_lengths(codes_b)
+    if not codes_a or not codes_b:
+        return np.zeros((len(codes_a), len(codes_b)), dtype=np.float64)
+    return _exact_rows(_approx(codes_a, lens_a, codes_b, workers), lens_a, lens_b, codes_a, codes_b)
+
+
+def _exact_rows(approx: np.ndarray, lens_a: np.ndarray, lens_b: np.ndarray,
+                codes_a: list[str] | None = None, codes_b: list[str] | None = None) -> np.ndarray:
+    """Exact F of every cell of a float32 score matrix (LCS lengths recovered as in `_exact`; pairs too
+    long for that are recomputed from the codes, which must then be given)."""
+    total = lens_a[:, None] + lens_b[None, :]
+    lcs = np.rint(approx.astype(np.float64) * total / 2).astype(np.int64)
+    if len(lens_a) and len(lens_b) and lens_a.max() + lens_b.max() > _RECOVERABLE_TOKENS:
+        for r, c in zip(*np.nonzero(total > _RECOVERABLE_TOKENS)):
+            assert codes_a is not None and codes_b is not None, "pairs this long need their codes"
+            lcs[r, c] = LCSseq.similarity(codes_a[r], codes_b[c])
+    return f_measure(lcs, lens_a[:, None], lens_b[None, :])
 
 
 def greedy_filter(texts: Sequence[str], threshold: float = 0.7, reference: Sequence[str] = (), *,

@@ -128,6 +128,11 @@ class HeuristicsFilter(Step):
         for i, col in enumerate(self.drop_regex):
             rules.append((pl.col(f"_drop{i}"), pl.lit(f"regex_drop:{col}"), None, None))
 
+        # Each rule's condition is evaluated once into a column that the three chains below share
+        # (eager polars does not share common subexpressions; on a generator's small batches that counts).
+        marked = marked.with_columns(**{f"_c{i}": rule[0] for i, rule in enumerate(rules)})
+        rules = [(pl.col(f"_c{i}"), *rule[1:]) for i, rule in enumerate(rules)]
+
         def chain(pick):
             expr = None
             for rule in rules:

@@ -9,19 +9,15 @@ are dropped with the ROUGE-L pool; every dropped input is a rejection with its t
 
 from __future__ import annotations
 
-import hashlib
 import re
 from typing import Any, ClassVar, Literal
 
-import jinja2
 import polars as pl
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field, model_validator
 
-from dataforge.jinja import compile_template
 from dataforge.llm.types import CallFailure
-from dataforge.prompts import load
-from dataforge.steps.base import ID, PARENT, PlanContext, RunContext, StepError, StepResult, rejections_frame
-from dataforge.steps.generate.llm_step import LLMStep, sampling_model
+from dataforge.steps.base import ID, PARENT, RunContext, StepResult, rejections_frame
+from dataforge.steps.generate.llm_step import PromptTemplates, TemplatedLLMStep, sampling_model, stable_id
 
 InputSampling = sampling_model(
     "InputSampling", "Requests that write an input for one label (sampled: `per_label` answers per label differ).",
@@ -32,10 +28,8 @@ LabelSampling = sampling_model(
     temperature=0.0, top_p=1.0, max_tokens=64, presence_penalty=None, frequency_penalty=None, stop=["\n"])
 
 
-class ClassifyPrompts(BaseModel):
+class ClassifyPrompts(PromptTemplates):
     """Jinja templates; null uses the shipped ones."""
-
-    model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True)
 
     output_first: str | None = None
     """Few-shot output-first prompt ending with the task (variable `instruction`); `Class label: L` and a
@@ -44,18 +38,11 @@ class ClassifyPrompts(BaseModel):
     """`labels: propose`: prompt asking for the labels (variable `instruction`), answered as a comma-separated
     line. Default: `prompts/classify/labels.jinja`."""
 
-    def source(self, name: str) -> str:
-        own = getattr(self, name)
-        if own is not None:
-            return own
-        return load("self_instruct/output_first.jinja" if name == "output_first" else "classify/labels.jinja")
+    shipped: ClassVar[dict[str, str]] = {"output_first": "self_instruct/output_first.jinja",
+                                         "labels": "classify/labels.jinja"}
 
 
-def _sid(*parts: str) -> str:
-    return hashlib.md5("\x1f".join(parts).encode()).hexdigest()[:16]
-
-
-class GenerateClassify(LLMStep):
+class GenerateClassify(TemplatedLLMStep):
     """Generate `per_label` inputs for every label of every classification task (rows carry `label`)."""
 
     type: Literal["generate.classify"]
@@ -78,15 +65,11 @@ class GenerateClassify(LLMStep):
     """Settings of the input requests."""
     label_sampling: LabelSampling = Field(default_factory=LabelSampling)  # type: ignore[valid-type]
     """Settings of the label-proposal requests."""
-    style: Literal["completion", "chat"] = "completion"
-    """`completion` sends the prompt as text; `chat` as one user message."""
     keep_columns: bool = True
     """Copy the input row's columns to each output row."""
     prompts: ClassifyPrompts = Field(default_factory=ClassifyPrompts)
     """Override the shipped prompt templates."""
 
-    own_sampling: ClassVar[bool] = True
-    batch_ok: ClassVar[bool] = False
     kind_version: ClassVar[str] = "1"
 
     @model_validator(mode="after")
@@ -108,26 +91,6 @@ class GenerateClassify(LLMStep):
             return self.added_columns()
         return super().output_columns(inputs)
 
-    def check(self, ctx: PlanContext) -> None:
-        for name in ClassifyPrompts.model_fields:
-            try:
-                compile_template(self.prompts.source(name))
-            except jinja2.TemplateSyntaxError as e:
-                raise StepError(self.id, "prompts", f"{name}: template syntax error (line {e.lineno}): "
-                                                    f"{e.message}") from None
-        super().check(ctx)
-
-    def _render(self, name: str, **values: Any) -> str:
-        try:
-            return compile_template(self.prompts.source(name)).render(**values)
-        except jinja2.TemplateError as e:
-            raise StepError(self.id, "prompts", f"{name}: template error: {e}") from None
-
-    def _req(self, base: dict[str, Any], text: str, k: int):
-        if self.style == "chat":
-            return self.request(base, messages=[("user", text)], sample_index=k)
-        return self.request(base, prompt=text, sample_index=k)
-
     def run(self, inputs: list[pl.DataFrame], ctx: RunContext) -> StepResult:
         from dataforge.steps.generate.similarity import InstructionPool
 
@@ -147,11 +110,11 @@ class GenerateClassify(LLMStep):
             jobs: list[tuple[int, str, int]] = []
             reqs = []
             for i, (inst, labs) in enumerate(zip(instructions, labels)):
-                head = self._render("output_first", instruction=inst.strip()).rstrip("\n")
+                head = self.render("output_first", instruction=inst.strip()).rstrip("\n")
                 for lab in labs:
                     for k in range(self.per_label):
                         jobs.append((i, lab, k))
-                        reqs.append(self._req(base, f"{head}\n{'Class label:'} {lab}\n", k))
+                        reqs.append(self.prompt_request(base, f"{head}\n{'Class label:'} {lab}\n", k))
             results = s.run(reqs)
         from dataforge.llm.engine import raise_if_stopped
 
@@ -160,7 +123,7 @@ class GenerateClassify(LLMStep):
         take: list[int] = []
         out: dict[str, list[Any]] = {"label": [], "input": [], "sample_index": [], PARENT: []}
         for (i, lab, k), res in zip(jobs, results):
-            rid = _sid(ids[i], lab, str(k))
+            rid = stable_id(ids[i], lab, str(k))
             if isinstance(res, CallFailure):
                 reject(rid, "llm_error", f"{lab}: {res.error}")
                 continue
@@ -210,7 +173,8 @@ class GenerateClassify(LLMStep):
         from dataforge.llm.engine import raise_if_stopped
 
         base = self.request_base(cfg, ctx, self.label_sampling)
-        results = s.run([self._req(base, self._render("labels", instruction=t.strip()), 0) for t in instructions])
+        results = s.run([self.prompt_request(base, self.render("labels", instruction=t.strip()))
+                         for t in instructions])
         raise_if_stopped(results)
         out = []
         for i, res in enumerate(results):

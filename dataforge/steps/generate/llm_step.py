@@ -6,19 +6,26 @@ A kind subclasses `LLMStep`, builds requests with `self.request(...)` and answer
 call log and progress bar). Kinds that send several kinds of calls with their own sampling settings
 (Self-Instruct's bootstrap, identification and instance prompts) declare those as `Sampling`
 blocks built by `sampling_model`; for them the `llm:` block picks the model, not the sampling.
+Those kinds derive from `TemplatedLLMStep`: shipped prompt templates the recipe may override
+(`prompts:`), checked before any call, and a `style` (completion or chat).
 """
 
 from __future__ import annotations
 
+import hashlib
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, ClassVar, Iterator, Literal
+
+import jinja2
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, field_validator
 from pydantic.fields import FieldInfo
 
 from dataforge.errors import UserError
+from dataforge.jinja import compile_template
 from dataforge.llm.config import ANSWER_FIELDS, SAMPLING_FIELDS, LLMConfig, LLMOverride, merge, unsupported_sampling
 from dataforge.llm.types import Message, Request
+from dataforge.prompts import load
 from dataforge.steps.base import PlanContext, RunContext, Step, StepError
 
 if TYPE_CHECKING:
@@ -180,3 +187,60 @@ class LLMStep(Step):
 
         with session(cfg, ctx, desc=f"{self.id} ({cfg.provider}:{cfg.model})") as s:
             yield s
+
+
+def stable_id(*parts: str) -> str:
+    """A stable 16-hex id for something that never became an input row (a candidate, a generated task)."""
+    return hashlib.md5("\x1f".join(parts).encode()).hexdigest()[:16]
+
+
+class PromptTemplates(BaseModel):
+    """A kind's `prompts:` block: one Jinja template per field; null uses the one shipped in `dataforge/prompts/`."""
+
+    model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True)
+
+    shipped: ClassVar[dict[str, str]] = {}
+    """Field -> the shipped template's path under `dataforge/prompts/`."""
+
+    def source(self, name: str) -> str:
+        own = getattr(self, name)
+        return own if own is not None else load(self.shipped[name])
+
+
+class TemplatedLLMStep(LLMStep):
+    """LLM kinds that send several kinds of prompt, each from a shipped, overridable template with its own
+    `Sampling` block, in rounds that depend on earlier answers (so online only)."""
+
+    style: Literal["completion", "chat"] = "completion"
+    """`completion`: each prompt is sent as text for the model to continue (base models, as the papers);
+    `chat`: as one user message (instruct models)."""
+    prompts: PromptTemplates = Field(default_factory=PromptTemplates)
+    """Override the shipped prompt templates."""
+
+    own_sampling: ClassVar[bool] = True
+    batch_ok: ClassVar[bool] = False
+
+    def check(self, ctx: PlanContext) -> None:
+        """Every template compiles (a syntax error names the template and its line), then `LLMStep.check`."""
+        for name in type(self.prompts).model_fields:
+            try:
+                compile_template(self.prompts.source(name))
+            except jinja2.TemplateSyntaxError as e:
+                raise StepError(self.id, "prompts", f"{name}: template syntax error (line {e.lineno}): "
+                                                    f"{e.message}") from None
+        super().check(ctx)
+
+    def render(self, name: str, **values: Any) -> str:
+        """Template `name` rendered with `values` (an error while rendering is a `StepError` on `prompts`)."""
+        try:
+            return compile_template(self.prompts.source(name)).render(**values)
+        except jinja2.TemplateError as e:
+            raise StepError(self.id, "prompts", f"{name}: template error: {e}") from None
+
+    def prompt_request(self, base: dict[str, Any], text: str, sample_index: int = 0, *,
+                       chat_text: str | None = None) -> Request:
+        """A request for `text` in this step's `style` (`chat_text`, when given, is the chat message instead)."""
+        if self.style == "chat":
+            return self.request(base, messages=[("user", chat_text if chat_text is not None else text)],
+                                sample_index=sample_index)
+        return self.request(base, prompt=text, sample_index=sample_index)

@@ -11,23 +11,19 @@ whose `detail` holds its text. All defaults are the reference pipeline's values.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import random
 from typing import Any, ClassVar, Literal
 
-import jinja2
 import polars as pl
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, Field, model_validator
 
-from dataforge.jinja import compile_template
 from dataforge.llm.config import LLMConfig
 from dataforge.llm.types import CallFailure, Completion, Request
-from dataforge.prompts import load
-from dataforge.steps.base import ID, PARENT, PlanContext, RunContext, StepError, StepResult, rejections_frame
+from dataforge.steps.base import ID, PARENT, RunContext, StepError, StepResult, rejections_frame
 from dataforge.steps.filter.heuristics import HeuristicsFilter
 from dataforge.steps.generate import self_instruct_parse as sip
-from dataforge.steps.generate.llm_step import LLMStep, sampling_model
+from dataforge.steps.generate.llm_step import PromptTemplates, TemplatedLLMStep, sampling_model, stable_id
 
 PAPER_BLACKLIST = ["image", "images", "graph", "graphs", "picture", "pictures", "file", "files", "map", "maps",
                    "draw", "plot", "go to"]
@@ -46,10 +42,8 @@ InstanceSampling = sampling_model(
     stop=["Example 6", "Task:"])
 
 
-class SelfInstructPrompts(BaseModel):
+class SelfInstructPrompts(PromptTemplates):
     """Jinja templates of the step's prompts; null uses the template shipped in `dataforge/prompts/self_instruct/`."""
-
-    model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True)
 
     bootstrap: str | None = None
     """Completion-style list prompt. Variables: `instructions` (list), `classification` (bool)."""
@@ -62,17 +56,11 @@ class SelfInstructPrompts(BaseModel):
     output_first: str | None = None
     """Instance prompt for classification tasks. Variable: `instruction`."""
 
-    def source(self, name: str) -> str:
-        own = getattr(self, name)
-        return own if own is not None else load(f"self_instruct/{name}.jinja")
+    shipped: ClassVar[dict[str, str]] = {name: f"self_instruct/{name}.jinja" for name in
+                                         ("bootstrap", "bootstrap_chat", "identify", "input_first", "output_first")}
 
 
-def _sid(*parts: str) -> str:
-    """A stable 16-hex id for a candidate or task that never became an input row."""
-    return hashlib.md5("\x1f".join(parts).encode()).hexdigest()[:16]
-
-
-class SelfInstruct(LLMStep):
+class SelfInstruct(TemplatedLLMStep):
     """Bootstrap instructions from seed tasks (Self-Instruct), then label and instantiate them."""
 
     type: Literal["generate.self_instruct"]
@@ -95,9 +83,6 @@ class SelfInstruct(LLMStep):
     classification_only: bool = False
     """Prompt with classification seeds only and the classification header (the reference's
     `use_clf_seed_tasks_only`)."""
-    style: Literal["completion", "chat"] = "completion"
-    """`completion`: the model continues the numbered list (base models, as the reference);
-    `chat`: the list goes in a user message asking for its continuation (instruct models)."""
     sampling: BootstrapSampling = Field(default_factory=BootstrapSampling)  # type: ignore[valid-type]
     """Settings of the instruction requests."""
     min_words: int = Field(default=4, ge=0)
@@ -135,10 +120,8 @@ class SelfInstruct(LLMStep):
     include_seeds: bool = False
     """Also output the seed tasks' own instances (the reference's `include_seed_tasks`)."""
     prompts: SelfInstructPrompts = Field(default_factory=SelfInstructPrompts)
-    """Override the shipped prompt templates."""
+    """Override the shipped prompt templates (`style: chat` sends `bootstrap_chat` instead of `bootstrap`)."""
 
-    batch_ok: ClassVar[bool] = False
-    own_sampling: ClassVar[bool] = True
     kind_version: ClassVar[str] = "1"
 
     @model_validator(mode="after")
@@ -165,15 +148,6 @@ class SelfInstruct(LLMStep):
 
     def output_columns(self, inputs: list[list[str] | None]) -> list[str] | None:
         return self.added_columns()
-
-    def check(self, ctx: PlanContext) -> None:
-        for name in SelfInstructPrompts.model_fields:
-            try:
-                compile_template(self.prompts.source(name))
-            except jinja2.TemplateSyntaxError as e:
-                raise StepError(self.id, "prompts", f"{name}: template syntax error (line {e.lineno}): "
-                                                    f"{e.message}") from None
-        super().check(ctx)
 
     def _rules(self) -> HeuristicsFilter:
         return HeuristicsFilter(id=f"{self.id}-rules", type="filter.heuristics", column="instruction",
@@ -221,7 +195,7 @@ class _Run:
         self.seeds = seeds
         texts = seeds[step.instruction_column].cast(pl.Utf8).fill_null("").to_list()
         self.seed_texts = [sip.prompt_item(t) for t in texts]
-        self.seed_ids = seeds[ID].to_list() if ID in seeds.columns else [_sid("seed", t) for t in texts]
+        self.seed_ids = seeds[ID].to_list() if ID in seeds.columns else [stable_id("seed", t) for t in texts]
         if not self.seed_texts:
             raise StepError(step.id, "from", "the seed dataset has no rows" +
                             (" marked classification" if step.classification_only else ""))
@@ -229,7 +203,6 @@ class _Run:
                                     use_stemmer=step.use_stemmer)
         self.rej: dict[str, list[Any]] = {"row_id": [], "reason": [], "score": [], "detail": []}
         self.lineage: list[tuple[str, str]] = []
-        self.templates = {name: compile_template(step.prompts.source(name)) for name in SelfInstructPrompts.model_fields}
         self.notes: dict[str, Any] = {}
 
     def reject(self, row_id: str, reason: str, detail: str, score: float | None = None) -> None:
@@ -239,17 +212,11 @@ class _Run:
         self.rej["detail"].append(detail)
 
     def render(self, name: str, **values: Any) -> str:
-        try:
-            return self.templates[name].render(**values)
-        except jinja2.TemplateError as e:
-            raise StepError(self.step.id, "prompts", f"{name}: template error: {e}") from None
+        return self.step.render(name, **values)
 
     def request(self, text: str, sampling: Any, index: int, *, chat_text: str | None = None) -> Request:
-        base = self.step.request_base(self.cfg, self.ctx, sampling)
-        if self.step.style == "chat":
-            return self.step.request(base, messages=[("user", chat_text if chat_text is not None else text)],
-                                     sample_index=index)
-        return self.step.request(base, prompt=text, sample_index=index)
+        return self.step.prompt_request(self.step.request_base(self.cfg, self.ctx, sampling), text, index,
+                                        chat_text=chat_text)
 
     # -- 1. instructions -------------------------------------------------------
     def _prompt(self, machine: list[_Task]) -> tuple[list[str], list[str]]:
@@ -281,10 +248,10 @@ class _Run:
             cands: list[tuple[str, list[str], int]] = []  # text, lineage parents, round
             for (items, parents), res, r in zip(prompts, results, reqs):
                 if isinstance(res, CallFailure):
-                    self.reject(_sid("call", r.hash()), "llm_error", res.error)
+                    self.reject(stable_id("call", r.hash()), "llm_error", res.error)
                     continue
                 if res.finish_reason == "length":
-                    self.reject(_sid("response", res.text), "truncated", res.text)
+                    self.reject(stable_id("response", res.text), "truncated", res.text)
                     continue
                 pieces = sip.split_list(res.text)
                 cands += [(p, parents, rounds) for p in pieces]
@@ -303,7 +270,7 @@ class _Run:
     def _filter(self, cands: list[tuple[str, list[str], int]], rules: HeuristicsFilter, room: int) -> list[_Task]:
         if not cands:
             return []
-        df = pl.DataFrame({ID: [_sid("cand", t) for t, _, _ in cands], "instruction": [t for t, _, _ in cands]})
+        df = pl.DataFrame({ID: [stable_id("cand", t) for t, _, _ in cands], "instruction": [t for t, _, _ in cands]})
         marked = rules.reasons(df)
         reasons = marked["_reason"].to_list()
         scores = marked["_score"].to_list()
@@ -321,7 +288,7 @@ class _Run:
             elif len(out) >= room:
                 self.reject(cid, "over_target", text)
             else:
-                out.append(_Task(instruction=text, task_id=_sid("task", text), round=rnd, seed_parents=parents,
+                out.append(_Task(instruction=text, task_id=stable_id("task", text), round=rnd, seed_parents=parents,
                                  most_similar=v.most_similar or {}, avg_similarity=v.avg_similarity or 0.0))
         return out
 
@@ -366,7 +333,7 @@ class _Run:
             kept, dropped = sip.filter_instances(parsed, truncated=res.finish_reason == "length",
                                                  max_instances=st.max_instances, rng=rng)
             for d in dropped:
-                self.reject(_sid("instance", t.task_id, d.instance.input, d.instance.output), d.reason,
+                self.reject(stable_id("instance", t.task_id, d.instance.input, d.instance.output), d.reason,
                             _instance_text(t.instruction, d.instance))
             if not kept:
                 if not dropped:

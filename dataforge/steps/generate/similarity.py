@@ -3,7 +3,9 @@ reference output's `most_similar` / `avg_similarity_score` for every text it kee
 
 A text is dropped when its best ROUGE-L F against the pool (the seeds and every text kept so far,
 earlier texts of the same batch included) is at least `threshold`: the comparison `filter.rouge_l`
-uses. Self-Instruct's code drops only above 0.7; the two differ only at exact equality.
+uses. Self-Instruct's code drops only above 0.7; the two differ only at exact equality. Every text
+offered is scored against the whole pool in one SIMD pass (`RougePool.filter_greedy_scored`), which
+the neighbour lists need for kept texts anyway; scores are exact, equal to rouge_score's.
 """
 
 from __future__ import annotations
@@ -43,7 +45,6 @@ class InstructionPool:
         self.workers = workers
         self.pool = RougePool(use_stemmer=use_stemmer, workers=workers)
         self.texts: list[str] = []
-        self._codes: list[str] = []
         self._serial_text: dict[int, int] = {}
         self._add(list(seeds))
 
@@ -56,46 +57,36 @@ class InstructionPool:
         for i, t in enumerate(texts):
             self._serial_text[first + i] = len(self.texts)
             self.texts.append(t)
-        self._codes.extend(self.pool.tokens.encode_all(texts))
 
     def offer(self, texts: Sequence[str]) -> list[Verdict]:
         """Decide each text in order; kept ones join the pool (and count for the texts after them)."""
         if not texts:
             return []
         first = self.pool.seen
-        before = len(self.texts)
-        res = self.pool.filter_greedy(list(texts), self.threshold)
-        kept_idx = np.nonzero(res.keep)[0]
-        for k in kept_idx.tolist():
-            self._serial_text[first + k] = len(self.texts)
-            self.texts.append(texts[k])
-        kept_codes = self.pool.tokens.encode_all([texts[k] for k in kept_idx.tolist()])
-        self._codes.extend(kept_codes)
+        res, rows = self.pool.filter_greedy_scored(list(texts), self.threshold)
         out = []
         for i, t in enumerate(texts):
             j = int(res.nearest[i])
             near = self.texts[self._serial_text[j]] if j >= 0 and j in self._serial_text else None
             out.append(Verdict(bool(res.keep[i]), float(res.max_score[i]), near))
-        if len(kept_idx):
-            self._describe(kept_idx, kept_codes, before, out)
+            row = rows[i]
+            if row is not None:
+                out[-1].most_similar, out[-1].avg_similarity = self._describe(row)
+                self._serial_text[first + i] = len(self.texts)
+                self.texts.append(t)
         return out
 
-    def _describe(self, kept_idx: np.ndarray, kept_codes: list[str], before: int, out: list[Verdict]) -> None:
-        """most_similar / avg_similarity of the kept texts, each against the pool it met on arrival."""
-        from dataforge.textsim.rouge import code_lengths, f_measure, lcs_matrix
-
-        lens = code_lengths(self._codes)
-        scores = f_measure(lcs_matrix(kept_codes, self._codes, self.workers),
-                           code_lengths(kept_codes)[:, None], lens[None, :])
-        for r, k in enumerate(kept_idx.tolist()):
-            n = before + r  # pool size when this text arrived: seeds, earlier kept, earlier kept of this batch
-            row = scores[r, :n]
-            if n == 0:
-                out[k].most_similar, out[k].avg_similarity = {}, 0.0
-                continue
-            order = np.lexsort((np.arange(n), -row))[: self.top_k]
-            top: dict[str, float] = {}
-            for j in order.tolist():
-                top.setdefault(self.texts[j], float(row[j]))
-            out[k].most_similar = top
-            out[k].avg_similarity = float(row.mean())
+    def _describe(self, row: np.ndarray) -> tuple[dict[str, float], float]:
+        """most_similar and avg_similarity of a kept text from its F against the pool it met on arrival
+        (`row` follows `self.texts`)."""
+        n = len(row)
+        if n == 0:
+            return {}, 0.0
+        cand = np.arange(n)
+        if n > self.top_k > 0:  # only texts scoring at least the k-th best can be in the top k
+            cand = np.nonzero(row >= np.partition(row, n - self.top_k)[n - self.top_k])[0]
+        order = cand[np.lexsort((cand, -row[cand]))][: self.top_k]
+        top: dict[str, float] = {}
+        for j in order.tolist():
+            top.setdefault(self.texts[j], float(row[j]))
+        return top, float(row.mean())

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import re
+from pathlib import Path
 from typing import Literal
 
 import polars as pl
@@ -35,21 +36,41 @@ class CsvSource(FileSource):
 
     def read(self, ctx: PlanContext) -> pl.DataFrame:
         p = ctx.resolve(self.path)
-        text = self._text(ctx)
-        if not text.strip():
-            return pl.DataFrame(schema={c: pl.Utf8 for c in self.names or []})
-        try:
-            df = pl.read_csv(text.encode(), separator=self._sep(), has_header=self.header,
-                             new_columns=self.names, quote_char=self.quote_char,
-                             infer_schema=self.infer_types, infer_schema_length=10000)
-        except pl.exceptions.PolarsError as e:
-            raise self._parse_error(p, text, e) from None
-        df = exact_integers(self.id, df, str(p), lambda i: _row_lines(text, self._sep(), self.quote_char,
-                                                                      self.header)[i])
+        df = self._read_file(p) if self.encoding.lower() in ("utf-8", "utf8") else None
+        text: str | None = None
+        if df is None:
+            text = self._text(ctx)
+            if not text.strip():
+                return pl.DataFrame(schema={c: pl.Utf8 for c in self.names or []})
+            try:
+                df = self._parse(text.encode())
+            except pl.exceptions.PolarsError as e:
+                raise self._parse_error(p, text, e) from None
+
+        def line_of(i: int) -> int:  # only for an error: read the text then
+            return _row_lines(text if text is not None else self._text(ctx), self._sep(), self.quote_char,
+                              self.header)[i]
+
+        df = exact_integers(self.id, df, str(p), line_of)
         mapping = self._mapping()
         check_column_case(self.id, list(mapping) if mapping else df.columns, str(p),
                           "columns" if mapping else "path")
         return df
+
+    def _parse(self, source) -> pl.DataFrame:
+        return pl.read_csv(source, separator=self._sep(), has_header=self.header, new_columns=self.names,
+                           quote_char=self.quote_char, infer_schema=self.infer_types, infer_schema_length=10000)
+
+    def _read_file(self, p: Path) -> pl.DataFrame | None:
+        """The file parsed by polars straight from disk (memory-mapped, multi-threaded; it checks UTF-8
+        and drops a BOM as the text path does), or None to take the text path, which names bad lines."""
+        with open(p, "rb") as fh:
+            if not fh.read(1 << 16).strip():
+                return None  # empty or blank so far: the text path knows what an empty file means
+        try:
+            return self._parse(p)
+        except pl.exceptions.PolarsError:
+            return None
 
     def _parse_error(self, p, text: str, e: Exception) -> StepError:
         """Say which line is wrong: a row with more fields than the header, or a value that fits no type."""

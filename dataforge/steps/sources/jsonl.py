@@ -12,6 +12,7 @@ from dataforge.steps.base import PlanContext, StepError
 from dataforge.steps.sources.base import FileSource
 from dataforge.steps.sources.checks import MAX_NESTING, check_column_case, check_nesting, dtype_depth, \
     exact_integers, may_nest_deeper, too_deep, too_many_digits, value_depth
+from dataforge.steps.sources.jsonl_duckdb import read_selected
 
 # Past this many open brackets the native readers are not trusted (pyarrow's crashes at a few thousand).
 _NATIVE_NESTING = 1000
@@ -27,7 +28,11 @@ class JsonlSource(FileSource):
         mapping = self._mapping()
         df = None
         if self.encoding.lower() in ("utf-8", "utf8") and not may_nest_deeper(p, _NATIVE_NESTING):
-            df = _read_ndjson_fast(p, list(dict.fromkeys(mapping.values())) if mapping else None)
+            wanted = list(dict.fromkeys(mapping.values())) if mapping else None
+            head = _head_schema(p, wanted) if wanted else None
+            df = read_selected(p, head) if head is not None else None  # DuckDB, multi-threaded
+            if df is None:
+                df = _read_ndjson_fast(p, wanted, head)
             if df is not None and (_may_hold_wide_integers(df) or
                                    any(dtype_depth(t) > MAX_NESTING for t in df.dtypes)):
                 df = None  # floats from integers past 64 bits, or too deep: parse line by line to say where
@@ -94,11 +99,12 @@ def _first_huge_int(rows: list[dict]) -> tuple[int, str | None, str]:
     return 0, None, "?"
 
 
-def _read_ndjson_fast(path: Path, wanted: list[str] | None = None) -> pl.DataFrame | None:
+def _read_ndjson_fast(path: Path, wanted: list[str] | None = None, schema=None) -> pl.DataFrame | None:
     """Parse a JSONL file with Arrow's multi-threaded reader (schema over all blocks), else polars.
 
-    With `wanted`, only those columns are built (typed from the file's first MiB), which roughly
-    halves the parse when a recipe selects a few columns of a wide file. Returns None when no
+    With `wanted`, only those columns are built (typed from the file's first MiB: `schema`, as
+    `_head_schema` gives it), which roughly halves the parse when a recipe selects a few columns
+    of a wide file. Returns None when no
     reader accepts the file, so the caller's line-by-line path can name the bad line.
     """
     import pyarrow as pa
@@ -106,7 +112,6 @@ def _read_ndjson_fast(path: Path, wanted: list[str] | None = None) -> pl.DataFra
 
     arrow_errors = (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError)
     read = pj.ReadOptions(block_size=16 << 20)
-    schema = _head_schema(path, wanted) if wanted else None
     parses = [pj.ParseOptions(explicit_schema=schema, unexpected_field_behavior="ignore")] if schema else []
     for parse in [*parses, pj.ParseOptions()]:
         try:

@@ -16,28 +16,28 @@ from typing import ClassVar, Literal
 import polars as pl
 from pydantic import Field
 
-from dataforge.jinja import compile_template
 from dataforge.steps.base import ID, RunContext, Step, StepResult, rejections_frame
 
-# (prompt, completion) Jinja pairs; `end` is the end-of-text marker appended to every completion.
+# (prompt, completion) format pairs (plain `str.format`: a Jinja render would drop the trailing newline
+# the layouts end with); `end` is the end-of-text marker appended to every completion.
 WITH_INPUT = [
-    ("{{ instruction }}\nInput: {{ input }}\nOutput:", " {{ output }}{{ end }}"),
-    ("{{ instruction }}\n\nInput: {{ input }}\n\nOutput:", " {{ output }}{{ end }}"),
-    ("Task: {{ instruction }}\nInput: {{ input }}\nOutput:", " {{ output }}{{ end }}"),
-    ("{{ instruction }}\n\n{{ input }}\n\nOutput:", " {{ output }}{{ end }}"),
-    ("{{ instruction }}\n\n{{ input }}\n\n", "{{ output }}{{ end }}"),
-    ("{{ instruction }}\n{{ input }}\n\n", "{{ output }}{{ end }}"),
-    ("Task: {{ instruction }}\n\n{{ input }}\n\n", "{{ output }}{{ end }}"),
+    ("{instruction}\nInput: {input}\nOutput:", " {output}{end}"),
+    ("{instruction}\n\nInput: {input}\n\nOutput:", " {output}{end}"),
+    ("Task: {instruction}\nInput: {input}\nOutput:", " {output}{end}"),
+    ("{instruction}\n\n{input}\n\nOutput:", " {output}{end}"),
+    ("{instruction}\n\n{input}\n\n", "{output}{end}"),
+    ("{instruction}\n{input}\n\n", "{output}{end}"),
+    ("Task: {instruction}\n\n{input}\n\n", "{output}{end}"),
 ]
 WITHOUT_INPUT = [
-    ("{{ instruction }} Output:", " {{ output }}{{ end }}"),
-    ("{{ instruction }}\nOutput:", " {{ output }}{{ end }}"),
-    ("{{ instruction }}\n\nOutput:", " {{ output }}{{ end }}"),
-    ("{{ instruction }}\n", "{{ output }}{{ end }}"),
-    ("{{ instruction }}\n\n", "{{ output }}{{ end }}"),
-    ("Task: {{ instruction }}\n\n", "{{ output }}{{ end }}"),
+    ("{instruction} Output:", " {output}{end}"),
+    ("{instruction}\nOutput:", " {output}{end}"),
+    ("{instruction}\n\nOutput:", " {output}{end}"),
+    ("{instruction}\n", "{output}{end}"),
+    ("{instruction}\n\n", "{output}{end}"),
+    ("Task: {instruction}\n\n", "{output}{end}"),
 ]
-FIXED = ("{{ instruction }}\n\n{{ input }}\n\n", "{{ output }}{{ end }}")
+FIXED = ("{instruction}\n\n{input}\n\n", "{output}{end}")
 
 
 class PromptCompletion(Step):
@@ -61,7 +61,7 @@ class PromptCompletion(Step):
     dedup: bool = True
     """Drop repeated (prompt, completion) pairs."""
 
-    kind_version: ClassVar[str] = "1"
+    kind_version: ClassVar[str] = "2"  # 2: layouts keep their trailing newlines
 
     def required_columns(self) -> list[str]:
         return [self.instruction_column, self.input_column, self.output_column]
@@ -88,8 +88,8 @@ class PromptCompletion(Step):
                 k = rng.randrange(len(WITHOUT_INPUT))
                 layout, name = WITHOUT_INPUT[k], f"without_input_{k + 1}"
             values = dict(instruction=ins.strip(), input=inp, output=out.strip(), end=self.end_marker)
-            prompts.append(compile_template(layout[0]).render(**values))
-            completions.append(compile_template(layout[1]).render(**values))
+            prompts.append(layout[0].format(**values))
+            completions.append(layout[1].format(**values))
             layouts.append(name)
         new = df.with_columns(pl.Series("prompt", prompts, dtype=pl.Utf8),
                               pl.Series("completion", completions, dtype=pl.Utf8),

@@ -1,0 +1,96 @@
+"""Many short rounds in one engine session (Self-Instruct's shape): no catalog write of their own
+without a budget, answers still found again (same session, later sessions), budgets still exact."""
+
+from __future__ import annotations
+
+import duckdb
+import pytest
+
+from dataforge.catalog.handle import StepHandle
+from dataforge.catalog.store import Catalog
+from dataforge.errors import BudgetExceeded
+from dataforge.llm import engine
+from dataforge.llm.config import LLMConfig
+from dataforge.llm.context import LLMContext
+from dataforge.llm.types import Request
+from servers.openai_batch import OpenAIBatchServer
+
+KEY_ENV = "DATAFORGE_TEST_ROUNDS_KEY"
+
+
+@pytest.fixture
+def server(monkeypatch):
+    with OpenAIBatchServer() as s:
+        monkeypatch.setenv(KEY_ENV, s.api_key)
+        yield s
+
+
+def cfg(server, **kw) -> LLMConfig:
+    return LLMConfig(provider="openai", model="echo-1", base_url=server.url + "/v1", api_key_env=KEY_ENV,
+                     max_retries=0, **kw)
+
+
+def req(text: str) -> Request:
+    return Request(provider="openai", model="echo-1", prompt=text, max_tokens=5)
+
+
+def counting(monkeypatch) -> list[int]:
+    """Rows of each commit to `llm_calls`."""
+    writes: list[int] = []
+    real = Catalog.record_llm_calls
+
+    def record(self, rows):
+        rows = list(rows)
+        writes.append(len(rows))
+        real(self, rows)
+
+    monkeypatch.setattr(Catalog, "record_llm_calls", record)
+    return writes
+
+
+def ok_rows(path) -> int:
+    con = duckdb.connect(str(path), read_only=True)
+    try:
+        return con.execute("select count(*) from llm_calls where status = 'ok'").fetchone()[0]
+    finally:
+        con.close()
+
+
+def test_rounds_share_commits_and_every_answer_is_found_again(server, tmp_path, monkeypatch):
+    path = tmp_path / "c.duckdb"
+    cat = StepHandle(Catalog(path))
+    writes = counting(monkeypatch)
+    rounds = [[req(f"q{r}-{i}") for i in range(3)] for r in range(30)]
+    with engine.session(cfg(server), LLMContext(build_id="b1", step_id="gen", store=cat)) as s:
+        for reqs in rounds:
+            s.run(reqs)
+        again = s.run([rounds[0][0], rounds[29][2]])  # answered this session: not sent again
+    assert [r.text for r in again] == ["ECHO: Q0-0", "ECHO: Q29-2"]
+    assert s.stats.called == 90 and s.stats.cached == 2
+    assert server.count("POST", "/v1/completions") == 90
+    assert len(writes) < 15  # the call log's background task commits several rounds at once
+    assert ok_rows(path) == 90  # and the session's close commits the rest
+
+    # A later session (another build: a rerun) finds them in any round, not only its first one.
+    with engine.session(cfg(server), LLMContext(build_id="b2", step_id="gen", store=cat)) as s2:
+        s2.run([req("fresh-1")])
+        got = s2.run(rounds[7] + [req("fresh-2")])
+    assert [r.text for r in got] == ["ECHO: Q7-0", "ECHO: Q7-1", "ECHO: Q7-2", "ECHO: FRESH-2"]
+    assert s2.stats.called == 2 and s2.stats.cached == 3
+    assert server.count("POST", "/v1/completions") == 92
+
+
+def test_a_budget_commits_every_round_and_counts_across_rounds(server, tmp_path, monkeypatch):
+    path = tmp_path / "c.duckdb"
+    cat = StepHandle(Catalog(path))
+    writes = counting(monkeypatch)
+    with engine.session(cfg(server, max_calls=5), LLMContext(build_id="b1", step_id="gen", store=cat)) as s:
+        s.run([req("a"), req("b")])
+        assert len(writes) == 1 and ok_rows(path) == 2  # committed before the next round starts
+        s.run([req("c"), req("d")])
+        assert ok_rows(path) == 4
+        last = s.run([req("e"), req("f")])
+    with pytest.raises(BudgetExceeded):
+        engine.raise_if_stopped(last)
+    assert server.count("POST", "/v1/completions") == 5
+    assert ok_rows(path) == 5

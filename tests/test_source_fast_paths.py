@@ -1,0 +1,136 @@
+"""Sources read natively (JSONL by DuckDB, CSV by polars straight from the file) give exactly what the
+careful readers give: the same values, types and row ids, or the same located error."""
+
+from __future__ import annotations
+
+import json
+
+import polars as pl
+import pytest
+
+from dataforge.rows import content_ids
+from dataforge.steps.base import PlanContext, StepError
+from dataforge.steps.sources import jsonl
+from dataforge.steps.sources.jsonl import JsonlSource
+
+COLUMNS = {"prompt": "text", "n": "n", "x": "x", "ok": "ok"}
+GOOD = [{"text": "plain", "n": 1, "x": 0.5, "ok": True, "other": {"deep": [1, 2]}},
+        {"text": 'quote " and \\ backslash', "n": -7, "x": 1e-7, "ok": False},
+        {"text": "é 数据 🙂 \u2028 line sep", "n": 2**63 - 1, "x": -0.0, "ok": None},
+        {"text": "", "n": None, "x": 3, "ok": True},
+        {"text": None, "n": 0, "x": 123456789.123456789, "ok": True},
+        {"n": 5, "x": 2.5, "ok": False}]
+
+
+def lines(rows: list[dict], *extra: str) -> bytes:
+    return ("\n".join([json.dumps(r, ensure_ascii=False) for r in rows] + list(extra)) + "\n").encode()
+
+
+CASES = {
+    "good": lines(GOOD),
+    "escaped unicode": lines(GOOD) + b'{"text": "\\u00e9\\ud83d\\ude42\\t", "n": 3, "x": 1.0, "ok": true}\n',
+    "crlf and blank lines": lines(GOOD).replace(b"\n", b"\r\n") + b"\r\n   \n",
+    "bom": b"\xef\xbb\xbf" + lines(GOOD),
+    "string column gets a number": lines(GOOD, '{"text": 12, "n": 1, "x": 1.0, "ok": true}'),
+    "string column gets an object": lines(GOOD, '{"text": {"a": 1}, "n": 1, "x": 1.0, "ok": true}'),
+    "int column gets a float": lines(GOOD, '{"text": "a", "n": 1.5, "x": 1.0, "ok": true}'),
+    "int column gets a string": lines(GOOD, '{"text": "a", "n": "1", "x": 1.0, "ok": true}'),
+    "int past 64 bits": lines(GOOD, '{"text": "a", "n": 18446744073709551617, "x": 1.0, "ok": true}'),
+    "int just past int64": lines(GOOD, '{"text": "a", "n": 9223372036854775808, "x": 1.0, "ok": true}'),
+    "float holding a big integer": lines(GOOD, '{"text": "a", "n": 1, "x": 1e19, "ok": true}'),
+    "NaN": lines(GOOD, '{"text": "a", "n": 1, "x": NaN, "ok": true}'),
+    "bool column gets a string": lines(GOOD, '{"text": "a", "n": 1, "x": 1.0, "ok": "true"}'),
+    "invalid JSON deep in the file": lines(GOOD * 50, '{"text": "broken'),
+    "not an object": lines(GOOD, "[1, 2]"),
+    "invalid UTF-8": lines(GOOD) + b'{"text": "bad \xff byte", "n": 1, "x": 1.0, "ok": true}\n',
+    "lone surrogate": lines(GOOD, '{"text": "\\ud800", "n": 1, "x": 1.0, "ok": true}'),
+    "duplicate key": lines(GOOD, '{"text": "a", "text": "b", "n": 1, "x": 1.0, "ok": true}'),
+    "keys differing in case": lines(GOOD, '{"Text": "a", "text": "b", "n": 1, "x": 1.0, "ok": true}'),
+    "raw control character": lines(GOOD) + b'{"text": "a\x01b", "n": 1, "x": 1.0, "ok": true}\n',
+    "too deep elsewhere": lines(GOOD, json.dumps({"text": "a", "n": 1, "x": 1.0, "ok": True,
+                                                  "o": json.loads("[" * 60 + "]" * 60)})),
+}
+
+
+def read(path, careful: bool, monkeypatch) -> tuple[str, pl.DataFrame | str]:
+    if careful:
+        monkeypatch.setattr(jsonl, "read_selected", lambda *a, **k: None)
+    step = JsonlSource(id="s", type="source.jsonl", path=str(path), columns=COLUMNS)
+    try:
+        return "rows", step.load(PlanContext(recipe_path=path.parent / "r.yaml", seed=0))
+    except StepError as e:
+        return "error", str(e)
+    finally:
+        monkeypatch.undo()
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_fast_path_matches_the_careful_reader(tmp_path, monkeypatch, case):
+    path = tmp_path / "d.jsonl"
+    path.write_bytes(CASES[case])
+    taken = []
+    real = jsonl.read_selected
+    monkeypatch.setattr(jsonl, "read_selected", lambda *a: taken.append(r := real(*a)) or r)
+    fast_kind, fast = read(path, careful=False, monkeypatch=monkeypatch)
+    careful_kind, careful = read(path, careful=True, monkeypatch=monkeypatch)
+    assert fast_kind == careful_kind, (fast, careful)
+    if fast_kind == "error":
+        assert fast == careful
+        return
+    assert fast.schema == careful.schema
+    assert fast.equals(careful)
+    assert content_ids(fast).equals(content_ids(careful))  # the same row ids: catalogs stay valid
+    if case in ("good", "escaped unicode", "crlf and blank lines"):
+        assert taken and taken[0] is not None, "the fast path should have read this file itself"
+
+
+def test_fast_path_keeps_the_ids_a_build_gave_before(write, catalog):
+    """Ids of a stored dataset do not depend on which reader ran: rebuilding with the careful path
+    forced gives the same ids, so existing catalogs and fingerprints stay valid."""
+    from dataforge import api
+
+    write("d.jsonl", lines(GOOD * 3))
+    r = write("r.yaml", f"name: ids\nsteps:\n  - id: s\n    type: source.jsonl\n    path: d.jsonl\n"
+                        f"    columns: {json.dumps(COLUMNS)}\noutputs: {{d: s}}\n")
+    api.build(r, catalog=catalog)
+    fast = api.read("d", catalog=catalog)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(jsonl, "read_selected", lambda *a, **k: None)
+        api.build(r, catalog=catalog, force=True)
+    careful = api.read("d", catalog=catalog)
+    assert fast["id"].to_list() == careful["id"].to_list() and fast.equals(careful)
+
+
+CSV_CASES = {
+    "plain": b"a,b\n1,x\n2,y\n",
+    "bom and crlf": b"\xef\xbb\xbfa,b\r\n1,x\r\n2,\r\n",
+    "quoted with newlines and quotes": b'a,b\n"1,5","line\nbreak ""q"""\n2,"" \n',
+    "invalid UTF-8": b"a,b\n1,x\xff\n",
+    "extra field": b"a,b\n1,x\n2,y,z\n",
+    "blank": b"  \n\n",
+}
+
+
+@pytest.mark.parametrize("case", list(CSV_CASES))
+def test_csv_read_from_the_file_matches_the_text_path(tmp_path, monkeypatch, case):
+    """CSV parsed by polars straight from the file gives what the decode-then-parse path gives."""
+    from dataforge.steps.sources.delimited import CsvSource
+
+    path = tmp_path / "d.csv"
+    path.write_bytes(CSV_CASES[case])
+    ctx = PlanContext(recipe_path=tmp_path / "r.yaml", seed=0)
+
+    def outcome():
+        try:
+            return CsvSource(id="s", type="source.csv", path=str(path), allow_empty=True).load(ctx)
+        except StepError as e:
+            return str(e)
+
+    direct = outcome()
+    monkeypatch.setattr(CsvSource, "_read_file", lambda self, p: None)
+    text = outcome()
+    assert type(direct) is type(text)
+    if isinstance(direct, str):
+        assert direct == text
+    else:
+        assert direct.equals(text) and direct.schema == text.schema
