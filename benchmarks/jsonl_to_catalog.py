@@ -111,11 +111,12 @@ def make_format(jsonl: Path, fmt: str) -> Path:
         return jsonl
     path = jsonl.with_suffix("." + fmt)
     if not path.exists():
-        import polars as pl
-
-        df = pl.read_ndjson(jsonl)
+        # In a child process: this one stays small, and every run it starts inherits its peak RSS
+        # at fork time (Linux keeps ru_maxrss across fork and exec).
         tmp = path.with_suffix(".tmp")
-        df.write_csv(tmp) if fmt == "csv" else df.write_parquet(tmp)
+        code = ("import sys, polars as pl; df = pl.read_ndjson(sys.argv[1]); "
+                "df.write_csv(sys.argv[2]) if sys.argv[3] == 'csv' else df.write_parquet(sys.argv[2])")
+        subprocess.run([sys.executable, "-c", code, str(jsonl), str(tmp), fmt], check=True)
         tmp.rename(path)
     return path
 

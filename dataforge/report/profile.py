@@ -40,10 +40,11 @@ def kind_of(name: str, s: pl.Series) -> str:
             return "id"  # hashes: unique, hexadecimal
         words = word_count(pl.col("v"))
         mean_words = pl.DataFrame({"v": v}).select(words.mean()).item() or 0
-        repeats = distinct <= MAX_CATEGORIES or distinct * 2 <= v.len()  # values recur: counting them says something
+        # Values recur (few distinct, or each seen twice on average): counting them says something.
+        repeats = distinct < v.len() and (distinct <= MAX_CATEGORIES or distinct * 2 <= v.len())
         if repeats and (mean_words <= 3 or (distinct <= MAX_CATEGORIES and distinct < v.len() and mean_words <= 6)):
             return "categorical"  # labels, tasks, slugs: value counts say more than a length histogram
-        return "text"  # short but (nearly) all distinct, like drawn symbols, is text too
+        return "text"  # short but never repeating (drawn symbols, task names) is text too
     return "other"
 
 
@@ -81,7 +82,8 @@ def profile(df: pl.DataFrame, task_column: str | None = None) -> list[dict[str, 
         kind = kind_of(name, s)
         p: dict[str, Any] = {"column": name, "kind": kind, "dtype": str(s.dtype), "nulls": s.null_count()}
         if kind == "id":
-            p["note"] = f"{s.n_unique():,} distinct; skipped (an id or hash)"
+            p["note"] = (f"{s.drop_nulls().n_unique():,} distinct; skipped (an id or hash)" if s.null_count() < s.len()
+                         else "all null")
         elif kind in ("categorical", "bool"):
             vc = (pl.DataFrame({"v": s.cast(pl.Utf8)}).group_by("v").len("n")
                   .sort(["n", "v"], descending=[True, False], nulls_last=True))
