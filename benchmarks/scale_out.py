@@ -1,18 +1,24 @@
 """Side by side on this machine: the Ray executor vs the local executor, three workloads in one run.
 
-    flock /work/heavy.lock .venv/bin/python benchmarks/scale_out.py            # the issue's sizes
-    flock /work/heavy.lock .venv/bin/python benchmarks/scale_out.py --quick    # 100k rows, 16 prompts, 400 calls
+    flock /work/heavy.lock .venv/bin/python benchmarks/scale_out.py                # the issue's sizes
+    flock /work/heavy.lock .venv/bin/python benchmarks/scale_out.py --part rows    # one workload (repeatable)
+    flock /work/heavy.lock .venv/bin/python benchmarks/scale_out.py --quick        # 100k rows, 16 prompts, 400 calls
 
 1. Rows: `transform.symbols` (symbol remap; cross-row, so it runs on the driver) then a zero-shot
    `transform.template` (row-wise, so its slices run on Ray workers) over N rows, the whole build timed
-   (catalog commits included) on both executors. Goal: Ray at most 1.3x the local time.
-2. The bundled local model (SmolLM2-135M GGUF) answering P prompts: one process (llama.cpp's default
-   threads) vs 2 Ray workers each loading the model once. Goal: at least 1.6x the output tokens/s.
+   (catalog commits included) on both executors, after a 1%-size warm-up build on each (its Ray time,
+   worker processes starting, is reported); `--repeats` interleaved runs, best of each. Goal: Ray at
+   most 1.3x the local time. Then the catalog's commit throughput: rows/s of one `save_step_output` of
+   the template rows into a fresh catalog (the number docs/scale-out.md quotes).
+2. The bundled local model (SmolLM2-135M GGUF, temperature 0, max_tokens 24) answering P prompts: one
+   process with `n_threads: 1` vs 2 Ray workers each loading the model once with `n_threads: 1` (one
+   core each). Goal: at least 1.6x the output tokens/s. Also the one process with `--local-threads`
+   (default 2) llama.cpp threads, i.e. given both cores, for comparison.
 3. R chat requests to a loopback server answering after 200 ms, `max_concurrency: 64`: through Ray
    workers (the concurrency split between them) vs locally. Goal: within 1.25x of ideal (R/64 x 0.2 s).
 
-Also reports the catalog's commit throughput (rows/s of `save_step_output` for the template rows),
-the number quoted in docs/scale-out.md. Ray runs with num_cpus=2 (this machine's cores).
+Ray runs with num_cpus=2 (this machine's cores). `--part` runs only some workloads; their results are
+merged into benchmarks/results/scale_out.json.
 """
 
 from __future__ import annotations
