@@ -155,13 +155,15 @@ def test_generate_prompt_on_ray_matches_local_limits_shared_and_a_rerun_pays_not
 def test_quickstart_on_ray_matches_local(local_ray, tmp_path):
     text = (ROOT / "recipes/quickstart.yaml").read_text()
     text = text.replace("path: data/seed_tasks.jsonl", f"path: {ROOT}/recipes/data/seed_tasks.jsonl\n    limit: 8")
-    text = text.replace("max_tokens: 48", "max_tokens: 6")
+    text = text.replace("max_tokens: 48", "max_tokens: 6").replace("max_tokens: 160", "max_tokens: 64")
+    text = text.replace("target: 4", "target: 1").replace("prompts_per_round: 2", "prompts_per_round: 1")
+    assert "max_tokens: 160" not in text and "target: 1\n" in text and "prompts_per_round: 1\n" in text
     recipe = tmp_path / "quickstart.yaml"
     recipe.write_text(text)
     local, on_ray = tmp_path / "local.duckdb", tmp_path / "ray.duckdb"
     api.build(recipe, catalog=local)
     api.build(recipe, catalog=on_ray, executor="ray")
-    same_datasets(local, on_ray, ["seed_tasks", "model_answers"])
+    same_datasets(local, on_ray, ["seed_tasks", "model_answers", "new_tasks"])
     assert run_select(on_ray, "select count(*) n from llm_calls where status = 'ok'")["n"][0] >= 1
 
 
