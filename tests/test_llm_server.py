@@ -105,7 +105,7 @@ def _dataforge(*args) -> subprocess.Popen:
 
 
 def test_sigkill_then_rerun_makes_only_the_missing_calls(llama_url, write, tmp_path):
-    rows, kill_after = 16, 6
+    rows, kill_after = 12, 4
     path = write("r.yaml", recipe(llama_url, rows, extra_llm="  max_concurrency: 2"))
     cat = tmp_path / "killed.duckdb"
     proc = _dataforge("build", path, "--catalog", cat, "--quiet")

@@ -123,7 +123,7 @@ def test_a_running_build_is_not_marked_killed(write, catalog, tmp_path, kept):
 
 @pytest.mark.slow
 def test_sql_while_a_build_writes_never_hangs(write, catalog, tmp_path, kept):
-    recipe = slow_recipe(write, tmp_path, rows=300_000)
+    recipe = slow_recipe(write, tmp_path, rows=100_000)
     t0 = time.monotonic()
     assert run_dataforge("sql", "select 1", "--catalog", catalog).returncode == 0
     startup = time.monotonic() - t0  # the same command with nobody else on the catalog
@@ -148,7 +148,7 @@ def test_sql_while_a_build_writes_never_hangs(write, catalog, tmp_path, kept):
     assert any(code == 0 for code, _, _ in outcomes)
     # intact afterwards
     assert api.read("kept", catalog=catalog).equals(kept)
-    assert api.read("slow_out", catalog=catalog).height == 300_000
+    assert api.read("slow_out", catalog=catalog).height == 100_000
     builds, _ = api.history(catalog=catalog)
     assert set(builds["status"]) == {"ok"}
 
