@@ -1,5 +1,7 @@
 """The engine's session: several rounds through one provider and one call log; the typed LLM context;
-presence/frequency penalties reach the wire and stay out of the hash when unset."""
+presence/frequency penalties reach the wire and stay out of the hash when unset. Many short rounds
+(Self-Instruct's shape): no catalog write of their own without a budget, answers still found again
+(same session, later sessions), budgets still exact."""
 
 from __future__ import annotations
 
@@ -8,6 +10,7 @@ import pytest
 
 from dataforge.catalog.handle import StepHandle
 from dataforge.catalog.store import Catalog
+from dataforge.errors import BudgetExceeded
 from dataforge.llm import engine
 from dataforge.llm.config import LLMConfig
 from dataforge.llm.context import LLMContext, llm_context
@@ -83,3 +86,67 @@ def test_penalties_reach_the_server_and_unset_ones_keep_the_hash(server, tmp_pat
 def test_anthropic_refuses_penalties_in_the_config():
     with pytest.raises(ValueError, match="frequency_penalty is not supported by provider 'anthropic'"):
         LLMConfig(provider="anthropic", model="m", frequency_penalty=0.5)
+
+
+# -- many short rounds ----------------------------------------------------------------------------
+
+def counting(monkeypatch) -> list[int]:
+    """Rows of each commit to `llm_calls`."""
+    writes: list[int] = []
+    real = Catalog.record_llm_calls
+
+    def record(self, rows):
+        rows = list(rows)
+        writes.append(len(rows))
+        real(self, rows)
+
+    monkeypatch.setattr(Catalog, "record_llm_calls", record)
+    return writes
+
+
+def ok_rows(path) -> int:
+    con = duckdb.connect(str(path), read_only=True)
+    try:
+        return con.execute("select count(*) from llm_calls where status = 'ok'").fetchone()[0]
+    finally:
+        con.close()
+
+
+def test_rounds_share_commits_and_every_answer_is_found_again(server, tmp_path, monkeypatch):
+    path = tmp_path / "c.duckdb"
+    cat = StepHandle(Catalog(path))
+    writes = counting(monkeypatch)
+    rounds = [[req(f"q{r}-{i}") for i in range(3)] for r in range(30)]
+    with engine.session(cfg(server), LLMContext(build_id="b1", step_id="gen", store=cat)) as s:
+        for reqs in rounds:
+            s.run(reqs)
+        again = s.run([rounds[0][0], rounds[29][2]])  # answered this session: not sent again
+    assert [r.text for r in again] == ["ECHO: Q0-0", "ECHO: Q29-2"]
+    assert s.stats.called == 90 and s.stats.cached == 2
+    assert server.count("POST", "/v1/completions") == 90
+    assert len(writes) < 15  # the call log's background task commits several rounds at once
+    assert ok_rows(path) == 90  # and the session's close commits the rest
+
+    # A later session (another build: a rerun) finds them in any round, not only its first one.
+    with engine.session(cfg(server), LLMContext(build_id="b2", step_id="gen", store=cat)) as s2:
+        s2.run([req("fresh-1")])
+        got = s2.run(rounds[7] + [req("fresh-2")])
+    assert [r.text for r in got] == ["ECHO: Q7-0", "ECHO: Q7-1", "ECHO: Q7-2", "ECHO: FRESH-2"]
+    assert s2.stats.called == 2 and s2.stats.cached == 3
+    assert server.count("POST", "/v1/completions") == 92
+
+
+def test_a_budget_commits_every_round_and_counts_across_rounds(server, tmp_path, monkeypatch):
+    path = tmp_path / "c.duckdb"
+    cat = StepHandle(Catalog(path))
+    writes = counting(monkeypatch)
+    with engine.session(cfg(server, max_calls=5), LLMContext(build_id="b1", step_id="gen", store=cat)) as s:
+        s.run([req("a"), req("b")])
+        assert len(writes) == 1 and ok_rows(path) == 2  # committed before the next round starts
+        s.run([req("c"), req("d")])
+        assert ok_rows(path) == 4
+        last = s.run([req("e"), req("f")])
+    with pytest.raises(BudgetExceeded):
+        engine.raise_if_stopped(last)
+    assert server.count("POST", "/v1/completions") == 5
+    assert ok_rows(path) == 5
