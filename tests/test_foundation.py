@@ -320,3 +320,22 @@ def test_sources_come_first_in_the_run_order(write, catalog):
         """)
     plan = api.validate(r, catalog=catalog)
     assert [s.id for s in plan.order] == ["a", "b", "up"]
+
+
+def test_yaml_escapes_of_emoji_load_and_syntax_errors_read_the_same(write, catalog):
+    # JSON writers escape emoji as UTF-16 surrogate pairs; libyaml (the fast parser) refuses those, so the
+    # loader falls back to PyYAML's parser, whose errors are also the ones every other mistake gets.
+    r = write("r.yaml", r"""
+        name: emoji
+        steps:
+          - id: src
+            type: source.inline
+            rows: [{text: "\ud83d\ude00 a fine film", label: 1}]
+        outputs: {out: src}
+        """)
+    api.build(r, catalog=catalog)
+    assert api.read("out", catalog=catalog)["text"].to_list() == ["\U0001F600 a fine film"]
+    bad = write("bad.yaml", "name: tabs\nsteps:\n\t- id: src\n")
+    with pytest.raises(UserError) as e:
+        api.validate(bad)
+    assert e.value.line == 3 and "YAML syntax error" in e.value.message and "\\t" in e.value.message

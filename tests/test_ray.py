@@ -148,6 +148,10 @@ def test_generate_prompt_on_ray_matches_local_limits_shared_and_a_rerun_pays_not
     forced = api.build(recipe, catalog=on_ray, executor="ray", force=True)  # every step runs again on Ray ...
     assert server.calls() == 2 * paid  # ... and takes every answer from the call log, looked up on the driver
     assert forced.datasets["answers"] == res.datasets["answers"]  # same rows: no new version
+    from dataforge.executors.ray_cluster import SINK_PREFIX
+
+    sinks = [a for a in ray.util.list_named_actors(all_namespaces=True) if a["name"].startswith(SINK_PREFIX)]
+    assert len(sinks) == 1  # one call-sink actor serves the driver's successive builds
     # The build moves between executors: a local build reuses what Ray built.
     assert {s.status for s in api.build(recipe, catalog=on_ray).steps} == {"reused"}
 

@@ -7,6 +7,8 @@
 - Only the driver writes the catalog. Workers get a `WorkerStore` instead of the catalog handle: LLM
   answers they log go to a small actor (`CallSink`) that the driver drains every `DRAIN_S` seconds into
   `llm_calls`, so an answer is durable about a second after it arrives, even if the worker dies later.
+  One sink serves every build of a driver process (an actor is a process: starting one took about a
+  second), its bookkeeping kept per (build, step).
 - Cache look-ups happen on the driver before dispatch (the kind's `requests_for` gives the requests):
   each slice takes its logged answers with it, so a rerun pays for nothing twice. A retried slice (its
   worker killed) also asks the sink for answers of its earlier attempt before calling again.
@@ -32,7 +34,7 @@ DRAIN_S = 0.25
 ROWS_PER_SLICE = 100_000
 """Slices of non-LLM steps: about this many rows each, and at least one per CPU of the cluster."""
 SINK_PREFIX = "dataforge-sink:"
-"""Name prefix of a build's call sink actor (then the build id), for `ray list actors`."""
+"""Name prefix of a driver's call sink actor (then the Ray job id), for `ray list actors`."""
 TASK_RETRIES = 3
 """Ray retries a slice whose worker died this many times."""
 
@@ -58,7 +60,6 @@ class RayExecutor:
 
     def __init__(self, owns_runtime: bool):
         self._owns = owns_runtime
-        self._sinks: dict[str, Any] = {}  # build id -> its CallSink actor
 
     @classmethod
     def connect(cls, address: str | None) -> "RayExecutor":
@@ -80,10 +81,8 @@ class RayExecutor:
     def close(self) -> None:
         import ray
 
-        for sink in self._sinks.values():
-            ray.kill(sink)
-        self._sinks.clear()
-        if self._owns:
+        if self._owns:  # the sink goes with the runtime; a runtime the caller started keeps it for its next build
+            _sinks.clear()
             ray.shutdown()
 
     # -- running a step -----------------------------------------------------------------
@@ -103,9 +102,10 @@ class RayExecutor:
         bounds = [(i * df.height // n, (i + 1) * df.height // n) for i in range(n)]
         slices = [df.slice(a, b - a) for a, b in bounds]
 
-        sink = self._sink(ctx.build_id) if llm else None
+        sink = _sink() if llm else None
+        key = f"{ctx.build_id}/{ctx.step_id}"
         if sink is not None:
-            ray.get(sink.begin.remote(ctx.step_id))
+            ray.get(sink.begin.remote(key, ctx.step_id))
         worker_step, shares, cached = step, [None] * n, [{}] * n
         if llm:
             worker_step, shares, cached = self._llm_shares(step, slices, cfg, ctx, min(n, cpus))
@@ -115,10 +115,11 @@ class RayExecutor:
                       input_ids=list(ctx.input_ids))
         task = ctx.progress.task(f"{ctx.step_id} on ray ({n} slices)", total=df.height) if ctx.progress else None
         refs = [run_slice.options(max_retries=TASK_RETRIES).remote(
-                    worker_step, ray.put(part.to_arrow()), fields, shares[i] or ctx.llm, sink, i, cached[i])
+                    worker_step, ray.put(part.to_arrow()), fields, shares[i] or ctx.llm,
+                    None if sink is None else (sink, key), i, cached[i])
                 for i, part in enumerate(slices)]
         try:
-            done = self._wait(refs, sink, ctx, task, [len(p) for p in slices])
+            done = self._wait(refs, sink, key, ctx, task, [len(p) for p in slices])
         except BaseException:
             for r in refs:
                 ray.cancel(r, force=True)
@@ -126,14 +127,9 @@ class RayExecutor:
         finally:
             if task is not None:
                 task.close()
+            if sink is not None:
+                sink.end.remote(key)
         return _concat(done, ctx)
-
-    def _sink(self, build_id: str) -> Any:
-        """This build's call sink: one actor for all its LLM steps (an actor is a process; starting one per
-        step cost about as much as a short step)."""
-        if build_id not in self._sinks:
-            self._sinks[build_id] = CallSinkActor().options(num_cpus=0, name=f"{SINK_PREFIX}{build_id}").remote()
-        return self._sinks[build_id]
 
     @staticmethod
     def _distributable(step: Step, inputs: list[pl.DataFrame]) -> bool:
@@ -179,7 +175,8 @@ class RayExecutor:
         return worker_step, [(share, (calls, spent), env) for share in shares], cached
 
     @staticmethod
-    def _wait(refs: list[Any], sink: Any, ctx: RunContext, task: Any, sizes: list[int]) -> list[dict[str, Any]]:
+    def _wait(refs: list[Any], sink: Any, key: str, ctx: RunContext, task: Any, sizes: list[int]
+              ) -> list[dict[str, Any]]:
         import ray
         from ray.exceptions import RayTaskError
 
@@ -189,7 +186,7 @@ class RayExecutor:
 
         def drain() -> None:
             if sink is not None and ctx.catalog is not None:
-                rows = ray.get(sink.drain.remote())
+                rows = ray.get(sink.drain.remote(key))
                 if rows:
                     ctx.catalog.record_llm_calls(rows)
 
@@ -231,8 +228,9 @@ def _concat(parts: list[dict[str, Any]], ctx: RunContext) -> StepResult:
 class WorkerStore:
     """What an LLM step on a worker sees as its catalog: logged answers it was sent, a sink for new calls."""
 
-    def __init__(self, sink: Any, cached: dict[str, dict[str, Any]], usage: tuple[int, float]):
+    def __init__(self, sink: Any, key: str, cached: dict[str, dict[str, Any]], usage: tuple[int, float]):
         self._sink = sink
+        self._key = key
         self._cached = cached
         self._usage = usage
 
@@ -241,16 +239,16 @@ class WorkerStore:
 
         found = {h: self._cached[h] for h in hashes if h in self._cached}
         missing = [h for h in hashes if h not in found]
-        if missing and self._sink is not None:  # answers of an earlier attempt of this slice (a killed worker)
-            found.update(ray.get(self._sink.answered.remote(missing)))
+        if missing:  # answers of an earlier attempt of this slice (a killed worker)
+            found.update(ray.get(self._sink.answered.remote(self._key, missing)))
         return found
 
     def record_llm_calls(self, rows: Iterable[dict[str, Any]]) -> None:
         import ray
 
         rows = list(rows)
-        if rows and self._sink is not None:
-            ray.get(self._sink.put.remote(rows))
+        if rows:
+            ray.get(self._sink.put.remote(self._key, rows))
 
     def llm_usage(self, build_id: str) -> tuple[int, float]:
         return self._usage
@@ -262,41 +260,62 @@ class WorkerStore:
         raise RuntimeError(f"{name} is not available on a Ray worker")
 
 
-class _CallSink:
-    """Collects the LLM calls workers log until the driver drains them; remembers the running step's answers.
-    One per build; the driver runs one step at a time, and `begin` starts the next step's bookkeeping."""
+class _StepCalls:
+    """A running LLM step's calls in the sink: rows not yet drained, answers so far, worker pids."""
 
-    def __init__(self) -> None:
-        self.step: str | None = None
+    def __init__(self, step_id: str) -> None:
+        self.step_id = step_id
         self.rows: list[dict[str, Any]] = []
         self.ok: dict[str, dict[str, Any]] = {}
         self.workers: dict[int, int] = {}
 
-    def begin(self, step_id: str) -> None:
-        self.step, self.rows, self.ok, self.workers = step_id, [], {}, {}
 
-    def put(self, rows: list[dict[str, Any]]) -> None:
-        self.rows.extend(rows)
+class _CallSink:
+    """Collects the LLM calls workers log until the driver drains them, and remembers each running step's
+    answers. One per driver process, kept per key (`build id/step id`) from `begin` to `end`."""
+
+    def __init__(self) -> None:
+        self.steps: dict[str, _StepCalls] = {}
+        self.latest: str | None = None
+
+    def begin(self, key: str, step_id: str) -> None:
+        self.steps[key] = _StepCalls(step_id)
+        self.latest = key
+
+    def end(self, key: str) -> None:
+        self.steps.pop(key, None)
+
+    def put(self, key: str, rows: list[dict[str, Any]]) -> None:
+        st = self.steps.get(key)
+        if st is None:  # a cancelled slice reporting after its step ended
+            return
+        st.rows.extend(rows)
         for r in rows:
             if r.get("status") == "ok":
-                self.ok[r["request_hash"]] = r
+                st.ok[r["request_hash"]] = r
 
-    def drain(self) -> list[dict[str, Any]]:
-        rows, self.rows = self.rows, []
+    def drain(self, key: str) -> list[dict[str, Any]]:
+        st = self.steps.get(key)
+        if st is None:
+            return []
+        rows, st.rows = st.rows, []
         return rows
 
-    def answered(self, hashes: list[str]) -> dict[str, dict[str, Any]]:
-        return {h: self.ok[h] for h in hashes if h in self.ok}
+    def answered(self, key: str, hashes: list[str]) -> dict[str, dict[str, Any]]:
+        ok = self.steps[key].ok if key in self.steps else {}
+        return {h: ok[h] for h in hashes if h in ok}
 
-    def hello(self, index: int, pid: int) -> None:
-        self.workers[index] = pid
+    def hello(self, key: str, index: int, pid: int) -> None:
+        if key in self.steps:
+            self.steps[key].workers[index] = pid
 
     def pids(self) -> tuple[str | None, dict[int, int]]:
-        """The running step and, per slice index, the pid of the worker process running it (tests kill one)."""
-        return self.step, dict(self.workers)
+        """The step begun last and, per slice index, the pid of the worker process running it (tests kill one)."""
+        st = self.steps.get(self.latest) if self.latest else None
+        return (st.step_id, dict(st.workers)) if st else (None, {})
 
 
-def _slice(step: Step, table: Any, fields: dict[str, Any], llm: Any, sink: Any, index: int,
+def _slice(step: Step, table: Any, fields: dict[str, Any], llm: Any, sink: tuple[Any, str] | None, index: int,
            cached: dict[str, dict[str, Any]]) -> dict[str, Any]:
     """Run `step` on one slice (a Ray task); returns Arrow tables, notes and log lines."""
     import ray
@@ -305,10 +324,12 @@ def _slice(step: Step, table: Any, fields: dict[str, Any], llm: Any, sink: Any, 
     if isinstance(llm, tuple):
         llm, usage, env = llm
         os.environ.update(env)
+    store = None
     if sink is not None:
-        ray.get(sink.hello.remote(index, os.getpid()))
+        actor, key = sink
+        ray.get(actor.hello.remote(key, index, os.getpid()))
+        store = WorkerStore(actor, key, cached, usage)
     lines: list[str] = []
-    store = WorkerStore(sink, cached, usage) if sink is not None else None
     ctx = RunContext(llm=llm, catalog=store, progress=None, log=lines.append, **fields)  # type: ignore[arg-type]
     df = pl.from_arrow(table)
     assert isinstance(df, pl.DataFrame)
@@ -347,8 +368,18 @@ def _remote_functions_cached():
     return _cache
 
 
-def CallSinkActor() -> Any:  # noqa: N802 (reads like the actor class it returns)
-    return _remote_functions_cached()[0]
+_sinks: dict[str, Any] = {}  # Ray job id -> this driver's call sink
+
+
+def _sink() -> Any:
+    """This driver's call sink actor, started on first use and reused by later builds in the same runtime."""
+    import ray
+
+    job = ray.get_runtime_context().get_job_id()
+    if job not in _sinks:
+        _sinks.clear()  # a sink of an earlier runtime (ray.shutdown, then ray.init) is gone with it
+        _sinks[job] = _remote_functions_cached()[0].options(num_cpus=0, name=f"{SINK_PREFIX}{job}").remote()
+    return _sinks[job]
 
 
 run_slice = _Lazy(1)

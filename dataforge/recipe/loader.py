@@ -69,11 +69,13 @@ MAX_ALIAS_EXPANSION = 100_000
 
 
 class _Budget:
-    """Counts values built from nodes already built once (alias expansions)."""
+    """Counts values built from nodes already built once (alias expansions); holds the document's scalar
+    constructor."""
 
     def __init__(self) -> None:
         self.seen: set[int] = set()
         self.expanded = 0
+        self.scalars = yaml.constructor.SafeConstructor()
 
 
 def _construct(node: yaml.Node, path: KeyPath, pos: Positions, file: str, budget: _Budget) -> Any:
@@ -103,7 +105,7 @@ def _construct(node: yaml.Node, path: KeyPath, pos: Positions, file: str, budget
     if isinstance(node, yaml.SequenceNode):
         return [_construct(item, path + (i,), pos, file, budget) for i, item in enumerate(node.value)]
     # Scalars: let PyYAML's safe constructor resolve ints, floats, bools, nulls.
-    value = yaml.SafeLoader("").construct_object(node, deep=True)
+    value = budget.scalars.construct_object(node, deep=True)
     if isinstance(value, str) and _SURROGATE.search(value):
         value = _join_surrogates(value, node, file)
     return value
@@ -122,13 +124,26 @@ def _join_surrogates(text: str, node: yaml.Node, file: str) -> str:
                         file=file, line=node.start_mark.line + 1, col=node.start_mark.column + 1) from None
 
 
+def _compose(text: str) -> yaml.Node | None:
+    """The document's node tree: libyaml's parser where PyYAML has it (several times faster on large
+    recipes), PyYAML's own for a document libyaml refuses, so errors read the same everywhere and
+    escaped surrogate pairs (which only PyYAML's parser takes) still load."""
+    fast = getattr(yaml, "CSafeLoader", None)
+    if fast is not None:
+        try:
+            return yaml.compose(text, Loader=fast)
+        except yaml.YAMLError:
+            pass
+    return yaml.compose(text, Loader=yaml.SafeLoader)
+
+
 def load_yaml(path: str | Path) -> tuple[Any, Positions]:
     """Parse one YAML document; raise `UserError` with file:line:col on any syntax problem."""
     path = Path(path)
     text = _read_text(path)
     pos = Positions(file=str(path))
     try:
-        node = yaml.compose(text, Loader=yaml.SafeLoader)
+        node = _compose(text)
     except yaml.MarkedYAMLError as e:
         mark = e.problem_mark or e.context_mark
         msg = f"YAML syntax error: {e.problem or e.context}"

@@ -107,7 +107,7 @@ def sdk_error(e: Exception, sdk: types.ModuleType, secrets: Secrets) -> Provider
     if isinstance(e, sdk.APIConnectionError):
         return ProviderError(secrets.redact(f"connection error: {e.__cause__ or e}")[:500], retryable=True)
     if isinstance(e, (json.JSONDecodeError, sdk.APIResponseValidationError, ValueError,
-                      KeyError, IndexError, TypeError)):
+                      KeyError, IndexError, TypeError, AttributeError)):
         return ProviderError(secrets.redact(f"malformed response: {type(e).__name__}: {e}")[:500], retryable=True)
     return ProviderError(secrets.redact(f"{type(e).__name__}: {e}")[:500])
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 
 from dataforge.llm.config import LLMConfig
@@ -52,28 +53,29 @@ class OpenAIProvider(Provider):
         self.client = openai.AsyncOpenAI(api_key=key, base_url=cfg.base_url, max_retries=0,
                                          timeout=cfg.timeout_s)
 
-    def _params(self, r: Request) -> dict:
-        return sampling_params(r)
-
     async def complete(self, request: Request) -> Completion:
+        # The SDK's generic `post` with the body we build (the one batch files carry too) and the raw bytes
+        # back: the SDK still owns auth, base URL, timeouts and error mapping, but skips validating our
+        # parameters against its typed signature and building response models, which cost about 3 ms of
+        # CPU per call, a whole core at a few hundred calls a second.
+        chat = request.messages is not None
         t0 = time.perf_counter()
         try:
-            if request.messages is not None:
-                resp = await self.client.chat.completions.create(
-                    messages=[m.model_dump() for m in request.messages], **self._params(request))
-                choice = resp.choices[0]
-                text = choice.message.content or ""
-            else:
-                resp = await self.client.completions.create(prompt=request.prompt, **self._params(request))
-                choice = resp.choices[0]
-                text = choice.text or ""
+            raw = await self.client.post("/chat/completions" if chat else "/completions",
+                                         body=request_body(request), cast_to=bytes)
         except Exception as e:  # every SDK failure becomes a typed, redacted ProviderError
             raise sdk_error(e, self.secrets) from None
-        usage = resp.usage
-        return Completion(text=text, finish_reason=choice.finish_reason,
-                          input_tokens=getattr(usage, "prompt_tokens", 0) or 0,
-                          output_tokens=getattr(usage, "completion_tokens", 0) or 0,
-                          latency_ms=(time.perf_counter() - t0) * 1000)
+        latency_ms = (time.perf_counter() - t0) * 1000
+        try:
+            out = json.loads(raw)
+            choice = out["choices"][0]
+            text = (choice["message"].get("content") if chat else choice.get("text")) or ""
+            usage = out.get("usage") or {}
+        except (ValueError, KeyError, IndexError, TypeError, AttributeError) as e:  # not a completion's JSON
+            raise sdk_error(e, self.secrets) from None
+        return Completion(text=text, finish_reason=choice.get("finish_reason"),
+                          input_tokens=usage.get("prompt_tokens") or 0,
+                          output_tokens=usage.get("completion_tokens") or 0, latency_ms=latency_ms)
 
     async def aclose(self) -> None:
         await self.client.close()
