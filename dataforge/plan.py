@@ -37,8 +37,9 @@ class Plan:
     columns: dict[str, list[str] | None]
     fingerprints: dict[str, str]
     index: dict[str, int] = field(default_factory=dict)
-    prepared: dict[str, pl.DataFrame] = field(default_factory=dict)
-    """Rows of the sources read while planning, by step id (the executor takes them from here)."""
+    prepared: dict[str, Any] = field(default_factory=dict)
+    """What planning kept of each source it read, by step id: its rows, or an `SqlLoad` (checked in
+    full, rows left in the file) that the build stores straight from the file."""
 
     def context(self, catalog_path: Path | None) -> PlanContext:
         return PlanContext(recipe_path=self.path, seed=self.recipe.seed, catalog_path=catalog_path,
@@ -128,7 +129,7 @@ def _check_step(plan: Plan, s: Step, ctx: PlanContext, stored: Callable[[str], l
             fp = plan.fingerprints[s.id]
             cols = stored(fp)
             if cols is None:
-                frame = s.load(ctx)  # type: ignore[attr-defined]
+                frame = s.prepare(ctx)  # type: ignore[attr-defined]  # rows, or an `SqlLoad` (no rows kept)
                 plan.prepared[s.id] = frame
                 cols = frame.columns
             plan.columns[s.id] = [c for c in cols if c != "id"]

@@ -14,8 +14,9 @@ from dataforge.steps.base import ID, PARENT
 ID_CHARS = 16
 
 
-def _hash_expr(columns: list[str]) -> str:
-    # md5 over canonical JSON of the row (keys sorted): stable across polars/duckdb releases.
+def id_sql(columns: list[str]) -> str:
+    """DuckDB SQL of the row id over these columns: md5 of the row's canonical JSON (keys sorted),
+    stable across polars/duckdb releases. `content_ids` and sources stored straight from SQL share it."""
     fields = ", ".join(f"{_q(c)} := {_q(c)}" for c in sorted(columns))
     return f"substr(md5(to_json(struct_pack({fields}))), 1, {ID_CHARS})"
 
@@ -48,7 +49,7 @@ def content_ids(df: pl.DataFrame) -> pl.Series:
     con = _cursor()
     try:
         con.register("_t", to_arrow(df.select(cols)))
-        out = con.sql(f"select {_hash_expr(cols)} as id from _t").pl()
+        out = con.sql(f"select {id_sql(cols)} as id from _t").pl()
     finally:
         con.close()
     return out[ID]

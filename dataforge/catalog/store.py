@@ -6,6 +6,7 @@ import datetime as dt
 import json
 import os
 import socket
+import time
 import uuid
 from pathlib import Path
 from typing import Any, Iterable
@@ -132,33 +133,28 @@ class Catalog:
                          notes: dict[str, Any] | None = None) -> None:
         """Store a step's output, its rejections and lineage, and its `steps` row, atomically."""
         table = output_table(fingerprint)
-        n_rej = 0 if rejections is None else rejections.height
         with self._write() as con, transaction(con):
             con.register("_df", to_arrow(df))
             con.execute(f"create or replace table {quote_ident(table)} as select * from _df")
             con.unregister("_df")
-            con.execute("delete from step_outputs where fingerprint = ?", [fingerprint])
-            con.execute(
-                "insert into step_outputs values (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                [fingerprint, table, step_id, type, rows_in, df.height, n_rej, build_id, _now()],
-            )
-            con.execute("delete from rejections where fingerprint = ?", [fingerprint])
-            if rejections is not None and rejections.height:
-                con.register("_rej", rejections.select("row_id", "reason", "score", "detail").to_arrow())
-                con.execute(
-                    "insert into rejections select ?, ?, ?, row_id, reason, score, detail from _rej",
-                    [build_id, step_id, fingerprint],
-                )
-                con.unregister("_rej")
-            con.execute("delete from lineage where fingerprint = ?", [fingerprint])
-            if lineage is not None and lineage.height:
-                con.register("_lin", lineage.select("row_id", "parent_id").to_arrow())
-                con.execute("insert into lineage select row_id, parent_id, ?, ? from _lin",
-                            [step_id, fingerprint])
-                con.unregister("_lin")
-            _insert_step(con, build_id=build_id, step_id=step_id, type=type, fingerprint=fingerprint,
-                         rows_in=rows_in, rows_out=df.height, rejected=n_rej, seconds=seconds, status="built",
-                         inputs=inputs, notes=notes)
+            _record_output(con, build_id=build_id, step_id=step_id, type=type, fingerprint=fingerprint,
+                           rows=df.height, rows_in=rows_in, seconds=seconds, inputs=inputs,
+                           rejections=rejections, lineage=lineage, notes=notes)
+
+    def save_step_output_query(self, *, build_id: str, step_id: str, type: str, fingerprint: str, query: str,
+                               rows_in: int, seconds: float, inputs: list[str]) -> int:
+        """Store the rows of a DuckDB `query` (a source read straight from its file, `id` first) as a
+        step's output with its `steps` row, atomically; return the number of rows. A query that fails
+        leaves the catalog as it was (its `duckdb.Error` propagates)."""
+        table = output_table(fingerprint)
+        t0 = time.perf_counter()
+        with self._write() as con, transaction(con):
+            con.execute(f"create or replace table {quote_ident(table)} as {query}")
+            rows = con.execute(f"select count(*) from {quote_ident(table)}").fetchone()[0]
+            _record_output(con, build_id=build_id, step_id=step_id, type=type, fingerprint=fingerprint,
+                           rows=rows, rows_in=rows_in, seconds=seconds + time.perf_counter() - t0,
+                           inputs=inputs, rejections=None, lineage=None, notes=None)
+        return rows
 
     def record_step(self, *, build_id: str, step_id: str, type: str, fingerprint: str, rows_in: int | None,
                     rows_out: int | None, rejected: int | None, seconds: float, status: str,
@@ -415,6 +411,31 @@ def _insert_llm_calls(con, rows: list[dict[str, Any]]) -> None:
     con.register("_calls", pl.DataFrame(data, schema=LLM_CALL_SCHEMA).to_arrow())
     con.execute(f"insert into llm_calls ({', '.join(cols)}) select {', '.join(cols)} from _calls")
     con.unregister("_calls")
+
+
+def _record_output(con, *, build_id: str, step_id: str, type: str, fingerprint: str, rows: int, rows_in: int,
+                   seconds: float, inputs: list[str], rejections: pl.DataFrame | None,
+                   lineage: pl.DataFrame | None, notes: dict[str, Any] | None) -> None:
+    """The `step_outputs`, `rejections`, `lineage` and `steps` rows of an output just stored (in the
+    caller's transaction)."""
+    table = output_table(fingerprint)
+    n_rej = 0 if rejections is None else rejections.height
+    con.execute("delete from step_outputs where fingerprint = ?", [fingerprint])
+    con.execute("insert into step_outputs values (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                [fingerprint, table, step_id, type, rows_in, rows, n_rej, build_id, _now()])
+    con.execute("delete from rejections where fingerprint = ?", [fingerprint])
+    if rejections is not None and rejections.height:
+        con.register("_rej", rejections.select("row_id", "reason", "score", "detail").to_arrow())
+        con.execute("insert into rejections select ?, ?, ?, row_id, reason, score, detail from _rej",
+                    [build_id, step_id, fingerprint])
+        con.unregister("_rej")
+    con.execute("delete from lineage where fingerprint = ?", [fingerprint])
+    if lineage is not None and lineage.height:
+        con.register("_lin", lineage.select("row_id", "parent_id").to_arrow())
+        con.execute("insert into lineage select row_id, parent_id, ?, ? from _lin", [step_id, fingerprint])
+        con.unregister("_lin")
+    _insert_step(con, build_id=build_id, step_id=step_id, type=type, fingerprint=fingerprint, rows_in=rows_in,
+                 rows_out=rows, rejected=n_rej, seconds=seconds, status="built", inputs=inputs, notes=notes)
 
 
 def _insert_step(con, *, build_id: str, step_id: str, type: str, fingerprint: str, rows_in: int | None,

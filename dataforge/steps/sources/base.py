@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -19,6 +20,27 @@ def _line_of_offset(raw: bytes, offset: int) -> int:
 
 MAX_ROWS = 2**62
 """Upper bound of `limit` and of an integer `sample` (anything larger means every row)."""
+
+
+@dataclass(frozen=True)
+class SqlLoad:
+    """A source checked in full at planning whose rows the build stores straight from the file.
+
+    Planning ran every check of `select` over the whole file and kept no rows; the build then has the
+    catalog run `query()` (the same checks, ids computed in SQL) into the step's table, and falls
+    back to `Source.load` should the file no longer pass."""
+
+    select: str
+    """A DuckDB SELECT of the output `columns`, in order, that raises on any value the careful reader refuses."""
+    columns: list[str]
+    rows: int
+    """How many rows the planning scan counted."""
+
+    def query(self) -> str:
+        """`select` with the row id (the content hash `dataforge.rows` gives) as its first column."""
+        from dataforge.rows import id_sql
+
+        return f"SELECT {id_sql(self.columns)} AS id, * FROM ({self.select})"
 
 
 class Source(Step):
@@ -78,6 +100,11 @@ class Source(Step):
             raise StepError(self.id, "columns",
                             f"column(s) {', '.join(map(repr, missing))} not in the source; "
                             f"it has: {', '.join(raw) or '(none)'}")
+
+    def prepare(self, ctx: PlanContext) -> pl.DataFrame | SqlLoad:
+        """What planning keeps for the build: the rows (`load`), or, where a kind can check the whole
+        file without keeping rows, an `SqlLoad`. Either way every problem is a `StepError` here."""
+        return self.load(ctx)
 
     def load(self, ctx: PlanContext) -> pl.DataFrame:
         """Read the source in full and apply `columns`, `limit` and `sample`; every problem is a `StepError`."""

@@ -8,11 +8,11 @@ from typing import Literal
 
 import polars as pl
 
-from dataforge.steps.base import PlanContext, StepError
-from dataforge.steps.sources.base import FileSource
+from dataforge.steps.base import ID, PARENT, PlanContext, StepError
+from dataforge.steps.sources.base import FileSource, SqlLoad
 from dataforge.steps.sources.checks import MAX_NESTING, check_column_case, check_nesting, dtype_depth, \
     exact_integers, may_nest_deeper, too_deep, too_many_digits, value_depth
-from dataforge.steps.sources.jsonl_duckdb import read_selected
+from dataforge.steps.sources.jsonl_duckdb import count_rows, read_selected, select_sql
 
 # Past this many open brackets the native readers are not trusted (pyarrow's crashes at a few thousand).
 _NATIVE_NESTING = 1000
@@ -22,6 +22,23 @@ class JsonlSource(FileSource):
     """One JSON object per line."""
 
     type: Literal["source.jsonl"]
+
+    def prepare(self, ctx: PlanContext) -> pl.DataFrame | SqlLoad:
+        """With `columns:` of plain types, no `limit`/`sample`: check the whole file in one DuckDB scan
+        that keeps no rows, for the build to store straight from the file; anything else (or any
+        problem the scan meets) is read by `load`, which names the line."""
+        mapping = self._mapping()
+        if (mapping and self.limit is None and self.sample is None and ID not in mapping and PARENT not in mapping
+                and self.encoding.lower() in ("utf-8", "utf8")):
+            p = ctx.resolve(self.path)
+            if not may_nest_deeper(p, _NATIVE_NESTING):
+                head = _head_schema(p, list(dict.fromkeys(mapping.values())))
+                sql = select_sql(p, head, mapping) if head is not None else None
+                rows = count_rows(sql, list(mapping)) if sql is not None else None
+                if rows:  # none: `load` says why (or accepts an empty file under allow_empty)
+                    check_column_case(self.id, list(mapping), str(p), "columns")
+                    return SqlLoad(select=sql, columns=list(mapping), rows=rows)
+        return self.load(ctx)
 
     def read(self, ctx: PlanContext) -> pl.DataFrame:
         p = ctx.resolve(self.path)

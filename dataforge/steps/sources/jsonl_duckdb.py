@@ -54,21 +54,50 @@ def _value_sql(col: str, kind: str) -> str:
             f"THEN {stop} ELSE {x} END")
 
 
-def read_selected(path: Path, head) -> pl.DataFrame | None:
-    """The columns of `head` (an Arrow schema of source keys, typed from the file's first MiB) read by
-    DuckDB from the whole JSONL file, or None when the careful path must read it."""
-    import duckdb
-
+def select_sql(path: Path, head, names: dict[str, str] | None = None,
+               max_object_bytes: int | None = None) -> str | None:
+    """A DuckDB SELECT of the columns of `head` (an Arrow schema of source keys, typed from the file's
+    first MiB) from the whole JSONL file, each checked as above, or None when a type is not plain.
+    `names` maps output name -> source key (default: the keys themselves, in `head`'s order)."""
     kinds = {}
     for f in head:
         kind = _DUCK_TYPES.get(str(f.type))
         if kind is None:
             return None
         kinds[f.name] = kind
+    names = names or {c: c for c in kinds}
     columns = "{" + ", ".join(f"{_lit(c)}: 'JSON'" for c in kinds) + "}"
-    select = ", ".join(f"{_value_sql(c, kind)} AS {_ident(c)}" for c, kind in kinds.items())
-    sql = (f"SELECT {select} FROM read_json({_lit(str(path))}, format = 'newline_delimited', "
-           f"columns = {columns}, maximum_object_size = 1073741824)")
+    select = ", ".join(f"{_value_sql(src, kinds[src])} AS {_ident(dst)}" for dst, src in names.items())
+    size = f", maximum_object_size = {max_object_bytes}" if max_object_bytes else ""
+    return (f"SELECT {select} FROM read_json({_lit(str(path))}, format = 'newline_delimited', "
+            f"columns = {columns}{size})")
+
+
+def count_rows(sql: str, columns: list[str]) -> int | None:
+    """Run every check of `sql` (a `select_sql`) over the whole file, keeping no rows: the number of
+    rows, or None when a check or the parser stops (the careful path then names the line).
+
+    Each column is counted so that DuckDB cannot skip computing (and so checking) it."""
+    import duckdb
+
+    counts = ", ".join(f"count({_ident(c)})" for c in columns)
+    con = duckdb.connect(config={"enable_external_access": True})
+    try:
+        return int(con.sql(f"SELECT count(*), {counts} FROM ({sql})").fetchall()[0][0])
+    except duckdb.Error:
+        return None
+    finally:
+        con.close()
+
+
+def read_selected(path: Path, head) -> pl.DataFrame | None:
+    """The columns of `head` read by DuckDB from the whole JSONL file, or None when the careful path
+    must read it."""
+    import duckdb
+
+    sql = select_sql(path, head, max_object_bytes=1 << 30)
+    if sql is None:
+        return None
     con = duckdb.connect(config={"enable_external_access": True})
     try:
         table = con.sql(sql).to_arrow_table()
