@@ -84,6 +84,37 @@ def test_fast_path_matches_the_careful_reader(tmp_path, monkeypatch, case):
         assert taken and taken[0] is not None, "the fast path should have read this file itself"
 
 
+@pytest.mark.parametrize("case", list(CASES))
+def test_rows_stored_straight_from_the_file_match_the_careful_reader(tmp_path, case):
+    """What planning keeps for a build (`prepare`): an `SqlLoad` that leaves the rows in the file, whose
+    query gives the careful reader's rows with the same ids, or else the careful reader's own outcome."""
+    import duckdb
+
+    from dataforge.rows import assign_ids
+    from dataforge.steps.sources.base import SqlLoad
+
+    path = tmp_path / "d.jsonl"
+    path.write_bytes(CASES[case])
+    step = JsonlSource(id="s", type="source.jsonl", path=str(path), columns=COLUMNS)
+    ctx = PlanContext(recipe_path=tmp_path / "r.yaml", seed=0)
+    try:
+        careful = assign_ids(step.load(ctx))[0]
+    except StepError as e:
+        careful = str(e)
+    try:
+        prepared = step.prepare(ctx)
+    except StepError as e:
+        assert str(e) == careful
+        return
+    if not isinstance(prepared, SqlLoad):
+        assert prepared.equals(careful.drop("id"))
+        assert case not in ("good", "escaped unicode", "crlf and blank lines"), "should be stored from the file"
+        return
+    assert prepared.rows == careful.height and prepared.columns == list(COLUMNS)
+    stored = duckdb.connect().sql(prepared.query()).pl()
+    assert stored.schema == careful.schema and stored.equals(careful)
+
+
 def test_fast_path_keeps_the_ids_a_build_gave_before(write, catalog):
     """Ids of a stored dataset do not depend on which reader ran: rebuilding with the careful path
     forced gives the same ids, so existing catalogs and fingerprints stay valid."""
@@ -96,6 +127,7 @@ def test_fast_path_keeps_the_ids_a_build_gave_before(write, catalog):
     fast = api.read("d", catalog=catalog)
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(jsonl, "read_selected", lambda *a, **k: None)
+        mp.setattr(JsonlSource, "prepare", JsonlSource.load)  # the rows read in Python, not stored from SQL
         api.build(r, catalog=catalog, force=True)
     careful = api.read("d", catalog=catalog)
     assert fast["id"].to_list() == careful["id"].to_list() and fast.equals(careful)
