@@ -166,3 +166,46 @@ def test_csv_read_from_the_file_matches_the_text_path(tmp_path, monkeypatch, cas
         assert direct == text
     else:
         assert direct.equals(text) and direct.schema == text.schema
+
+
+PARQUET = pl.DataFrame({"text": ["plain", 'quote " \\', "é 数据 🙂 \u2028", "", None],
+                        "n": [1, -7, 2**63 - 1, None, 0], "k": pl.Series([1, 2, 3, 4, 5], dtype=pl.Int32),
+                        "x": [0.5, float("nan"), -0.0, None, 1e300], "ok": [True, False, None, True, True],
+                        "tags": [["a"], [], None, ["b", "c"], ["d"]]})
+
+
+@pytest.mark.parametrize("columns,from_sql", [
+    ({"prompt": "text", "n": "n", "k": "k", "x": "x", "ok": "ok"}, True),
+    (None, False),  # `tags` is a list: read by polars
+    ({"prompt": "text", "tags": "tags"}, False),
+    ({"prompt": "text", "missing": "nope"}, False),
+    (["text", "n"], True),
+])
+def test_parquet_stored_straight_from_the_file_matches_polars(tmp_path, columns, from_sql):
+    """A Parquet source of plain columns is scanned at planning and stored from SQL with the ids and
+    types the polars path gives; anything else is read by polars as before (same errors)."""
+    import duckdb
+
+    from dataforge.rows import assign_ids
+    from dataforge.steps.sources.base import SqlLoad
+    from dataforge.steps.sources.parquet import ParquetSource
+
+    path = tmp_path / "d.parquet"
+    PARQUET.write_parquet(path, row_group_size=2)
+    step = ParquetSource(id="s", type="source.parquet", path=str(path), columns=columns)
+    ctx = PlanContext(recipe_path=tmp_path / "r.yaml", seed=0)
+    try:
+        careful = assign_ids(step.load(ctx))[0]
+    except StepError as e:
+        with pytest.raises(StepError) as got:
+            step.prepare(ctx)
+        assert str(got.value) == str(e) and not from_sql
+        return
+    prepared = step.prepare(ctx)
+    assert isinstance(prepared, SqlLoad) == from_sql
+    if from_sql:
+        stored = duckdb.connect().sql(prepared.query()).pl()
+        assert prepared.rows == careful.height
+        assert stored.schema == careful.schema and stored.equals(careful, null_equal=True)
+    else:
+        assert prepared.equals(careful.drop("id"))

@@ -6,9 +6,13 @@ from typing import Literal
 
 import polars as pl
 
-from dataforge.steps.base import PlanContext
-from dataforge.steps.sources.base import FileSource
+from dataforge.steps.base import ID, PARENT, PlanContext
+from dataforge.steps.sources.base import FileSource, SqlLoad
 from dataforge.steps.sources.checks import check_column_case, exact_integers
+
+# Types DuckDB reads from Parquet as exactly the values (and catalog types) polars gives: rows stored
+# straight from the file get the ids the polars path gives them.
+_PLAIN = (pl.String, pl.Int64, pl.Int32, pl.Float64, pl.Boolean)
 
 
 class ParquetSource(FileSource):
@@ -16,10 +20,56 @@ class ParquetSource(FileSource):
 
     type: Literal["source.parquet"]
 
+    def prepare(self, ctx: PlanContext) -> pl.DataFrame | SqlLoad:
+        """Columns of plain types, no `limit`/`sample`: every row group is read and checked by one
+        DuckDB scan that keeps no rows, for the build to store straight from the file; else `load`."""
+        p = ctx.resolve(self.path)
+        try:
+            schema = pl.read_parquet_schema(p)
+        except Exception:  # not Parquet, truncated, ...: `load` says so
+            return self.load(ctx)
+        names = self._mapping() or {c: c for c in schema}
+        if (self.limit is None and self.sample is None and ID not in names and PARENT not in names
+                and all(src in schema and schema[src] in _PLAIN for src in names.values())):
+            check_column_case(self.id, list(names), str(p), "columns" if self.columns is not None else "path")
+            load = _scan(p, names)
+            if load is not None:
+                return load
+        return self.load(ctx)
+
     def read(self, ctx: PlanContext) -> pl.DataFrame:
         p = ctx.resolve(self.path)
-        df = exact_integers(self.id, pl.read_parquet(p), str(p))
         mapping = self._mapping()
+        wanted = None
+        if mapping:  # read only the selected columns when the file has them all (else `load` names the missing)
+            try:
+                have = pl.read_parquet_schema(p)
+            except Exception:
+                have = {}
+            if all(src in have for src in mapping.values()):
+                wanted = list(dict.fromkeys(mapping.values()))
+        df = exact_integers(self.id, pl.read_parquet(p, columns=wanted), str(p))
         check_column_case(self.id, list(mapping) if mapping else df.columns, str(p),
                           "columns" if mapping else "path")
         return df
+
+
+def _scan(path, names: dict[str, str]) -> SqlLoad | None:
+    """An `SqlLoad` of `names` (output -> file column) after a full scan of the file, or None when the
+    scan fails or finds no rows (the polars path then reads the file and says why)."""
+    import duckdb
+
+    def q(s: str) -> str:
+        return '"' + s.replace('"', '""') + '"'
+
+    lit = "'" + str(path).replace("'", "''") + "'"
+    select = f"SELECT {', '.join(f'{q(src)} AS {q(dst)}' for dst, src in names.items())} FROM read_parquet({lit})"
+    counts = ", ".join(f"count({q(dst)})" for dst in names)
+    con = duckdb.connect(config={"enable_external_access": True})
+    try:
+        rows = int(con.sql(f"SELECT count(*), {counts} FROM ({select})").fetchall()[0][0])
+    except duckdb.Error:
+        return None
+    finally:
+        con.close()
+    return SqlLoad(select=select, columns=list(names), rows=rows) if rows else None
