@@ -209,3 +209,23 @@ def test_parquet_stored_straight_from_the_file_matches_polars(tmp_path, columns,
         assert stored.schema == careful.schema and stored.equals(careful, null_equal=True)
     else:
         assert prepared.equals(careful.drop("id"))
+
+
+def test_a_file_that_changes_after_planning_is_read_by_the_careful_path(write, catalog):
+    """The build stores a planned `SqlLoad` straight from the file; should the file stop passing the
+    checks in between, nothing half-stored is kept and the careful path names the line."""
+    from dataforge import api
+    from dataforge.build import execute
+    from dataforge.errors import UserError
+    from dataforge.steps.sources.base import SqlLoad
+
+    data = write("d.jsonl", lines(GOOD * 3))
+    r = write("r.yaml", f"name: late\nsteps:\n  - id: s\n    type: source.jsonl\n    path: d.jsonl\n"
+                        f"    columns: {json.dumps(COLUMNS)}\noutputs: {{d: s}}\n")
+    plan = api.validate(r, catalog=catalog)
+    assert isinstance(plan.prepared["s"], SqlLoad)  # planning kept no rows
+    with open(data, "a", encoding="utf-8") as fh:
+        fh.write('{"text": "broken\n')
+    with pytest.raises(UserError, match=r"r\.yaml:5:11: steps\[0\]\.path: .*d\.jsonl:19: invalid JSON"):
+        execute(plan, catalog, quiet=True)
+    assert api.sql("select count(*) as n from step_outputs", catalog=catalog)["n"][0] == 0

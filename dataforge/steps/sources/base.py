@@ -46,8 +46,8 @@ class SqlLoad:
 class Source(Step):
     """Shared options of every source: column selection/renaming, limit, deterministic sample.
 
-    Planning calls `load` (the whole file is read and checked before anything runs); the
-    executor reuses those rows. A kind implements `read` (the raw table) and, for files, the checks
+    Planning calls `prepare` (the whole file is read and checked before anything runs); the
+    executor reuses the rows it kept, or stores an `SqlLoad` straight from the file. A kind implements `read` (the raw table) and, for files, the checks
     that need the file system in `check`.
     """
 

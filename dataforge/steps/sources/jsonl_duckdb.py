@@ -9,6 +9,12 @@ such stop this returns None and the careful path reads the file again and names 
 it succeeds the frame is the one the careful path would build (same values, same types), so
 the row ids are the same (tests/test_source_fast_paths.py holds the two readers side by side).
 
+A build goes further when the recipe takes the rows as they are (no `limit`/`sample`):
+planning runs `select_sql` over the whole file through `count_rows`, which keeps no rows, and the
+build has the catalog store the same query straight from the file, row ids computed in SQL
+(`sources.base.SqlLoad`, `Catalog.save_step_output_query`). Errors are still found, and named by
+the careful path, before any step runs (`validate` and `--dry-run` too).
+
 One leniency remains: DuckDB's parser accepts a trailing comma (`[1, 2,]`, `{"a": 1,}`), which
 the careful path calls invalid JSON; finding them in Python would cost more than the fast path saves.
 """
