@@ -73,6 +73,15 @@ def execute(plan: Plan, catalog_path: Path, *, force: bool = False, only: list[s
         return _dry_run(plan, catalog_path, forced, log)
 
     catalog = Catalog(catalog_path)
+    # One connection for the catalog work between steps; none while a step runs (see Catalog.held).
+    with catalog.held():
+        return _execute(plan, catalog, catalog_path, forced, quiet, take_over, log, executor)
+
+
+def _execute(plan: Plan, catalog: Catalog, catalog_path: Path, forced: set[str], quiet: bool, take_over: bool,
+             log: Callable[[str], None], executor: Executor | None) -> BuildResult:
+    recipe = plan.recipe
+    fps = plan.fingerprints
     _check_owners(plan, catalog, take_over)
     build_id = catalog.begin_build(recipe.name, str(plan.path), plan.sha256)
     result = BuildResult(build_id=build_id, status="running")
@@ -124,7 +133,8 @@ def execute(plan: Plan, catalog_path: Path, *, force: bool = False, only: list[s
                         prepared = None  # the file no longer passes (changed?): the step reads it, naming the line
                     # Every step gets a progress line (a live bar past a second; timed lines off a TTY)
                     # unless it opens its own counted task, which then replaces this one.
-                    with progress.task(f"{s.id} ({s.type})", total=rows_in or None, fallback=True) as task:
+                    with progress.task(f"{s.id} ({s.type})", total=rows_in or None, fallback=True) as task, \
+                            catalog.released():
                         out = prepared if prepared is not None else run_step(s, ins, ctx)
                         task.advance(rows_in)
                     res = out if isinstance(out, StepResult) else StepResult(df=out)

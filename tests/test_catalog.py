@@ -86,3 +86,43 @@ def test_a_file_that_is_not_a_catalog_is_a_user_error(tmp_path, cli, write):
         assert res.exit_code == 2, res.output
         assert f"{bad} is not a dataforge catalog (not a DuckDB database file)" in " ".join(res.output.split())
     assert bad.read_text() == "not a database\n"
+
+
+def test_a_build_opens_the_catalog_between_steps_only_and_lets_go_while_a_step_runs(write, catalog, monkeypatch):
+    import dataforge.catalog.store as store
+    from dataforge import api
+    from dataforge.catalog.query import run_select
+
+    opened: list[bool] = []
+    real = store.connect
+
+    def counting(path, *, read_only, **kw):
+        opened.append(read_only)
+        return real(path, read_only=read_only, **kw)
+
+    monkeypatch.setattr(store, "connect", counting)
+    seen: list[int] = []
+    import dataforge.steps.transform.template as template
+
+    run = template.TemplateTransform.run
+
+    def run_and_read(self, inputs, ctx):  # while the step runs, another reader gets in
+        seen.append(run_select(catalog, "select count(*) n from builds")["n"][0])
+        return run(self, inputs, ctx)
+
+    monkeypatch.setattr(template.TemplateTransform, "run", run_and_read)
+    r = write("r.yaml", """
+        name: held
+        steps:
+          - id: src
+            type: source.inline
+            rows: [{text: a, label: 1}, {text: b, label: 0}]
+          - id: tpl
+            type: transform.template
+            templates: {src: [{id: t, prompt: "{{ text }}", target: "{{ label }}"}]}
+        outputs: {out: tpl}
+        """)
+    api.build(r, catalog=catalog)
+    assert seen == [1]  # the build's own row is visible to a reader mid-build
+    # migrations; one held connection for the work between steps; taken again after each of 2 steps
+    assert len(opened) == 4

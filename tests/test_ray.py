@@ -160,8 +160,10 @@ def test_quickstart_on_ray_matches_local(local_ray, tmp_path):
     text = (ROOT / "recipes/quickstart.yaml").read_text()
     text = text.replace("path: data/seed_tasks.jsonl", f"path: {ROOT}/recipes/data/seed_tasks.jsonl\n    limit: 8")
     text = text.replace("max_tokens: 48", "max_tokens: 6").replace("max_tokens: 160", "max_tokens: 64")
-    text = text.replace("target: 4", "target: 1").replace("prompts_per_round: 2", "prompts_per_round: 1")
-    assert "max_tokens: 160" not in text and "target: 1\n" in text and "prompts_per_round: 1\n" in text
+    # One bootstrap call and no classification call (its few-shot prompt is ~600 tokens of slow prompt
+    # evaluation on this CPU): Self-Instruct runs on the driver under both executors alike.
+    text = text.replace("target: 4", "target: 1").replace("prompts_per_round: 2", "prompts_per_round: 1\n    identify: false")
+    assert "max_tokens: 160" not in text and "target: 1\n" in text and "identify: false\n" in text
     recipe = tmp_path / "quickstart.yaml"
     recipe.write_text(text)
     local, on_ray = tmp_path / "local.duckdb", tmp_path / "ray.duckdb"
