@@ -47,8 +47,8 @@ class Source(Step):
     """Shared options of every source: column selection/renaming, limit, deterministic sample.
 
     Planning calls `prepare` (the whole file is read and checked before anything runs); the
-    executor reuses the rows it kept, or stores an `SqlLoad` straight from the file. A kind implements `read` (the raw table) and, for files, the checks
-    that need the file system in `check`.
+    executor reuses the rows it kept, or stores an `SqlLoad` straight from the file. A kind
+    implements `read` (the raw table) and, for files, the checks that need the file system in `check`.
     """
 
     columns: dict[str, str] | list[str] | None = None
