@@ -92,6 +92,15 @@ def _execute(plan: Plan, catalog: Catalog, catalog_path: Path, forced: set[str],
     run_step = (executor or LocalExecutor()).run_step
     width = max(24, *(len(s.id) for s in plan.order))
 
+    def built(s: Step, fp: str, rows_in: int, rows: int, n_rej: int, seconds: float, notes: dict[str, Any]) -> None:
+        """Report a step this build stored: its result entry and its log lines."""
+        heights[s.id] = rows
+        result.steps.append(StepReport(s.id, s.type, fp, "built", rows_in, rows, n_rej, seconds, dict(notes)))
+        rej = f", {n_rej:,} rejected" if n_rej else ""
+        log(f"  {s.id:<{width}} built    {rows:>9,} rows  ({seconds:.2f}s{rej})")
+        for key, value in notes.items():
+            log(f"  {'':<{width}} note: {key}: {value}")
+
     def frame(sid: str) -> pl.DataFrame:
         if sid not in frames:
             frames[sid] = catalog.load_output(fps[sid])
@@ -125,10 +134,7 @@ def _execute(plan: Plan, catalog: Catalog, catalog_path: Path, forced: set[str],
                         n = _store_sql_load(catalog, s, prepared, build_id=build_id, fingerprint=fp,
                                             rows_in=rows_in, progress=progress)
                         if n is not None:
-                            seconds = time.perf_counter() - t0
-                            heights[s.id] = n
-                            result.steps.append(StepReport(s.id, s.type, fp, "built", rows_in, n, 0, seconds, {}))
-                            log(f"  {s.id:<{width}} built    {n:>9,} rows  ({seconds:.2f}s)")
+                            built(s, fp, rows_in, n, 0, time.perf_counter() - t0, {})
                             continue
                         prepared = None  # the file no longer passes (changed?): the step reads it, naming the line
                     # Every step gets a progress line (a live bar past a second; timed lines off a TTY)
@@ -154,14 +160,8 @@ def _execute(plan: Plan, catalog: Catalog, catalog_path: Path, forced: set[str],
                                          rows_in=rows_in, seconds=seconds, inputs=inputs,
                                          rejections=res.rejections, lineage=lineage, notes=res.notes)
                 frames[s.id] = df
-                heights[s.id] = df.height
-                n_rej = 0 if res.rejections is None else res.rejections.height
-                result.steps.append(StepReport(s.id, s.type, fp, "built", rows_in, df.height, n_rej, seconds,
-                                               dict(res.notes)))
-                rej = f", {n_rej:,} rejected" if n_rej else ""
-                log(f"  {s.id:<{width}} built    {df.height:>9,} rows  ({seconds:.2f}s{rej})")
-                for key, value in res.notes.items():
-                    log(f"  {'':<{width}} note: {key}: {value}")
+                built(s, fp, rows_in, df.height, 0 if res.rejections is None else res.rejections.height, seconds,
+                      res.notes)
         outputs = {name: (sid, fps[sid]) for name, sid in recipe.outputs.items()}
         for name, (version, is_new) in catalog.publish(build_id, outputs).items():
             result.datasets[name] = version
