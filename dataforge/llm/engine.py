@@ -21,7 +21,7 @@ from dataforge.llm.calllog import CallLog, call_row, completion_from_row
 from dataforge.llm.config import LLMConfig
 from dataforge.llm.context import LLMContext, llm_context
 from dataforge.llm.limits import RateLimiter, backoff_delay, estimate_tokens
-from dataforge.llm.pricing import cost_usd, price
+from dataforge.llm.pricing import price
 from dataforge.llm.providers import Provider, ProviderError, make_provider
 from dataforge.llm.types import CallFailure, Completion, Request
 
@@ -329,6 +329,16 @@ class _Round:
         self.fatal: ProviderError | None = None
         self.started = time.perf_counter()
         self.done = 0
+        self._shown = 0  # answers counted on the progress bar so far
+        self._shown_at = 0.0
+        self._prices: dict[str, tuple[float, float] | None] = {}
+
+    def _cost(self, model: str, input_tokens: int, output_tokens: int) -> float:
+        """`cost_usd` with the price looked up once per model and round (it was a prefix scan per call)."""
+        if model not in self._prices:
+            self._prices[model] = price(self.cfg, model)
+        p = self._prices[model]
+        return 0.0 if p is None else (input_tokens * p[0] + output_tokens * p[1]) / 1_000_000
 
     async def run(self) -> None:
         provider = self.s._provider
@@ -344,6 +354,7 @@ class _Round:
             for w in workers:
                 w.cancel()
             await asyncio.gather(*workers, return_exceptions=True)
+            self._show(time.perf_counter())
 
     async def _worker(self, provider: Provider, queue: asyncio.Queue) -> None:
         while not queue.empty() and self.fatal is None:
@@ -351,8 +362,9 @@ class _Round:
             self.answers[h] = await self._one(provider, h, r)
 
     async def _one(self, provider: Provider, h: str, r: Request) -> Result:
-        est_in = estimate_tokens(r.prompt_text())
-        worst = cost_usd(self.cfg, est_in, r.max_tokens, model=r.model)
+        text = r.prompt_text()
+        est_in = estimate_tokens(text)
+        worst = self._cost(r.model, est_in, r.max_tokens)
         if not self.budget.admit(worst):
             self.stats.skipped += 1
             self.stats.stop_reason = self.budget.stop_reason
@@ -369,7 +381,8 @@ class _Round:
                     ms = (time.perf_counter() - t0) * 1000
                     last = attempt == self.cfg.max_retries or not e.retryable or e.fatal
                     self.calllog.add(call_row(r, build_id=self.build_id, step_id=self.step_id, request_hash=h,
-                                              status="error" if last else "retry", error=str(e), latency_ms=ms))
+                                              status="error" if last else "retry", error=str(e), latency_ms=ms,
+                                              prompt_text=text))
                     if e.fatal:
                         self.fatal = e
                     if last:
@@ -379,9 +392,9 @@ class _Round:
                     self.stats.retries += 1
                     await asyncio.sleep(backoff_delay(attempt, self.cfg.retry_backoff_s, e.retry_after))
                     continue
-                actual = cost_usd(self.cfg, c.input_tokens, c.output_tokens, model=r.model)
+                actual = self._cost(r.model, c.input_tokens, c.output_tokens)
                 self.calllog.add(call_row(r, build_id=self.build_id, step_id=self.step_id, request_hash=h,
-                                          status="ok", completion=c, cost_usd=actual))
+                                          status="ok", completion=c, cost_usd=actual, prompt_text=text))
                 self.stats.ok += 1
                 self.s._answered.add(h)
                 self.stats.input_tokens += c.input_tokens
@@ -394,12 +407,22 @@ class _Round:
             self.budget.settle(worst, actual)
 
     def _advance(self) -> None:
+        """Count one answered (or failed) request; the bar is updated at most every `SHOW_S`."""
+        self.done += 1
+        now = time.perf_counter()
+        if now - self._shown_at >= self.SHOW_S:
+            self._show(now)
+
+    SHOW_S = 0.1
+
+    def _show(self, now: float) -> None:
         task = self.s._task
-        if task is not None:
-            self.done += 1
-            rate = self.done / max(1e-9, time.perf_counter() - self.started)
-            task.advance(1, rate=f"{rate:.1f}/s", tokens=f"{self.stats.input_tokens + self.stats.output_tokens:,}",
-                         usd=f"${self.stats.usd:.4f}")
+        if task is None or self.done == self._shown:
+            return
+        rate = self.done / max(1e-9, now - self.started)
+        task.advance(self.done - self._shown, rate=f"{rate:.1f}/s",
+                     tokens=f"{self.stats.input_tokens + self.stats.output_tokens:,}", usd=f"${self.stats.usd:.4f}")
+        self._shown, self._shown_at = self.done, now
 
 
 def raise_if_stopped(results: list[Result]) -> None:

@@ -56,7 +56,7 @@ class Request(BaseModel):
         """The prompt as one string, for the call log."""
         if self.prompt is not None:
             return self.prompt
-        return json.dumps([m.model_dump() for m in self.messages or ()], ensure_ascii=False)
+        return json.dumps([{"role": m.role, "content": m.content} for m in self.messages or ()], ensure_ascii=False)
 
 
 _OPTIONAL = ("presence_penalty", "frequency_penalty")
