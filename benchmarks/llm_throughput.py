@@ -128,14 +128,16 @@ def bench_engine(url: str, n: int, concurrency: int, in_process: bool = False) -
     return {"seconds": seconds, "logged": int(logged)}
 
 
-def bench_gather(url: str, n: int, concurrency: int, how: str = "create") -> dict:
+def bench_gather(url: str, n: int, concurrency: int, how: str = "create", http: str = "httpx") -> dict:
     """The floor the SDK itself allows: bare `asyncio.gather` over `AsyncOpenAI` under a semaphore
     (no cache, no log, no retries, no limits). `how`: the typed `chat.completions.create`, or the
-    generic `post` of a JSON body with the raw bytes back (what dataforge's provider calls)."""
+    generic `post` of a JSON body with the raw bytes back (what dataforge's provider calls). `http`: the
+    SDK's default transport (`httpx`) or `aiohttp` (its `DefaultAioHttpClient`, what the provider uses)."""
     import openai
 
     async def run() -> float:
-        client = openai.AsyncOpenAI(base_url=url, api_key="bench", max_retries=0)
+        extra = {"http_client": openai.DefaultAioHttpClient()} if http == "aiohttp" else {}
+        client = openai.AsyncOpenAI(base_url=url, api_key="bench", max_retries=0, **extra)
         sem = asyncio.Semaphore(concurrency)
 
         async def one(i: int) -> None:

@@ -12,7 +12,7 @@ import jinja2
 import polars as pl
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from dataforge.jinja import compile_template, template_variables
+from dataforge.jinja import compile_template, render_column, template_variables
 from dataforge.llm.config import LLMConfig
 from dataforge.llm.parsers import JsonParser, ParseError, RegexParser
 from dataforge.llm.types import CallFailure, Request
@@ -107,20 +107,31 @@ class GeneratePrompt(LLMStep):
     # -- running ---------------------------------------------------------------
     def requests_for(self, df: pl.DataFrame, cfg: LLMConfig, ctx: RunContext) -> list[Request]:
         """One request per (row, sample), row-major."""
-        templates = [(role, compile_template(src)) for role, src in self._templates()]
         base = self.request_base(cfg, ctx)
         reqs: list[Request] = []
-        for i, row in enumerate(df.iter_rows(named=True)):
-            try:
-                rendered = [(role, t.render(**row)) for role, t in templates]
-            except jinja2.TemplateError as e:
-                raise StepError(self.id, "prompt", f"row {i} (id {row.get(ID)}): template error: {e}") from None
+        for rendered in self._render(df):
             for k in range(self.n):
                 if self.style == "completion":
                     reqs.append(self.request(base, prompt=rendered[0][1], sample_index=k))
                 else:
                     reqs.append(self.request(base, messages=rendered, sample_index=k))
         return reqs
+
+    def _render(self, df: pl.DataFrame) -> list[list[tuple[str, str]]]:
+        """Per row, its (role, text) messages. Each template renders over the whole column at once
+        (`render_column`: a plain `{{ column }}` template is one polars expression); a template error is
+        then found again row by row, to name the row."""
+        try:
+            columns = [(role, render_column(df, src).to_list()) for role, src in self._templates()]
+        except jinja2.TemplateError:
+            templates = [(role, compile_template(src)) for role, src in self._templates()]
+            for i, row in enumerate(df.iter_rows(named=True)):
+                try:
+                    [t.render(**row) for _, t in templates]
+                except jinja2.TemplateError as e:
+                    raise StepError(self.id, "prompt", f"row {i} (id {row.get(ID)}): template error: {e}") from None
+            raise
+        return [[(role, texts[i]) for role, texts in columns] for i in range(df.height)]
 
     def run(self, inputs: list[pl.DataFrame], ctx: RunContext) -> StepResult:
         df = inputs[0]
