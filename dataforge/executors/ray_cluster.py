@@ -152,7 +152,8 @@ class RayExecutor:
         hashes = [[r.hash() for r in step.requests_for(part, cfg, ctx)] for part in slices]  # type: ignore[attr-defined]
         store = ctx.catalog
         answered = store.cached_llm_responses(sorted({h for hs in hashes for h in hs})) if store is not None else {}
-        calls, spent = store.llm_usage(ctx.build_id) if store is not None else (0, 0.0)
+        limited = cfg.max_calls is not None or cfg.budget_usd is not None
+        calls, spent = store.llm_usage(ctx.build_id) if store is not None and limited else (0, 0.0)
 
         def split(total: float | None, i: int, integer: bool) -> Any:
             if total is None:
