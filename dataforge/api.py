@@ -37,7 +37,7 @@ def build(recipe: str | Path, *, catalog: str | Path | None = None, force: bool 
     from dataforge.executors.base import check_executor, open_executor, resolve_executor
 
     cat = _catalog(catalog)
-    plan = load_recipe(recipe, vars, cat)
+    plan = load_recipe(recipe, vars, cat, for_build=not dry_run)
     name = resolve_executor(executor, plan.recipe.executor)
     check_executor(name)
     if dry_run:

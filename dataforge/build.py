@@ -72,10 +72,24 @@ def execute(plan: Plan, catalog_path: Path, *, force: bool = False, only: list[s
     if dry_run:
         return _dry_run(plan, catalog_path, forced, log)
 
+    new = not catalog_path.exists()
     catalog = Catalog(catalog_path)
-    # One connection for the catalog work between steps; none while a step runs (see Catalog.held).
-    with catalog.held():
-        return _execute(plan, catalog, catalog_path, forced, quiet, take_over, log, executor)
+    try:
+        # One connection for the catalog work between steps; none while a step runs (see Catalog.held).
+        with catalog.held():
+            return _execute(plan, catalog, catalog_path, forced, quiet, take_over, log, executor)
+    except _SourceRefused as e:
+        if new:  # a bad data file leaves no catalog behind, as when planning finds it
+            for f in (catalog_path, catalog_path.with_name(catalog_path.name + ".wal")):
+                f.unlink(missing_ok=True)
+        raise e.error from None
+
+
+class _SourceRefused(Exception):
+    """A source stored straight from its file did not pass; `error` names the line (nothing was kept)."""
+
+    def __init__(self, error: UserError):
+        self.error = error
 
 
 def _execute(plan: Plan, catalog: Catalog, catalog_path: Path, forced: set[str], quiet: bool, take_over: bool,
@@ -83,6 +97,8 @@ def _execute(plan: Plan, catalog: Catalog, catalog_path: Path, forced: set[str],
     recipe = plan.recipe
     fps = plan.fingerprints
     _check_owners(plan, catalog, take_over)
+    with Progress(quiet=quiet) as progress:
+        staged = _stage_sources(plan, catalog, forced, progress)
     build_id = catalog.begin_build(recipe.name, str(plan.path), plan.sha256)
     result = BuildResult(build_id=build_id, status="running")
     frames: dict[str, pl.DataFrame] = {}
@@ -127,16 +143,16 @@ def _execute(plan: Plan, catalog: Catalog, catalog_path: Path, forced: set[str],
                                  input_ids=list(inputs), catalog=handle, progress=progress, log=log)
                 t0 = time.perf_counter()
                 prepared = plan.prepared.pop(s.id, None)
+                if s.id in staged:
+                    n, seconds = staged[s.id]
+                    rows_in = s.accounted_inputs([])
+                    catalog.record_staged_output(build_id=build_id, step_id=s.id, type=s.type, fingerprint=fp,
+                                                 rows=n, rows_in=rows_in, seconds=seconds, inputs=inputs)
+                    built(s, fp, rows_in, n, 0, seconds, {})
+                    continue
                 try:
                     ins = [frame(p) for p in inputs]
                     rows_in = s.accounted_inputs([df.height for df in ins])
-                    if isinstance(prepared, SqlLoad):
-                        n = _store_sql_load(catalog, s, prepared, build_id=build_id, fingerprint=fp,
-                                            rows_in=rows_in, progress=progress)
-                        if n is not None:
-                            built(s, fp, rows_in, n, 0, time.perf_counter() - t0, {})
-                            continue
-                        prepared = None  # the file no longer passes (changed?): the step reads it, naming the line
                     # Every step gets a progress line (a live bar past a second; timed lines off a TTY)
                     # unless it opens its own counted task, which then replaces this one.
                     with progress.task(f"{s.id} ({s.type})", total=rows_in or None, fallback=True) as task, \
@@ -180,21 +196,36 @@ def _execute(plan: Plan, catalog: Catalog, catalog_path: Path, forced: set[str],
         raise
 
 
-def _store_sql_load(catalog: Catalog, s: Any, load: SqlLoad, *, build_id: str, fingerprint: str, rows_in: int,
-                    progress: Progress) -> int | None:
-    """Store a source that planning checked in full straight from its file (ids computed in SQL);
-    None when the file no longer passes the checks (changed since planning?): nothing is stored."""
+def _stage_sources(plan: Plan, catalog: Catalog, forced: set[str],
+                   progress: Progress) -> dict[str, tuple[int, float]]:
+    """Store every `SqlLoad` source to be built straight from its file (ids computed in SQL), before
+    the build begins: step id -> (rows, seconds). A file the store's checks stop on is read by the
+    careful reader instead: rows it keeps are built like any step's; a `StepError` (the bad line
+    named) drops what was staged here and raises `_SourceRefused`."""
     import duckdb
 
-    with progress.task(f"{s.id} ({s.type})", total=load.rows, fallback=True) as task:
-        try:
-            n = catalog.save_step_output_query(build_id=build_id, step_id=s.id, type=s.type, fingerprint=fingerprint,
-                                               query=load.query(), rows_in=rows_in, seconds=0.0,
-                                               inputs=[])
-        except duckdb.Error:
-            return None
-        task.advance(n)
-    return n
+    staged: dict[str, tuple[int, float]] = {}
+    for s in plan.order:
+        load = plan.prepared.get(s.id)
+        if not isinstance(load, SqlLoad) or (s.id not in forced and catalog.lookup_output(plan.fingerprints[s.id])):
+            continue
+        t0 = time.perf_counter()
+        with progress.task(f"{s.id} ({s.type})", total=load.rows, fallback=True) as task:
+            try:
+                n = catalog.stage_output_query(plan.fingerprints[s.id], load.query())
+            except duckdb.Error:
+                n = None
+            task.advance(n or 0)
+        if n:
+            staged[s.id] = (n, time.perf_counter() - t0)
+            continue
+        try:  # a line the checks stop on, or no rows: the careful reader names it (or accepts it)
+            with catalog.released():
+                plan.prepared[s.id] = s.load(plan.context(catalog.path))  # type: ignore[attr-defined]
+        except StepError as e:
+            catalog.drop_staged(plan.fingerprints[sid] for sid in [*staged, s.id])
+            raise _SourceRefused(plan.locate(e)) from None
+    return staged
 
 
 def _error_text(plan: Plan, e: BaseException) -> str:

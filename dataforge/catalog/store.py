@@ -187,20 +187,30 @@ class Catalog:
                            rows=df.height, rows_in=rows_in, seconds=seconds, inputs=inputs,
                            rejections=rejections, lineage=lineage, notes=notes)
 
-    def save_step_output_query(self, *, build_id: str, step_id: str, type: str, fingerprint: str, query: str,
-                               rows_in: int, seconds: float, inputs: list[str]) -> int:
-        """Store the rows of a DuckDB `query` (a source read straight from its file, `id` first) as a
-        step's output with its `steps` row, atomically; return the number of rows. A query that fails
-        leaves the catalog as it was (its `duckdb.Error` propagates)."""
-        table = output_table(fingerprint)
-        t0 = time.perf_counter()
+    def stage_output_query(self, fingerprint: str, query: str) -> int:
+        """Store the rows of a DuckDB `query` (a source read straight from its file, `id` first) as the
+        output table of `fingerprint`, not yet recorded as any step's output (`record_staged_output`,
+        once the build has begun; `drop_staged` when it will not); return the number of rows. A query
+        that fails leaves the catalog as it was (its `duckdb.Error` propagates)."""
+        table = quote_ident(output_table(fingerprint))
         with self._write() as con, transaction(con):
-            con.execute(f"create or replace table {quote_ident(table)} as {query}")
-            rows = con.execute(f"select count(*) from {quote_ident(table)}").fetchone()[0]
+            con.execute(f"create or replace table {table} as {query}")
+            return con.execute(f"select count(*) from {table}").fetchone()[0]
+
+    def record_staged_output(self, *, build_id: str, step_id: str, type: str, fingerprint: str, rows: int,
+                             rows_in: int, seconds: float, inputs: list[str]) -> None:
+        """The `step_outputs` and `steps` rows of an output `stage_output_query` stored."""
+        with self._write() as con, transaction(con):
             _record_output(con, build_id=build_id, step_id=step_id, type=type, fingerprint=fingerprint,
-                           rows=rows, rows_in=rows_in, seconds=seconds + time.perf_counter() - t0,
-                           inputs=inputs, rejections=None, lineage=None, notes=None)
-        return rows
+                           rows=rows, rows_in=rows_in, seconds=seconds, inputs=inputs, rejections=None,
+                           lineage=None, notes=None)
+
+    def drop_staged(self, fingerprints: Iterable[str]) -> None:
+        """Drop output tables `stage_output_query` stored that no step output records."""
+        with self._write() as con, transaction(con):
+            for fp in fingerprints:
+                if con.execute("select count(*) from step_outputs where fingerprint = ?", [fp]).fetchone()[0] == 0:
+                    con.execute(f"drop table if exists {quote_ident(output_table(fp))}")
 
     def record_step(self, *, build_id: str, step_id: str, type: str, fingerprint: str, rows_in: int | None,
                     rows_out: int | None, rejected: int | None, seconds: float, status: str,

@@ -7,7 +7,7 @@ from typing import Literal
 import polars as pl
 
 from dataforge.steps.base import ID, PARENT, PlanContext
-from dataforge.steps.sources.base import FileSource, SqlLoad
+from dataforge.steps.sources.base import FileSource, SqlLoad, count_rows
 from dataforge.steps.sources.checks import check_column_case, exact_integers
 
 # Types DuckDB reads from Parquet as exactly the values (and catalog types) polars gives: rows stored
@@ -21,8 +21,9 @@ class ParquetSource(FileSource):
     type: Literal["source.parquet"]
 
     def prepare(self, ctx: PlanContext) -> pl.DataFrame | SqlLoad:
-        """Columns of plain types, no `limit`/`sample`: every row group is read and checked by one
-        DuckDB scan that keeps no rows, for the build to store straight from the file; else `load`."""
+        """Columns of plain types, no `limit`/`sample`: an `SqlLoad` for the build to store straight
+        from the file, after one DuckDB scan that keeps no rows (counts come from the row groups'
+        statistics, so it is cheap even for a build); else `load`."""
         p = ctx.resolve(self.path)
         try:
             schema = pl.read_parquet_schema(p)
@@ -57,19 +58,10 @@ class ParquetSource(FileSource):
 def _scan(path, names: dict[str, str]) -> SqlLoad | None:
     """An `SqlLoad` of `names` (output -> file column) after a full scan of the file, or None when the
     scan fails or finds no rows (the polars path then reads the file and says why)."""
-    import duckdb
-
     def q(s: str) -> str:
         return '"' + s.replace('"', '""') + '"'
 
     lit = "'" + str(path).replace("'", "''") + "'"
     select = f"SELECT {', '.join(f'{q(src)} AS {q(dst)}' for dst, src in names.items())} FROM read_parquet({lit})"
-    counts = ", ".join(f"count({q(dst)})" for dst in names)
-    con = duckdb.connect(config={"enable_external_access": True})
-    try:
-        rows = int(con.sql(f"SELECT count(*), {counts} FROM ({select})").fetchall()[0][0])
-    except duckdb.Error:
-        return None
-    finally:
-        con.close()
+    rows = count_rows(select, list(names))
     return SqlLoad(select=select, columns=list(names), rows=rows) if rows else None
