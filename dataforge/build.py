@@ -10,10 +10,9 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
-import polars as pl
-
+from dataforge.catalog.db import is_interrupt
 from dataforge.catalog.handle import StepHandle
 from dataforge.catalog.store import Catalog
 from dataforge.errors import UserError
@@ -23,6 +22,11 @@ from dataforge.progress import Progress
 from dataforge.rows import assign_ids
 from dataforge.steps.base import ID, RunContext, Step, StepError, StepResult
 from dataforge.steps.sources.base import SqlLoad
+
+if TYPE_CHECKING:
+    import polars as pl
+else:
+    from dataforge.lazy import polars as pl
 
 
 @dataclass
@@ -59,8 +63,6 @@ def execute(plan: Plan, catalog_path: Path, *, force: bool = False, only: list[s
 
     `executor` decides where a step's work runs (default: this process); storing stays here.
     """
-    recipe = plan.recipe
-    fps = plan.fingerprints
     forced: set[str] = set()
     if force:
         forced = {s.id for s in plan.order}
@@ -97,9 +99,10 @@ def _execute(plan: Plan, catalog: Catalog, catalog_path: Path, forced: set[str],
     recipe = plan.recipe
     fps = plan.fingerprints
     _check_owners(plan, catalog, take_over)
+    started = time.time()
     with Progress(quiet=quiet) as progress:
         staged = _stage_sources(plan, catalog, forced, progress)
-    build_id = catalog.begin_build(recipe.name, str(plan.path), plan.sha256)
+    build_id = catalog.begin_build(recipe.name, str(plan.path), plan.sha256, started=started)
     result = BuildResult(build_id=build_id, status="running")
     frames: dict[str, pl.DataFrame] = {}
     heights: dict[str, int] = {}  # rows of each step built here
@@ -166,10 +169,12 @@ def _execute(plan: Plan, catalog: Catalog, catalog_path: Path, forced: set[str],
                     catalog.record_step(build_id=build_id, step_id=s.id, type=s.type, fingerprint=fp,
                                         rows_in=None, rows_out=None, rejected=None,
                                         seconds=time.perf_counter() - t0, inputs=inputs,
-                                        status="interrupted" if isinstance(e, KeyboardInterrupt) else "failed",
+                                        status="interrupted" if is_interrupt(e) else "failed",
                                         error=_error_text(plan, e))
                     if isinstance(e, StepError):
                         raise plan.locate(e) from None
+                    if is_interrupt(e):
+                        raise KeyboardInterrupt from None
                     raise
                 seconds = time.perf_counter() - t0
                 catalog.save_step_output(build_id=build_id, step_id=s.id, type=s.type, fingerprint=fp, df=df,
@@ -215,6 +220,10 @@ def _stage_sources(plan: Plan, catalog: Catalog, forced: set[str],
                 n = catalog.stage_output_query(plan.fingerprints[s.id], load.query())
             except duckdb.Error:
                 n = None
+            except RuntimeError as e:
+                if is_interrupt(e):
+                    raise KeyboardInterrupt from None
+                raise
             task.advance(n or 0)
         if n:
             staged[s.id] = (n, time.perf_counter() - t0)
@@ -231,7 +240,7 @@ def _stage_sources(plan: Plan, catalog: Catalog, forced: set[str],
 def _error_text(plan: Plan, e: BaseException) -> str:
     if isinstance(e, StepError):
         return plan.locate(e).render()[:2000]
-    if isinstance(e, KeyboardInterrupt):
+    if is_interrupt(e):
         return "interrupted by the user"
     return (str(e) or type(e).__name__)[:2000]
 

@@ -20,8 +20,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-import polars as pl
-
 from dataforge.errors import RecipeErrors, UserError
 from dataforge.recipe.loader import KeyPath, Positions, format_path
 from dataforge.steps.base import PlanContext, Step, StepError

@@ -104,6 +104,13 @@ def transaction(con: duckdb.DuckDBPyConnection) -> Iterator[duckdb.DuckDBPyConne
     con.execute("commit")
 
 
+def is_interrupt(e: BaseException) -> bool:
+    """True for Ctrl-C: a `KeyboardInterrupt`, or DuckDB's answer to it when it arrives mid-query
+    (a `RuntimeError("Query interrupted")`, not a `duckdb.Error`)."""
+    return isinstance(e, (KeyboardInterrupt, duckdb.InterruptException)) or (
+        type(e) is RuntimeError and str(e) == "Query interrupted")
+
+
 def is_file_access_error(e: Exception) -> bool:
     """True when DuckDB refused a query because external (file) access is off."""
     return isinstance(e, duckdb.PermissionException) or "disabled by configuration" in str(e)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import functools
 import json
 import os
 import socket
@@ -11,14 +12,17 @@ import threading
 import time
 import uuid
 from pathlib import Path
-from typing import Any, Iterable
-
-import polars as pl
+from typing import TYPE_CHECKING, Any, Iterable
 
 from dataforge import __version__
 from dataforge.catalog import migrations
 from dataforge.catalog.db import connect, transaction
 from dataforge.errors import UserError
+
+if TYPE_CHECKING:
+    import polars as pl
+else:
+    from dataforge.lazy import polars as pl
 
 RESERVED_NAMES = {"builds", "steps", "step_outputs", "datasets", "rejections", "llm_calls", "lineage",
                   "llm_batches", "runs", "run_losses"}
@@ -122,15 +126,20 @@ class Catalog:
             h[2].close()
 
     # -- builds ---------------------------------------------------------------
-    def begin_build(self, recipe_name: str, recipe_path: str, recipe_sha256: str) -> str:
-        build_id = dt.datetime.now().strftime("%Y%m%d-%H%M%S-") + uuid.uuid4().hex[:6]
+    def begin_build(self, recipe_name: str, recipe_path: str, recipe_sha256: str,
+                    started: float | None = None) -> str:
+        """Record a running build; `started` (a `time.time()`, default now) when its work began
+        before this call (sources staged first)."""
+        started = time.time() if started is None else started
+        build_id = dt.datetime.fromtimestamp(started).strftime("%Y%m%d-%H%M%S-") + uuid.uuid4().hex[:6]
         self.mark_killed_builds()
         with self._write() as con:
             con.execute(
                 """insert into builds (build_id, recipe_name, recipe_path, recipe_sha256, started_at, status,
                                        dataforge_version, pid, host)
                    values (?, ?, ?, ?, ?, 'running', ?, ?, ?)""",
-                [build_id, recipe_name, recipe_path, recipe_sha256, _now(), __version__, os.getpid(),
+                [build_id, recipe_name, recipe_path, recipe_sha256,
+                 dt.datetime.fromtimestamp(started, dt.timezone.utc).replace(tzinfo=None), __version__, os.getpid(),
                  socket.gethostname()],
             )
         return build_id
@@ -444,12 +453,15 @@ class Catalog:
         return [rid for rid, _ in dead]
 
 
-LLM_CALL_SCHEMA = {
-    "request_hash": pl.Utf8, "build_id": pl.Utf8, "step_id": pl.Utf8, "provider": pl.Utf8, "model": pl.Utf8,
-    "params": pl.Utf8, "prompt": pl.Utf8, "response": pl.Utf8, "finish_reason": pl.Utf8,
-    "input_tokens": pl.Int32, "output_tokens": pl.Int32, "cost_usd": pl.Float64, "latency_ms": pl.Float64,
-    "status": pl.Utf8, "error": pl.Utf8, "created_at": pl.Datetime("us"),
-}
+@functools.cache
+def _llm_call_schema() -> dict[str, Any]:
+    """Column -> polars type of an `llm_calls` row."""
+    return {
+        "request_hash": pl.Utf8, "build_id": pl.Utf8, "step_id": pl.Utf8, "provider": pl.Utf8, "model": pl.Utf8,
+        "params": pl.Utf8, "prompt": pl.Utf8, "response": pl.Utf8, "finish_reason": pl.Utf8,
+        "input_tokens": pl.Int32, "output_tokens": pl.Int32, "cost_usd": pl.Float64, "latency_ms": pl.Float64,
+        "status": pl.Utf8, "error": pl.Utf8, "created_at": pl.Datetime("us"),
+    }
 """The columns of `llm_calls` (as in the migrations) and their types: the one list every insert uses."""
 
 
@@ -460,11 +472,12 @@ def _insert_llm_calls(con, rows: list[dict[str, Any]]) -> None:
     """
     if not rows:
         return
-    cols = list(LLM_CALL_SCHEMA)
+    schema = _llm_call_schema()
+    cols = list(schema)
     now = _now()
     data = {c: [r.get(c) for r in rows] for c in cols}
     data["created_at"] = [v or now for v in data["created_at"]]
-    con.register("_calls", pl.DataFrame(data, schema=LLM_CALL_SCHEMA).to_arrow())
+    con.register("_calls", pl.DataFrame(data, schema=schema).to_arrow())
     con.execute(f"insert into llm_calls ({', '.join(cols)}) select {', '.join(cols)} from _calls")
     con.unregister("_calls")
 

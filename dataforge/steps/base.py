@@ -10,15 +10,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, ClassVar, get_args, get_origin
 
-import polars as pl
 from pydantic import BaseModel, ConfigDict, Field
 
 from dataforge.errors import UserError
 
 if TYPE_CHECKING:
+    import polars as pl
     from dataforge.catalog.handle import StepHandle
     from dataforge.llm.config import LLMConfig
     from dataforge.progress import Progress
+else:
+    from dataforge.lazy import polars as pl
 
 REGISTRY: dict[str, type["Step"]] = {}
 

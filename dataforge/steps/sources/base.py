@@ -5,13 +5,17 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
-import polars as pl
 from pydantic import Field, field_validator
 
 from dataforge.hashing import file_sha256
 from dataforge.steps.base import PlanContext, RunContext, Step, StepError
+
+if TYPE_CHECKING:
+    import polars as pl
+else:
+    from dataforge.lazy import polars as pl
 
 
 def _line_of_offset(raw: bytes, offset: int) -> int:

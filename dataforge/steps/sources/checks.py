@@ -3,12 +3,16 @@ column names the catalog can hold, integers kept exact, nesting it can store."""
 
 from __future__ import annotations
 
+import itertools
 from pathlib import Path
-from typing import Callable
-
-import polars as pl
+from typing import TYPE_CHECKING, Callable
 
 from dataforge.steps.base import StepError
+
+if TYPE_CHECKING:
+    import polars as pl
+else:
+    from dataforge.lazy import polars as pl
 
 INT64_MAX = 2**63 - 1
 DECIMAL_DIGITS = 38
@@ -137,6 +141,9 @@ def nests_deeper(data: bytes, levels: int) -> bool:
     brackets = data.translate(None, _BRACKETS_DROP)
     if len(brackets) <= levels:
         return False
+    if len(brackets) < 1 << 16:  # a file's head: not worth importing numpy for
+        depths = list(itertools.accumulate(1 if b in b"[{" else -1 for b in brackets))
+        return max(depths) - min(0, min(depths)) > levels
     if _BRACKET_STEP is None:
         step = np.zeros(256, dtype=np.int8)
         step[ord("[")] = step[ord("{")] = 1

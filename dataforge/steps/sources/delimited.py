@@ -6,14 +6,18 @@ import csv
 import io
 import re
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
-import polars as pl
 from pydantic import Field
 
 from dataforge.steps.base import ID, PARENT, PlanContext, StepError
 from dataforge.steps.sources.base import FileSource, SqlLoad, count_rows
 from dataforge.steps.sources.checks import check_column_case, exact_integers, too_many_digits
+
+if TYPE_CHECKING:
+    import polars as pl
+else:
+    from dataforge.lazy import polars as pl
 
 
 class CsvSource(FileSource):

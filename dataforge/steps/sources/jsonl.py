@@ -4,15 +4,18 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Literal
-
-import polars as pl
+from typing import TYPE_CHECKING, Literal
 
 from dataforge.steps.base import ID, PARENT, PlanContext, StepError
 from dataforge.steps.sources.base import FileSource, SqlLoad, count_rows
 from dataforge.steps.sources.checks import MAX_NESTING, check_column_case, check_nesting, dtype_depth, \
     exact_integers, may_nest_deeper, nests_deeper, too_deep, too_many_digits, value_depth
 from dataforge.steps.sources.jsonl_duckdb import read_selected, select_sql
+
+if TYPE_CHECKING:
+    import polars as pl
+else:
+    from dataforge.lazy import polars as pl
 
 # Past this many open brackets the native readers are not trusted (pyarrow's crashes at a few thousand).
 _NATIVE_NESTING = 1000

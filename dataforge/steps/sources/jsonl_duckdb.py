@@ -20,9 +20,15 @@ the careful path calls invalid JSON; finding them in Python would cost more than
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from pathlib import Path
 
-import polars as pl
+if TYPE_CHECKING:
+    import polars as pl
+else:
+    from dataforge.lazy import polars as pl
+
 
 _DUCK_TYPES = {"string": "str", "large_string": "str", "string_view": "str", "int64": "int",
                "double": "float", "bool": "bool"}
