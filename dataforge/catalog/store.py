@@ -28,6 +28,10 @@ RESERVED_NAMES = {"builds", "steps", "step_outputs", "datasets", "rejections", "
                   "llm_batches", "runs", "run_losses"}
 
 
+STAGE_MEMORY_LIMIT = "256MB"
+"""DuckDB's memory limit while a source streams into the catalog (see `Catalog.stage_output_query`)."""
+
+
 def output_table(fingerprint: str) -> str:
     """Name of the table that stores the output of the step with this fingerprint."""
     return f"_s_{fingerprint[:24]}"
@@ -201,10 +205,27 @@ class Catalog:
         output table of `fingerprint`, not yet recorded as any step's output (`record_staged_output`,
         once the build has begun; `drop_staged` when it will not); return the number of rows. A query
         that fails leaves the catalog as it was (its `duckdb.Error` propagates)."""
+        import duckdb
+
         table = quote_ident(output_table(fingerprint))
-        with self._write() as con, transaction(con):
-            con.execute(f"create or replace table {table} as {query}")
-            return con.execute(f"select count(*) from {table}").fetchone()[0]
+        with self._write() as con:
+            # Streaming a file into a table needs little memory, but DuckDB sizes its buffers to its
+            # limit (most of the machine's RAM): a tight one keeps a million-row ingest ~20% smaller.
+            # Rows too large for it (hundreds of KiB each) make the store run out: then it runs again
+            # without one.
+            for limit in (STAGE_MEMORY_LIMIT, None):
+                try:
+                    if limit:
+                        con.execute(f"set memory_limit = '{limit}'")
+                    with transaction(con):
+                        con.execute(f"create or replace table {table} as {query}")
+                        return con.execute(f"select count(*) from {table}").fetchone()[0]
+                except duckdb.OutOfMemoryException:
+                    if limit is None:
+                        raise
+                finally:
+                    con.execute("reset memory_limit")
+        raise AssertionError("unreachable")
 
     def record_staged_output(self, *, build_id: str, step_id: str, type: str, fingerprint: str, rows: int,
                              rows_in: int, seconds: float, inputs: list[str]) -> None:
