@@ -4,15 +4,18 @@ from __future__ import annotations
 
 import functools
 from pathlib import Path
-from typing import Any, Callable
-
-import polars as pl
+from typing import TYPE_CHECKING, Any, Callable
 
 from dataforge.build import BuildResult, execute
 from dataforge.catalog import query as q
 from dataforge.catalog.db import default_catalog_path
 from dataforge.plan import Plan
 from dataforge.recipe.validate import load_recipe
+
+if TYPE_CHECKING:
+    import polars as pl
+else:
+    from dataforge.lazy import polars as pl
 
 
 def _catalog(path: str | Path | None) -> Path:
@@ -37,7 +40,7 @@ def build(recipe: str | Path, *, catalog: str | Path | None = None, force: bool 
     from dataforge.executors.base import check_executor, open_executor, resolve_executor
 
     cat = _catalog(catalog)
-    plan = load_recipe(recipe, vars, cat)
+    plan = load_recipe(recipe, vars, cat, for_build=not dry_run)
     name = resolve_executor(executor, plan.recipe.executor)
     check_executor(name)
     if dry_run:

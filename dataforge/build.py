@@ -10,10 +10,9 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
-import polars as pl
-
+from dataforge.catalog.db import is_interrupt
 from dataforge.catalog.handle import StepHandle
 from dataforge.catalog.store import Catalog
 from dataforge.errors import UserError
@@ -23,6 +22,11 @@ from dataforge.progress import Progress
 from dataforge.rows import assign_ids
 from dataforge.steps.base import ID, RunContext, Step, StepError, StepResult
 from dataforge.steps.sources.base import SqlLoad
+
+if TYPE_CHECKING:
+    import polars as pl
+else:
+    from dataforge.lazy import polars as pl
 
 
 @dataclass
@@ -59,8 +63,6 @@ def execute(plan: Plan, catalog_path: Path, *, force: bool = False, only: list[s
 
     `executor` decides where a step's work runs (default: this process); storing stays here.
     """
-    recipe = plan.recipe
-    fps = plan.fingerprints
     forced: set[str] = set()
     if force:
         forced = {s.id for s in plan.order}
@@ -72,10 +74,24 @@ def execute(plan: Plan, catalog_path: Path, *, force: bool = False, only: list[s
     if dry_run:
         return _dry_run(plan, catalog_path, forced, log)
 
+    new = not catalog_path.exists()
     catalog = Catalog(catalog_path)
-    # One connection for the catalog work between steps; none while a step runs (see Catalog.held).
-    with catalog.held():
-        return _execute(plan, catalog, catalog_path, forced, quiet, take_over, log, executor)
+    try:
+        # One connection for the catalog work between steps; none while a step runs (see Catalog.held).
+        with catalog.held():
+            return _execute(plan, catalog, catalog_path, forced, quiet, take_over, log, executor)
+    except _SourceRefused as e:
+        if new:  # a bad data file leaves no catalog behind, as when planning finds it
+            for f in (catalog_path, catalog_path.with_name(catalog_path.name + ".wal")):
+                f.unlink(missing_ok=True)
+        raise e.error from None
+
+
+class _SourceRefused(Exception):
+    """A source stored straight from its file did not pass; `error` names the line (nothing was kept)."""
+
+    def __init__(self, error: UserError):
+        self.error = error
 
 
 def _execute(plan: Plan, catalog: Catalog, catalog_path: Path, forced: set[str], quiet: bool, take_over: bool,
@@ -83,7 +99,10 @@ def _execute(plan: Plan, catalog: Catalog, catalog_path: Path, forced: set[str],
     recipe = plan.recipe
     fps = plan.fingerprints
     _check_owners(plan, catalog, take_over)
-    build_id = catalog.begin_build(recipe.name, str(plan.path), plan.sha256)
+    started = time.time()
+    with Progress(quiet=quiet) as progress:
+        staged = _stage_sources(plan, catalog, forced, progress)
+    build_id = catalog.begin_build(recipe.name, str(plan.path), plan.sha256, started=started)
     result = BuildResult(build_id=build_id, status="running")
     frames: dict[str, pl.DataFrame] = {}
     heights: dict[str, int] = {}  # rows of each step built here
@@ -127,16 +146,16 @@ def _execute(plan: Plan, catalog: Catalog, catalog_path: Path, forced: set[str],
                                  input_ids=list(inputs), catalog=handle, progress=progress, log=log)
                 t0 = time.perf_counter()
                 prepared = plan.prepared.pop(s.id, None)
+                if s.id in staged:
+                    n, seconds = staged[s.id]
+                    rows_in = s.accounted_inputs([])
+                    catalog.record_staged_output(build_id=build_id, step_id=s.id, type=s.type, fingerprint=fp,
+                                                 rows=n, rows_in=rows_in, seconds=seconds, inputs=inputs)
+                    built(s, fp, rows_in, n, 0, seconds, {})
+                    continue
                 try:
                     ins = [frame(p) for p in inputs]
                     rows_in = s.accounted_inputs([df.height for df in ins])
-                    if isinstance(prepared, SqlLoad):
-                        n = _store_sql_load(catalog, s, prepared, build_id=build_id, fingerprint=fp,
-                                            rows_in=rows_in, progress=progress)
-                        if n is not None:
-                            built(s, fp, rows_in, n, 0, time.perf_counter() - t0, {})
-                            continue
-                        prepared = None  # the file no longer passes (changed?): the step reads it, naming the line
                     # Every step gets a progress line (a live bar past a second; timed lines off a TTY)
                     # unless it opens its own counted task, which then replaces this one.
                     with progress.task(f"{s.id} ({s.type})", total=rows_in or None, fallback=True) as task, \
@@ -150,10 +169,12 @@ def _execute(plan: Plan, catalog: Catalog, catalog_path: Path, forced: set[str],
                     catalog.record_step(build_id=build_id, step_id=s.id, type=s.type, fingerprint=fp,
                                         rows_in=None, rows_out=None, rejected=None,
                                         seconds=time.perf_counter() - t0, inputs=inputs,
-                                        status="interrupted" if isinstance(e, KeyboardInterrupt) else "failed",
+                                        status="interrupted" if is_interrupt(e) else "failed",
                                         error=_error_text(plan, e))
                     if isinstance(e, StepError):
                         raise plan.locate(e) from None
+                    if is_interrupt(e):
+                        raise KeyboardInterrupt from None
                     raise
                 seconds = time.perf_counter() - t0
                 catalog.save_step_output(build_id=build_id, step_id=s.id, type=s.type, fingerprint=fp, df=df,
@@ -180,27 +201,46 @@ def _execute(plan: Plan, catalog: Catalog, catalog_path: Path, forced: set[str],
         raise
 
 
-def _store_sql_load(catalog: Catalog, s: Any, load: SqlLoad, *, build_id: str, fingerprint: str, rows_in: int,
-                    progress: Progress) -> int | None:
-    """Store a source that planning checked in full straight from its file (ids computed in SQL);
-    None when the file no longer passes the checks (changed since planning?): nothing is stored."""
+def _stage_sources(plan: Plan, catalog: Catalog, forced: set[str],
+                   progress: Progress) -> dict[str, tuple[int, float]]:
+    """Store every `SqlLoad` source to be built straight from its file (ids computed in SQL), before
+    the build begins: step id -> (rows, seconds). A file the store's checks stop on is read by the
+    careful reader instead: rows it keeps are built like any step's; a `StepError` (the bad line
+    named) drops what was staged here and raises `_SourceRefused`."""
     import duckdb
 
-    with progress.task(f"{s.id} ({s.type})", total=load.rows, fallback=True) as task:
-        try:
-            n = catalog.save_step_output_query(build_id=build_id, step_id=s.id, type=s.type, fingerprint=fingerprint,
-                                               query=load.query(), rows_in=rows_in, seconds=0.0,
-                                               inputs=[])
-        except duckdb.Error:
-            return None
-        task.advance(n)
-    return n
+    staged: dict[str, tuple[int, float]] = {}
+    for s in plan.order:
+        load = plan.prepared.get(s.id)
+        if not isinstance(load, SqlLoad) or (s.id not in forced and catalog.lookup_output(plan.fingerprints[s.id])):
+            continue
+        t0 = time.perf_counter()
+        with progress.task(f"{s.id} ({s.type})", total=load.rows, fallback=True) as task:
+            try:
+                n = catalog.stage_output_query(plan.fingerprints[s.id], load.query())
+            except duckdb.Error:
+                n = None
+            except RuntimeError as e:
+                if is_interrupt(e):
+                    raise KeyboardInterrupt from None
+                raise
+            task.advance(n or 0)
+        if n:
+            staged[s.id] = (n, time.perf_counter() - t0)
+            continue
+        try:  # a line the checks stop on, or no rows: the careful reader names it (or accepts it)
+            with catalog.released():
+                plan.prepared[s.id] = s.load(plan.context(catalog.path))  # type: ignore[attr-defined]
+        except StepError as e:
+            catalog.drop_staged(plan.fingerprints[sid] for sid in [*staged, s.id])
+            raise _SourceRefused(plan.locate(e)) from None
+    return staged
 
 
 def _error_text(plan: Plan, e: BaseException) -> str:
     if isinstance(e, StepError):
         return plan.locate(e).render()[:2000]
-    if isinstance(e, KeyboardInterrupt):
+    if is_interrupt(e):
         return "interrupted by the user"
     return (str(e) or type(e).__name__)[:2000]
 

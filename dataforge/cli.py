@@ -8,14 +8,19 @@ import sys
 import traceback
 from enum import Enum
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import TYPE_CHECKING, Any, Callable, Optional
 
-import polars as pl
 import typer
 from rich.console import Console
 
 from dataforge import __version__, api, display
+from dataforge.catalog.db import is_interrupt
 from dataforge.errors import RecipeErrors, UserError
+
+if TYPE_CHECKING:
+    import polars as pl
+else:
+    from dataforge.lazy import polars as pl
 
 def _words_for_types() -> None:
     """Help names what a value is in words (`FILE`, `N`, `NAME=VALUE`), never a Python type such as
@@ -91,6 +96,9 @@ def _run(fn: Callable[[], Any]) -> None:
     except typer.Exit:
         raise
     except Exception as e:  # an internal fault
+        if is_interrupt(e):  # Ctrl-C while DuckDB ran a query outside a build step
+            err.print(_interrupted(), markup=False, highlight=False)
+            raise typer.Exit(130)
         if _state["debug"]:
             traceback.print_exc()
         else:

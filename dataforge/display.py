@@ -12,13 +12,17 @@ import datetime as dt
 import decimal
 import json
 import re
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
-import polars as pl
 from rich.console import Console
 from rich.measure import Measurement
 from rich.table import Table
 from rich.text import Text
+
+if TYPE_CHECKING:
+    import polars as pl
+else:
+    from dataforge.lazy import polars as pl
 
 FORMATS = ("table", "vertical", "csv", "json", "jsonl")
 TABLE_FORMATS = ("table", "vertical")

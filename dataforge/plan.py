@@ -6,7 +6,10 @@ read), runs each kind's checks, checks the columns each step needs, and fingerpr
 step. Sources are read in full here, so a bad line anywhere in a data file is reported before
 anything is built or paid for; a source whose fingerprint (file content + params) is already in
 the catalog was checked when it was built and is not read again. The rows read here are handed
-to the executor, which does not read the file a second time.
+to the executor, which does not read the file a second time. A source DuckDB can read itself is
+not kept at all (an `SqlLoad`): `validate` and `--dry-run` check its file in one scan, and a build
+checks it as it stores it, before its first step runs (on a bad line the build stops there, with
+the line named and nothing written).
 """
 
 from __future__ import annotations
@@ -16,8 +19,6 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
-
-import polars as pl
 
 from dataforge.errors import RecipeErrors, UserError
 from dataforge.recipe.loader import KeyPath, Positions, format_path
@@ -38,12 +39,12 @@ class Plan:
     fingerprints: dict[str, str]
     index: dict[str, int] = field(default_factory=dict)
     prepared: dict[str, Any] = field(default_factory=dict)
-    """What planning kept of each source it read, by step id: its rows, or an `SqlLoad` (checked in
-    full, rows left in the file) that the build stores straight from the file."""
+    """What planning kept of each source it read, by step id: its rows, or an `SqlLoad` (rows left in
+    the file) that the build stores straight from the file before its first step runs."""
 
-    def context(self, catalog_path: Path | None) -> PlanContext:
+    def context(self, catalog_path: Path | None, for_build: bool = False) -> PlanContext:
         return PlanContext(recipe_path=self.path, seed=self.recipe.seed, catalog_path=catalog_path,
-                           llm=self.recipe.llm)
+                           llm=self.recipe.llm, for_build=for_build)
 
     def locate(self, err: StepError) -> UserError:
         """Turn a step's error into one that names file:line:col and the key path."""
@@ -83,8 +84,10 @@ def step_fingerprint(step: Step, ctx: PlanContext, parents: list[str]) -> str:
     return hashlib.sha256(canonical_json(payload).encode()).hexdigest()
 
 
-def make_plan(recipe: Any, path: Path, sha: str, pos: Positions, catalog_path: Path | None) -> Plan:
-    """Check the recipe's DAG and every step; raise `RecipeErrors` listing every located problem."""
+def make_plan(recipe: Any, path: Path, sha: str, pos: Positions, catalog_path: Path | None,
+              for_build: bool = False) -> Plan:
+    """Check the recipe's DAG and every step; raise `RecipeErrors` listing every located problem.
+    `for_build`: the plan is for a build, which checks each `SqlLoad` source as it stores it."""
     file = str(path)
     errors: list[UserError] = []
 
@@ -106,7 +109,7 @@ def make_plan(recipe: Any, path: Path, sha: str, pos: Positions, catalog_path: P
 
     plan = Plan(recipe=recipe, path=path, sha256=sha, positions=pos, order=order, inputs=inputs,
                 columns={}, fingerprints={}, index=index)
-    ctx = plan.context(catalog_path)
+    ctx = plan.context(catalog_path, for_build)
     stored = _stored_columns(catalog_path)
     for s in order:
         if not _check_step(plan, s, ctx, stored, errors, err):

@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import os
 import threading
 
 import duckdb
-import polars as pl
 
 from dataforge.catalog.store import to_arrow
 from dataforge.steps.base import ID, PARENT
+
+if TYPE_CHECKING:
+    import polars as pl
+else:
+    from dataforge.lazy import polars as pl
 
 ID_CHARS = 16
 

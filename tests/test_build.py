@@ -235,3 +235,28 @@ def test_a_new_kind_version_rebuilds_that_kind_and_its_descendants(write, catalo
     monkeypatch.setattr(spine_kinds.Explode, "kind_version", "2")
     res = api.build(chain(write), catalog=catalog)
     assert statuses(res) == {"src": "reused", "a": "reused", "b": "built", "side": "reused"}
+
+
+def test_ctrl_c_while_a_source_streams_into_the_catalog_stops_the_build_and_keeps_nothing(write, catalog, cli,
+                                                                                          monkeypatch):
+    """DuckDB answers Ctrl-C mid-query with a RuntimeError, not a KeyboardInterrupt: it must still
+    read as an interrupt (exit 130), not an internal error, and leave the catalog as it was."""
+    from dataforge.catalog.store import Catalog
+
+    write("d.jsonl", "".join(json.dumps({"text": f"row {i}"}) + "\n" for i in range(50)))
+    r = write("r.yaml", "name: big\nsteps: [{id: s, type: source.jsonl, path: d.jsonl, columns: [text]}]\n"
+                        "outputs: {big: s}\n")
+    other = write("o.yaml", "name: other\nsteps: [{id: o, type: source.inline, rows: [{t: a}]}]\noutputs: {o: o}\n")
+    api.build(other, catalog=catalog)
+    tables = api.sql("select table_name from duckdb_tables() order by 1", catalog=catalog)
+
+    def interrupted(self, fingerprint, query):
+        raise RuntimeError("Query interrupted")
+
+    monkeypatch.setattr(Catalog, "stage_output_query", interrupted)
+    res = cli("build", r, "--catalog", catalog)
+    assert res.exit_code == 130 and "interrupted" in res.output and "internal error" not in res.output
+    monkeypatch.undo()
+    assert api.sql("select table_name from duckdb_tables() order by 1", catalog=catalog).equals(tables)
+    assert api.history(catalog=catalog)[0]["recipe_name"].to_list() == ["other"]
+    assert api.build(r, catalog=catalog).rows == {"big": 50}  # and the next build stores it

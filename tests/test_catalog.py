@@ -126,3 +126,18 @@ def test_a_build_opens_the_catalog_between_steps_only_and_lets_go_while_a_step_r
     assert seen == [1]  # the build's own row is visible to a reader mid-build
     # migrations; one held connection for the work between steps; taken again after each of 2 steps
     assert len(opened) == 4
+
+
+def test_a_source_too_big_for_the_staging_memory_limit_is_stored_without_it(tmp_path, monkeypatch):
+    """Sources stream into the catalog under a tight DuckDB memory limit; rows it cannot hold make
+    the store run again without one, rather than fail or fall back to reading the file in Python."""
+    from dataforge.catalog import store
+
+    monkeypatch.setattr(store, "STAGE_MEMORY_LIMIT", "1MB")
+    cat = store.Catalog(tmp_path / "c.duckdb")
+    query = "select md5(i::varchar) as id, repeat('x', 10000) || i as text from range(20000) t(i)"
+    with cat.held():
+        assert cat.stage_output_query("f" * 64, query) == 20_000
+        with cat._read() as con:
+            assert con.execute("select current_setting('memory_limit')").fetchone()[0] != "1.0 MiB"
+            assert con.execute(f"select count(*) from {store.output_table('f' * 64)}").fetchone()[0] == 20_000

@@ -168,6 +168,69 @@ def test_csv_read_from_the_file_matches_the_text_path(tmp_path, monkeypatch, cas
         assert direct.equals(text) and direct.schema == text.schema
 
 
+CSV_SQL_CASES = {  # -> True where DuckDB should store the file itself
+    "plain": (b"a,b,c\n1,x,p\n2,y,q\n", True),
+    "empty and quoted empty fields": (b'a,b,c\n,x,\n"",y,z\n', True),
+    "quoted delimiter, newline and doubled quotes": (b'a,b,c\n"1,2","l1\nl2","say ""hi"""\n', True),
+    "quoted header, BOM and CRLF": (b'\xef\xbb\xbf"a","b","c"\r\n"1",x,z\r\n', True),
+    "unicode, NUL, spaces, no final newline": ('a,b,c\n naïve ,数据🙂,z\x00\n1,, '.encode(), True),
+    "blank line (polars keeps a row of nulls)": (b"a,b,c\n1,x,z\n\n2,y,z\n", False),
+    "short row": (b"a,b,c\n1\n", False),
+    "whitespace-only line": (b"a,b,c\n1,x,z\n \n", False),
+    "extra field": (b"a,b,c\n1,x,z\n2,y,z,w\n", False),
+    "quote inside a field": (b'a,b,c\n1"2,x,z\n', False),
+    "text after a closing quote": (b'a,b,c\n"ab" ,x,z\n', False),
+    "unterminated quote": (b'a,b,c\n"abc,x,z\n', False),
+    "lone carriage returns": (b"a,b,c\r1,x,z\r", False),
+    "invalid UTF-8": (b"a,b,c\n\xff,x,z\n", False),
+    "header only": (b"a,b,c\n", False),
+    "names differing in case": (b"a,A,b,c\n1,2,3,4\n", False),
+    "selected column missing": (b"a,b\n1,2\n", False),
+}
+
+
+@pytest.mark.parametrize("for_build", [False, True], ids=["validate", "build"])
+@pytest.mark.parametrize("case", list(CSV_SQL_CASES))
+def test_csv_stored_straight_from_the_file_matches_the_careful_reader(tmp_path, case, for_build):
+    """A CSV source DuckDB streams into the catalog stores exactly the careful reader's rows and ids.
+    Where the two could differ the careful reader reads the file: at planning, or, for a build, when
+    the store's strict parse stops (a store never keeps rows the careful reader refuses)."""
+    import duckdb
+
+    from dataforge.rows import assign_ids
+    from dataforge.steps.sources.base import SqlLoad
+    from dataforge.steps.sources.delimited import CsvSource
+
+    data, from_sql = CSV_SQL_CASES[case]
+    path = tmp_path / "d.csv"
+    path.write_bytes(data)
+    step = CsvSource(id="s", type="source.csv", path=str(path), columns={"A": "a", "C": "c"})
+    ctx = PlanContext(recipe_path=tmp_path / "r.yaml", seed=0, for_build=for_build)
+    try:
+        careful = assign_ids(step.load(ctx))[0]
+    except StepError as e:
+        careful = str(e)
+    try:
+        prepared = step.prepare(ctx)
+    except StepError as e:
+        assert str(e) == careful
+        return
+    if not isinstance(prepared, SqlLoad):
+        assert not from_sql and prepared.equals(careful.drop("id"))
+        return
+    try:
+        stored = duckdb.connect().sql(prepared.query()).pl()
+    except duckdb.Error:  # the build then runs the careful reader
+        assert for_build and not from_sql
+        return
+    if isinstance(careful, str):  # only an empty file may pass the store: the build then asks the careful reader
+        assert stored.height == 0 and careful.endswith("source produced no rows (set allow_empty: true to accept that)")
+        return
+    assert from_sql, "the careful reader should have read this file"
+    assert stored.schema == careful.schema and stored.equals(careful)
+    assert prepared.rows == (None if for_build else careful.height)
+
+
 PARQUET = pl.DataFrame({"text": ["plain", 'quote " \\', "é 数据 🙂 \u2028", "", None],
                         "n": [1, -7, 2**63 - 1, None, 0], "k": pl.Series([1, 2, 3, 4, 5], dtype=pl.Int32),
                         "x": [0.5, float("nan"), -0.0, None, 1e300], "ok": [True, False, None, True, True],
@@ -212,8 +275,9 @@ def test_parquet_stored_straight_from_the_file_matches_polars(tmp_path, columns,
 
 
 def test_a_file_that_changes_after_planning_is_read_by_the_careful_path(write, catalog):
-    """The build stores a planned `SqlLoad` straight from the file; should the file stop passing the
-    checks in between, nothing half-stored is kept and the careful path names the line."""
+    """The build stores a planned `SqlLoad` straight from the file, checking it as it stores it; should
+    the file stop passing the checks, nothing half-stored is kept and the careful path names the line.
+    A catalog the build made is removed; one that existed keeps exactly what it had."""
     from dataforge import api
     from dataforge.build import execute
     from dataforge.errors import UserError
@@ -226,6 +290,15 @@ def test_a_file_that_changes_after_planning_is_read_by_the_careful_path(write, c
     assert isinstance(plan.prepared["s"], SqlLoad)  # planning kept no rows
     with open(data, "a", encoding="utf-8") as fh:
         fh.write('{"text": "broken\n')
-    with pytest.raises(UserError, match=r"r\.yaml:5:11: steps\[0\]\.path: .*d\.jsonl:19: invalid JSON"):
+    bad = r"r\.yaml:5:11: steps\[0\]\.path: .*d\.jsonl:19: invalid JSON"
+    with pytest.raises(UserError, match=bad):
         execute(plan, catalog, quiet=True)
-    assert api.sql("select count(*) as n from step_outputs", catalog=catalog)["n"][0] == 0
+    assert not catalog.exists()
+
+    other = write("o.yaml", "name: other\nsteps: [{id: o, type: source.inline, rows: [{t: a}]}]\noutputs: {o: o}\n")
+    api.build(other, catalog=catalog)
+    before = api.sql("select table_name from duckdb_tables() order by 1", catalog=catalog)
+    with pytest.raises(UserError, match=bad):
+        api.build(r, catalog=catalog)  # planned for a build: the store itself meets the bad line
+    assert api.sql("select table_name from duckdb_tables() order by 1", catalog=catalog).equals(before)
+    assert api.sql("select count(*) as n from builds", catalog=catalog)["n"][0] == 1

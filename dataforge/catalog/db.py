@@ -69,7 +69,11 @@ def connect(path: Path, *, read_only: bool, wait_s: float | None = None,
     with _lock:
         while True:
             try:
-                config = {} if allow_files else {"enable_external_access": False, "lock_configuration": True}
+                config: dict = {} if allow_files else {"enable_external_access": False, "lock_configuration": True}
+                if not read_only:
+                    # Bulk stores flush each row group as it fills rather than five at a time: a
+                    # million-row source then stores in ~70 MiB less memory, no slower.
+                    config["write_buffer_row_group_count"] = 1
                 con = duckdb.connect(str(path), read_only=read_only, config=config)
                 break
             except duckdb.IOException as e:
@@ -98,6 +102,13 @@ def transaction(con: duckdb.DuckDBPyConnection) -> Iterator[duckdb.DuckDBPyConne
         con.execute("rollback")
         raise
     con.execute("commit")
+
+
+def is_interrupt(e: BaseException) -> bool:
+    """True for Ctrl-C: a `KeyboardInterrupt`, or DuckDB's answer to it when it arrives mid-query
+    (a `RuntimeError("Query interrupted")`, not a `duckdb.Error`)."""
+    return isinstance(e, (KeyboardInterrupt, duckdb.InterruptException)) or (
+        type(e) is RuntimeError and str(e) == "Query interrupted")
 
 
 def is_file_access_error(e: Exception) -> bool:

@@ -8,12 +8,15 @@ call log and the batch records of its own build and step.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Iterable
-
-import polars as pl
+from typing import TYPE_CHECKING, Any, Iterable
 
 from dataforge.catalog import query as q
 from dataforge.catalog.store import Catalog
+
+if TYPE_CHECKING:
+    import polars as pl
+else:
+    from dataforge.lazy import polars as pl
 
 
 class StepHandle:

@@ -4,15 +4,19 @@ from __future__ import annotations
 
 import hashlib
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import duckdb
-import polars as pl
 
 from dataforge.catalog import migrations
 from dataforge.catalog.db import check_catalog_file, connect, is_file_access_error
 from dataforge.catalog.store import output_table, quote_ident
 from dataforge.errors import UserError
+
+if TYPE_CHECKING:
+    import polars as pl
+else:
+    from dataforge.lazy import polars as pl
 
 # Statement types a read-only query may contain.
 _READ_TYPES = {"SELECT", "EXPLAIN", "PRAGMA", "SET", "VARIABLE_SET"}

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import functools
 import json
 import os
 import socket
@@ -11,17 +12,24 @@ import threading
 import time
 import uuid
 from pathlib import Path
-from typing import Any, Iterable
-
-import polars as pl
+from typing import TYPE_CHECKING, Any, Iterable
 
 from dataforge import __version__
 from dataforge.catalog import migrations
 from dataforge.catalog.db import connect, transaction
 from dataforge.errors import UserError
 
+if TYPE_CHECKING:
+    import polars as pl
+else:
+    from dataforge.lazy import polars as pl
+
 RESERVED_NAMES = {"builds", "steps", "step_outputs", "datasets", "rejections", "llm_calls", "lineage",
                   "llm_batches", "runs", "run_losses"}
+
+
+STAGE_MEMORY_LIMIT = "256MB"
+"""DuckDB's memory limit while a source streams into the catalog (see `Catalog.stage_output_query`)."""
 
 
 def output_table(fingerprint: str) -> str:
@@ -122,15 +130,20 @@ class Catalog:
             h[2].close()
 
     # -- builds ---------------------------------------------------------------
-    def begin_build(self, recipe_name: str, recipe_path: str, recipe_sha256: str) -> str:
-        build_id = dt.datetime.now().strftime("%Y%m%d-%H%M%S-") + uuid.uuid4().hex[:6]
+    def begin_build(self, recipe_name: str, recipe_path: str, recipe_sha256: str,
+                    started: float | None = None) -> str:
+        """Record a running build; `started` (a `time.time()`, default now) when its work began
+        before this call (sources staged first)."""
+        started = time.time() if started is None else started
+        build_id = dt.datetime.fromtimestamp(started).strftime("%Y%m%d-%H%M%S-") + uuid.uuid4().hex[:6]
         self.mark_killed_builds()
         with self._write() as con:
             con.execute(
                 """insert into builds (build_id, recipe_name, recipe_path, recipe_sha256, started_at, status,
                                        dataforge_version, pid, host)
                    values (?, ?, ?, ?, ?, 'running', ?, ?, ?)""",
-                [build_id, recipe_name, recipe_path, recipe_sha256, _now(), __version__, os.getpid(),
+                [build_id, recipe_name, recipe_path, recipe_sha256,
+                 dt.datetime.fromtimestamp(started, dt.timezone.utc).replace(tzinfo=None), __version__, os.getpid(),
                  socket.gethostname()],
             )
         return build_id
@@ -187,20 +200,47 @@ class Catalog:
                            rows=df.height, rows_in=rows_in, seconds=seconds, inputs=inputs,
                            rejections=rejections, lineage=lineage, notes=notes)
 
-    def save_step_output_query(self, *, build_id: str, step_id: str, type: str, fingerprint: str, query: str,
-                               rows_in: int, seconds: float, inputs: list[str]) -> int:
-        """Store the rows of a DuckDB `query` (a source read straight from its file, `id` first) as a
-        step's output with its `steps` row, atomically; return the number of rows. A query that fails
-        leaves the catalog as it was (its `duckdb.Error` propagates)."""
-        table = output_table(fingerprint)
-        t0 = time.perf_counter()
+    def stage_output_query(self, fingerprint: str, query: str) -> int:
+        """Store the rows of a DuckDB `query` (a source read straight from its file, `id` first) as the
+        output table of `fingerprint`, not yet recorded as any step's output (`record_staged_output`,
+        once the build has begun; `drop_staged` when it will not); return the number of rows. A query
+        that fails leaves the catalog as it was (its `duckdb.Error` propagates)."""
+        import duckdb
+
+        table = quote_ident(output_table(fingerprint))
+        with self._write() as con:
+            # Streaming a file into a table needs little memory, but DuckDB sizes its buffers to its
+            # limit (most of the machine's RAM): a tight one keeps a million-row ingest ~20% smaller.
+            # Rows too large for it (hundreds of KiB each) make the store run out: then it runs again
+            # without one.
+            for limit in (STAGE_MEMORY_LIMIT, None):
+                try:
+                    if limit:
+                        con.execute(f"set memory_limit = '{limit}'")
+                    with transaction(con):
+                        con.execute(f"create or replace table {table} as {query}")
+                        return con.execute(f"select count(*) from {table}").fetchone()[0]
+                except duckdb.OutOfMemoryException:
+                    if limit is None:
+                        raise
+                finally:
+                    con.execute("reset memory_limit")
+        raise AssertionError("unreachable")
+
+    def record_staged_output(self, *, build_id: str, step_id: str, type: str, fingerprint: str, rows: int,
+                             rows_in: int, seconds: float, inputs: list[str]) -> None:
+        """The `step_outputs` and `steps` rows of an output `stage_output_query` stored."""
         with self._write() as con, transaction(con):
-            con.execute(f"create or replace table {quote_ident(table)} as {query}")
-            rows = con.execute(f"select count(*) from {quote_ident(table)}").fetchone()[0]
             _record_output(con, build_id=build_id, step_id=step_id, type=type, fingerprint=fingerprint,
-                           rows=rows, rows_in=rows_in, seconds=seconds + time.perf_counter() - t0,
-                           inputs=inputs, rejections=None, lineage=None, notes=None)
-        return rows
+                           rows=rows, rows_in=rows_in, seconds=seconds, inputs=inputs, rejections=None,
+                           lineage=None, notes=None)
+
+    def drop_staged(self, fingerprints: Iterable[str]) -> None:
+        """Drop output tables `stage_output_query` stored that no step output records."""
+        with self._write() as con, transaction(con):
+            for fp in fingerprints:
+                if con.execute("select count(*) from step_outputs where fingerprint = ?", [fp]).fetchone()[0] == 0:
+                    con.execute(f"drop table if exists {quote_ident(output_table(fp))}")
 
     def record_step(self, *, build_id: str, step_id: str, type: str, fingerprint: str, rows_in: int | None,
                     rows_out: int | None, rejected: int | None, seconds: float, status: str,
@@ -434,12 +474,15 @@ class Catalog:
         return [rid for rid, _ in dead]
 
 
-LLM_CALL_SCHEMA = {
-    "request_hash": pl.Utf8, "build_id": pl.Utf8, "step_id": pl.Utf8, "provider": pl.Utf8, "model": pl.Utf8,
-    "params": pl.Utf8, "prompt": pl.Utf8, "response": pl.Utf8, "finish_reason": pl.Utf8,
-    "input_tokens": pl.Int32, "output_tokens": pl.Int32, "cost_usd": pl.Float64, "latency_ms": pl.Float64,
-    "status": pl.Utf8, "error": pl.Utf8, "created_at": pl.Datetime("us"),
-}
+@functools.cache
+def _llm_call_schema() -> dict[str, Any]:
+    """Column -> polars type of an `llm_calls` row."""
+    return {
+        "request_hash": pl.Utf8, "build_id": pl.Utf8, "step_id": pl.Utf8, "provider": pl.Utf8, "model": pl.Utf8,
+        "params": pl.Utf8, "prompt": pl.Utf8, "response": pl.Utf8, "finish_reason": pl.Utf8,
+        "input_tokens": pl.Int32, "output_tokens": pl.Int32, "cost_usd": pl.Float64, "latency_ms": pl.Float64,
+        "status": pl.Utf8, "error": pl.Utf8, "created_at": pl.Datetime("us"),
+    }
 """The columns of `llm_calls` (as in the migrations) and their types: the one list every insert uses."""
 
 
@@ -450,11 +493,12 @@ def _insert_llm_calls(con, rows: list[dict[str, Any]]) -> None:
     """
     if not rows:
         return
-    cols = list(LLM_CALL_SCHEMA)
+    schema = _llm_call_schema()
+    cols = list(schema)
     now = _now()
     data = {c: [r.get(c) for r in rows] for c in cols}
     data["created_at"] = [v or now for v in data["created_at"]]
-    con.register("_calls", pl.DataFrame(data, schema=LLM_CALL_SCHEMA).to_arrow())
+    con.register("_calls", pl.DataFrame(data, schema=schema).to_arrow())
     con.execute(f"insert into llm_calls ({', '.join(cols)}) select {', '.join(cols)} from _calls")
     con.unregister("_calls")
 

@@ -5,12 +5,13 @@ from __future__ import annotations
 import os
 from typing import TYPE_CHECKING, Protocol
 
-import polars as pl
-
 from dataforge.errors import UserError
 
 if TYPE_CHECKING:
+    import polars as pl
     from dataforge.steps.base import RunContext, Step, StepResult
+else:
+    from dataforge.lazy import polars as pl
 
 EXECUTORS = ("local", "ray")
 ENV = "DATAFORGE_EXECUTOR"

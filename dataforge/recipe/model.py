@@ -8,7 +8,7 @@ from typing import Annotated, Any, Literal, Union
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 from dataforge.llm.config import LLMConfig
-from dataforge.steps.base import Step, load_registry
+from dataforge.steps.base import Step, load_kinds, load_registry
 
 IDENT = r"^[A-Za-z_][A-Za-z0-9_]*$"
 
@@ -68,9 +68,10 @@ def _is_sql_keyword(name: str) -> bool:
     return name.lower() in _keywords()
 
 
-def recipe_model() -> type[RecipeBase]:
-    """The `Recipe` model with `steps` typed as the union of every registered step kind."""
-    registry = load_registry()
+def recipe_model(types: list[Any] | None = None) -> type[RecipeBase]:
+    """The `Recipe` model with `steps` typed as the union of the step kinds of these YAML `type`s
+    (only their modules are imported), or of every registered kind."""
+    registry = load_registry() if types is None else load_kinds(types)
     # Keyed on the registered kinds: a kind registered later (a plugin, a test) is not missed.
     return _recipe_model(tuple(sorted(set(registry.values()), key=lambda c: c.__name__)))
 

@@ -14,8 +14,9 @@ from dataforge.recipe.model import recipe_model
 
 
 def load_recipe(path: str | Path, overrides: dict[str, Any] | None = None,
-                catalog_path: Path | None = None) -> Plan:
-    """Parse, validate and plan a recipe. Raises `RecipeErrors` listing every located problem."""
+                catalog_path: Path | None = None, for_build: bool = False) -> Plan:
+    """Parse, validate and plan a recipe (for a build: see `make_plan`). Raises `RecipeErrors`
+    listing every located problem."""
     path = Path(path)
     data, pos = load_yaml(path)
     file = str(path)
@@ -24,9 +25,11 @@ def load_recipe(path: str | Path, overrides: dict[str, Any] | None = None,
     variables = resolve_vars(data.get("vars") or {}, overrides or {}, pos)
     data = {k: (v if k == "vars" else substitute_vars(v, variables, pos, (k,))) for k, v in data.items()}
     data["vars"] = variables
-    recipe = validate_located(recipe_model(), data, pos)
+    steps = data.get("steps")
+    types = [s.get("type") if isinstance(s, dict) else None for s in steps] if isinstance(steps, list) else None
+    recipe = validate_located(recipe_model(types), data, pos)
     sha = hashlib.sha256(path.read_bytes()).hexdigest()
-    return make_plan(recipe, path, sha, pos, catalog_path)
+    return make_plan(recipe, path, sha, pos, catalog_path, for_build)
 
 
 def resolve_vars(declared: Any, overrides: dict[str, Any], pos: Positions) -> dict[str, Any]:

@@ -10,15 +10,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, ClassVar, get_args, get_origin
 
-import polars as pl
 from pydantic import BaseModel, ConfigDict, Field
 
 from dataforge.errors import UserError
 
 if TYPE_CHECKING:
+    import polars as pl
     from dataforge.catalog.handle import StepHandle
     from dataforge.llm.config import LLMConfig
     from dataforge.progress import Progress
+else:
+    from dataforge.lazy import polars as pl
 
 REGISTRY: dict[str, type["Step"]] = {}
 
@@ -50,6 +52,9 @@ class PlanContext:
     seed: int
     catalog_path: Path | None = None
     llm: "LLMConfig | None" = None
+    for_build: bool = False
+    """Planning for a build, which stores every `SqlLoad` before its first step runs and checks the
+    file as it stores it: a source may then leave its full-file check to that store."""
 
     @property
     def recipe_dir(self) -> Path:
@@ -214,3 +219,24 @@ def load_registry() -> dict[str, type[Step]]:
     for mod in pkgutil.walk_packages(pkg.__path__, prefix="dataforge.steps."):
         importlib.import_module(mod.name)
     return REGISTRY
+
+
+def load_kinds(types: list[Any]) -> dict[str, type[Step]]:
+    """The registered kinds of these YAML `type`s, importing only their modules (`steps.MODULES`);
+    the whole registry when one is not a known type, so that its error can list every valid one."""
+    import importlib
+
+    from dataforge.steps import MODULES
+
+    kinds: dict[str, type[Step]] = {}
+    if not types:
+        return load_registry()
+    for name in types:
+        if not isinstance(name, str):
+            return load_registry()
+        if name not in REGISTRY and name in MODULES:
+            importlib.import_module(MODULES[name])
+        if name not in REGISTRY:
+            return load_registry()
+        kinds[name] = REGISTRY[name]
+    return kinds

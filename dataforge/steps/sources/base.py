@@ -5,13 +5,17 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
-import polars as pl
 from pydantic import Field, field_validator
 
 from dataforge.hashing import file_sha256
 from dataforge.steps.base import PlanContext, RunContext, Step, StepError
+
+if TYPE_CHECKING:
+    import polars as pl
+else:
+    from dataforge.lazy import polars as pl
 
 
 def _line_of_offset(raw: bytes, offset: int) -> int:
@@ -24,23 +28,41 @@ MAX_ROWS = 2**62
 
 @dataclass(frozen=True)
 class SqlLoad:
-    """A source checked in full at planning whose rows the build stores straight from the file.
+    """A source whose rows the build stores straight from the file, planning having kept none.
 
-    Planning ran every check of `select` over the whole file and kept no rows; the build then has the
-    catalog run `query()` (the same checks, ids computed in SQL) into the step's table, and falls
-    back to `Source.load` should the file no longer pass."""
+    `validate` and `--dry-run` run every check of `select` over the whole file; a build skips that
+    scan and has the catalog run `query()` (the same checks, ids computed in SQL) into the step's
+    table before its first step runs. Where the query stops, `Source.load` (the careful reader)
+    reads the file instead: it names the bad line, or keeps rows the fast checks were unsure of."""
 
     select: str
     """A DuckDB SELECT of the output `columns`, in order, that raises on any value the careful reader refuses."""
     columns: list[str]
-    rows: int
-    """How many rows the planning scan counted."""
+    rows: int | None
+    """How many rows the planning scan counted; None when planning was for a build (no scan)."""
 
     def query(self) -> str:
         """`select` with the row id (the content hash `dataforge.rows` gives) as its first column."""
         from dataforge.rows import id_sql
 
         return f"SELECT {id_sql(self.columns)} AS id, * FROM ({self.select})"
+
+
+def count_rows(sql: str, columns: list[str]) -> int | None:
+    """Run every check of `sql` (an `SqlLoad.select`) over the whole file, keeping no rows: the number
+    of rows, or None when a check or the parser stops (the careful reader then names the line).
+
+    Each column is counted so that DuckDB cannot skip computing (and so checking) it."""
+    import duckdb
+
+    counts = ", ".join('count("' + c.replace('"', '""') + '")' for c in columns)
+    con = duckdb.connect(config={"enable_external_access": True})
+    try:
+        return int(con.sql(f"SELECT count(*), {counts} FROM ({sql})").fetchall()[0][0])
+    except duckdb.Error:
+        return None
+    finally:
+        con.close()
 
 
 class Source(Step):
@@ -102,8 +124,9 @@ class Source(Step):
                             f"it has: {', '.join(raw) or '(none)'}")
 
     def prepare(self, ctx: PlanContext) -> pl.DataFrame | SqlLoad:
-        """What planning keeps for the build: the rows (`load`), or, where a kind can check the whole
-        file without keeping rows, an `SqlLoad`. Either way every problem is a `StepError` here."""
+        """What planning keeps for the build: the rows (`load`), or, where DuckDB can check and store
+        the file itself, an `SqlLoad` (checked here unless `ctx.for_build`). Every problem found is a
+        `StepError`."""
         return self.load(ctx)
 
     def load(self, ctx: PlanContext) -> pl.DataFrame:

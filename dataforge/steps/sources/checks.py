@@ -3,12 +3,16 @@ column names the catalog can hold, integers kept exact, nesting it can store."""
 
 from __future__ import annotations
 
+import itertools
 from pathlib import Path
-from typing import Callable
-
-import polars as pl
+from typing import TYPE_CHECKING, Callable
 
 from dataforge.steps.base import StepError
+
+if TYPE_CHECKING:
+    import polars as pl
+else:
+    from dataforge.lazy import polars as pl
 
 INT64_MAX = 2**63 - 1
 DECIMAL_DIGITS = 38
@@ -120,25 +124,30 @@ def may_nest_deeper(path: Path, levels: int, chunk: int = 1 << 22) -> bool:
     """
     import mmap
 
-    import numpy as np
-
-    global _BRACKET_STEP
-    if _BRACKET_STEP is None:
-        step = np.zeros(256, dtype=np.int8)
-        step[ord("[")] = step[ord("{")] = 1
-        step[ord("]")] = step[ord("}")] = -1
-        _BRACKET_STEP = step
     with open(path, "rb") as fh:
         try:
             mm = mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ)
         except ValueError:  # an empty file
             return False
         with mm:
-            for off in range(0, len(mm), chunk):
-                brackets = mm[off:off + chunk].translate(None, _BRACKETS_DROP)
-                if len(brackets) <= levels:
-                    continue
-                depth = np.cumsum(_BRACKET_STEP[np.frombuffer(brackets, dtype=np.uint8)], dtype=np.int32)
-                if int(depth.max()) - min(0, int(depth.min())) > levels:
-                    return True
-    return False
+            return any(nests_deeper(mm[off:off + chunk], levels) for off in range(0, len(mm), chunk))
+
+
+def nests_deeper(data: bytes, levels: int) -> bool:
+    """`may_nest_deeper` of one stretch of bytes."""
+    import numpy as np
+
+    global _BRACKET_STEP
+    brackets = data.translate(None, _BRACKETS_DROP)
+    if len(brackets) <= levels:
+        return False
+    if len(brackets) < 1 << 16:  # a file's head: not worth importing numpy for
+        depths = list(itertools.accumulate(1 if b in b"[{" else -1 for b in brackets))
+        return max(depths) - min(0, min(depths)) > levels
+    if _BRACKET_STEP is None:
+        step = np.zeros(256, dtype=np.int8)
+        step[ord("[")] = step[ord("{")] = 1
+        step[ord("]")] = step[ord("}")] = -1
+        _BRACKET_STEP = step
+    depth = np.cumsum(_BRACKET_STEP[np.frombuffer(brackets, dtype=np.uint8)], dtype=np.int32)
+    return int(depth.max()) - min(0, int(depth.min())) > levels

@@ -6,14 +6,18 @@ import csv
 import io
 import re
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
-import polars as pl
 from pydantic import Field
 
-from dataforge.steps.base import PlanContext, StepError
-from dataforge.steps.sources.base import FileSource
+from dataforge.steps.base import ID, PARENT, PlanContext, StepError
+from dataforge.steps.sources.base import FileSource, SqlLoad, count_rows
 from dataforge.steps.sources.checks import check_column_case, exact_integers, too_many_digits
+
+if TYPE_CHECKING:
+    import polars as pl
+else:
+    from dataforge.lazy import polars as pl
 
 
 class CsvSource(FileSource):
@@ -33,6 +37,28 @@ class CsvSource(FileSource):
 
     def _sep(self) -> str:
         return self.delimiter or ("\t" if self.type == "source.tsv" else ",")
+
+    def prepare(self, ctx: PlanContext) -> pl.DataFrame | SqlLoad:
+        """A header, `columns:` by name, string fields, `"` quotes, no `limit`/`sample`: an `SqlLoad`
+        for the build to stream straight from the file (`csv_duckdb`), the whole file checked by one
+        DuckDB scan that keeps no rows (by the store itself, for a build); anything else, or a file
+        whose shape the two readers might read differently, is read by `load`."""
+        from dataforge.steps.sources import csv_duckdb
+
+        mapping = self._mapping()
+        sep = self._sep()
+        if (mapping and self.limit is None and self.sample is None and ID not in mapping and PARENT not in mapping
+                and self.header and self.names is None and not self.infer_types and self.quote_char == '"'
+                and sep.isascii() and sep not in '"\r\n' and self.encoding.lower() in ("utf-8", "utf8")):
+            p = ctx.resolve(self.path)
+            names = csv_duckdb.header(p, sep)
+            if names is not None and all(src in names for src in mapping.values()) and csv_duckdb.plain_shape(p, sep):
+                check_column_case(self.id, list(mapping), str(p), "columns")
+                sql = csv_duckdb.select_sql(p, names, sep, mapping)
+                rows = None if ctx.for_build else count_rows(sql, list(mapping))
+                if ctx.for_build or rows:  # none: `load` says why (or accepts an empty file under allow_empty)
+                    return SqlLoad(select=sql, columns=list(mapping), rows=rows)
+        return self.load(ctx)
 
     def read(self, ctx: PlanContext) -> pl.DataFrame:
         p = ctx.resolve(self.path)

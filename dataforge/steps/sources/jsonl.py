@@ -4,15 +4,18 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Literal
-
-import polars as pl
+from typing import TYPE_CHECKING, Literal
 
 from dataforge.steps.base import ID, PARENT, PlanContext, StepError
-from dataforge.steps.sources.base import FileSource, SqlLoad
+from dataforge.steps.sources.base import FileSource, SqlLoad, count_rows
 from dataforge.steps.sources.checks import MAX_NESTING, check_column_case, check_nesting, dtype_depth, \
-    exact_integers, may_nest_deeper, too_deep, too_many_digits, value_depth
-from dataforge.steps.sources.jsonl_duckdb import count_rows, read_selected, select_sql
+    exact_integers, may_nest_deeper, nests_deeper, too_deep, too_many_digits, value_depth
+from dataforge.steps.sources.jsonl_duckdb import read_selected, select_sql
+
+if TYPE_CHECKING:
+    import polars as pl
+else:
+    from dataforge.lazy import polars as pl
 
 # Past this many open brackets the native readers are not trusted (pyarrow's crashes at a few thousand).
 _NATIVE_NESTING = 1000
@@ -24,20 +27,25 @@ class JsonlSource(FileSource):
     type: Literal["source.jsonl"]
 
     def prepare(self, ctx: PlanContext) -> pl.DataFrame | SqlLoad:
-        """With `columns:` of plain types, no `limit`/`sample`: check the whole file in one DuckDB scan
-        that keeps no rows, for the build to store straight from the file; anything else (or any
-        problem the scan meets) is read by `load`, which names the line."""
+        """With `columns:` of plain types, no `limit`/`sample`: an `SqlLoad` for the build to store
+        straight from the file, the whole file checked by one DuckDB scan that keeps no rows (by the
+        store itself, for a build); anything else (or any problem the scan meets) is read by `load`,
+        which names the line."""
         mapping = self._mapping()
         if (mapping and self.limit is None and self.sample is None and ID not in mapping and PARENT not in mapping
                 and self.encoding.lower() in ("utf-8", "utf8")):
+            # DuckDB refuses nesting past 128 levels (the careful path then reads the file): no need
+            # for `may_nest_deeper` over the whole file, as the other native readers have.
             p = ctx.resolve(self.path)
-            if not may_nest_deeper(p, _NATIVE_NESTING):
-                head = _head_schema(p, list(dict.fromkeys(mapping.values())))
-                sql = select_sql(p, head, mapping) if head is not None else None
-                rows = count_rows(sql, list(mapping)) if sql is not None else None
-                if rows:  # none: `load` says why (or accepts an empty file under allow_empty)
-                    check_column_case(self.id, list(mapping), str(p), "columns")
-                    return SqlLoad(select=sql, columns=list(mapping), rows=rows)
+            head = _head_schema(p, list(dict.fromkeys(mapping.values())))
+            sql = select_sql(p, head, mapping) if head is not None else None
+            if sql is not None and ctx.for_build:
+                check_column_case(self.id, list(mapping), str(p), "columns")
+                return SqlLoad(select=sql, columns=list(mapping), rows=None)
+            rows = count_rows(sql, list(mapping)) if sql is not None else None
+            if rows:  # none: `load` says why (or accepts an empty file under allow_empty)
+                check_column_case(self.id, list(mapping), str(p), "columns")
+                return SqlLoad(select=sql, columns=list(mapping), rows=rows)
         return self.load(ctx)
 
     def read(self, ctx: PlanContext) -> pl.DataFrame:
@@ -144,14 +152,15 @@ def _read_ndjson_fast(path: Path, wanted: list[str] | None = None, schema=None) 
 
 
 def _head_schema(path: Path, wanted: list[str]):
-    """Arrow schema of the `wanted` columns as the file's first MiB of whole lines types them, or None."""
+    """Arrow schema of the `wanted` columns as the file's first MiB of whole lines types them, or None
+    (also when that MiB nests too deep for Arrow's reader)."""
     import pyarrow as pa
     import pyarrow.json as pj
 
     with open(path, "rb") as fh:
         head = fh.read(1 << 20)
     head = head[: head.rfind(b"\n") + 1]
-    if not head.strip():
+    if not head.strip() or nests_deeper(head, _NATIVE_NESTING):
         return None
     try:
         found = pj.read_json(pa.BufferReader(head)).schema

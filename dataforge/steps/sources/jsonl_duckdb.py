@@ -9,11 +9,10 @@ such stop this returns None and the careful path reads the file again and names 
 it succeeds the frame is the one the careful path would build (same values, same types), so
 the row ids are the same (tests/test_source_fast_paths.py holds the two readers side by side).
 
-A build goes further when the recipe takes the rows as they are (no `limit`/`sample`):
-planning runs `select_sql` over the whole file through `count_rows`, which keeps no rows, and the
-build has the catalog store the same query straight from the file, row ids computed in SQL
-(`sources.base.SqlLoad`, `Catalog.save_step_output_query`). Errors are still found, and named by
-the careful path, before any step runs (`validate` and `--dry-run` too).
+A build goes further when the recipe takes the rows as they are (no `limit`/`sample`): the
+catalog stores `select_sql` straight from the file, row ids computed in SQL, before the build's
+first step runs (`sources.base.SqlLoad`); `validate` and `--dry-run` run it through `count_rows`,
+which keeps no rows. Errors are found, and named by the careful path, before any step runs.
 
 One leniency remains: DuckDB's parser accepts a trailing comma (`[1, 2,]`, `{"a": 1,}`), which
 the careful path calls invalid JSON; finding them in Python would cost more than the fast path saves.
@@ -21,9 +20,15 @@ the careful path calls invalid JSON; finding them in Python would cost more than
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from pathlib import Path
 
-import polars as pl
+if TYPE_CHECKING:
+    import polars as pl
+else:
+    from dataforge.lazy import polars as pl
+
 
 _DUCK_TYPES = {"string": "str", "large_string": "str", "string_view": "str", "int64": "int",
                "double": "float", "bool": "bool"}
@@ -77,23 +82,6 @@ def select_sql(path: Path, head, names: dict[str, str] | None = None,
     size = f", maximum_object_size = {max_object_bytes}" if max_object_bytes else ""
     return (f"SELECT {select} FROM read_json({_lit(str(path))}, format = 'newline_delimited', "
             f"columns = {columns}{size})")
-
-
-def count_rows(sql: str, columns: list[str]) -> int | None:
-    """Run every check of `sql` (a `select_sql`) over the whole file, keeping no rows: the number of
-    rows, or None when a check or the parser stops (the careful path then names the line).
-
-    Each column is counted so that DuckDB cannot skip computing (and so checking) it."""
-    import duckdb
-
-    counts = ", ".join(f"count({_ident(c)})" for c in columns)
-    con = duckdb.connect(config={"enable_external_access": True})
-    try:
-        return int(con.sql(f"SELECT count(*), {counts} FROM ({sql})").fetchall()[0][0])
-    except duckdb.Error:
-        return None
-    finally:
-        con.close()
 
 
 def read_selected(path: Path, head) -> pl.DataFrame | None:

@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
-from typing import Literal
-
-import polars as pl
+from typing import TYPE_CHECKING, Literal
 
 from dataforge.steps.base import ID, PARENT, PlanContext
-from dataforge.steps.sources.base import FileSource, SqlLoad
+from dataforge.steps.sources.base import FileSource, SqlLoad, count_rows
 from dataforge.steps.sources.checks import check_column_case, exact_integers
 
-# Types DuckDB reads from Parquet as exactly the values (and catalog types) polars gives: rows stored
-# straight from the file get the ids the polars path gives them.
-_PLAIN = (pl.String, pl.Int64, pl.Int32, pl.Float64, pl.Boolean)
+if TYPE_CHECKING:
+    import polars as pl
+else:
+    from dataforge.lazy import polars as pl
+
+# Arrow types of Parquet columns that DuckDB reads as exactly the values (and catalog types) polars
+# gives: rows stored straight from the file get the ids the polars path gives them. (A dictionary
+# column, which polars reads as Categorical/Enum, is not among them.)
+_PLAIN = {"string", "large_string", "string_view", "int64", "int32", "double", "bool"}
 
 
 class ParquetSource(FileSource):
@@ -21,16 +25,19 @@ class ParquetSource(FileSource):
     type: Literal["source.parquet"]
 
     def prepare(self, ctx: PlanContext) -> pl.DataFrame | SqlLoad:
-        """Columns of plain types, no `limit`/`sample`: every row group is read and checked by one
-        DuckDB scan that keeps no rows, for the build to store straight from the file; else `load`."""
+        """Columns of plain types, no `limit`/`sample`: an `SqlLoad` for the build to store straight
+        from the file, after one DuckDB scan that keeps no rows (counts come from the row groups'
+        statistics, so it is cheap even for a build); else `load`."""
+        import pyarrow.parquet as pq  # the footer's schema; importing polars would cost twice as long
+
         p = ctx.resolve(self.path)
         try:
-            schema = pl.read_parquet_schema(p)
+            schema = {f.name: str(f.type) for f in pq.read_schema(p)}
         except Exception:  # not Parquet, truncated, ...: `load` says so
             return self.load(ctx)
         names = self._mapping() or {c: c for c in schema}
         if (self.limit is None and self.sample is None and ID not in names and PARENT not in names
-                and all(src in schema and schema[src] in _PLAIN for src in names.values())):
+                and all(schema.get(src) in _PLAIN for src in names.values())):
             check_column_case(self.id, list(names), str(p), "columns" if self.columns is not None else "path")
             load = _scan(p, names)
             if load is not None:
@@ -57,19 +64,10 @@ class ParquetSource(FileSource):
 def _scan(path, names: dict[str, str]) -> SqlLoad | None:
     """An `SqlLoad` of `names` (output -> file column) after a full scan of the file, or None when the
     scan fails or finds no rows (the polars path then reads the file and says why)."""
-    import duckdb
-
     def q(s: str) -> str:
         return '"' + s.replace('"', '""') + '"'
 
     lit = "'" + str(path).replace("'", "''") + "'"
     select = f"SELECT {', '.join(f'{q(src)} AS {q(dst)}' for dst, src in names.items())} FROM read_parquet({lit})"
-    counts = ", ".join(f"count({q(dst)})" for dst in names)
-    con = duckdb.connect(config={"enable_external_access": True})
-    try:
-        rows = int(con.sql(f"SELECT count(*), {counts} FROM ({select})").fetchall()[0][0])
-    except duckdb.Error:
-        return None
-    finally:
-        con.close()
+    rows = count_rows(select, list(names))
     return SqlLoad(select=select, columns=list(names), rows=rows) if rows else None

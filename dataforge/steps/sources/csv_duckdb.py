@@ -1,0 +1,116 @@
+"""`source.csv`/`source.tsv`'s fast path: DuckDB's multi-threaded CSV reader, streaming the file into
+the catalog, held to what the careful reader (polars, in memory) keeps.
+
+Taken for the common shape: a header line, `columns:` selecting by name, every field a string
+(`infer_types: false`), `"` quoting, UTF-8, no `limit`/`sample`. DuckDB reads in strict mode
+(a row with too few or too many fields stops it), with `""` kept as an empty string as polars keeps
+it. Where the two readers would part ways the file is left to the careful reader, which names the
+bad line: before the scan, a file with a blank line (polars keeps it as a row of nulls), a carriage
+return outside `\\r\\n`, or a quote anywhere but at the edge of a field (DuckDB accepts `1"2` and
+`"ab" ,x`, which polars refuses); during it, anything DuckDB stops on. What the scan reads is then
+the careful reader's frame, value for value, so the row ids are the same
+(tests/test_source_fast_paths.py holds the two side by side).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from pathlib import Path
+
+
+def _lit(s: str) -> str:
+    return "'" + s.replace("'", "''") + "'"
+
+
+def _ident(s: str) -> str:
+    return '"' + s.replace('"', '""') + '"'
+
+
+def header(path: Path, sep: str) -> list[str] | None:
+    """The names on the header line (BOM dropped), or None when there are none, or some are empty or
+    repeat (ignoring case, as DuckDB's names do)."""
+    with open(path, "rb") as fh:
+        head = fh.read(1 << 20)
+    if head.startswith(b"\xef\xbb\xbf"):
+        head = head[3:]
+    end = head.find(b"\n")
+    if end < 0:
+        return None
+    try:
+        line = head[:end].decode("utf-8")
+    except UnicodeDecodeError:
+        return None
+    if line.count('"') % 2:
+        return None  # a quoted name spans lines: the careful reader knows
+    names = next(csv.reader(io.StringIO(line.rstrip("\r")), delimiter=sep, quotechar='"', strict=True), [])
+    if not names or any(not n for n in names) or len({n.lower() for n in names}) != len(names):
+        return None
+    return names
+
+
+def plain_shape(path: Path, sep: str) -> bool:
+    """True when nothing in the file makes the two readers differ (see the module docstring)."""
+    import mmap
+
+    import numpy as np
+
+    with open(path, "rb") as fh:
+        try:
+            mm = mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ)
+        except ValueError:  # empty
+            return False
+        with mm:
+            data = np.frombuffer(mm, dtype=np.uint8)
+            try:
+                return _plain(mm, data, sep)
+            finally:
+                del data
+
+
+def _plain(mm, data, sep: str, chunk: int = 1 << 24) -> bool:
+    """`plain_shape` in one pass a chunk at a time over the mapped file, each chunk's pages given back
+    once done, so the check needs no file-sized memory."""
+    import mmap
+
+    import numpy as np
+
+    edge = np.frombuffer(b"\n\r" + sep.encode() + b'"', dtype=np.uint8)
+    n, quotes, last_nl = data.size, 0, -2
+    first = 3 if bytes(data[:3]) == b"\xef\xbb\xbf" else 0  # where the first field starts
+    for i in range(0, n, chunk):
+        part = data[i:i + chunk]
+        hit = part == ord("\n")
+        hit |= part == ord("\r")
+        hit |= part == ord('"')
+        at = np.flatnonzero(hit) + i
+        kind = data[at]
+        cr = at[kind == ord("\r")]
+        if cr.size and not (data[np.minimum(cr + 1, n - 1)] == ord("\n")).all():
+            return False  # a carriage return on its own
+        nl = np.concatenate([[last_nl], at[kind == ord("\n")]])
+        gap = np.diff(nl)
+        if (gap == 1).any() or ((gap == 2) & (data[np.maximum(nl[1:] - 1, 0)] == ord("\r"))).any():
+            return False  # a blank line
+        last_nl = int(nl[-1])
+        # Counted from the start, quotes pair up: each opening one starts a field (or doubles the
+        # one before it), each closing one ends a field (or is doubled by the one after it).
+        q = at[kind == ord('"')]
+        odd = (quotes + np.arange(q.size)) % 2 == 1
+        opening, closing = q[~odd], q[odd]
+        if not ((opening == first) | np.isin(data[np.maximum(opening - 1, 0)], edge)).all():
+            return False
+        if not ((closing == n - 1) | np.isin(data[np.minimum(closing + 1, n - 1)], edge)).all():
+            return False
+        quotes += q.size
+        mm.madvise(mmap.MADV_DONTNEED, i, min(chunk, n - i))
+    return quotes % 2 == 0  # else a quote is left open
+
+
+def select_sql(path: Path, names: list[str], sep: str, mapping: dict[str, str]) -> str:
+    """A DuckDB SELECT of `mapping` (output name -> header name) from the whole file, every field a string."""
+    columns = "{" + ", ".join(f"{_lit(n)}: 'VARCHAR'" for n in names) + "}"
+    select = ", ".join(f"{_ident(src)} AS {_ident(dst)}" for dst, src in mapping.items())
+    return (f"SELECT {select} FROM read_csv({_lit(str(path))}, header = true, delim = {_lit(sep)}, "
+            f"quote = '\"', escape = '\"', strict_mode = true, null_padding = false, auto_detect = false, "
+            f"allow_quoted_nulls = false, columns = {columns})")
