@@ -149,13 +149,14 @@ def bench_gather(url: str, n: int, concurrency: int, how: str = "create", http: 
                 else:
                     await client.chat.completions.create(model="bench", max_tokens=8, messages=messages)
 
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         await asyncio.gather(*(one(i) for i in range(n)))
-        seconds = time.perf_counter() - t0
+        seconds, cpu = time.perf_counter() - t0, time.process_time() - c0
         await client.close()
-        return seconds
+        return seconds, cpu
 
-    return {"seconds": asyncio.run(run())}
+    seconds, cpu = asyncio.run(run())
+    return {"seconds": seconds, "cpu_s": cpu}
 
 
 def bench_sequential(url: str, n: int) -> dict:

@@ -71,8 +71,9 @@ class OpenAIProvider(Provider):
         key = read_key(cfg) or PLACEHOLDER_KEY
         self.secrets = Secrets(key)
         # aiohttp as the SDK's HTTP transport (the SDK's own option "for improved concurrency performance"):
-        # at 64 requests in flight it spent 40% less CPU per call than the default transport, whose connection
-        # pool scans every connection on each request and response (benchmarks/llm_throughput.py).
+        # at 64 requests in flight it spent about 40% less CPU per call than the default transport, whose
+        # connection pool scans every connection on each request and response (benchmarks/scale_out.py
+        # --part calls: sdk_floor_cpu_s vs sdk_httpx_floor_cpu_s).
         self.client = openai.AsyncOpenAI(api_key=key, base_url=cfg.base_url, max_retries=0, timeout=cfg.timeout_s,
                                          http_client=_http_client())
 
