@@ -1,5 +1,6 @@
 """The engine's session: several rounds through one provider and one call log; the typed LLM context;
-presence/frequency penalties reach the wire and stay out of the hash when unset. Many short rounds
+presence/frequency penalties reach the wire and stay out of the hash when unset; the call log commits a
+stream of answers in a few batches, each within its delay. Many short rounds
 (Self-Instruct's shape): no catalog write of their own without a budget, answers still found again
 (same session, later sessions), budgets still exact."""
 
@@ -150,3 +151,31 @@ def test_a_budget_commits_every_round_and_counts_across_rounds(server, tmp_path,
         engine.raise_if_stopped(last)
     assert server.count("POST", "/v1/completions") == 5
     assert ok_rows(path) == 5
+
+
+def test_the_call_log_commits_a_stream_of_answers_in_few_commits_each_within_its_delay():
+    """A steady stream of answers: each is committed at most `max_delay_s` (plus the commit) after it
+    arrived, in a few batches rather than one commit per answer; `close` commits the rest."""
+    import asyncio
+    import time
+
+    from dataforge.llm.calllog import CallLog
+
+    commits: list[tuple[float, list[float]]] = []  # (committed at, when each row arrived)
+
+    class Store:
+        def record_llm_calls(self, rows):
+            commits.append((time.monotonic(), [r["arrived"] for r in rows]))
+
+    async def stream() -> None:
+        log = CallLog(Store(), max_delay_s=0.3)
+        log.start()
+        for i in range(60):  # 1.2 s of answers, one every 20 ms
+            log.add({"request_hash": f"h{i}", "status": "ok", "arrived": time.monotonic()})
+            await asyncio.sleep(0.02)
+        await log.close()
+
+    asyncio.run(stream())
+    assert sum(len(rows) for _, rows in commits) == 60
+    assert 3 <= len(commits) <= 6
+    assert max(at - min(rows) for at, rows in commits[:-1]) < 0.3 + 0.25
