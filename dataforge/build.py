@@ -217,16 +217,21 @@ def _stage_sources(plan: Plan, catalog: Catalog, forced: set[str],
         if not isinstance(load, SqlLoad) or (s.id not in forced and catalog.lookup_output(plan.fingerprints[s.id])):
             continue
         t0 = time.perf_counter()
-        with progress.task(f"{s.id} ({s.type})", total=load.rows, fallback=True) as task:
+        mib = max(1, round(load.size / 2**20))
+        with progress.task(f"{s.id} ({s.type})", total=mib, unit="MiB", fallback=True) as task:
+            def read(fraction: float, task=task) -> None:
+                task.advance(max(0, round(fraction * mib) - task.done))
+
             try:
-                n = catalog.stage_output_query(plan.fingerprints[s.id], load.query())
+                n = catalog.stage_output_query(plan.fingerprints[s.id], load.query(), progress=read)
             except duckdb.Error:
                 n = None
             except RuntimeError as e:
                 if is_interrupt(e):
                     raise KeyboardInterrupt from None
                 raise
-            task.advance(n or 0)
+            if n:
+                task.advance(mib - task.done)
         if n:
             staged[s.id] = (n, time.perf_counter() - t0)
             continue

@@ -250,7 +250,7 @@ def test_ctrl_c_while_a_source_streams_into_the_catalog_stops_the_build_and_keep
     api.build(other, catalog=catalog)
     tables = api.sql("select table_name from duckdb_tables() order by 1", catalog=catalog)
 
-    def interrupted(self, fingerprint, query):
+    def interrupted(self, fingerprint, query, progress=None):
         raise RuntimeError("Query interrupted")
 
     monkeypatch.setattr(Catalog, "stage_output_query", interrupted)

@@ -142,3 +142,15 @@ def test_a_source_too_big_for_the_staging_memory_limit_is_stored_without_it(tmp_
         with cat._read() as con:
             assert con.execute("select current_setting('memory_limit')").fetchone()[0] != "1.0 MiB"
             assert con.execute(f"select count(*) from {store.output_table('f' * 64)}").fetchone()[0] == 20_000
+
+
+def test_a_source_streaming_into_the_catalog_reports_its_progress(tmp_path):
+    """The build's bar for a source stored straight from its file moves while DuckDB works."""
+    from dataforge.catalog import store
+
+    cat = store.Catalog(tmp_path / "c.duckdb")
+    seen: list[float] = []
+    query = "select md5(i::varchar) as id from range(1500000) t(i)"
+    with cat.held():
+        assert cat.stage_output_query("e" * 64, query, progress=seen.append) == 1_500_000
+    assert seen and all(0 < f <= 1 for f in seen) and seen == sorted(seen), seen

@@ -12,7 +12,7 @@ import threading
 import time
 import uuid
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterable
+from typing import TYPE_CHECKING, Any, Callable, Iterable
 
 from dataforge import __version__
 from dataforge.catalog import migrations
@@ -200,15 +200,17 @@ class Catalog:
                            rows=df.height, rows_in=rows_in, seconds=seconds, inputs=inputs,
                            rejections=rejections, lineage=lineage, notes=notes)
 
-    def stage_output_query(self, fingerprint: str, query: str) -> int:
+    def stage_output_query(self, fingerprint: str, query: str,
+                           progress: Callable[[float], None] | None = None) -> int:
         """Store the rows of a DuckDB `query` (a source read straight from its file, `id` first) as the
         output table of `fingerprint`, not yet recorded as any step's output (`record_staged_output`,
         once the build has begun; `drop_staged` when it will not); return the number of rows. A query
-        that fails leaves the catalog as it was (its `duckdb.Error` propagates)."""
+        that fails leaves the catalog as it was (its `duckdb.Error` propagates). `progress` is told
+        the fraction done (DuckDB's estimate) every half second while the query runs."""
         import duckdb
 
         table = quote_ident(output_table(fingerprint))
-        with self._write() as con:
+        with self._write() as con, _watching(con, progress):
             # Streaming a file into a table needs little memory, but DuckDB sizes its buffers to its
             # limit (most of the machine's RAM): a tight one keeps a million-row ingest ~20% smaller.
             # Rows too large for it (hundreds of KiB each) make the store run out: then it runs again
@@ -501,6 +503,33 @@ def _insert_llm_calls(con, rows: list[dict[str, Any]]) -> None:
     con.register("_calls", pl.DataFrame(data, schema=schema).to_arrow())
     con.execute(f"insert into llm_calls ({', '.join(cols)}) select {', '.join(cols)} from _calls")
     con.unregister("_calls")
+
+
+@contextlib.contextmanager
+def _watching(con, progress: Callable[[float], None] | None):
+    """Report `con`'s query progress to `progress` from a thread while the block runs."""
+    if progress is None:
+        yield
+        return
+    con.execute("set enable_progress_bar = true")
+    con.execute("set enable_progress_bar_print = false")
+    stop = threading.Event()
+
+    def watch() -> None:
+        while not stop.wait(0.5):
+            done = con.query_progress()
+            if done >= 0:
+                progress(min(done, 100.0) / 100)
+
+    watcher = threading.Thread(target=watch, name="dataforge-progress", daemon=True)
+    watcher.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        watcher.join()
+        con.execute("reset enable_progress_bar")
+        con.execute("reset enable_progress_bar_print")
 
 
 def _record_output(con, *, build_id: str, step_id: str, type: str, fingerprint: str, rows: int, rows_in: int,

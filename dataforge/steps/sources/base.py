@@ -40,6 +40,8 @@ class SqlLoad:
     columns: list[str]
     rows: int | None
     """How many rows the planning scan counted; None when planning was for a build (no scan)."""
+    size: int = 0
+    """Bytes of input the query reads (for the build's progress)."""
 
     def query(self) -> str:
         """`select` with the row id (the content hash `dataforge.rows` gives) as its first column."""

@@ -57,7 +57,7 @@ class CsvSource(FileSource):
                 sql = csv_duckdb.select_sql(p, names, sep, mapping)
                 rows = None if ctx.for_build else count_rows(sql, list(mapping))
                 if ctx.for_build or rows:  # none: `load` says why (or accepts an empty file under allow_empty)
-                    return SqlLoad(select=sql, columns=list(mapping), rows=rows)
+                    return SqlLoad(select=sql, columns=list(mapping), rows=rows, size=p.stat().st_size)
         return self.load(ctx)
 
     def read(self, ctx: PlanContext) -> pl.DataFrame:

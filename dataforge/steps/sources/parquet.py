@@ -70,4 +70,4 @@ def _scan(path, names: dict[str, str]) -> SqlLoad | None:
     lit = "'" + str(path).replace("'", "''") + "'"
     select = f"SELECT {', '.join(f'{q(src)} AS {q(dst)}' for dst, src in names.items())} FROM read_parquet({lit})"
     rows = count_rows(select, list(names))
-    return SqlLoad(select=select, columns=list(names), rows=rows) if rows else None
+    return SqlLoad(select=select, columns=list(names), rows=rows, size=path.stat().st_size) if rows else None
