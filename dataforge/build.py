@@ -207,41 +207,49 @@ def _stage_sources(plan: Plan, catalog: Catalog, forced: set[str],
                    progress: Progress) -> dict[str, tuple[int, float]]:
     """Store every `SqlLoad` source to be built straight from its file (ids computed in SQL), before
     the build begins: step id -> (rows, seconds). A file the store's checks stop on is read by the
-    careful reader instead: rows it keeps are built like any step's; a `StepError` (the bad line
-    named) drops what was staged here and raises `_SourceRefused`."""
+    careful reader instead: rows it keeps are built like any step's. Should staging not finish (a
+    `StepError` naming the bad line, which becomes `_SourceRefused`; Ctrl-C; a fault), what it
+    stored is dropped: the build has not begun, so nothing may remain of it."""
+    staged: dict[str, tuple[int, float]] = {}
+    try:
+        for s in plan.order:
+            load = plan.prepared.get(s.id)
+            if isinstance(load, SqlLoad) and (s.id in forced or not catalog.lookup_output(plan.fingerprints[s.id])):
+                _stage_one(plan, catalog, s, load, progress, staged)
+    except BaseException as e:
+        catalog.drop_staged(plan.fingerprints[s.id] for s in plan.order if s.is_source and s.id in plan.fingerprints)
+        if isinstance(e, StepError):
+            raise _SourceRefused(plan.locate(e)) from None
+        if is_interrupt(e):
+            raise KeyboardInterrupt from None
+        raise
+    return staged
+
+
+def _stage_one(plan: Plan, catalog: Catalog, s: Step, load: SqlLoad, progress: Progress,
+               staged: dict[str, tuple[int, float]]) -> None:
     import duckdb
 
-    staged: dict[str, tuple[int, float]] = {}
-    for s in plan.order:
-        load = plan.prepared.get(s.id)
-        if not isinstance(load, SqlLoad) or (s.id not in forced and catalog.lookup_output(plan.fingerprints[s.id])):
-            continue
-        t0 = time.perf_counter()
-        mib = max(1, round(load.size / 2**20))
-        with progress.task(f"{s.id} ({s.type})", total=mib, unit="MiB", fallback=True) as task:
-            def read(fraction: float, task=task) -> None:
-                task.advance(max(0, round(fraction * mib) - task.done))
+    t0 = time.perf_counter()
+    mib = max(1, round(load.size / 2**20))
+    with progress.task(f"{s.id} ({s.type})", total=mib, unit="MiB", fallback=True) as task:
+        def read(fraction: float) -> None:
+            task.advance(max(0, round(fraction * mib) - task.done))
 
-            try:
-                n = catalog.stage_output_query(plan.fingerprints[s.id], load.query(), progress=read)
-            except duckdb.Error:
-                n = None
-            except RuntimeError as e:
-                if is_interrupt(e):
-                    raise KeyboardInterrupt from None
+        try:
+            n = catalog.stage_output_query(plan.fingerprints[s.id], load.query(), progress=read)
+        except duckdb.Error as e:
+            if is_interrupt(e):
                 raise
-            if n:
-                task.advance(mib - task.done)
+            n = None
         if n:
-            staged[s.id] = (n, time.perf_counter() - t0)
-            continue
-        try:  # a line the checks stop on, or no rows: the careful reader names it (or accepts it)
-            with catalog.released():
-                plan.prepared[s.id] = s.load(plan.context(catalog.path))  # type: ignore[attr-defined]
-        except StepError as e:
-            catalog.drop_staged(plan.fingerprints[sid] for sid in [*staged, s.id])
-            raise _SourceRefused(plan.locate(e)) from None
-    return staged
+            task.advance(mib - task.done)
+    if n:
+        staged[s.id] = (n, time.perf_counter() - t0)
+        return
+    # A line the checks stop on, or no rows: the careful reader names it (or accepts the file).
+    with catalog.released():
+        plan.prepared[s.id] = s.load(plan.context(catalog.path))  # type: ignore[attr-defined]
 
 
 def _error_text(plan: Plan, e: BaseException) -> str:

@@ -260,3 +260,29 @@ def test_ctrl_c_while_a_source_streams_into_the_catalog_stops_the_build_and_keep
     assert api.sql("select table_name from duckdb_tables() order by 1", catalog=catalog).equals(tables)
     assert api.history(catalog=catalog)[0]["recipe_name"].to_list() == ["other"]
     assert api.build(r, catalog=catalog).rows == {"big": 50}  # and the next build stores it
+
+
+def test_ctrl_c_after_one_source_was_staged_leaves_no_table_behind(write, catalog, cli, monkeypatch):
+    from dataforge.catalog.store import Catalog
+
+    for name in ("a", "b"):
+        write(f"{name}.jsonl", "".join(json.dumps({"text": f"{name} {i}"}) + "\n" for i in range(20)))
+    r = write("r.yaml", "name: two\nsteps:\n  - {id: a, type: source.jsonl, path: a.jsonl, columns: [text]}\n"
+                        "  - {id: b, type: source.jsonl, path: b.jsonl, columns: [text]}\noutputs: {a: a, b: b}\n")
+    api.build(write("o.yaml", "name: o\nsteps: [{id: o, type: source.inline, rows: [{t: a}]}]\noutputs: {o: o}\n"),
+              catalog=catalog)
+    tables = api.sql("select table_name from duckdb_tables() order by 1", catalog=catalog)
+    real = Catalog.stage_output_query
+    calls = []
+
+    def second_interrupted(self, fingerprint, query, progress=None):
+        calls.append(fingerprint)
+        if len(calls) == 2:
+            raise RuntimeError("Query interrupted")
+        return real(self, fingerprint, query, progress)
+
+    monkeypatch.setattr(Catalog, "stage_output_query", second_interrupted)
+    res = cli("build", r, "--catalog", catalog)
+    assert res.exit_code == 130 and len(calls) == 2
+    monkeypatch.undo()
+    assert api.sql("select table_name from duckdb_tables() order by 1", catalog=catalog).equals(tables)

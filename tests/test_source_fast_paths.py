@@ -170,7 +170,11 @@ def test_csv_read_from_the_file_matches_the_text_path(tmp_path, monkeypatch, cas
 
 CSV_SQL_CASES = {  # -> True where DuckDB should store the file itself
     "plain": (b"a,b,c\n1,x,p\n2,y,q\n", True),
-    "empty and quoted empty fields": (b'a,b,c\n,x,\n"",y,z\n', True),
+    "empty and quoted empty fields": (b'a,b,c\n,x,z\n"",,""\n', True),
+    "empty trailing fields past the header": (b"a,b,c\n1,2,3,,,\n4,5,6\n", False),
+    "a line ending in the delimiter": (b"a,b,c\n1,x,\n", False),
+    "invalid UTF-8 in a column not selected": (b"a,b,c\n1,\xff,3\n", False),
+    "quoted header name with text after it": (b'"a" ,b,c\n1,2,3\n', False),
     "quoted delimiter, newline and doubled quotes": (b'a,b,c\n"1,2","l1\nl2","say ""hi"""\n', True),
     "quoted header, BOM and CRLF": (b'\xef\xbb\xbf"a","b","c"\r\n"1",x,z\r\n', True),
     "unicode, NUL, spaces, no final newline": ('a,b,c\n naïve ,数据🙂,z\x00\n1,, '.encode(), True),
@@ -302,3 +306,43 @@ def test_a_file_that_changes_after_planning_is_read_by_the_careful_path(write, c
         api.build(r, catalog=catalog)  # planned for a build: the store itself meets the bad line
     assert api.sql("select table_name from duckdb_tables() order by 1", catalog=catalog).equals(before)
     assert api.sql("select count(*) as n from builds", catalog=catalog)["n"][0] == 1
+
+
+def test_parquet_validate_reads_every_value_not_the_statistics(tmp_path):
+    """`validate` of a Parquet source checks the values themselves (row-group statistics would count
+    rows without reading them): a string that is not UTF-8 is found before any build."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from dataforge.steps.sources.parquet import ParquetSource
+
+    values = [b"ok", b"bad \xff"] * 3
+    offsets = pa.array([sum(map(len, values[:i])) for i in range(len(values) + 1)], pa.int32())
+    text = pa.Array.from_buffers(pa.string(), len(values), [None, offsets.buffers()[1], pa.py_buffer(b"".join(values))])
+    path = tmp_path / "d.parquet"
+    pq.write_table(pa.table({"text": text, "n": list(range(6))}), path)
+    step = ParquetSource(id="s", type="source.parquet", path=str(path), columns={"t": "text", "n": "n"})
+    with pytest.raises(StepError, match="UTF-8|utf-8|utf8"):
+        step.prepare(PlanContext(recipe_path=tmp_path / "r.yaml", seed=0))
+
+
+def test_jsonl_nesting_too_deep_for_python_in_a_key_not_selected_is_read_by_duckdb(tmp_path):
+    """A documented leniency: the careful reader cannot parse a value nested ~1,000 levels deep, but
+    DuckDB skips it when the recipe does not select its key, so the file is stored."""
+    import duckdb
+
+    from dataforge.rows import assign_ids
+    from dataforge.steps.sources.base import SqlLoad
+
+    good = b'{"text": "a", "n": 1}\n' * 60_000  # past the first MiB, which pyarrow types
+    deep = ('{"text": "b", "n": 2, "other": ' + "[" * 1500 + "]" * 1500 + "}\n").encode()
+    path = tmp_path / "d.jsonl"
+    path.write_bytes(good + deep)
+    step = JsonlSource(id="s", type="source.jsonl", path=str(path), columns={"t": "text", "n": "n"})
+    for for_build in (False, True):
+        load = step.prepare(PlanContext(recipe_path=tmp_path / "r.yaml", seed=0, for_build=for_build))
+        assert isinstance(load, SqlLoad)
+        stored = duckdb.connect().sql(load.query()).pl()
+        assert stored.height == 60_001 and stored["t"][-1] == "b"
+    careful = pl.DataFrame({"t": ["a"] * 60_000 + ["b"], "n": [1] * 60_000 + [2]})
+    assert stored.equals(assign_ids(careful)[0])

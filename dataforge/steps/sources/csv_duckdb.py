@@ -3,12 +3,14 @@ the catalog, held to what the careful reader (polars, in memory) keeps.
 
 Taken for the common shape: a header line, `columns:` selecting by name, every field a string
 (`infer_types: false`), `"` quoting, UTF-8, no `limit`/`sample`. DuckDB reads in strict mode
-(a row with too few or too many fields stops it), with `""` kept as an empty string as polars keeps
-it. Where the two readers would part ways the file is left to the careful reader, which names the
-bad line: before the scan, a file with a blank line (polars keeps it as a row of nulls), a carriage
-return outside `\\r\\n`, or a quote anywhere but at the edge of a field (DuckDB accepts `1"2` and
+(a row with too few fields, or a non-empty field too many, stops it), with `""` kept as an empty
+string as polars keeps it. Where the two readers would part ways the file is left to the careful
+reader, which names the bad line: before the scan, a file with a blank line (polars keeps it as
+a row of nulls), a carriage return outside `\\r\\n`, a line ending in the delimiter (DuckDB drops empty fields past
+the header's count), or a quote anywhere but at the edge of a field (DuckDB accepts `1"2` and
 `"ab" ,x`, which polars refuses); during it, anything DuckDB stops on. What the scan reads is then
-the careful reader's frame, value for value, so the row ids are the same
+the careful reader's frame, value for value, so the row ids are the same. (DuckDB reads the
+columns not selected too, as the careful reader does, so that it checks their encoding.)
 (tests/test_source_fast_paths.py holds the two side by side).
 """
 
@@ -43,7 +45,10 @@ def header(path: Path, sep: str) -> list[str] | None:
         return None
     if line.count('"') % 2:
         return None  # a quoted name spans lines: the careful reader knows
-    names = next(csv.reader(io.StringIO(line.rstrip("\r")), delimiter=sep, quotechar='"', strict=True), [])
+    try:
+        names = next(csv.reader(io.StringIO(line.rstrip("\r")), delimiter=sep, quotechar='"', strict=True), [])
+    except csv.Error:  # e.g. text after a closing quote: the careful reader says what it makes of it
+        return None
     if not names or any(not n for n in names) or len({n.lower() for n in names}) != len(names):
         return None
     return names
@@ -93,6 +98,12 @@ def _plain(mm, data, sep: str, chunk: int = 1 << 24) -> bool:
         if (gap == 1).any() or ((gap == 2) & (data[np.maximum(nl[1:] - 1, 0)] == ord("\r"))).any():
             return False  # a blank line
         last_nl = int(nl[-1])
+        # DuckDB drops empty fields past the header's count even in strict mode: a line that ends in
+        # the delimiter is the careful reader's (which counts the fields).
+        ends = nl[1:] - 1
+        ends = np.where((ends >= 0) & (data[np.maximum(ends, 0)] == ord("\r")), ends - 1, ends)
+        if ((ends >= 0) & (data[np.maximum(ends, 0)] == ord(sep))).any():
+            return False
         # Counted from the start, quotes pair up: each opening one starts a field (or doubles the
         # one before it), each closing one ends a field (or is doubled by the one after it).
         q = at[kind == ord('"')]
@@ -104,6 +115,8 @@ def _plain(mm, data, sep: str, chunk: int = 1 << 24) -> bool:
             return False
         quotes += q.size
         mm.madvise(mmap.MADV_DONTNEED, i, min(chunk, n - i))
+    if n and data[n - 1] == ord(sep):
+        return False  # the last line ends in the delimiter
     return quotes % 2 == 0  # else a quote is left open
 
 
@@ -111,6 +124,9 @@ def select_sql(path: Path, names: list[str], sep: str, mapping: dict[str, str]) 
     """A DuckDB SELECT of `mapping` (output name -> header name) from the whole file, every field a string."""
     columns = "{" + ", ".join(f"{_lit(n)}: 'VARCHAR'" for n in names) + "}"
     select = ", ".join(f"{_ident(src)} AS {_ident(dst)}" for dst, src in mapping.items())
+    # A condition on every other column, always true, keeps DuckDB reading (and so checking) it.
+    rest = [n for n in names if n not in mapping.values()]
+    where = " WHERE " + " AND ".join(f"length({_ident(n)}) IS DISTINCT FROM -1" for n in rest) if rest else ""
     return (f"SELECT {select} FROM read_csv({_lit(str(path))}, header = true, delim = {_lit(sep)}, "
             f"quote = '\"', escape = '\"', strict_mode = true, null_padding = false, auto_detect = false, "
-            f"allow_quoted_nulls = false, columns = {columns})")
+            f"allow_quoted_nulls = false, columns = {columns}){where}")

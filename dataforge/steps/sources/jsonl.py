@@ -34,8 +34,9 @@ class JsonlSource(FileSource):
         mapping = self._mapping()
         if (mapping and self.limit is None and self.sample is None and ID not in mapping and PARENT not in mapping
                 and self.encoding.lower() in ("utf-8", "utf8")):
-            # DuckDB refuses nesting past 128 levels (the careful path then reads the file): no need
-            # for `may_nest_deeper` over the whole file, as the other native readers have.
+            # DuckDB's parser does not recurse, so deep nesting cannot crash it (a selected value nested
+            # past 128 levels stops the scan; an unselected one is skipped): no `may_nest_deeper` pass
+            # over the whole file, as the other native readers need.
             p = ctx.resolve(self.path)
             head = _head_schema(p, list(dict.fromkeys(mapping.values())))
             sql = select_sql(p, head, mapping) if head is not None else None

@@ -26,8 +26,8 @@ class ParquetSource(FileSource):
 
     def prepare(self, ctx: PlanContext) -> pl.DataFrame | SqlLoad:
         """Columns of plain types, no `limit`/`sample`: an `SqlLoad` for the build to store straight
-        from the file, after one DuckDB scan that keeps no rows (counts come from the row groups'
-        statistics, so it is cheap even for a build); else `load`."""
+        from the file (every value checked by one DuckDB scan that keeps no rows, or, for a build, by
+        the store itself); else `load`."""
         import pyarrow.parquet as pq  # the footer's schema; importing polars would cost twice as long
 
         p = ctx.resolve(self.path)
@@ -39,7 +39,7 @@ class ParquetSource(FileSource):
         if (self.limit is None and self.sample is None and ID not in names and PARENT not in names
                 and all(schema.get(src) in _PLAIN for src in names.values())):
             check_column_case(self.id, list(names), str(p), "columns" if self.columns is not None else "path")
-            load = _scan(p, names)
+            load = _scan(p, names, check=not ctx.for_build)
             if load is not None:
                 return load
         return self.load(ctx)
@@ -61,13 +61,21 @@ class ParquetSource(FileSource):
         return df
 
 
-def _scan(path, names: dict[str, str]) -> SqlLoad | None:
-    """An `SqlLoad` of `names` (output -> file column) after a full scan of the file, or None when the
-    scan fails or finds no rows (the polars path then reads the file and says why)."""
+def _scan(path, names: dict[str, str], check: bool) -> SqlLoad | None:
+    """An `SqlLoad` of `names` (output -> file column), or None when the file has no rows or (with
+    `check`: `validate`, `--dry-run`) a full scan of its values fails; the polars path then reads the
+    file and says why. A build only counts rows from the row groups' statistics: its store reads
+    every value."""
     def q(s: str) -> str:
         return '"' + s.replace('"', '""') + '"'
 
     lit = "'" + str(path).replace("'", "''") + "'"
     select = f"SELECT {', '.join(f'{q(src)} AS {q(dst)}' for dst, src in names.items())} FROM read_parquet({lit})"
-    rows = count_rows(select, list(names))
+    if check:
+        rows = count_rows(select, list(names))
+    else:
+        import duckdb
+
+        with duckdb.connect(config={"enable_external_access": True}) as con:
+            rows = con.sql(f"SELECT count(*) FROM ({select})").fetchall()[0][0]
     return SqlLoad(select=select, columns=list(names), rows=rows, size=path.stat().st_size) if rows else None
