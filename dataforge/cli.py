@@ -22,6 +22,7 @@ if TYPE_CHECKING:
 else:
     from dataforge.lazy import polars as pl
 
+
 def _words_for_types() -> None:
     """Help names what a value is in words (`FILE`, `N`, `NAME=VALUE`), never a Python type such as
     `<list[str]>`: flags and arguments (whose name already says it) show no type at all."""

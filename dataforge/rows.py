@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import os
 import threading
+from typing import TYPE_CHECKING
 
 import duckdb
 
 from dataforge.catalog.store import to_arrow
+from dataforge.sqlquote import quote_ident
 from dataforge.steps.base import ID, PARENT
 
 if TYPE_CHECKING:
@@ -23,12 +23,8 @@ ID_CHARS = 16
 def id_sql(columns: list[str]) -> str:
     """DuckDB SQL of the row id over these columns: md5 of the row's canonical JSON (keys sorted),
     stable across polars/duckdb releases. `content_ids` and sources stored straight from SQL share it."""
-    fields = ", ".join(f"{_q(c)} := {_q(c)}" for c in sorted(columns))
+    fields = ", ".join(f"{quote_ident(c)} := {quote_ident(c)}" for c in sorted(columns))
     return f"substr(md5(to_json(struct_pack({fields}))), 1, {ID_CHARS})"
-
-
-def _q(name: str) -> str:
-    return '"' + name.replace('"', '""') + '"'
 
 
 _memory: tuple[int, duckdb.DuckDBPyConnection] | None = None

@@ -84,27 +84,36 @@ def test_fast_path_matches_the_careful_reader(tmp_path, monkeypatch, case):
         assert taken and taken[0] is not None, "the fast path should have read this file itself"
 
 
+def careful_and_prepared(step, ctx: PlanContext) -> tuple[pl.DataFrame | str, object]:
+    """The careful reader's rows with their ids, and what planning keeps (`prepare`); either is the
+    text of its `StepError` when it refuses the file."""
+    from dataforge.rows import assign_ids
+
+    try:
+        careful: pl.DataFrame | str = assign_ids(step.load(ctx))[0]
+    except StepError as e:
+        careful = str(e)
+    try:
+        prepared = step.prepare(ctx)
+    except StepError as e:
+        prepared = str(e)
+    return careful, prepared
+
+
 @pytest.mark.parametrize("case", list(CASES))
 def test_rows_stored_straight_from_the_file_match_the_careful_reader(tmp_path, case):
     """What planning keeps for a build (`prepare`): an `SqlLoad` that leaves the rows in the file, whose
     query gives the careful reader's rows with the same ids, or else the careful reader's own outcome."""
     import duckdb
 
-    from dataforge.rows import assign_ids
     from dataforge.steps.sources.base import SqlLoad
 
     path = tmp_path / "d.jsonl"
     path.write_bytes(CASES[case])
     step = JsonlSource(id="s", type="source.jsonl", path=str(path), columns=COLUMNS)
-    ctx = PlanContext(recipe_path=tmp_path / "r.yaml", seed=0)
-    try:
-        careful = assign_ids(step.load(ctx))[0]
-    except StepError as e:
-        careful = str(e)
-    try:
-        prepared = step.prepare(ctx)
-    except StepError as e:
-        assert str(e) == careful
+    careful, prepared = careful_and_prepared(step, PlanContext(recipe_path=tmp_path / "r.yaml", seed=0))
+    if isinstance(prepared, str):
+        assert prepared == careful
         return
     if not isinstance(prepared, SqlLoad):
         assert prepared.equals(careful.drop("id"))
@@ -201,7 +210,6 @@ def test_csv_stored_straight_from_the_file_matches_the_careful_reader(tmp_path, 
     the store's strict parse stops (a store never keeps rows the careful reader refuses)."""
     import duckdb
 
-    from dataforge.rows import assign_ids
     from dataforge.steps.sources.base import SqlLoad
     from dataforge.steps.sources.delimited import CsvSource
 
@@ -210,14 +218,9 @@ def test_csv_stored_straight_from_the_file_matches_the_careful_reader(tmp_path, 
     path.write_bytes(data)
     step = CsvSource(id="s", type="source.csv", path=str(path), columns={"A": "a", "C": "c"})
     ctx = PlanContext(recipe_path=tmp_path / "r.yaml", seed=0, for_build=for_build)
-    try:
-        careful = assign_ids(step.load(ctx))[0]
-    except StepError as e:
-        careful = str(e)
-    try:
-        prepared = step.prepare(ctx)
-    except StepError as e:
-        assert str(e) == careful
+    careful, prepared = careful_and_prepared(step, ctx)
+    if isinstance(prepared, str):
+        assert prepared == careful
         return
     if not isinstance(prepared, SqlLoad):
         assert not from_sql and prepared.equals(careful.drop("id"))

@@ -10,8 +10,9 @@ import duckdb
 
 from dataforge.catalog import migrations
 from dataforge.catalog.db import check_catalog_file, connect, is_file_access_error
-from dataforge.catalog.store import output_table, quote_ident
+from dataforge.catalog.store import output_table
 from dataforge.errors import UserError
+from dataforge.sqlquote import quote_ident
 
 if TYPE_CHECKING:
     import polars as pl

@@ -18,6 +18,7 @@ from dataforge import __version__
 from dataforge.catalog import migrations
 from dataforge.catalog.db import connect, transaction
 from dataforge.errors import UserError
+from dataforge.sqlquote import quote_ident
 
 if TYPE_CHECKING:
     import polars as pl
@@ -59,10 +60,6 @@ def to_arrow(df: pl.DataFrame):
     if df.n_chunks() > 1:
         df = df.rechunk()
     return df.to_arrow(compat_level=pl.CompatLevel.newest())
-
-
-def quote_ident(name: str) -> str:
-    return '"' + name.replace('"', '""') + '"'
 
 
 class Catalog:
@@ -478,14 +475,14 @@ class Catalog:
 
 @functools.cache
 def _llm_call_schema() -> dict[str, Any]:
-    """Column -> polars type of an `llm_calls` row."""
+    """The columns of `llm_calls` (as in the migrations) and their polars types: the one list every
+    insert uses."""
     return {
         "request_hash": pl.Utf8, "build_id": pl.Utf8, "step_id": pl.Utf8, "provider": pl.Utf8, "model": pl.Utf8,
         "params": pl.Utf8, "prompt": pl.Utf8, "response": pl.Utf8, "finish_reason": pl.Utf8,
         "input_tokens": pl.Int32, "output_tokens": pl.Int32, "cost_usd": pl.Float64, "latency_ms": pl.Float64,
         "status": pl.Utf8, "error": pl.Utf8, "created_at": pl.Datetime("us"),
     }
-"""The columns of `llm_calls` (as in the migrations) and their types: the one list every insert uses."""
 
 
 def _insert_llm_calls(con, rows: list[dict[str, Any]]) -> None:

@@ -13,6 +13,7 @@ from dataforge.catalog import query as q
 from dataforge.errors import UserError
 from dataforge.report import panels
 from dataforge.report.profile import kind_of, profile
+from dataforge.sqlquote import quote_literal
 
 TOP_VERBS = 20
 NOUNS_PER_VERB = 4
@@ -21,10 +22,6 @@ TABLE_ROWS = 300
 EXAMPLES_PER_REASON = 3
 INSTRUCTION_LIKE = re.compile(r"instruction", re.I)
 NEAR_DUPLICATE_REASONS = {"rouge_l", "semantic_duplicate"}
-
-
-def _lit(value: str) -> str:
-    return "'" + str(value).replace("'", "''") + "'"
 
 
 @dataclass
@@ -122,7 +119,7 @@ def _examples(catalog: Path, build: str, steps: list[dict[str, Any]]) -> list[di
             with src as ({union}),
             r as (select reason, row_id, score, detail,
                          row_number() over (partition by reason order by score desc nulls last, row_id) as k
-                  from rejections where fingerprint = {_lit(s['fingerprint'])})
+                  from rejections where fingerprint = {quote_literal(s['fingerprint'])})
             select r.reason, r.row_id, r.score, r.detail, a.text, b.text as nearest_text
             from r left join (select distinct on (id) * from src) a on a.id = r.row_id
                    left join (select distinct on (id) * from src) b on b.id = r.detail
@@ -142,7 +139,7 @@ def collect(catalog: Path, name: str, version: int | None = None, column: str | 
             seed: int = 0) -> ReportData:
     """Read the dataset, its ancestor steps and their rejections; profile columns; pick panels."""
     table, version = q.dataset_table(catalog, name, version)
-    meta = q.run_select(catalog, f"select * from datasets where name = {_lit(name)} and version = {int(version)}"
+    meta = q.run_select(catalog, f"select * from datasets where name = {quote_literal(name)} and version = {int(version)}"
                         ).to_dicts()[0]
     df = q.run_select(catalog, f'select * from "{table}"')
     build = meta["build_id"]
@@ -150,14 +147,14 @@ def collect(catalog: Path, name: str, version: int | None = None, column: str | 
         select s.step_id, s.type, s.status, s.rows_in, s.rows_out, s.rejected, round(s.seconds, 3) as seconds,
                s.fingerprint, s.inputs, o.build_id as built_by
         from steps s left join step_outputs o using (fingerprint)
-        where s.build_id = {_lit(build)} order by s.rowid""")
+        where s.build_id = {quote_literal(build)} order by s.rowid""")
     steps = ancestors(all_steps, meta["step_id"])
     fps = [s["fingerprint"] for s in steps]
     rejections = q.run_select(catalog, f"""
         select s.step_id, r.reason, count(*) as rows, round(avg(r.score), 4) as mean_score
-        from rejections r join (select distinct step_id, fingerprint from steps where build_id = {_lit(build)}) s
+        from rejections r join (select distinct step_id, fingerprint from steps where build_id = {quote_literal(build)}) s
           on r.fingerprint = s.fingerprint
-        where r.fingerprint in ({", ".join(map(_lit, fps)) or "''"})
+        where r.fingerprint in ({", ".join(map(quote_literal, fps)) or "''"})
         group by all order by s.step_id, rows desc, r.reason""").to_dicts()
 
     task = "task" if "task" in df.columns else None

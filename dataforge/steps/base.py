@@ -228,9 +228,9 @@ def load_kinds(types: list[Any]) -> dict[str, type[Step]]:
 
     from dataforge.steps import MODULES
 
-    kinds: dict[str, type[Step]] = {}
     if not types:
         return load_registry()
+    kinds: dict[str, type[Step]] = {}
     for name in types:
         if not isinstance(name, str):
             return load_registry()

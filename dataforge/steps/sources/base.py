@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from pydantic import Field, field_validator
 
 from dataforge.hashing import file_sha256
+from dataforge.sqlquote import quote_ident
 from dataforge.steps.base import PlanContext, RunContext, Step, StepError
 
 if TYPE_CHECKING:
@@ -55,14 +56,15 @@ def count_rows(sql: str, columns: list[str]) -> int | None:
     """Run every check of `sql` (an `SqlLoad.select`) over the whole file, keeping no rows: the number
     of rows, or None when a check or the parser stops (the careful reader then names the line).
 
-    Each column's values are hashed so that DuckDB cannot skip reading (and so checking) them: a
-    plain `count(column)` of a Parquet file is answered from its row groups' statistics."""
+    Each of `columns` has its values hashed so that DuckDB cannot skip reading (and so checking)
+    them: a plain `count(column)` of a Parquet file is answered from its row groups' statistics.
+    With no `columns`, only the rows are counted (for Parquet, from those statistics)."""
     import duckdb
 
-    counts = ", ".join('count(hash("' + c.replace('"', '""') + '"))' for c in columns)
+    counts = "".join(f", count(hash({quote_ident(c)}))" for c in columns)
     con = duckdb.connect(config={"enable_external_access": True})
     try:
-        return int(con.sql(f"SELECT count(*), {counts} FROM ({sql})").fetchall()[0][0])
+        return int(con.sql(f"SELECT count(*){counts} FROM ({sql})").fetchall()[0][0])
     except duckdb.Error:
         return None
     finally:

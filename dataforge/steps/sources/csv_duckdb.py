@@ -20,13 +20,7 @@ import csv
 import io
 from pathlib import Path
 
-
-def _lit(s: str) -> str:
-    return "'" + s.replace("'", "''") + "'"
-
-
-def _ident(s: str) -> str:
-    return '"' + s.replace('"', '""') + '"'
+from dataforge.sqlquote import quote_ident, quote_literal
 
 
 def header(path: Path, sep: str) -> list[str] | None:
@@ -122,11 +116,11 @@ def _plain(mm, data, sep: str, chunk: int = 1 << 24) -> bool:
 
 def select_sql(path: Path, names: list[str], sep: str, mapping: dict[str, str]) -> str:
     """A DuckDB SELECT of `mapping` (output name -> header name) from the whole file, every field a string."""
-    columns = "{" + ", ".join(f"{_lit(n)}: 'VARCHAR'" for n in names) + "}"
-    select = ", ".join(f"{_ident(src)} AS {_ident(dst)}" for dst, src in mapping.items())
+    columns = "{" + ", ".join(f"{quote_literal(n)}: 'VARCHAR'" for n in names) + "}"
+    select = ", ".join(f"{quote_ident(src)} AS {quote_ident(dst)}" for dst, src in mapping.items())
     # A condition on every other column, always true, keeps DuckDB reading (and so checking) it.
     rest = [n for n in names if n not in mapping.values()]
-    where = " WHERE " + " AND ".join(f"length({_ident(n)}) IS DISTINCT FROM -1" for n in rest) if rest else ""
-    return (f"SELECT {select} FROM read_csv({_lit(str(path))}, header = true, delim = {_lit(sep)}, "
+    where = " WHERE " + " AND ".join(f"length({quote_ident(n)}) IS DISTINCT FROM -1" for n in rest) if rest else ""
+    return (f"SELECT {select} FROM read_csv({quote_literal(str(path))}, header = true, delim = {quote_literal(sep)}, "
             f"quote = '\"', escape = '\"', strict_mode = true, null_padding = false, auto_detect = false, "
             f"allow_quoted_nulls = false, columns = {columns}){where}")

@@ -40,13 +40,11 @@ class JsonlSource(FileSource):
             p = ctx.resolve(self.path)
             head = _head_schema(p, list(dict.fromkeys(mapping.values())))
             sql = select_sql(p, head, mapping) if head is not None else None
-            if sql is not None and ctx.for_build:
-                check_column_case(self.id, list(mapping), str(p), "columns")
-                return SqlLoad(select=sql, columns=list(mapping), rows=None, size=p.stat().st_size)
-            rows = count_rows(sql, list(mapping)) if sql is not None else None
-            if rows:  # none: `load` says why (or accepts an empty file under allow_empty)
-                check_column_case(self.id, list(mapping), str(p), "columns")
-                return SqlLoad(select=sql, columns=list(mapping), rows=rows, size=p.stat().st_size)
+            if sql is not None:
+                rows = None if ctx.for_build else count_rows(sql, list(mapping))
+                if ctx.for_build or rows:  # none: `load` says why (or accepts an empty file under allow_empty)
+                    check_column_case(self.id, list(mapping), str(p), "columns")
+                    return SqlLoad(select=sql, columns=list(mapping), rows=rows, size=p.stat().st_size)
         return self.load(ctx)
 
     def read(self, ctx: PlanContext) -> pl.DataFrame:

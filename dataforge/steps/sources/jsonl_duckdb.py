@@ -22,9 +22,10 @@ either in Python would cost more than the fast path saves.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import TYPE_CHECKING
 
-from pathlib import Path
+from dataforge.sqlquote import quote_ident, quote_literal
 
 if TYPE_CHECKING:
     import polars as pl
@@ -36,19 +37,11 @@ _DUCK_TYPES = {"string": "str", "large_string": "str", "string_view": "str", "in
                "double": "float", "bool": "bool"}
 
 
-def _lit(s: str) -> str:
-    return "'" + s.replace("'", "''") + "'"
-
-
-def _ident(s: str) -> str:
-    return '"' + s.replace('"', '""') + '"'
-
-
 def _value_sql(col: str, kind: str) -> str:
     """SQL that turns the raw JSON of `col` into its value, or raises when the careful path would not
     accept it as `kind` (the raised error only sends the read to the careful path)."""
-    j = _ident(col)
-    stop = f"error({_lit(f'jsonl fast path: column {col} is not {kind}')})"
+    j = quote_ident(col)
+    stop = f"error({quote_literal(f'jsonl fast path: column {col} is not {kind}')})"
     if kind == "str":
         # A JSON string without a backslash is its text between the quotes, and holds no quote itself.
         raw = f"{j}::VARCHAR"
@@ -79,10 +72,10 @@ def select_sql(path: Path, head, names: dict[str, str] | None = None,
             return None
         kinds[f.name] = kind
     names = names or {c: c for c in kinds}
-    columns = "{" + ", ".join(f"{_lit(c)}: 'JSON'" for c in kinds) + "}"
-    select = ", ".join(f"{_value_sql(src, kinds[src])} AS {_ident(dst)}" for dst, src in names.items())
+    columns = "{" + ", ".join(f"{quote_literal(c)}: 'JSON'" for c in kinds) + "}"
+    select = ", ".join(f"{_value_sql(src, kinds[src])} AS {quote_ident(dst)}" for dst, src in names.items())
     size = f", maximum_object_size = {max_object_bytes}" if max_object_bytes else ""
-    return (f"SELECT {select} FROM read_json({_lit(str(path))}, format = 'newline_delimited', "
+    return (f"SELECT {select} FROM read_json({quote_literal(str(path))}, format = 'newline_delimited', "
             f"columns = {columns}{size})")
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Literal
 
+from dataforge.sqlquote import quote_ident, quote_literal
 from dataforge.steps.base import ID, PARENT, PlanContext
 from dataforge.steps.sources.base import FileSource, SqlLoad, count_rows
 from dataforge.steps.sources.checks import check_column_case, exact_integers
@@ -66,16 +67,7 @@ def _scan(path, names: dict[str, str], check: bool) -> SqlLoad | None:
     `check`: `validate`, `--dry-run`) a full scan of its values fails; the polars path then reads the
     file and says why. A build only counts rows from the row groups' statistics: its store reads
     every value."""
-    def q(s: str) -> str:
-        return '"' + s.replace('"', '""') + '"'
-
-    lit = "'" + str(path).replace("'", "''") + "'"
-    select = f"SELECT {', '.join(f'{q(src)} AS {q(dst)}' for dst, src in names.items())} FROM read_parquet({lit})"
-    if check:
-        rows = count_rows(select, list(names))
-    else:
-        import duckdb
-
-        with duckdb.connect(config={"enable_external_access": True}) as con:
-            rows = con.sql(f"SELECT count(*) FROM ({select})").fetchall()[0][0]
+    picked = ", ".join(f"{quote_ident(src)} AS {quote_ident(dst)}" for dst, src in names.items())
+    select = f"SELECT {picked} FROM read_parquet({quote_literal(path)})"
+    rows = count_rows(select, list(names) if check else [])
     return SqlLoad(select=select, columns=list(names), rows=rows, size=path.stat().st_size) if rows else None

@@ -24,15 +24,12 @@ from typing import Any, ClassVar, Literal
 import duckdb
 import polars as pl
 
+from dataforge.sqlquote import quote_ident
 from dataforge.steps.base import ID, PARENT, PlanContext, RunContext, Step, StepError, StepResult, \
     rejections_frame
 
 REASON = "sql"
 SANDBOX = {"enable_external_access": False, "lock_configuration": True, "threads": 1}
-
-
-def _q(name: str) -> str:
-    return '"' + name.replace('"', '""') + '"'
 
 
 def sandbox() -> duckdb.DuckDBPyConnection:
@@ -77,8 +74,8 @@ class SqlTransform(Step):
         try:
             for name, cols in zip(self.inputs(), inputs):
                 names = [ID, *(c for c in cols if c != ID)]  # type: ignore[union-attr]
-                con.execute(f"create view {_q(name)} as select "
-                            + ", ".join(f"NULL as {_q(c)}" for c in names) + " where false")
+                con.execute(f"create view {quote_ident(name)} as select "
+                            + ", ".join(f"NULL as {quote_ident(c)}" for c in names) + " where false")
             columns = self._describe(con)
         finally:
             con.close()
