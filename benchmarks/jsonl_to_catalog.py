@@ -9,8 +9,14 @@ For each format:
 (b) `datasets.load_dataset("json" / "csv" / "parquet", data_files=...)` + `select_columns` + `rename_column`
     + `save_to_disk`, with a fresh HF cache dir each run so nothing is reused.
 
+(c) The floor of (a)'s approach: DuckDB alone, in a bare process (no dataforge, no recipe, no
+    fingerprint, no catalog tables), running the exact store query (a) runs, with the same
+    connection settings: once with the row ids, once without them. What (a) spends above the
+    first is dataforge's own cost; the gap between the two is the cost of the content-hash ids.
+
 Each run is its own fresh process (startup included), the two sides interleaved so machine noise hits
-both alike; peak memory is that process's max RSS (`os.wait4`). Reported as ratios dataforge / datasets
+both alike, after one untimed run of each (it writes the bytecode caches an installed package has and
+reads the input into the page cache); peak memory is that process's max RSS (`os.wait4`). Reported as ratios dataforge / datasets
 (time: median over repeats; memory: the largest peak of each side). Writes
 benchmarks/results/jsonl_to_catalog.json. The generated inputs live in benchmarks/_work/ (ignored).
 """
@@ -57,6 +63,16 @@ sys.argv = ["dataforge", "build", sys.argv[1], "--catalog", sys.argv[2], "--quie
 main()
 """
 
+# The store (a) runs, alone: the catalog's write-connection settings and its staging memory limit.
+FLOOR = """
+import sys
+import duckdb
+con = duckdb.connect(sys.argv[1], config={"write_buffer_row_group_count": 1, "force_compression": "zstd"})
+con.execute("set memory_limit = '256MB'")
+con.execute("create table t as " + open(sys.argv[2], encoding="utf-8").read())
+print(con.execute("select count(*) from t").fetchone()[0])
+"""
+
 HF = """
 import sys
 import datasets
@@ -92,10 +108,15 @@ def make_input(rows: int) -> Path:
     return path
 
 
+# Children may write bytecode caches even where this shell forbids it: both sides then start as an
+# installed package does (pip compiles site-packages; an editable checkout compiles on first import).
+CHILD_ENV = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
+
+
 def timed(args: list[str]) -> tuple[float, float, float, str]:
     """Run a process; return (wall seconds, CPU seconds, peak RSS in MiB, stdout+stderr)."""
     t0 = time.perf_counter()
-    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=CHILD_ENV)
     out = proc.stdout.read()  # type: ignore[union-attr]
     _, status, usage = os.wait4(proc.pid, 0)
     seconds = time.perf_counter() - t0
@@ -124,7 +145,15 @@ def make_format(jsonl: Path, fmt: str) -> Path:
 BUILDERS = {"jsonl": "json", "csv": "csv", "parquet": "parquet"}
 
 
-def run_dataforge(fmt: str, data: Path, i: int) -> tuple[float, float, float]:
+Run = tuple[float, float, float, float]
+"""(wall seconds, CPU seconds, peak RSS MiB, MiB left on disk: the catalog, or the saved dataset + cache)."""
+
+
+def disk_mib(d: Path) -> float:
+    return sum(f.stat().st_size for f in d.rglob("*") if f.is_file()) / 2**20
+
+
+def run_dataforge(fmt: str, data: Path, i: int) -> Run:
     d = WORK / f"df_{fmt}_{i}"
     shutil.rmtree(d, ignore_errors=True)
     d.mkdir(parents=True)
@@ -132,17 +161,48 @@ def run_dataforge(fmt: str, data: Path, i: int) -> tuple[float, float, float]:
     recipe.write_text(RECIPE.format(fmt=fmt, data=data), encoding="utf-8")
     s, cpu, mib, out = timed([sys.executable, "-c", DATAFORGE, str(recipe), str(d / "catalog.duckdb")])
     assert "dataset bench_rows v1" in out, out
+    disk = disk_mib(d)
     shutil.rmtree(d, ignore_errors=True)
-    return s, cpu, mib
+    return s, cpu, mib, disk
 
 
-def run_hf(fmt: str, data: Path, i: int) -> tuple[float, float, float]:
+def store_queries(fmt: str, data: Path) -> dict[str, str]:
+    """The store query a build of (a)'s recipe runs, with and without the row ids (planned here, untimed)."""
+    from dataforge.recipe.validate import load_recipe
+    from dataforge.steps.sources.base import SqlLoad
+
+    d = WORK / f"plan_{fmt}"
+    d.mkdir(parents=True, exist_ok=True)
+    recipe = d / "recipe.yaml"
+    recipe.write_text(RECIPE.format(fmt=fmt, data=data), encoding="utf-8")
+    load = load_recipe(recipe, for_build=True).prepared["rows"]
+    if not isinstance(load, SqlLoad):
+        raise SystemExit(f"{fmt}: the build would not store this file straight from SQL")
+    out = {}
+    for name, query in (("duckdb_alone_ids", load.query()), ("duckdb_alone_no_ids", load.select)):
+        (d / f"{name}.sql").write_text(query, encoding="utf-8")
+        out[name] = str(d / f"{name}.sql")
+    return out
+
+
+def run_floor(query_file: str, fmt: str, i: int) -> Run:
+    d = WORK / f"floor_{fmt}_{i}"
+    shutil.rmtree(d, ignore_errors=True)
+    d.mkdir(parents=True)
+    s, cpu, mib, _ = timed([sys.executable, "-c", FLOOR, str(d / "t.duckdb"), query_file])
+    disk = disk_mib(d)
+    shutil.rmtree(d, ignore_errors=True)
+    return s, cpu, mib, disk
+
+
+def run_hf(fmt: str, data: Path, i: int) -> Run:
     d = WORK / f"hf_{fmt}_{i}"
     shutil.rmtree(d, ignore_errors=True)
     d.mkdir(parents=True)
     s, cpu, mib, _ = timed([sys.executable, "-c", HF, BUILDERS[fmt], str(data), str(d / "cache"), str(d / "out")])
+    disk = disk_mib(d)
     shutil.rmtree(d, ignore_errors=True)
-    return s, cpu, mib
+    return s, cpu, mib, disk
 
 
 def versions() -> dict[str, str]:
@@ -151,11 +211,12 @@ def versions() -> dict[str, str]:
     return {p: version(p) for p in ("dataforge", "datasets", "duckdb", "polars", "pyarrow")}
 
 
-def summarize(runs: list[tuple[float, float, float]]) -> dict:
-    return {"seconds_median": round(statistics.median(s for s, _, _ in runs), 2),
-            "seconds_all": [round(s, 2) for s, _, _ in runs],
-            "cpu_seconds_median": round(statistics.median(c for _, c, _ in runs), 2),
-            "peak_rss_mib_max": round(max(m for _, _, m in runs), 1)}
+def summarize(runs: list[Run]) -> dict:
+    return {"seconds_median": round(statistics.median(r[0] for r in runs), 2),
+            "seconds_all": [round(r[0], 2) for r in runs],
+            "cpu_seconds_median": round(statistics.median(r[1] for r in runs), 2),
+            "peak_rss_mib_max": round(max(r[2] for r in runs), 1),
+            "disk_mib": round(max(r[3] for r in runs), 1)}
 
 
 def main() -> None:
@@ -174,29 +235,44 @@ def main() -> None:
     for fmt in formats:
         data = make_format(jsonl, fmt)
         print(f"{fmt}: {data} ({data.stat().st_size / 2**20:.0f} MiB, {args.rows:,} rows)", flush=True)
-        runs: dict[str, list[tuple[float, float, float]]] = {"dataforge": [], "datasets": []}
-        for i in range(args.repeats):  # interleaved, so machine noise hits both alike
-            runs["dataforge"].append(run_dataforge(fmt, data, i))
-            runs["datasets"].append(run_hf(fmt, data, i))
-            print(f"  run {i + 1}: dataforge {runs['dataforge'][-1][0]:.2f}s {runs['dataforge'][-1][2]:.0f} MiB, "
-                  f"datasets {runs['datasets'][-1][0]:.2f}s {runs['datasets'][-1][2]:.0f} MiB", flush=True)
+        queries = store_queries(fmt, data)
+        sides = {"dataforge": lambda i: run_dataforge(fmt, data, i), "datasets": lambda i: run_hf(fmt, data, i),
+                 **{name: (lambda i, q=q: run_floor(q, fmt, i)) for name, q in queries.items()}}
+        runs: dict[str, list[Run]] = {name: [] for name in sides}
+        for name, side in sides.items():  # untimed: bytecode caches and the page cache, for every side
+            side(-1)
+        for i in range(args.repeats):  # interleaved, so machine noise hits every side alike
+            for name, side in sides.items():
+                runs[name].append(side(i))
+            print(f"  run {i + 1}: " + ", ".join(f"{name} {r[-1][0]:.2f}s {r[-1][2]:.0f} MiB"
+                                                 for name, r in runs.items()), flush=True)
         summary = {name: summarize(r) for name, r in runs.items()}
         summary["input_mib"] = round(data.stat().st_size / 2**20, 1)
-        summary["time_ratio_dataforge_over_datasets"] = round(
-            summary["dataforge"]["seconds_median"] / summary["datasets"]["seconds_median"], 2)
+        hf = summary["datasets"]
+        summary["time_ratio_dataforge_over_datasets"] = round(summary["dataforge"]["seconds_median"] / hf["seconds_median"], 2)
         summary["peak_rss_ratio_dataforge_over_datasets"] = round(
-            summary["dataforge"]["peak_rss_mib_max"] / summary["datasets"]["peak_rss_mib_max"], 2)
+            summary["dataforge"]["peak_rss_mib_max"] / hf["peak_rss_mib_max"], 2)
+        for name in queries:
+            summary[f"time_ratio_{name}_over_datasets"] = round(summary[name]["seconds_median"] / hf["seconds_median"], 2)
         results[fmt] = summary
 
     print()
     print(f"| format ({args.rows:,} rows) | dataforge wall s | datasets wall s | time ratio | "
-          "dataforge peak MiB | datasets peak MiB | memory ratio |")
-    print("|---|---|---|---|---|---|---|")
+          "dataforge peak MiB | datasets peak MiB | memory ratio | on disk MiB (dataforge / datasets) |")
+    print("|---|---|---|---|---|---|---|---|")
     for fmt, r in results.items():
         print(f"| {fmt} | {r['dataforge']['seconds_median']:.2f} | {r['datasets']['seconds_median']:.2f} | "
               f"**{r['time_ratio_dataforge_over_datasets']:.2f}x** | {r['dataforge']['peak_rss_mib_max']:.0f} | "
-              f"{r['datasets']['peak_rss_mib_max']:.0f} | **{r['peak_rss_ratio_dataforge_over_datasets']:.2f}x** |")
+              f"{r['datasets']['peak_rss_mib_max']:.0f} | **{r['peak_rss_ratio_dataforge_over_datasets']:.2f}x** | "
+              f"{r['dataforge']['disk_mib']:.0f} / {r['datasets']['disk_mib']:.0f} |")
     print("\nratios are dataforge / datasets: below 1 means dataforge is faster / uses less memory")
+    print("\nthe floor: DuckDB alone running the same store (no dataforge around it), time / datasets' time")
+    print("| format | with the row ids | without them |")
+    print("|---|---|---|")
+    for fmt, r in results.items():
+        print(f"| {fmt} | {r['duckdb_alone_ids']['seconds_median']:.2f} s = "
+              f"**{r['time_ratio_duckdb_alone_ids_over_datasets']:.2f}x** | "
+              f"{r['duckdb_alone_no_ids']['seconds_median']:.2f} s = {r['time_ratio_duckdb_alone_no_ids_over_datasets']:.2f}x |")
 
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps({

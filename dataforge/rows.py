@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
-import os
-import threading
 from typing import TYPE_CHECKING
 
-import duckdb
-
 from dataforge.catalog.store import to_arrow
+from dataforge.memdb import cursor
 from dataforge.sqlquote import quote_ident
 from dataforge.steps.base import ID, PARENT
 
@@ -27,20 +24,6 @@ def id_sql(columns: list[str]) -> str:
     return f"substr(md5(to_json(struct_pack({fields}))), 1, {ID_CHARS})"
 
 
-_memory: tuple[int, duckdb.DuckDBPyConnection] | None = None
-_memory_lock = threading.Lock()
-
-
-def _cursor() -> duckdb.DuckDBPyConnection:
-    """A new cursor on this process's in-memory DuckDB (opening a database costs ~20 ms; a cursor
-    almost nothing). Each call gets its own cursor, so threads never share one."""
-    global _memory
-    with _memory_lock:
-        if _memory is None or _memory[0] != os.getpid():  # not inherited across a fork
-            _memory = (os.getpid(), duckdb.connect())
-        return _memory[1].cursor()
-
-
 def content_ids(df: pl.DataFrame) -> pl.Series:
     """The id each row would get: a hash of all its columns except `id` and `_parent_id`."""
     cols = [c for c in df.columns if c not in (ID, PARENT)]
@@ -48,7 +31,7 @@ def content_ids(df: pl.DataFrame) -> pl.Series:
         return pl.Series(ID, [], dtype=pl.Utf8)
     if not cols:
         raise ValueError("cannot hash rows with no columns")
-    con = _cursor()
+    con = cursor()
     try:
         con.register("_t", to_arrow(df.select(cols)))
         out = con.sql(f"select {id_sql(cols)} as id from _t").pl()

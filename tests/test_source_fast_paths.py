@@ -281,6 +281,58 @@ def test_parquet_stored_straight_from_the_file_matches_polars(tmp_path, columns,
         assert prepared.equals(careful.drop("id"))
 
 
+def test_parquet_dictionaries_of_strings_are_stored_straight_from_the_file(write, catalog):
+    """Categorical and Enum columns (Parquet dictionaries of strings) are plain text to DuckDB, and the
+    polars path stores them as text too: the file is stored from SQL with the same types and ids."""
+    from dataforge import api
+    from dataforge.steps.sources.base import SqlLoad
+
+    path = write("d.parquet", "")
+    pl.DataFrame({"cat": pl.Series(["a", None, "b"], dtype=pl.Categorical),
+                  "enum": pl.Series(["x", "y", None], dtype=pl.Enum(["x", "y"])),
+                  "n": [1, 2, 3]}).write_parquet(path)
+    r = write("r.yaml", "name: dict\nsteps:\n"
+                        "  - {id: fast, type: source.parquet, path: d.parquet}\n"
+                        "  - {id: careful, type: source.parquet, path: d.parquet, limit: 10}\n"
+                        "outputs: {fast: fast, careful: careful}\n")
+    plan = api.validate(r, catalog=catalog)
+    assert isinstance(plan.prepared["fast"], SqlLoad) and not isinstance(plan.prepared["careful"], SqlLoad)
+    api.build(r, catalog=catalog)
+    types = api.sql("select table_name, column_name, data_type from information_schema.columns "
+                    "where table_name in ('fast', 'careful') order by ordinal_position", catalog=catalog)
+    assert (types.filter(pl.col("table_name") == "fast").drop("table_name").rows()
+            == types.filter(pl.col("table_name") == "careful").drop("table_name").rows()
+            == [("id", "VARCHAR"), ("cat", "VARCHAR"), ("enum", "VARCHAR"), ("n", "BIGINT")])
+    fast, careful = (api.sql(f"select * from {t}", catalog=catalog) for t in ("fast", "careful"))
+    assert fast.equals(careful) and fast["cat"].to_list() == ["a", None, "b"]
+
+
+@pytest.mark.parametrize("name", ["x?.{ext}", "x[1].{ext}", "x*.{ext}"])
+@pytest.mark.parametrize("ext", ["csv", "jsonl", "parquet"])
+def test_a_source_path_with_glob_characters_reads_that_one_file(write, catalog, name, ext):
+    """DuckDB and polars read a path holding `*`, `?` or `[` as a glob pattern; a source at such a
+    path reads exactly the file it names, never its neighbours (`x1`, `xy`), fast path or not."""
+    from dataforge import api
+
+    def put(stem: str, rows: list[dict]) -> str:
+        path = write(name.format(ext=ext).replace("x?", stem).replace("x[1]", stem).replace("x*", stem), b"")
+        df = pl.DataFrame(rows)
+        {"csv": df.write_csv, "jsonl": df.write_ndjson, "parquet": df.write_parquet}[ext](path)
+        return path.name
+
+    target = put(name.split(".")[0], [{"t": "mine"}])
+    for neighbour in ("x1", "xy", "xa"):
+        put(neighbour, [{"t": "neighbour"}, {"t": "neighbour"}])
+    r = write("r.yaml", f"name: glob\nsteps:\n"
+                        f"  - {{id: picked, type: source.{ext}, path: {json.dumps(target)}, columns: [t]}}\n"
+                        f"  - {{id: whole, type: source.{ext}, path: {json.dumps(target)}}}\n"
+                        "outputs: {picked: picked, whole: whole}\n")
+    assert api.validate(r, catalog=catalog).prepared["picked"] is not None
+    api.build(r, catalog=catalog)
+    for table in ("picked", "whole"):
+        assert api.sql(f"select t from {table}", catalog=catalog)["t"].to_list() == ["mine"]
+
+
 def test_a_file_that_changes_after_planning_is_read_by_the_careful_path(write, catalog):
     """The build stores a planned `SqlLoad` straight from the file, checking it as it stores it; should
     the file stop passing the checks, nothing half-stored is kept and the careful path names the line.

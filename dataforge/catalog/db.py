@@ -74,6 +74,10 @@ def connect(path: Path, *, read_only: bool, wait_s: float | None = None,
                     # Bulk stores flush each row group as it fills rather than five at a time: a
                     # million-row source then stores in ~70 MiB less memory, no slower.
                     config["write_buffer_row_group_count"] = 1
+                    # Text is stored zstd-compressed instead of by DuckDB's per-segment choice
+                    # (dictionary/FSST): a million-row ingest stores ~0.4-0.9 s faster for a ~35%
+                    # larger file; reads are as fast. Other types keep DuckDB's choice.
+                    config["force_compression"] = "zstd"
                 con = duckdb.connect(str(path), read_only=read_only, config=config)
                 break
             except duckdb.IOException as e:

@@ -54,9 +54,9 @@ class RecipeBase(BaseModel):
 
 @functools.cache
 def _keywords() -> frozenset[str]:
-    import duckdb
+    from dataforge.memdb import cursor
 
-    con = duckdb.connect()
+    con = cursor()
     try:
         rows = con.sql("select keyword_name from duckdb_keywords() where keyword_category = 'reserved'").fetchall()
     finally:

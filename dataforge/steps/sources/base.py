@@ -52,6 +52,14 @@ class SqlLoad:
         return f"SELECT {id_sql(self.columns)} AS id, * FROM ({self.select})"
 
 
+def names_one_file(path: Path) -> bool:
+    """Whether DuckDB's readers take `path` as the one file it names. They read a path holding `*`,
+    `?` or `[` as a glob pattern (`a[1].csv` would read `a1.csv`, `x?.jsonl` every `x*.jsonl` of one
+    more letter), so a source at such a path skips the DuckDB fast paths; its careful reader reads
+    it with globbing off."""
+    return not any(c in str(path) for c in "*?[")
+
+
 def count_rows(sql: str, columns: list[str]) -> int | None:
     """Run every check of `sql` (an `SqlLoad.select`) over the whole file, keeping no rows: the number
     of rows, or None when a check or the parser stops (the careful reader then names the line).
@@ -61,8 +69,10 @@ def count_rows(sql: str, columns: list[str]) -> int | None:
     With no `columns`, only the rows are counted (for Parquet, from those statistics)."""
     import duckdb
 
+    from dataforge.memdb import cursor
+
     counts = "".join(f", count(hash({quote_ident(c)}))" for c in columns)
-    con = duckdb.connect(config={"enable_external_access": True})
+    con = cursor()
     try:
         return int(con.sql(f"SELECT count(*){counts} FROM ({sql})").fetchall()[0][0])
     except duckdb.Error:

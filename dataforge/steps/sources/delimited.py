@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Literal
 from pydantic import Field
 
 from dataforge.steps.base import ID, PARENT, PlanContext, StepError
-from dataforge.steps.sources.base import FileSource, SqlLoad, count_rows
+from dataforge.steps.sources.base import FileSource, SqlLoad, count_rows, names_one_file
 from dataforge.steps.sources.checks import check_column_case, exact_integers, too_many_digits
 
 if TYPE_CHECKING:
@@ -51,7 +51,7 @@ class CsvSource(FileSource):
                 and self.header and self.names is None and not self.infer_types and self.quote_char == '"'
                 and sep.isascii() and sep not in '"\r\n' and self.encoding.lower() in ("utf-8", "utf8")):
             p = ctx.resolve(self.path)
-            names = csv_duckdb.header(p, sep)
+            names = csv_duckdb.header(p, sep) if names_one_file(p) else None
             if names is not None and all(src in names for src in mapping.values()) and csv_duckdb.plain_shape(p, sep):
                 check_column_case(self.id, list(mapping), str(p), "columns")
                 sql = csv_duckdb.select_sql(p, names, sep, mapping)
@@ -85,7 +85,8 @@ class CsvSource(FileSource):
 
     def _parse(self, source) -> pl.DataFrame:
         return pl.read_csv(source, separator=self._sep(), has_header=self.header, new_columns=self.names,
-                           quote_char=self.quote_char, infer_schema=self.infer_types, infer_schema_length=10000)
+                           quote_char=self.quote_char, infer_schema=self.infer_types, infer_schema_length=10000,
+                           glob=False)
 
     def _read_file(self, p: Path) -> pl.DataFrame | None:
         """The file parsed by polars straight from disk (memory-mapped, multi-threaded; it checks UTF-8

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
 from dataforge.steps.base import ID, PARENT, PlanContext, StepError
-from dataforge.steps.sources.base import FileSource, SqlLoad, count_rows
+from dataforge.steps.sources.base import FileSource, SqlLoad, count_rows, names_one_file
 from dataforge.steps.sources.checks import MAX_NESTING, check_column_case, check_nesting, dtype_depth, \
     exact_integers, may_nest_deeper, nests_deeper, too_deep, too_many_digits, value_depth
 from dataforge.steps.sources.jsonl_duckdb import read_selected, select_sql
@@ -145,7 +145,10 @@ def _read_ndjson_fast(path: Path, wanted: list[str] | None = None, schema=None) 
         except arrow_errors:
             continue  # e.g. a type that changes after the first MiB: read every column instead
     try:
-        return pl.read_ndjson(path, infer_schema_length=None)
+        if names_one_file(path):  # memory-mapped
+            return pl.read_ndjson(path, infer_schema_length=None)
+        with open(path, "rb") as fh:  # polars would read the path as a glob pattern
+            return pl.read_ndjson(fh, infer_schema_length=None)
     except Exception:
         return None
 

@@ -64,7 +64,12 @@ def select_sql(path: Path, head, names: dict[str, str] | None = None,
                max_object_bytes: int | None = None) -> str | None:
     """A DuckDB SELECT of the columns of `head` (an Arrow schema of source keys, typed from the file's
     first MiB) from the whole JSONL file, each checked as above, or None when a type is not plain.
-    `names` maps output name -> source key (default: the keys themselves, in `head`'s order)."""
+    `names` maps output name -> source key (default: the keys themselves, in `head`'s order); None
+    too for a path DuckDB would read as a glob pattern."""
+    from dataforge.steps.sources.base import names_one_file
+
+    if not names_one_file(path):
+        return None
     kinds = {}
     for f in head:
         kind = _DUCK_TYPES.get(str(f.type))
@@ -84,10 +89,12 @@ def read_selected(path: Path, head) -> pl.DataFrame | None:
     must read it."""
     import duckdb
 
+    from dataforge.memdb import cursor
+
     sql = select_sql(path, head, max_object_bytes=1 << 30)
     if sql is None:
         return None
-    con = duckdb.connect(config={"enable_external_access": True})
+    con = cursor()
     try:
         table = con.sql(sql).to_arrow_table()
     except duckdb.Error:
