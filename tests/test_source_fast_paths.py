@@ -333,6 +333,22 @@ def test_a_source_path_with_glob_characters_reads_that_one_file(write, catalog, 
         assert api.sql(f"select t from {table}", catalog=catalog)["t"].to_list() == ["mine"]
 
 
+def test_a_csv_whose_shape_the_readers_differ_on_is_built_by_the_careful_reader(write, catalog):
+    """A blank line is a row of nulls to polars and nothing to DuckDB: a build of such a CSV stores
+    the careful reader's rows, and no table of the fast path is left behind."""
+    from dataforge import api
+
+    write("d.csv", "a,b\nx,1\n\ny,2\n" + "z,3\n" * 5000)
+    r = write("r.yaml", "name: shape\nsteps:\n  - {id: s, type: source.csv, path: d.csv, columns: [a, b]}\n"
+                        "outputs: {d: s}\n")
+    api.build(r, catalog=catalog)
+    got = api.sql("select a, b from d", catalog=catalog)
+    assert got.height == 5003 and got.row(1) == (None, None) and got.row(2) == ("y", "2")
+    tables = api.sql("select count(*) as n from duckdb_tables() where starts_with(table_name, '_s_')",
+                     catalog=catalog)
+    assert tables["n"][0] == api.sql("select count(*) as n from step_outputs", catalog=catalog)["n"][0] == 1
+
+
 def test_a_file_that_changes_after_planning_is_read_by_the_careful_path(write, catalog):
     """The build stores a planned `SqlLoad` straight from the file, checking it as it stores it; should
     the file stop passing the checks, nothing half-stored is kept and the careful path names the line.
