@@ -349,6 +349,48 @@ def test_a_csv_whose_shape_the_readers_differ_on_is_built_by_the_careful_reader(
     assert tables["n"][0] == api.sql("select count(*) as n from step_outputs", catalog=catalog)["n"][0] == 1
 
 
+def test_the_head_of_a_flat_jsonl_is_typed_as_pyarrow_types_it():
+    """The first MiB of a flat JSONL is typed without importing pyarrow (~0.2 s): on every head the
+    json-module typer answers, its types are the ones pyarrow's reader gives, and it answers for
+    the common flat shapes; anything else (nesting, timestamp-like strings, kind changes, numbers
+    past int64/double, blank or CR lines, several values on a line) is left to pyarrow."""
+    import random
+
+    import pyarrow as pa
+    import pyarrow.json as pj
+
+    from dataforge.steps.sources.jsonl import _flat_head_types
+
+    values = ["a", "é 数据 🙂", "", "2020-01-01", "2020-01-01T10", "1999", 0, -0, 7, 2**63 - 1, 2**63, -(2**63) - 1,
+              1.5, -0.0, 1e300, True, False, None, [1], {"x": 1}]
+    rng = random.Random(0)
+    answered = 0
+    for trial in range(400):
+        pool = rng.sample(values, rng.randint(1, 4))
+        keys = ["a", "b", "c"][: rng.randint(1, 3)]
+        rows = [{k: rng.choice(pool) for k in keys if rng.random() < 0.9} for _ in range(rng.randint(1, 6))]
+        head = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows).encode()
+        if trial % 50 == 0:
+            head = head.replace(b"\n", b"\r\n", 1)
+        wanted = [k for k in keys if rng.random() < 0.8] or keys[:1]
+        flat = _flat_head_types(head, wanted)
+        try:
+            schema = pj.read_json(pa.BufferReader(head)).schema
+            arrow = [(c, str(schema.field(c).type)) for c in wanted] if all(c in schema.names for c in wanted) else None
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError):
+            arrow = None
+        if flat is not None:
+            answered += 1
+            assert arrow is not None and [(f.name, f.type) for f in flat] == arrow, (head, wanted, flat, arrow)
+    assert answered > 60
+    flat_file = b"".join(json.dumps({"instruction": f"write {i}", "n": i, "x": i / 3, "ok": i % 2 == 0,
+                                     "input": None if i % 2 else "y"}).encode() + b"\n" for i in range(3000))
+    assert [(f.name, f.type) for f in _flat_head_types(flat_file, ["instruction", "n", "x", "ok", "input"])] == [
+        ("instruction", "string"), ("n", "int64"), ("x", "double"), ("ok", "bool"), ("input", "string")]
+    for bad in (b'{"a": 1}\n\n{"a": 2}\n', b'{"a": 1} {"a": 2}\n', b'{"a": 1}, {"a": 2}\n', b'[1]\n', b'{"a": 1,}\n'):
+        assert _flat_head_types(bad, ["a"]) is None, bad
+
+
 def test_a_file_that_changes_after_planning_is_read_by_the_careful_path(write, catalog):
     """The build stores a planned `SqlLoad` straight from the file, checking it as it stores it; should
     the file stop passing the checks, nothing half-stored is kept and the careful path names the line.

@@ -4,7 +4,6 @@ missing extra, repeating a run."""
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
