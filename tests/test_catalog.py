@@ -163,6 +163,24 @@ def test_catalog_text_is_stored_zstd_compressed(tmp_path):
     assert "ZSTD" not in kinds["n:BIGINT"], kinds
 
 
+def test_a_catalog_file_of_an_older_storage_version_keeps_duckdbs_own_text_compression(tmp_path):
+    """A catalog made by DuckDB 1.0/1.1 keeps that storage version, which has no zstd: forcing it
+    there would store text uncompressed (3x larger), so such a file keeps DuckDB's own choice."""
+    from dataforge.catalog import store
+
+    path = tmp_path / "old.duckdb"
+    con = duckdb.connect()
+    con.execute(f"attach '{path}' as old (storage_version 'v1.0.0')")
+    con.close()
+    cat = store.Catalog(path)
+    with cat.held():
+        cat.stage_output_query("c" * 64, "select 'instruction number ' || i || ' of many' as text from range(200000) t(i)")
+    with cat._read() as con:
+        used = con.execute("select list(distinct compression) from pragma_storage_info(?) where segment_type = 'VARCHAR'",
+                           [store.output_table("c" * 64)]).fetchone()[0]
+    assert "Uncompressed" not in used and "ZSTD" not in used, used
+
+
 def test_a_source_streaming_into_the_catalog_reports_its_progress(tmp_path):
     """The build's bar for a source stored straight from its file moves while DuckDB works."""
     from dataforge.catalog import store

@@ -111,6 +111,18 @@ def test_read_export_checks_files_and_reads_splits(export_dir):
     assert len(ex.manifest_sha256) == 64
 
 
+def test_an_export_in_a_folder_with_glob_characters_reads_its_own_splits(export_dir, tmp_path):
+    """polars reads a path holding `[` as a pattern: `exp[1]/train.jsonl` would read `exp1/`'s."""
+    import shutil
+
+    odd = tmp_path / "exp[1]"
+    shutil.copytree(export_dir, odd)
+    (tmp_path / "exp1").mkdir()
+    (tmp_path / "exp1" / "train.jsonl").write_text('{"prompt": "neighbour", "completion": "x"}\n')
+    train = read_export(odd).read_split("train")
+    assert "neighbour" not in train["prompt"].to_list() and train.height == read_export(odd).manifest.rows["train"]
+
+
 @pytest.mark.parametrize("damage, fragment", [
     (lambda d: (d / "train.jsonl").write_text((d / "train.jsonl").read_text().replace("p1", "p9")), "sha256 differs"),
     (lambda d: (d / "train.jsonl").write_bytes((d / "train.jsonl").read_bytes()[:-7]), "truncated"),

@@ -391,6 +391,59 @@ def test_the_head_of_a_flat_jsonl_is_typed_as_pyarrow_types_it():
         assert _flat_head_types(bad, ["a"]) is None, bad
 
 
+@pytest.mark.parametrize("ext", ["csv", "jsonl", "parquet"])
+def test_a_source_in_a_key_value_folder_reads_the_file_not_the_folder_name(write, catalog, ext):
+    """DuckDB reads `n=99/` in a path as a Hive partition (a column `n` = 99 over every row) unless
+    told not to: a source there stores the file's own columns and values, fast path or not."""
+    from dataforge import api
+
+    df = pl.DataFrame({"n": ["1", "2"] if ext == "csv" else [1, 2], "s": ["a", "b"]})
+    path = write(f"part/n=99/d.{ext}", b"")
+    {"csv": df.write_csv, "jsonl": df.write_ndjson, "parquet": df.write_parquet}[ext](path)
+    r = write("r.yaml", f"name: hive\nsteps:\n"
+                        f"  - {{id: picked, type: source.{ext}, path: part/n=99/d.{ext}, columns: [n, s]}}\n"
+                        f"  - {{id: whole, type: source.{ext}, path: part/n=99/d.{ext}}}\n"
+                        "outputs: {picked: picked, whole: whole}\n")
+    api.build(r, catalog=catalog)
+    for table in ("picked", "whole"):
+        got = api.sql(f"select * exclude (id) from {table}", catalog=catalog)
+        assert got.columns == ["n", "s"] and got["n"].cast(pl.Utf8).to_list() == ["1", "2"], (table, got)
+
+
+def test_parquet_columns_whose_arrow_type_duckdb_cannot_see_take_the_careful_path(write, catalog):
+    """A Duration is a plain INT64 in Parquet, its type only in the `ARROW:schema` DuckDB ignores:
+    such a file is read by polars (an INTERVAL, not a BIGINT, with polars' ids); so is a file that
+    names a column twice, which the careful reader refuses rather than DuckDB renaming one."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from dataforge import api
+    from dataforge.errors import UserError
+    from dataforge.steps.sources.base import SqlLoad
+
+    pl.DataFrame({"d": pl.Series([1, 2, None], dtype=pl.Duration("us")), "s": ["a", "b", "c"]}).write_parquet(
+        write("d.parquet", b""))
+    r = write("r.yaml", "name: dur\nsteps:\n"
+                        "  - {id: fast, type: source.parquet, path: d.parquet}\n"
+                        "  - {id: careful, type: source.parquet, path: d.parquet, limit: 10}\n"
+                        "outputs: {fast: fast, careful: careful}\n")
+    assert not isinstance(api.validate(r, catalog=catalog).prepared["fast"], SqlLoad)
+    api.build(r, catalog=catalog)
+    types = api.sql("select table_name, data_type from information_schema.columns where column_name = 'd' "
+                    "and table_name in ('fast', 'careful') "
+                    "order by table_name", catalog=catalog).rows()
+    assert types == [("careful", "INTERVAL"), ("fast", "INTERVAL")]
+    differ = api.sql("select count(*) as n from ((select * from fast except select * from careful) "
+                     "union all (select * from careful except select * from fast))", catalog=catalog)
+    assert differ["n"][0] == 0
+
+    pq.write_table(pa.table([pa.array([1, 2]), pa.array(["x", "y"])], names=["a", "a"]), write("two.parquet", b""))
+    r2 = write("r2.yaml", "name: twice\nsteps:\n  - {id: t, type: source.parquet, path: two.parquet}\n"
+                          "outputs: {t: t}\n")
+    with pytest.raises(UserError, match="more than one|duplicate|twice"):
+        api.build(r2, catalog=catalog)
+
+
 def test_a_file_that_changes_after_planning_is_read_by_the_careful_path(write, catalog):
     """The build stores a planned `SqlLoad` straight from the file, checking it as it stores it; should
     the file stop passing the checks, nothing half-stored is kept and the careful path names the line.

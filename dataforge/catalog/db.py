@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import os
 import random
+import re
 import threading
 import time
 from pathlib import Path
@@ -69,15 +70,11 @@ def connect(path: Path, *, read_only: bool, wait_s: float | None = None,
     with _lock:
         while True:
             try:
-                config: dict = {} if allow_files else {"enable_external_access": False, "lock_configuration": True}
+                config: dict = {} if allow_files else {"enable_external_access": False}
                 if not read_only:
                     # Bulk stores flush each row group as it fills rather than five at a time: a
                     # million-row source then stores in ~70 MiB less memory, no slower.
                     config["write_buffer_row_group_count"] = 1
-                    # Text is stored zstd-compressed instead of by DuckDB's per-segment choice
-                    # (dictionary/FSST): a million-row ingest stores ~0.4-0.9 s faster for a ~35%
-                    # larger file; reads are as fast. Other types keep DuckDB's choice.
-                    config["force_compression"] = "zstd"
                 con = duckdb.connect(str(path), read_only=read_only, config=config)
                 break
             except duckdb.IOException as e:
@@ -91,9 +88,24 @@ def connect(path: Path, *, read_only: bool, wait_s: float | None = None,
                 time.sleep(delay * (0.5 + random.random()))
                 delay = min(delay * 2, 0.5)
         try:
+            if not read_only and _stores_zstd(con):
+                # Text is stored zstd-compressed instead of by DuckDB's per-segment choice
+                # (dictionary/FSST): a million-row ingest stores ~0.4-0.9 s faster for a ~35% larger
+                # file; reads are as fast. Other types keep DuckDB's choice.
+                con.execute("SET force_compression = 'zstd'")
+            if not allow_files:
+                con.execute("SET lock_configuration = true")
             yield con
         finally:
             con.close()
+
+
+def _stores_zstd(con: duckdb.DuckDBPyConnection) -> bool:
+    """Whether this catalog file's storage version has zstd for text (v1.2 on). A file made by an
+    older DuckDB keeps its version, and forcing zstd there would store text uncompressed instead."""
+    tags = con.execute("SELECT tags FROM duckdb_databases() WHERE database_name = current_database()").fetchone()
+    m = re.match(r"v(\d+)\.(\d+)", ((tags or [{}])[0] or {}).get("storage_version", ""))
+    return m is not None and (int(m[1]), int(m[2])) >= (1, 2)
 
 
 @contextlib.contextmanager

@@ -146,9 +146,10 @@ class Export:
             path = self.path / f"{split}.jsonl"
             if path.stat().st_size == 0:
                 return pl.DataFrame(schema={c: pl.Utf8 for c in self.manifest.columns})
-            return pl.read_ndjson(path)
+            with open(path, "rb") as fh:  # polars would read a path holding `*?[` as a glob pattern
+                return pl.read_ndjson(fh)
         if fmt == "parquet":
-            return pl.read_parquet(self.path / f"{split}.parquet")
+            return pl.read_parquet(self.path / f"{split}.parquet", glob=False)
         import datasets
 
         return pl.from_arrow(datasets.load_from_disk(str(self.path))[split].data.table)

@@ -123,4 +123,4 @@ def select_sql(path: Path, names: list[str], sep: str, mapping: dict[str, str]) 
     where = " WHERE " + " AND ".join(f"length({quote_ident(n)}) IS DISTINCT FROM -1" for n in rest) if rest else ""
     return (f"SELECT {select} FROM read_csv({quote_literal(str(path))}, header = true, delim = {quote_literal(sep)}, "
             f"quote = '\"', escape = '\"', strict_mode = true, null_padding = false, auto_detect = false, "
-            f"allow_quoted_nulls = false, columns = {columns}){where}")
+            f"allow_quoted_nulls = false, hive_partitioning = false, columns = {columns}){where}")

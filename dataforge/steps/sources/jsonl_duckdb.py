@@ -81,7 +81,7 @@ def select_sql(path: Path, head, names: dict[str, str] | None = None,
     select = ", ".join(f"{_value_sql(src, kinds[src])} AS {quote_ident(dst)}" for dst, src in names.items())
     size = f", maximum_object_size = {max_object_bytes}" if max_object_bytes else ""
     return (f"SELECT {select} FROM read_json({quote_literal(str(path))}, format = 'newline_delimited', "
-            f"columns = {columns}{size})")
+            f"hive_partitioning = false, columns = {columns}{size})")
 
 
 def read_selected(path: Path, head) -> pl.DataFrame | None:

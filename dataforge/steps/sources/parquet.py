@@ -14,10 +14,17 @@ if TYPE_CHECKING:
 else:
     from dataforge.lazy import polars as pl
 
-# DuckDB types of Parquet columns that DuckDB reads as exactly the values (and catalog types) the
-# polars path gives: rows stored straight from the file get the ids the polars path gives them. A
-# dictionary of strings (polars' Categorical/Enum) is a VARCHAR here, as the polars path stores it.
-_PLAIN = {"VARCHAR", "BIGINT", "INTEGER", "DOUBLE", "BOOLEAN"}
+# Arrow types of Parquet columns that DuckDB reads as exactly the values (and catalog types) the
+# polars path gives: rows stored straight from the file get the ids the polars path gives them.
+# (Arrow's types, from the file's `ARROW:schema`: DuckDB ignores it, and calls a Duration a BIGINT.)
+_PLAIN = {"string", "large_string", "string_view", "int64", "int32", "double", "bool"}
+
+
+def _plain(t) -> bool:
+    """A plain type, or a dictionary of one (polars' Categorical/Enum: the polars path stores its values)."""
+    import pyarrow as pa
+
+    return str(t.value_type if pa.types.is_dictionary(t) else t) in _PLAIN
 
 
 class ParquetSource(FileSource):
@@ -29,24 +36,21 @@ class ParquetSource(FileSource):
         """Columns of plain types, no `limit`/`sample`: an `SqlLoad` for the build to store straight
         from the file (every value checked by one DuckDB scan that keeps no rows, or, for a build, by
         the store itself); else `load`."""
-        import duckdb
-
-        from dataforge.memdb import cursor
+        import pyarrow.parquet as pq  # the footer's schema; importing polars would cost twice as long
 
         p = ctx.resolve(self.path)
         if not names_one_file(p):
             return self.load(ctx)
-        con = cursor()
-        try:  # the footer's schema, as DuckDB reads it (pyarrow or polars would cost ~0.2 s to import)
-            described = con.execute(f"DESCRIBE SELECT * FROM read_parquet({quote_literal(p)})").fetchall()
-        except duckdb.Error:  # not Parquet, truncated, ...: `load` says so
+        try:
+            fields = list(pq.read_schema(p))
+        except Exception:  # not Parquet, truncated, ...: `load` says so
             return self.load(ctx)
-        finally:
-            con.close()
-        schema = {row[0]: row[1] for row in described}
+        schema = {f.name: f.type for f in fields}
+        if len(schema) != len(fields):  # a name twice: `load` refuses the file
+            return self.load(ctx)
         names = self._mapping() or {c: c for c in schema}
         if (self.limit is None and self.sample is None and ID not in names and PARENT not in names
-                and all(schema.get(src) in _PLAIN for src in names.values())):
+                and all(src in schema and _plain(schema[src]) for src in names.values())):
             check_column_case(self.id, list(names), str(p), "columns" if self.columns is not None else "path")
             load = _scan(p, names, check=not ctx.for_build)
             if load is not None:
@@ -59,7 +63,8 @@ class ParquetSource(FileSource):
         wanted = None
         if mapping:  # read only the selected columns when the file has them all (else `load` names the missing)
             try:
-                have = pl.read_parquet_schema(p)
+                with open(p, "rb") as fh:  # a path holding `*?[` would be a glob pattern to polars
+                    have = pl.read_parquet_schema(fh)
             except Exception:
                 have = {}
             if all(src in have for src in mapping.values()):
@@ -76,6 +81,6 @@ def _scan(path, names: dict[str, str], check: bool) -> SqlLoad | None:
     file and says why. A build only counts rows from the row groups' statistics: its store reads
     every value."""
     picked = ", ".join(f"{quote_ident(src)} AS {quote_ident(dst)}" for dst, src in names.items())
-    select = f"SELECT {picked} FROM read_parquet({quote_literal(path)})"
+    select = f"SELECT {picked} FROM read_parquet({quote_literal(path)}, hive_partitioning = false)"
     rows = count_rows(select, list(names) if check else [])
     return SqlLoad(select=select, columns=list(names), rows=rows, size=path.stat().st_size) if rows else None
