@@ -60,6 +60,16 @@ def names_one_file(path: Path) -> bool:
     return not any(c in str(path) for c in "*?[")
 
 
+def sql_load(ctx: PlanContext, path: Path, select: str, columns: list[str]) -> SqlLoad | None:
+    """`select` (of `columns`, from the file at `path`) as an `SqlLoad`. For `validate` and `--dry-run`
+    after a scan of the whole file that keeps no rows: None when it stops or finds no rows (`load`
+    then names the line, or accepts an empty file under allow_empty). A build leaves that to the store."""
+    rows = None if ctx.for_build else count_rows(select, columns)
+    if ctx.for_build or rows:
+        return SqlLoad(select=select, columns=columns, rows=rows, size=path.stat().st_size)
+    return None
+
+
 def count_rows(sql: str, columns: list[str]) -> int | None:
     """Run every check of `sql` (an `SqlLoad.select`) over the whole file, keeping no rows: the number
     of rows, or None when a check or the parser stops (the careful reader then names the line).

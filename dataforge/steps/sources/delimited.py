@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Literal
 from pydantic import Field
 
 from dataforge.steps.base import ID, PARENT, PlanContext, StepError
-from dataforge.steps.sources.base import FileSource, SqlLoad, count_rows, names_one_file
+from dataforge.steps.sources.base import FileSource, SqlLoad, names_one_file, sql_load
 from dataforge.steps.sources.checks import check_column_case, exact_integers, too_many_digits
 
 if TYPE_CHECKING:
@@ -54,10 +54,9 @@ class CsvSource(FileSource):
             names = csv_duckdb.header(p, sep) if names_one_file(p) else None
             if names is not None and all(src in names for src in mapping.values()) and csv_duckdb.plain_shape(p, sep):
                 check_column_case(self.id, list(mapping), str(p), "columns")
-                sql = csv_duckdb.select_sql(p, names, sep, mapping)
-                rows = None if ctx.for_build else count_rows(sql, list(mapping))
-                if ctx.for_build or rows:  # none: `load` says why (or accepts an empty file under allow_empty)
-                    return SqlLoad(select=sql, columns=list(mapping), rows=rows, size=p.stat().st_size)
+                load = sql_load(ctx, p, csv_duckdb.select_sql(p, names, sep, mapping), list(mapping))
+                if load is not None:
+                    return load
         return self.load(ctx)
 
     def read(self, ctx: PlanContext) -> pl.DataFrame:

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Literal, NamedTuple
 
 from dataforge.steps.base import ID, PARENT, PlanContext, StepError
-from dataforge.steps.sources.base import FileSource, SqlLoad, count_rows, names_one_file
+from dataforge.steps.sources.base import FileSource, SqlLoad, names_one_file, sql_load
 from dataforge.steps.sources.checks import MAX_NESTING, check_column_case, check_nesting, dtype_depth, \
     exact_integers, may_nest_deeper, nests_deeper, too_deep, too_many_digits, value_depth
 from dataforge.steps.sources.jsonl_duckdb import read_selected, select_sql
@@ -42,11 +42,10 @@ class JsonlSource(FileSource):
             p = ctx.resolve(self.path)
             head = _head_schema(p, list(dict.fromkeys(mapping.values())))
             sql = select_sql(p, head, mapping) if head is not None else None
-            if sql is not None:
-                rows = None if ctx.for_build else count_rows(sql, list(mapping))
-                if ctx.for_build or rows:  # none: `load` says why (or accepts an empty file under allow_empty)
-                    check_column_case(self.id, list(mapping), str(p), "columns")
-                    return SqlLoad(select=sql, columns=list(mapping), rows=rows, size=p.stat().st_size)
+            load = sql_load(ctx, p, sql, list(mapping)) if sql is not None else None
+            if load is not None:
+                check_column_case(self.id, list(mapping), str(p), "columns")
+                return load
         return self.load(ctx)
 
     def read(self, ctx: PlanContext) -> pl.DataFrame:
@@ -167,6 +166,7 @@ class HeadField(NamedTuple):
 # A string pyarrow's JSON reader may read as a timestamp starts so (`2020-01-01`, `2020-01-01T10`).
 _MAYBE_TIMESTAMP = re.compile(r"\d{4}-\d")
 _INT64 = range(-(2**63), 2**63)
+_JSON_KIND = {str: "string", bool: "boolean", int: "number", float: "number"}  # ints and floats mix (as double)
 
 
 def _flat_head_types(head: bytes, wanted: list[str]) -> list[HeadField] | None:
@@ -204,12 +204,10 @@ def _flat_head_types(head: bytes, wanted: list[str]) -> list[HeadField] | None:
                 continue
             elif t is not bool:  # an object or an array
                 return None
-            seen = kinds.get(k)
-            if seen is None:
-                kinds[k] = {t}
-            elif t not in seen:
+            seen = kinds.setdefault(k, set())
+            if t not in seen:
                 seen.add(t)
-                if len(seen - {int, float}) + (1 if seen & {int, float} else 0) > 1:
+                if len({_JSON_KIND[x] for x in seen}) > 1:
                     return None  # a key changing kind: pyarrow refuses the whole head
     names = {str: "string", bool: "bool", int: "int64", float: "double"}
     out = []

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from dataforge.sqlquote import quote_ident, quote_literal
+from dataforge.steps.sources.base import names_one_file
 
 if TYPE_CHECKING:
     import polars as pl
@@ -66,8 +67,6 @@ def select_sql(path: Path, head, names: dict[str, str] | None = None,
     first MiB) from the whole JSONL file, each checked as above, or None when a type is not plain.
     `names` maps output name -> source key (default: the keys themselves, in `head`'s order); None
     too for a path DuckDB would read as a glob pattern."""
-    from dataforge.steps.sources.base import names_one_file
-
     if not names_one_file(path):
         return None
     kinds = {}
