@@ -191,3 +191,35 @@ def test_a_source_streaming_into_the_catalog_reports_its_progress(tmp_path):
     with cat.held():
         assert cat.stage_output_query("e" * 64, query, progress=seen.append) == 1_500_000
     assert seen and all(0 < f <= 1 for f in seen) and seen == sorted(seen), seen
+
+
+def test_the_progress_bar_never_moves_back_when_duckdb_starts_its_next_statement(monkeypatch):
+    """DuckDB's estimate restarts at 0 for each statement (the row count after the store): the
+    fraction the build shows stays where it was instead."""
+    import threading
+
+    from dataforge.catalog import store
+
+    estimates = iter([-1.0, 40.0, 0.0, 25.0, 90.0, 0.0])
+    drained = threading.Event()
+
+    class Connection:
+        def execute(self, sql):
+            return self
+
+        def query_progress(self):
+            value = next(estimates, None)
+            if value is None:
+                drained.set()
+                return -1.0
+            return value
+
+    seen: list[float] = []
+    wait = threading.Event.wait
+    monkeypatch.setattr(threading.Event, "wait", lambda self, timeout=None: wait(self, timeout and min(timeout, 0.01)))
+    with store._watching(Connection(), seen.append):
+        for _ in range(500):
+            if drained.is_set():
+                break
+            wait(drained, 0.01)
+    assert seen == [0.4, 0.9]

@@ -203,7 +203,7 @@ class Catalog:
         output table of `fingerprint`, not yet recorded as any step's output (`record_staged_output`,
         once the build has begun; `drop_staged` when it will not); return the number of rows. A query
         that fails leaves the catalog as it was (its `duckdb.Error` propagates). `progress` is told
-        the fraction done (DuckDB's estimate) every half second while the query runs."""
+        the fraction done (DuckDB's estimate, never decreasing) every half second while the query runs."""
         import duckdb
 
         table = quote_ident(output_table(fingerprint))
@@ -513,10 +513,14 @@ def _watching(con, progress: Callable[[float], None] | None):
     stop = threading.Event()
 
     def watch() -> None:
+        # DuckDB's estimate restarts at 0 for each statement of the block (the count after the
+        # store, a retry without a memory limit): the bar only ever moves forward.
+        shown = 0.0
         while not stop.wait(0.5):
-            done = con.query_progress()
-            if done >= 0:
-                progress(min(done, 100.0) / 100)
+            done = min(con.query_progress(), 100.0) / 100
+            if done > shown:
+                shown = done
+                progress(done)
 
     watcher = threading.Thread(target=watch, name="dataforge-progress", daemon=True)
     watcher.start()
