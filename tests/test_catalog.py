@@ -181,10 +181,11 @@ def test_a_catalog_file_of_an_older_storage_version_keeps_duckdbs_own_text_compr
     assert "Uncompressed" not in used and "ZSTD" not in used, used
 
 
-def test_a_source_streaming_into_the_catalog_reports_its_progress(tmp_path):
+def test_a_source_streaming_into_the_catalog_reports_its_progress(tmp_path, monkeypatch):
     """The build's bar for a source stored straight from its file moves while DuckDB works."""
     from dataforge.catalog import store
 
+    monkeypatch.setattr(store, "PROGRESS_EVERY", 0.05)  # the store may take well under a second
     cat = store.Catalog(tmp_path / "c.duckdb")
     seen: list[float] = []
     query = "select md5(i::varchar) as id from range(1500000) t(i)"
@@ -215,11 +216,7 @@ def test_the_progress_bar_never_moves_back_when_duckdb_starts_its_next_statement
             return value
 
     seen: list[float] = []
-    wait = threading.Event.wait
-    monkeypatch.setattr(threading.Event, "wait", lambda self, timeout=None: wait(self, timeout and min(timeout, 0.01)))
+    monkeypatch.setattr(store, "PROGRESS_EVERY", 0.001)
     with store._watching(Connection(), seen.append):
-        for _ in range(500):
-            if drained.is_set():
-                break
-            wait(drained, 0.01)
+        assert drained.wait(5)
     assert seen == [0.4, 0.9]

@@ -203,7 +203,8 @@ class Catalog:
         output table of `fingerprint`, not yet recorded as any step's output (`record_staged_output`,
         once the build has begun; `drop_staged` when it will not); return the number of rows. A query
         that fails leaves the catalog as it was (its `duckdb.Error` propagates). `progress` is told
-        the fraction done (DuckDB's estimate, never decreasing) every half second while the query runs."""
+        the fraction done (DuckDB's estimate, never decreasing) every `PROGRESS_EVERY` seconds while the
+        query runs."""
         import duckdb
 
         table = quote_ident(output_table(fingerprint))
@@ -502,6 +503,10 @@ def _insert_llm_calls(con, rows: list[dict[str, Any]]) -> None:
     con.unregister("_calls")
 
 
+PROGRESS_EVERY = 0.5
+"""Seconds between two looks at a long store's progress."""
+
+
 @contextlib.contextmanager
 def _watching(con, progress: Callable[[float], None] | None):
     """Report `con`'s query progress to `progress` from a thread while the block runs."""
@@ -516,7 +521,7 @@ def _watching(con, progress: Callable[[float], None] | None):
         # DuckDB's estimate restarts at 0 for each statement of the block (the count after the
         # store, a retry without a memory limit): the bar only ever moves forward.
         shown = 0.0
-        while not stop.wait(0.5):
+        while not stop.wait(PROGRESS_EVERY):
             done = min(con.query_progress(), 100.0) / 100
             if done > shown:
                 shown = done
