@@ -182,6 +182,7 @@ CSV_SQL_CASES = {  # -> True where DuckDB should store the file itself
     "empty and quoted empty fields": (b'a,b,c\n,x,z\n"",,""\n', True),
     "empty trailing fields past the header": (b"a,b,c\n1,2,3,,,\n4,5,6\n", False),
     "a line ending in the delimiter": (b"a,b,c\n1,x,\n", False),
+    "empty trailing field past the header, CRLF": (b"a,b,c\r\n1,2,3,\r\n4,5,6\r\n", False),
     "invalid UTF-8 in a column not selected": (b"a,b,c\n1,\xff,3\n", False),
     "quoted header name with text after it": (b'"a" ,b,c\n1,2,3\n', False),
     "quoted delimiter, newline and doubled quotes": (b'a,b,c\n"1,2","l1\nl2","say ""hi"""\n', True),
@@ -347,6 +348,55 @@ def test_a_csv_whose_shape_the_readers_differ_on_is_built_by_the_careful_reader(
     tables = api.sql("select count(*) as n from duckdb_tables() where starts_with(table_name, '_s_')",
                      catalog=catalog)
     assert tables["n"][0] == api.sql("select count(*) as n from step_outputs", catalog=catalog)["n"][0] == 1
+
+
+def test_the_csv_shape_check_reads_random_files_as_the_readers_would(tmp_path):
+    """Random small CSVs of fields, quotes, delimiters, LF/CRLF/lone CR and blank lines: the shape check
+    gives one answer whatever its chunk size (1 byte up), refuses every file with a blank line, a lone
+    carriage return or a line ending in the delimiter, and on every file it calls plain DuckDB's strict
+    read gives the careful reader's rows, or the careful reader refuses the file too."""
+    import random
+
+    import duckdb
+
+    from dataforge.steps.sources import csv_duckdb
+    from dataforge.steps.sources.base import SqlLoad
+    from dataforge.steps.sources.delimited import CsvSource
+
+    rng = random.Random(1)
+    pieces = [b"a", b"b c", b"\xc3\xa9", b",", b",", b'"', b'""', b"\n", b"\n", b"\r\n", b"\r", b"\n\n"]
+    ctx = PlanContext(recipe_path=tmp_path / "r.yaml", seed=0, for_build=True)
+    path = tmp_path / "d.csv"
+    plain = compared = 0
+    for trial in range(300):
+        head = rng.choice([b"a,b\n", b'"a",b\r\n', b"\xef\xbb\xbfa,b\n"])
+        rows = [b"".join(rng.choices(pieces, k=rng.randint(1, 8))) for _ in range(rng.randint(1, 4))]
+        if trial % 3 == 0:  # well-formed rows, quoted fields included, so that many files are plain
+            rows = [b",".join(rng.choice([b"x", b'"y,""z""\n"', b"", b'""']) for _ in range(2)) + b"\n"
+                    for _ in range(rng.randint(1, 4))]
+        data = head + b"".join(rows)
+        path.write_bytes(data)
+        answers = {csv_duckdb.plain_shape(path, ",", chunk) for chunk in (1, 2, 3, 5, 8, 1 << 24)}
+        assert len(answers) == 1, (data, answers)
+        body = data[3:] if data.startswith(b"\xef\xbb\xbf") else data
+        if b"\n\n" in body or b"\n\r\n" in body or b",\n" in body or b",\r\n" in body or body.endswith(b","):
+            assert answers == {False}, data
+        if any(body[i] == 13 and body[i + 1:i + 2] != b"\n" for i in range(len(body))):
+            assert answers == {False}, data
+        if answers != {True}:
+            continue
+        plain += 1
+        careful, prepared = careful_and_prepared(CsvSource(id="s", type="source.csv", path=str(path),
+                                                           columns=["a", "b"], allow_empty=True), ctx)
+        if not isinstance(prepared, SqlLoad):
+            continue
+        try:
+            stored = duckdb.connect().sql(prepared.query()).pl()
+        except duckdb.Error:  # the build then runs the careful reader
+            continue
+        assert not isinstance(careful, str) and stored.equals(careful), (data, stored, careful)
+        compared += 1
+    assert plain > 40 and compared > 25, (plain, compared)
 
 
 def test_the_head_of_a_flat_jsonl_is_typed_as_pyarrow_types_it():

@@ -48,8 +48,10 @@ def header(path: Path, sep: str) -> list[str] | None:
     return names
 
 
-def plain_shape(path: Path, sep: str) -> bool:
-    """True when nothing in the file makes the two readers differ (see the module docstring)."""
+def plain_shape(path: Path, sep: str, chunk: int = 1 << 24) -> bool:
+    """True when nothing in the file makes the two readers differ (see the module docstring). One pass
+    over the mapped file, `chunk` bytes at a time, each chunk's pages given back once done, so the
+    check needs no file-sized memory."""
     import mmap
 
     import numpy as np
@@ -62,54 +64,56 @@ def plain_shape(path: Path, sep: str) -> bool:
         with mm:
             data = np.frombuffer(mm, dtype=np.uint8)
             try:
-                return _plain(mm, data, sep)
+                return _plain(mm, data, ord(sep), chunk)
             finally:
                 del data
 
 
-def _plain(mm, data, sep: str, chunk: int = 1 << 24) -> bool:
-    """`plain_shape` in one pass a chunk at a time over the mapped file, each chunk's pages given back
-    once done, so the check needs no file-sized memory."""
+NL, CR, QUOTE = ord("\n"), ord("\r"), ord('"')
+
+
+def _plain(mm, data, sep: int, chunk: int) -> bool:
     import mmap
 
     import numpy as np
 
-    edge = np.frombuffer(b"\n\r" + sep.encode() + b'"', dtype=np.uint8)
-    n, quotes, last_nl = data.size, 0, -2
+    edge = np.array([NL, CR, sep, QUOTE], dtype=np.uint8)
+    n, quotes, last_nl, crs = data.size, 0, -2, False
     first = 3 if bytes(data[:3]) == b"\xef\xbb\xbf" else 0  # where the first field starts
     for i in range(0, n, chunk):
         part = data[i:i + chunk]
-        hit = part == ord("\n")
-        hit |= part == ord("\r")
-        hit |= part == ord('"')
-        at = np.flatnonzero(hit) + i
-        kind = data[at]
-        cr = at[kind == ord("\r")]
-        if cr.size and not (data[np.minimum(cr + 1, n - 1)] == ord("\n")).all():
-            return False  # a carriage return on its own
-        nl = np.concatenate([[last_nl], at[kind == ord("\n")]])
-        gap = np.diff(nl)
-        if (gap == 1).any() or ((gap == 2) & (data[np.maximum(nl[1:] - 1, 0)] == ord("\r"))).any():
-            return False  # a blank line
-        last_nl = int(nl[-1])
-        # DuckDB drops empty fields past the header's count even in strict mode: a line that ends in
-        # the delimiter is the careful reader's (which counts the fields).
-        ends = nl[1:] - 1
-        ends = np.where((ends >= 0) & (data[np.maximum(ends, 0)] == ord("\r")), ends - 1, ends)
-        if ((ends >= 0) & (data[np.maximum(ends, 0)] == ord(sep))).any():
-            return False
+        if mm.find(b"\r", i, i + chunk) >= 0:  # most files have none: memchr says so for the chunk
+            crs = True
+            cr = np.flatnonzero(part == CR) + i
+            if not (data[np.minimum(cr + 1, n - 1)] == NL).all():
+                return False  # a carriage return on its own
+        nl = np.flatnonzero(part == NL) + i
+        if nl.size:
+            gap = np.diff(nl, prepend=last_nl)
+            before = data[np.maximum(nl - 1, 0)]
+            if (gap == 1).any() or (crs and ((gap == 2) & (before == CR)).any()):
+                return False  # a blank line
+            # DuckDB drops empty fields past the header's count even in strict mode: a line that ends
+            # in the delimiter is the careful reader's (which counts the fields).
+            if ((nl > 0) & (before == sep)).any():
+                return False
+            if crs and ((nl > 1) & (before == CR) & (data[np.maximum(nl - 2, 0)] == sep)).any():
+                return False
+            last_nl = int(nl[-1])
         # Counted from the start, quotes pair up: each opening one starts a field (or doubles the
         # one before it), each closing one ends a field (or is doubled by the one after it).
-        q = at[kind == ord('"')]
-        odd = (quotes + np.arange(q.size)) % 2 == 1
-        opening, closing = q[~odd], q[odd]
-        if not ((opening == first) | np.isin(data[np.maximum(opening - 1, 0)], edge)).all():
-            return False
-        if not ((closing == n - 1) | np.isin(data[np.minimum(closing + 1, n - 1)], edge)).all():
-            return False
-        quotes += q.size
-        mm.madvise(mmap.MADV_DONTNEED, i, min(chunk, n - i))
-    if n and data[n - 1] == ord(sep):
+        q = np.flatnonzero(part == QUOTE) + i
+        if q.size:
+            odd = (quotes + np.arange(q.size)) % 2 == 1
+            opening, closing = q[~odd], q[odd]
+            if not ((opening == first) | np.isin(data[np.maximum(opening - 1, 0)], edge)).all():
+                return False
+            if not ((closing == n - 1) | np.isin(data[np.minimum(closing + 1, n - 1)], edge)).all():
+                return False
+            quotes += q.size
+        lo = i - i % mmap.PAGESIZE  # madvise wants a page boundary; the next chunk faults its part back in
+        mm.madvise(mmap.MADV_DONTNEED, lo, min(i + chunk, n) - lo)
+    if n and data[n - 1] == sep:
         return False  # the last line ends in the delimiter
     return quotes % 2 == 0  # else a quote is left open
 
