@@ -350,6 +350,25 @@ def test_a_csv_whose_shape_the_readers_differ_on_is_built_by_the_careful_reader(
     assert tables["n"][0] == api.sql("select count(*) as n from step_outputs", catalog=catalog)["n"][0] == 1
 
 
+@pytest.mark.parametrize("ext", ["csv", "jsonl", "parquet"])
+def test_a_build_of_a_plain_file_imports_neither_pyarrow_nor_polars(tmp_path, ext):
+    """A source DuckDB stores straight from the file (a Parquet file whose writer recorded its Arrow
+    schema, a plain CSV or flat JSONL) is built without importing pyarrow or polars (each ~0.2 s
+    and tens of MiB of a small build)."""
+    df = pl.DataFrame({"instruction": ["a", "b"], "n": ["1", "2"] if ext == "csv" else [1, 2]})
+    {"csv": df.write_csv, "jsonl": df.write_ndjson, "parquet": df.write_parquet}[ext](tmp_path / f"d.{ext}")
+    (tmp_path / "r.yaml").write_text(f"name: p\nsteps:\n  - {{id: s, type: source.{ext}, path: d.{ext}, "
+                                     "columns: [instruction, n]}\noutputs: {d: s}\n")
+    code = ("import sys\nfrom dataforge import api\n"
+            f"api.build({str(tmp_path / 'r.yaml')!r}, catalog={str(tmp_path / 'c.duckdb')!r})\n"
+            "print(sorted({m.split('.')[0] for m in sys.modules} & {'pyarrow', 'polars'}))\n")
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip().splitlines()[-1] == "[]", out
+
+
 def test_the_csv_shape_check_reads_random_files_as_the_readers_would(tmp_path):
     """Random small CSVs of fields, quotes, delimiters, LF/CRLF/lone CR and blank lines: the shape check
     gives one answer whatever its chunk size (1 byte up), refuses every file with a blank line, a lone

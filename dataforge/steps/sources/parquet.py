@@ -6,6 +6,7 @@ from typing import TYPE_CHECKING, Literal
 
 from dataforge.sqlquote import quote_ident, quote_literal
 from dataforge.steps.base import ID, PARENT, PlanContext
+from dataforge.steps.sources import arrow_schema
 from dataforge.steps.sources.base import FileSource, SqlLoad, count_rows, names_one_file
 from dataforge.steps.sources.checks import check_column_case, exact_integers
 
@@ -18,6 +19,21 @@ else:
 # polars path gives: rows stored straight from the file get the ids the polars path gives them.
 # (Arrow's types, from the file's `ARROW:schema`: DuckDB ignores it, and calls a Duration a BIGINT.)
 _PLAIN = {"string", "large_string", "string_view", "int64", "int32", "double", "bool"}
+
+
+def _fields(path) -> list[tuple[str, bool]] | None:
+    """Each top-level column of the file and whether its Arrow type is plain; None when the file's
+    schema cannot be read. From the footer's `ARROW:schema` where the writer recorded one (most do),
+    else from pyarrow (importing polars would cost twice as long)."""
+    recorded = arrow_schema.parquet_fields(path)
+    if recorded is not None:
+        return [(name, kind is not None) for name, kind in recorded]
+    import pyarrow.parquet as pq
+
+    try:
+        return [(f.name, _plain(f.type)) for f in pq.read_schema(path)]
+    except Exception:
+        return None
 
 
 def _plain(t) -> bool:
@@ -36,21 +52,16 @@ class ParquetSource(FileSource):
         """Columns of plain types, no `limit`/`sample`: an `SqlLoad` for the build to store straight
         from the file (every value checked by one DuckDB scan that keeps no rows, or, for a build, by
         the store itself); else `load`."""
-        import pyarrow.parquet as pq  # the footer's schema; importing polars would cost twice as long
-
         p = ctx.resolve(self.path)
-        if not names_one_file(p):
+        fields = _fields(p) if names_one_file(p) else None
+        if fields is None:  # not Parquet, truncated, ...: `load` says so
             return self.load(ctx)
-        try:
-            fields = list(pq.read_schema(p))
-        except Exception:  # not Parquet, truncated, ...: `load` says so
-            return self.load(ctx)
-        schema = {f.name: f.type for f in fields}
+        schema = dict(fields)
         if len(schema) != len(fields):  # a name twice: `load` refuses the file
             return self.load(ctx)
         names = self._mapping() or {c: c for c in schema}
         if (self.limit is None and self.sample is None and ID not in names and PARENT not in names
-                and all(src in schema and _plain(schema[src]) for src in names.values())):
+                and all(schema.get(src) for src in names.values())):
             check_column_case(self.id, list(names), str(p), "columns" if self.columns is not None else "path")
             load = _scan(p, names, check=not ctx.for_build)
             if load is not None:
