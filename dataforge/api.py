@@ -6,14 +6,16 @@ import functools
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
-from dataforge.build import BuildResult, execute
 from dataforge.catalog import query as q
 from dataforge.catalog.db import default_catalog_path
-from dataforge.plan import Plan
-from dataforge.recipe.validate import load_recipe
 
+# Recipes, plans and the build (pydantic and every step kind's base, ~0.25 s) are imported by the
+# functions that use them: `dataforge ls`, `show` and `sql` never need them.
 if TYPE_CHECKING:
     import polars as pl
+
+    from dataforge.build import BuildResult
+    from dataforge.plan import Plan
 else:
     from dataforge.lazy import polars as pl
 
@@ -24,6 +26,8 @@ def _catalog(path: str | Path | None) -> Path:
 
 def validate(recipe: str | Path, *, vars: dict[str, Any] | None = None, catalog: str | Path | None = None) -> Plan:
     """Parse and check a recipe and its DAG without running anything."""
+    from dataforge.recipe.validate import load_recipe
+
     return load_recipe(recipe, vars, _catalog(catalog))
 
 
@@ -37,7 +41,9 @@ def build(recipe: str | Path, *, catalog: str | Path | None = None, force: bool 
     `executor` (`local` | `ray`; default `$DATAFORGE_EXECUTOR`, else the recipe's `executor:`, else local)
     decides where steps run; `ray_address` names the Ray cluster (default: start a local one).
     """
+    from dataforge.build import execute
     from dataforge.executors.base import check_executor, open_executor, resolve_executor
+    from dataforge.recipe.validate import load_recipe
 
     cat = _catalog(catalog)
     plan = load_recipe(recipe, vars, cat, for_build=not dry_run)

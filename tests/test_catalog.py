@@ -220,3 +220,24 @@ def test_the_progress_bar_never_moves_back_when_duckdb_starts_its_next_statement
     with store._watching(Connection(), seen.append):
         assert drained.wait(5)
     assert seen == [0.4, 0.9]
+
+
+def test_metadata_frames_built_without_arrow_equal_duckdbs_own():
+    """`ls`, `history` and `runs` build their few rows' frames from Python values (no pyarrow import):
+    the frame is `.pl()`'s, value for value and type for type, NULLs and unicode included; a column of
+    any other type (a list, a decimal, JSON) takes `.pl()` itself."""
+    import datetime as dt
+
+    from dataforge.catalog.query import _small_frame
+
+    con = duckdb.connect()
+    con.execute("""create table t as select * from (values
+        ('a', 1::bigint, 2::integer, 0.5::double, true, timestamp '2026-12-01 10:11:12.345678'),
+        (null, null, null, null, null, null),
+        ('数据 🙂', -9223372036854775808, -2147483648, -0.0, false, timestamp '1970-01-01'))
+        t(s, b, i, d, ok, ts)""")
+    for query in ("select * from t", "select * from t where false", "select s, [b] as l, 1.5 as dec from t",
+                  "select s, b as s2, round(d, 2) as r from t order by s nulls first"):
+        assert _small_frame(con.sql(query)).equals(con.sql(query).pl()), query
+        assert _small_frame(con.sql(query)).schema == con.sql(query).pl().schema, query
+    assert _small_frame(con.sql("select * from t"))["ts"][0] == dt.datetime(2026, 12, 1, 10, 11, 12, 345678)

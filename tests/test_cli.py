@@ -77,6 +77,25 @@ def test_ls(built, cli):
     assert " 2 " in line and " 3 " in line  # latest version 2, 3 rows
 
 
+@pytest.mark.parametrize("args", [["ls"], ["history"], ["--version"]])
+def test_the_curators_quick_commands_import_neither_the_build_nor_pyarrow(built, args):
+    """`ls`, `history` and `--version` answer without importing recipes and the build (~0.25 s) or
+    pyarrow (~0.2 s): what a curator types most often starts fast."""
+    import subprocess
+    import sys
+
+    _, cat, *_ = built
+    argv = args + (["--catalog", str(cat)] if args != ["--version"] else [])
+    code = ("import sys\nfrom dataforge.cli import main\n"
+            f"sys.argv = ['dataforge', *{argv!r}]\n"
+            "try:\n    main()\nexcept SystemExit:\n    pass\n"
+            "print(sorted({m for m in sys.modules if m.split('.')[0] == 'pyarrow' or m in "
+            "('dataforge.build', 'dataforge.plan', 'dataforge.steps.base')}), file=sys.stderr)\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stderr.strip().splitlines()[-1] == "[]", done.stderr
+    assert done.stdout.strip(), "the command printed nothing"
+
+
 def test_show_versions_limit_and_formats(built, cli):
     _, cat, first, _ = built
     res = cli("show", "greetings", "--catalog", cat, "--format", "json", "--limit", "2")
