@@ -185,7 +185,7 @@ def test_a_source_streaming_into_the_catalog_reports_its_progress(tmp_path, monk
     """The build's bar for a source stored straight from its file moves while DuckDB works."""
     from dataforge.catalog import store
 
-    monkeypatch.setattr(store, "PROGRESS_EVERY", 0.05)  # the store may take well under a second
+    monkeypatch.setattr(store, "PROGRESS_EVERY", 0.02)  # the store may take well under a second
     cat = store.Catalog(tmp_path / "c.duckdb")
     seen: list[float] = []
     query = "select md5(i::varchar) as id from range(1500000) t(i)"

@@ -81,6 +81,7 @@ def test_ls(built, cli):
 def test_the_curators_quick_commands_import_neither_the_build_nor_pyarrow(built, args):
     """`ls`, `history` and `--version` answer without importing recipes and the build (~0.25 s) or
     pyarrow (~0.2 s): what a curator types most often starts fast."""
+    import os
     import subprocess
     import sys
 
@@ -91,7 +92,8 @@ def test_the_curators_quick_commands_import_neither_the_build_nor_pyarrow(built,
             "try:\n    main()\nexcept SystemExit:\n    pass\n"
             "print(sorted({m for m in sys.modules if m.split('.')[0] == 'pyarrow' or m in "
             "('dataforge.build', 'dataforge.plan', 'dataforge.steps.base')}), file=sys.stderr)\n")
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                          env={**os.environ, "DATAFORGE_EXECUTOR": "local"})
     assert done.stderr.strip().splitlines()[-1] == "[]", done.stderr
     assert done.stdout.strip(), "the command printed nothing"
 

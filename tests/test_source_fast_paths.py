@@ -362,10 +362,12 @@ def test_a_build_of_a_plain_file_imports_neither_pyarrow_nor_polars(tmp_path, ex
     code = ("import sys\nfrom dataforge import api\n"
             f"api.build({str(tmp_path / 'r.yaml')!r}, catalog={str(tmp_path / 'c.duckdb')!r})\n"
             "print(sorted({m.split('.')[0] for m in sys.modules} & {'pyarrow', 'polars'}))\n")
+    import os
     import subprocess
     import sys
 
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                          env={**os.environ, "DATAFORGE_EXECUTOR": "local"}).stdout
     assert out.strip().splitlines()[-1] == "[]", out
 
 

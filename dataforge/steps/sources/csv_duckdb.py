@@ -69,7 +69,7 @@ def plain_shape(path: Path, sep: str, chunk: int = 1 << 24) -> bool:
                 del data
 
 
-NL, CR, QUOTE = ord("\n"), ord("\r"), ord('"')
+_NL, _CR, _QUOTE = ord("\n"), ord("\r"), ord('"')
 
 
 def _plain(mm, data, sep: int, chunk: int) -> bool:
@@ -77,32 +77,32 @@ def _plain(mm, data, sep: int, chunk: int) -> bool:
 
     import numpy as np
 
-    edge = np.array([NL, CR, sep, QUOTE], dtype=np.uint8)
+    edge = np.array([_NL, _CR, sep, _QUOTE], dtype=np.uint8)
     n, quotes, last_nl, crs = data.size, 0, -2, False
     first = 3 if bytes(data[:3]) == b"\xef\xbb\xbf" else 0  # where the first field starts
     for i in range(0, n, chunk):
         part = data[i:i + chunk]
         if mm.find(b"\r", i, i + chunk) >= 0:  # most files have none: memchr says so for the chunk
             crs = True
-            cr = np.flatnonzero(part == CR) + i
-            if not (data[np.minimum(cr + 1, n - 1)] == NL).all():
+            cr = np.flatnonzero(part == _CR) + i
+            if not (data[np.minimum(cr + 1, n - 1)] == _NL).all():
                 return False  # a carriage return on its own
-        nl = np.flatnonzero(part == NL) + i
+        nl = np.flatnonzero(part == _NL) + i
         if nl.size:
             gap = np.diff(nl, prepend=last_nl)
             before = data[np.maximum(nl - 1, 0)]
-            if (gap == 1).any() or (crs and ((gap == 2) & (before == CR)).any()):
+            if (gap == 1).any() or (crs and ((gap == 2) & (before == _CR)).any()):
                 return False  # a blank line
             # DuckDB drops empty fields past the header's count even in strict mode: a line that ends
             # in the delimiter is the careful reader's (which counts the fields).
             if ((nl > 0) & (before == sep)).any():
                 return False
-            if crs and ((nl > 1) & (before == CR) & (data[np.maximum(nl - 2, 0)] == sep)).any():
+            if crs and ((nl > 1) & (before == _CR) & (data[np.maximum(nl - 2, 0)] == sep)).any():
                 return False
             last_nl = int(nl[-1])
         # Counted from the start, quotes pair up: each opening one starts a field (or doubles the
         # one before it), each closing one ends a field (or is doubled by the one after it).
-        q = np.flatnonzero(part == QUOTE) + i
+        q = np.flatnonzero(part == _QUOTE) + i
         if q.size:
             odd = (quotes + np.arange(q.size)) % 2 == 1
             opening, closing = q[~odd], q[odd]
