@@ -21,7 +21,7 @@ from dataforge.llm.calllog import CallLog, call_row, completion_from_row
 from dataforge.llm.config import LLMConfig
 from dataforge.llm.context import LLMContext, llm_context
 from dataforge.llm.limits import RateLimiter, backoff_delay, estimate_tokens
-from dataforge.llm.pricing import price
+from dataforge.llm.pricing import cost_at, price
 from dataforge.llm.providers import Provider, ProviderError, make_provider
 from dataforge.llm.types import CallFailure, Completion, Request
 
@@ -337,8 +337,7 @@ class _Round:
         """`cost_usd` with the price looked up once per model and round (it was a prefix scan per call)."""
         if model not in self._prices:
             self._prices[model] = price(self.cfg, model)
-        p = self._prices[model]
-        return 0.0 if p is None else (input_tokens * p[0] + output_tokens * p[1]) / 1_000_000
+        return cost_at(self._prices[model], input_tokens, output_tokens)
 
     async def run(self) -> None:
         provider = self.s._provider

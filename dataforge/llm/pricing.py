@@ -40,7 +40,11 @@ def price(cfg: LLMConfig, model: str | None = None) -> tuple[float, float] | Non
 def cost_usd(cfg: LLMConfig, input_tokens: int, output_tokens: int, *, batch: bool = False,
              model: str | None = None) -> float:
     """Dollars for one call; 0 for unknown models (the engine warns once)."""
-    p = price(cfg, model)
+    return cost_at(price(cfg, model), input_tokens, output_tokens, batch=batch)
+
+
+def cost_at(p: tuple[float, float] | None, input_tokens: int, output_tokens: int, *, batch: bool = False) -> float:
+    """Dollars for one call at `p` (a `price`, looked up once by a caller pricing many calls); 0 when None."""
     if p is None:
         return 0.0
     usd = (input_tokens * p[0] + output_tokens * p[1]) / 1_000_000
