@@ -17,6 +17,10 @@ class Message(BaseModel):
     role: Literal["system", "user", "assistant"]
     content: str
 
+    def as_dict(self) -> dict[str, str]:
+        """`{"role": ..., "content": ...}`, as chat APIs take it (a fraction of `model_dump`'s cost)."""
+        return {"role": self.role, "content": self.content}
+
 
 class Request(BaseModel):
     """One sample from one prompt. `sample_index` separates the n samples of the same prompt."""
@@ -56,7 +60,7 @@ class Request(BaseModel):
         """The prompt as one string, for the call log."""
         if self.prompt is not None:
             return self.prompt
-        return json.dumps([{"role": m.role, "content": m.content} for m in self.messages or ()], ensure_ascii=False)
+        return json.dumps([m.as_dict() for m in self.messages or ()], ensure_ascii=False)
 
 
 _OPTIONAL = ("presence_penalty", "frequency_penalty")

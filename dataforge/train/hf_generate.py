@@ -87,7 +87,7 @@ class TransformersProvider(Provider):
 
     def _prompt_text(self, r: Request) -> str:
         if r.messages is not None:
-            return self.tok.apply_chat_template([m.model_dump() for m in r.messages], tokenize=False,
+            return self.tok.apply_chat_template([m.as_dict() for m in r.messages], tokenize=False,
                                                 add_generation_prompt=True)
         return r.prompt or ""
 

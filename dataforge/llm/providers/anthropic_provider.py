@@ -22,7 +22,7 @@ def message_body(r: Request) -> dict:
     system messages go to `system`, a plain prompt becomes one user turn."""
     if r.messages is not None:
         system = "\n\n".join(m.content for m in r.messages if m.role == "system")
-        messages = [{"role": m.role, "content": m.content} for m in r.messages if m.role != "system"]
+        messages = [m.as_dict() for m in r.messages if m.role != "system"]
     else:
         system, messages = "", [{"role": "user", "content": r.prompt or ""}]
     body: dict = {"model": r.model, "max_tokens": r.max_tokens, "messages": messages, "temperature": r.temperature}

@@ -106,7 +106,7 @@ class LocalProvider(Provider):
         t0 = time.perf_counter()
         try:
             if request.messages is not None:
-                out = llm.create_chat_completion(messages=[m.model_dump() for m in request.messages], **params)
+                out = llm.create_chat_completion(messages=[m.as_dict() for m in request.messages], **params)
                 text = out["choices"][0]["message"]["content"] or ""
             else:
                 out = llm.create_completion(prompt=request.prompt, **params)

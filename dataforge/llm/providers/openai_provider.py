@@ -39,8 +39,7 @@ def sampling_params(r: Request) -> dict:
 
 def request_body(r: Request) -> dict:
     """The whole JSON body of a request: `messages` (chat completions) or `prompt` (completions) + parameters."""
-    head = {"messages": [{"role": m.role, "content": m.content} for m in r.messages]} if r.messages is not None \
-        else {"prompt": r.prompt}
+    head = {"messages": [m.as_dict() for m in r.messages]} if r.messages is not None else {"prompt": r.prompt}
     return {**head, **sampling_params(r)}
 
 
