@@ -109,6 +109,16 @@ def test_aggregate_with_list_of_ids_as_lineage(write, catalog):
     assert lin.height == 5  # every input row traced to its group
 
 
+def test_query_without_ids_that_returns_no_rows_builds_an_empty_dataset(write, catalog):
+    # An aggregate over nothing (or a `where` no row passes) without `id`: 0 new rows, not a crash.
+    q = "select task, count(*) as n from tasks where score > 5 group by task"
+    res = api.build(recipe(write, {"id": "q", "type": "transform.sql", "from": "tasks", "query": q}), catalog=catalog)
+    s = step_row(res, "q")
+    assert (s.rows_in, s.rows_out, s.rejected) == (5, 0, 0)
+    out = api.read("out", catalog=catalog)
+    assert out.height == 0 and out.columns == ["id", "task", "n"]
+
+
 def test_rejections_refuse_new_rows(write, catalog):
     q = "select task, count(*) as n from tasks group by task"
     r = recipe(write, {"id": "q", "type": "transform.sql", "from": "tasks", "query": q, "rejections": True})

@@ -139,7 +139,7 @@ class SqlTransform(Step):
             kept = is_input & (claimed["_occ"] < claimed["_n"].fill_null(0))
         else:
             given = pl.Series(ID, [None] * n, dtype=pl.Utf8)
-            is_input = kept = pl.Series([False] * n)
+            is_input = kept = pl.Series([False] * n, dtype=pl.Boolean)
         body = out.drop([c for c in (ID, PARENT) if c in out.columns])
         new = ~kept
         if self.rejections and new.any():
