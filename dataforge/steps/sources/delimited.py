@@ -112,6 +112,17 @@ class CsvSource(FileSource):
                                  f"{'header has' if self.header and not self.names else 'columns are'} {width}"
                                  " (an unquoted delimiter in a value?)")
         m = re.search(r"could not parse `([^`]*)` as dtype `([^`]*)`", str(e))
+        if m and m.group(2) in ("str", "String") and self.quote_char:
+            # Every field is text, so no type failed: a field opened a quote and went on past its close.
+            value = m.group(1)
+            first = value.split("\n", 1)[0]
+            line = next((n for n, ln in enumerate(text.split("\n"), 1) if first in ln), None)
+            at = f"{p}:{line}" if line else str(p)
+            what = ("opens a quote that is never closed" if value.count(self.quote_char) % 2
+                    else "goes on after its closing quote")
+            return StepError(self.id, "path", f"{at}: field {value[:40]!r} starts with the quote character "
+                             f"{self.quote_char!r} but {what}; quote the whole field (doubling the quotes "
+                             "inside it), or set quote_char: null to read quotes as text")
         if m:
             value = m.group(1)
             line = next((ln for ln, fields in _rows(text, self._sep(), self.quote_char) if value in fields), None)
