@@ -31,10 +31,14 @@ def check_replaceable(out: Path, marker: str, what: str) -> None:
 def staged_dir(out: Path, marker: str, what: str) -> Iterator[Path]:
     """A fresh directory beside `out`; on success it replaces `out`, on failure it is removed."""
     check_replaceable(out, marker, what)
-    out.parent.mkdir(parents=True, exist_ok=True)
     tag = uuid.uuid4().hex[:8]
     tmp = out.parent / f".{out.name}.tmp-{tag}"
-    tmp.mkdir()
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        tmp.mkdir()
+    except OSError as e:  # a read-only folder, a file where a folder should be, ...: the user's to fix
+        raise UserError(f"--out {out}: cannot write the {what} there ({e.strerror or e}: {e.filename}); "
+                        "give a folder you can write to") from None
     try:
         yield tmp
     except BaseException:

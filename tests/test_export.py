@@ -267,6 +267,16 @@ def test_refuses_to_replace_a_directory_that_is_not_an_export(cat, write, tmp_pa
     assert (keep / "notes.txt").read_text() == "mine"
 
 
+def test_an_out_that_cannot_be_written_is_a_user_error(cat, write, tmp_path, cli):
+    # A file where a folder should be (tests run as root, so a read-only folder would not stop them).
+    (tmp_path / "afile").write_text("mine")
+    res = cli("export", _mixture(write, "total: 5\nsources:\n  - dataset: alpha\n"), "--out",
+              tmp_path / "afile" / "out", "--catalog", cat)
+    assert res.exit_code == 2 and "cannot write the export there" in res.output
+    assert "afile" in res.output and "internal error" not in res.output
+    assert (tmp_path / "afile").read_text() == "mine"
+
+
 def test_template_column_errors_point_at_the_template(cat, write, tmp_path):
     from dataforge.errors import UserError
 
