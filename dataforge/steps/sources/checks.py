@@ -4,6 +4,7 @@ column names the catalog can hold, integers kept exact, nesting it can store."""
 from __future__ import annotations
 
 import itertools
+import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable
 
@@ -151,3 +152,31 @@ def nests_deeper(data: bytes, levels: int) -> bool:
         _BRACKET_STEP = step
     depth = np.cumsum(_BRACKET_STEP[np.frombuffer(brackets, dtype=np.uint8)], dtype=np.int32)
     return int(depth.max()) - min(0, int(depth.min())) > levels
+
+
+SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F][0-9a-fA-F]{2}")
+"""A JSON `\\ud800`-`\\udfff` escape: half of an escaped pair (an emoji), or a lone one, which is no
+character (Python's json keeps it; polars' reader silently stores it as U+0000)."""
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def has_lone_surrogate(v: object) -> bool:
+    """True when a parsed JSON value holds a lone surrogate in a string or key (json pairs the rest)."""
+    stack = [v]
+    while stack:
+        x = stack.pop()
+        if isinstance(x, str):
+            if _SURROGATE.search(x):
+                return True
+        elif isinstance(x, dict):
+            stack.extend(x.keys())
+            stack.extend(x.values())
+        elif isinstance(x, list):
+            stack.extend(x)
+    return False
+
+
+def lone_surrogate(step_id: str, at: str) -> StepError:
+    """The error for a string holding a lone UTF-16 surrogate escape."""
+    return StepError(step_id, "path", f"{at}: string holds a lone UTF-16 surrogate escape (\\ud800-\\udfff), "
+                     "which is no character; escape the whole pair (an emoji is two: \\ud83d\\ude00) or drop it")

@@ -10,8 +10,9 @@ from typing import TYPE_CHECKING, Literal, NamedTuple
 
 from dataforge.steps.base import ID, PARENT, PlanContext, StepError
 from dataforge.steps.sources.base import FileSource, SqlLoad, names_one_file, sql_load
-from dataforge.steps.sources.checks import MAX_NESTING, check_column_case, check_nesting, dtype_depth, \
-    exact_integers, may_nest_deeper, nests_deeper, too_deep, too_many_digits, value_depth
+from dataforge.steps.sources.checks import MAX_NESTING, SURROGATE_ESCAPE, check_column_case, check_nesting, \
+    dtype_depth, exact_integers, has_lone_surrogate, lone_surrogate, may_nest_deeper, nests_deeper, too_deep, \
+    too_many_digits, value_depth
 from dataforge.steps.sources.jsonl_duckdb import read_selected, select_sql
 
 if TYPE_CHECKING:
@@ -85,6 +86,8 @@ class JsonlSource(FileSource):
                 raise StepError(self.id, "path", f"{p}:{n}: expected a JSON object, got {type(obj).__name__}")
             if value_depth(obj) > MAX_NESTING + 1:  # the row object itself is one level
                 raise too_deep(self.id, f"{p}:{n}")
+            if "\\u" in line and has_lone_surrogate(obj):
+                raise lone_surrogate(self.id, f"{p}:{n}")
             rows.append(obj)
             lines.append(n)
         if not rows:
@@ -147,6 +150,8 @@ def _read_ndjson_fast(path: Path, wanted: list[str] | None = None, schema=None) 
             return pl.from_arrow(table)  # type: ignore[return-value]
         except arrow_errors:
             continue  # e.g. a type that changes after the first MiB: read every column instead
+    if _holds_surrogate_escape(path):
+        return None  # polars stores a lone one as U+0000: the line-by-line path refuses it, naming the line
     try:
         if names_one_file(path):  # memory-mapped
             return pl.read_ndjson(path, infer_schema_length=None)
@@ -154,6 +159,19 @@ def _read_ndjson_fast(path: Path, wanted: list[str] | None = None, schema=None) 
             return pl.read_ndjson(fh, infer_schema_length=None)
     except Exception:
         return None
+
+
+def _holds_surrogate_escape(path: Path) -> bool:
+    """Whether the file has a `\\ud800`-`\\udfff` escape anywhere (paired or not)."""
+    import mmap
+
+    with open(path, "rb") as fh:
+        try:
+            mm = mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ)
+        except ValueError:  # an empty file
+            return False
+        with mm:
+            return SURROGATE_ESCAPE.search(mm) is not None
 
 
 class HeadField(NamedTuple):
