@@ -348,6 +348,26 @@ def test_a_file_that_is_not_a_catalog(tmp_path, cli):
     assert text.read_text() == "a,b\n1,2\n"
 
 
+def test_build_refuses_a_duckdb_database_that_is_not_a_catalog(tmp_path, write, cli):
+    # Someone else's database: a build must not add dataforge's tables to it (nor fail on a `builds` of theirs).
+    import duckdb
+
+    from dataforge.hashing import file_sha256
+
+    recipe = write("r.yaml", "name: r\nsteps:\n  - id: s\n    type: source.inline\n    rows: [{a: 1}]\n"
+                             "outputs:\n  o: s\n")
+    for table in ("t", "builds"):
+        other = tmp_path / f"other_{table}.duckdb"
+        duckdb.connect(str(other)).execute(f"create table {table} (a int)").close()
+        before = file_sha256(other)
+        res = cli("build", recipe, "--catalog", other)
+        assert res.exit_code == 2 and "is a DuckDB database but not a dataforge catalog" in flat(res.output)
+        assert file_sha256(other) == before
+    blank = tmp_path / "blank.duckdb"  # a database with nothing in it becomes a catalog
+    duckdb.connect(str(blank)).close()
+    assert cli("build", recipe, "--catalog", blank).exit_code == 0
+
+
 def test_history_of_one_build_or_one_recipe(built, write, cli):
     _, cat, first, second = built
     other = write("o.yaml", "name: other\nsteps:\n  - id: s\n    type: source.inline\n    rows: [{a: 1}]\n"

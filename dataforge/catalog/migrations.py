@@ -115,6 +115,15 @@ def apply(con: duckdb.DuckDBPyConnection) -> list[str]:
     return applied
 
 
+def foreign(con: duckdb.DuckDBPyConnection) -> bool:
+    """True for a DuckDB database of someone else's: tables or views, but no `_migrations` of ours."""
+    ours = con.execute("select count(*) from duckdb_tables() where table_name = '_migrations'").fetchone()[0]
+    if ours:
+        return False
+    return bool(con.execute("select (select count(*) from duckdb_tables() where not internal) + "
+                            "(select count(*) from duckdb_views() where not internal)").fetchone()[0])
+
+
 def pending(con: duckdb.DuckDBPyConnection) -> list[str]:
     """Names of migrations a read-only connection sees as missing."""
     try:

@@ -75,6 +75,10 @@ class Catalog:
         except OSError as e:
             raise UserError(f"cannot create the catalog's folder {self.path.parent}: {e.strerror}") from None
         with self._write() as con:
+            if migrations.foreign(con):
+                raise UserError(f"{self.path} is a DuckDB database but not a dataforge catalog (it has tables "
+                                "of its own and no dataforge tables); give the catalog's file, or a new path "
+                                "to create one")
             migrations.apply(con)
 
     def _write(self):
