@@ -85,3 +85,35 @@ def test_labels_propose_asks_the_model_first(tmp_path):
     assert con.execute("select label, count(*) from out group by label order by label").fetchall() == \
         [("Question", 2), ("Statement", 2)]
     assert con.execute("select reason, detail from rejections").fetchall()[0][0] == "no_labels"
+
+
+def test_an_answer_cut_by_max_tokens_on_anthropic_is_rejected_as_truncated(tmp_path, monkeypatch):
+    # The Messages API reports a cut answer as stop_reason "max_tokens", not OpenAI's "length".
+    from servers.anthropic_wire import AnthropicWireServer
+
+    with AnthropicWireServer(api_key="sk-ant-test-" + "k" * 30) as s:
+        monkeypatch.setenv("DATAFORGE_TEST_CLF_ANTHROPIC_KEY", s.api_key)
+        r = tmp_path / "r.yaml"
+        r.write_text(f"""
+name: clf-anthropic
+seed: 1
+llm: {{provider: anthropic, model: claude-3-5-haiku, base_url: "{s.url}",
+       api_key_env: DATAFORGE_TEST_CLF_ANTHROPIC_KEY}}
+steps:
+  - id: tasks
+    type: source.inline
+    rows:
+      - {{instruction: "Is the restaurant review positive or negative?"}}
+  - id: gen
+    type: generate.classify
+    labels: [positive, negative]
+    per_label: 1
+    sampling: {{max_tokens: 4}}
+outputs:
+  out: gen
+""")
+        res = api.build(r, catalog=tmp_path / "c.duckdb")
+    con = duckdb.connect(str(tmp_path / "c.duckdb"), read_only=True)
+    assert con.execute("select distinct finish_reason from llm_calls").fetchall() == [("max_tokens",)]
+    assert res.rows == {"out": 0}
+    assert con.execute("select reason, count(*) from rejections group by all").fetchall() == [("truncated", 2)]

@@ -79,6 +79,15 @@ class Completion(BaseModel):
     cached: bool = False
     """True when answered from the call log instead of the provider."""
 
+    @property
+    def truncated(self) -> bool:
+        """True when the answer was cut at `max_tokens`: OpenAI-style servers and llama.cpp say `length`,
+        the Anthropic Messages API says `max_tokens` (logged as the provider wrote it)."""
+        return self.finish_reason in TRUNCATED_REASONS
+
+
+TRUNCATED_REASONS = ("length", "max_tokens")
+
 
 class CallFailure(BaseModel):
     """A request that could not be answered (after retries), or whose answer failed to parse."""

@@ -128,7 +128,7 @@ class GenerateClassify(TemplatedLLMStep):
                 reject(rid, "llm_error", f"{lab}: {res.error}")
                 continue
             text = res.text.strip()
-            if res.finish_reason == "length":
+            if res.truncated:
                 reject(rid, "truncated", f"[{lab}] {text}")
                 continue
             if not text or text.lower() == lab.lower() or text.endswith(":"):

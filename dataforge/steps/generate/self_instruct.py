@@ -250,7 +250,7 @@ class _Run:
                 if isinstance(res, CallFailure):
                     self.reject(stable_id("call", r.hash()), "llm_error", res.error)
                     continue
-                if res.finish_reason == "length":
+                if res.truncated:
                     self.reject(stable_id("response", res.text), "truncated", res.text)
                     continue
                 pieces = sip.split_list(res.text)
@@ -330,7 +330,7 @@ class _Run:
                 continue
             parsed = (sip.parse_output_first if t.is_classification else sip.parse_input_first)(res.text)
             rng = random.Random(f"{self.ctx.seed}:{st.id}:{t.task_id}")
-            kept, dropped = sip.filter_instances(parsed, truncated=res.finish_reason == "length",
+            kept, dropped = sip.filter_instances(parsed, truncated=res.truncated,
                                                  max_instances=st.max_instances, rng=rng)
             for d in dropped:
                 self.reject(stable_id("instance", t.task_id, d.instance.input, d.instance.output), d.reason,
