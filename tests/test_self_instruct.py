@@ -157,6 +157,20 @@ def test_chat_style_sends_the_list_as_a_user_message(tmp_path):
     assert all(not re.match(r"\d", k) for k in kept)  # the chat answer's "9. " numbering is gone
 
 
+def test_a_chat_answers_preamble_is_not_kept_as_a_task(tmp_path):
+    # Instruct models often open with a sentence of their own before the numbered lines the prompt asks for.
+    answer = ("I'm here to help with any task you have and I can assist with these:\n"
+              "9. Invent a board game for two players and describe its rules\n10. Plan a garden party for ten guests")
+    with ScriptedOpenAI(FakeModel(overrides={"Here is a numbered list": answer})) as s:
+        res = api.build(recipe(tmp_path, s.url, "    style: chat\n    target: 5\n    max_rounds: 1\n"
+                                                "    prompts_per_round: 1\n    identify: false\n    instances: false"),
+                        catalog=tmp_path / "c.duckdb")
+    assert res.rows == {"out": 2}
+    kept = {r[0] for r in sql(tmp_path / "c.duckdb", "select instruction from out")}
+    assert kept == {"Invent a board game for two players and describe its rules", "Plan a garden party for ten guests"}
+    assert sql(tmp_path / "c.duckdb", "select reason, detail from rejections") == [("preamble", answer.split("\n")[0])]
+
+
 def test_completion_requests_carry_the_reference_settings(tmp_path):
     with ScriptedOpenAI(FakeModel()) as s:
         api.build(recipe(tmp_path, s.url, "    target: 4"), catalog=tmp_path / "c.duckdb")

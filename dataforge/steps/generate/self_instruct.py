@@ -253,7 +253,12 @@ class _Run:
                 if res.truncated:
                     self.reject(stable_id("response", res.text), "truncated", res.text)
                     continue
-                pieces = sip.split_list(res.text)
+                if st.style == "chat":
+                    preamble, pieces = sip.split_chat_list(res.text)
+                    if preamble:
+                        self.reject(stable_id("cand", preamble), "preamble", preamble)
+                else:
+                    pieces = sip.split_list(res.text)
                 cands += [(p, parents, rounds) for p in pieces]
             request_idx += len(reqs)
             rounds += 1

@@ -35,6 +35,16 @@ def split_list(text: str) -> list[str]:
     return [_WS.sub(" ", piece).strip() for piece in _ITEM.split(text)]
 
 
+def split_chat_list(text: str) -> tuple[str, list[str]]:
+    """(preamble, items) of a chat answer. The chat prompt asks for numbered lines only, so when the answer
+    has a numbered line, whatever comes before the first one ("Sure! Here are more tasks:") is not a task;
+    an answer with no numbered line at all is one item, as `split_list` reads it."""
+    pieces = split_list(text)
+    if len(pieces) > 1 or _ITEM.match(text):
+        return pieces[0], pieces[1:]
+    return "", pieces
+
+
 def parse_yes_no(text: str) -> bool | None:
     """True for an answer starting with "yes", False for "no", None otherwise (case and punctuation ignored)."""
     m = re.match(r"\W*(yes|no)\b", text.strip(), flags=re.IGNORECASE)
