@@ -8,6 +8,7 @@ import pytest
 
 from dataforge.textutil.answers import EXTRACTORS, check_pattern, extract
 from dataforge.textutil.equivalence import answer_key, equivalent, expression, normalize, number
+from dataforge.textutil.grading import GradeSettings, grade_one
 
 # (text, extractor, expected answer or None)
 EXTRACT = [
@@ -54,7 +55,21 @@ EXTRACT = [
     ("the answer is $18.", "answer_is", "$18"),
     ("I think it is about 5.", "answer_is", None),
     ("The answer is 1. Wait, the answer is 2.", "answer_is", "2"),
+    # a number that a clause follows is the answer; units and plain expressions stay as written
+    ("So the answer is 12, since she has 3 boxes.", "answer_is", "12"),
+    ("The answer is 12 because 3 * 4 = 12.", "answer_is", "12"),
+    ("The answer is $1,200, as computed above.", "answer_is", "$1,200"),
+    ("The answer is 12 (3 boxes of 4).", "answer_is", "12"),
+    ("The answer is $1,200 per month.", "answer_is", "$1,200 per month"),
+    ("The answer is (1, 2).", "answer_is", "(1, 2)"),
+    ("The answer is 5 - 3 = 2.", "answer_is", "5 - 3 = 2"),
 ]
+
+
+def test_answer_is_followed_by_a_reason_grades_as_its_number():
+    settings = GradeSettings(extractor="answer_is")
+    assert grade_one("So the answer is 12, since she has 3 boxes.", "12", settings).label == "positive"
+    assert grade_one("The answer is 12 because 3 * 4 = 12.", "12", settings).label == "positive"
 
 
 @pytest.mark.parametrize("text,extractor,expected", EXTRACT)

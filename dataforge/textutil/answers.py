@@ -9,7 +9,8 @@ holds no final answer. Extractors:
 - `boxed`: the contents of the last `\\boxed{...}` or `\\fbox{...}`, braces balanced (nested ones included);
   `\\boxed 5` (no braces) is read up to the next space or `$`.
 - `answer_is`: what follows the last "the answer is" (also "final answer is", "answer:"), up to the end of
-  the sentence; a `\\boxed{}` inside it is unwrapped.
+  the sentence; a `\\boxed{}` inside it is unwrapped; a number followed by a clause ("12, since ...") is
+  that number.
 - `last_number`: the last number in the text (`-3`, `1,000`, `2.5`, `3/4`, `$12`).
 - `regex`: the last match of a user pattern: its group `answer` if named, else group 1, else the whole match.
 
@@ -34,6 +35,11 @@ _GSM8K_MARK = re.compile(r"####[ \t]*([^\n]*)")
 _BOX_START = re.compile(r"\\(?:boxed|fbox)\b")
 _ANSWER_IS = re.compile(r"(?:the\s+)?(?:final\s+)?answer\s*(?:is|:)\s*[:=]?\s*", re.I)
 _SENTENCE_END = re.compile(r"\.(?:\s|$)|\n")
+# A number followed by the start of a clause ("12, since ...", "12 because ...", "12 (3 boxes of 4)"): the
+# number is the answer. A unit or more words ("3.5 hours", "7 apples and 3 pears") are left as written.
+_NUMBER_THEN_CLAUSE = re.compile(
+    r"((?>" + _NUMBER.pattern + r"))(?:\s*[,;]\s*(?=[^\W\d_])|\s+\(|\s+[\u2013\u2014]\s|"
+    r"\s+(?:because|since|as|so|which|that|given|from|when|if|for)\b)", re.I)
 
 
 def numbers(text: str) -> list[str]:
@@ -115,6 +121,9 @@ def answer_is(text: str) -> str | None:
             return rest[1:close].strip() or None
     end = _SENTENCE_END.search(rest)
     answer = (rest[:end.start()] if end else rest).strip().rstrip(".,;")
+    lead = _NUMBER_THEN_CLAUSE.match(answer)
+    if lead:
+        return lead.group(1).strip()
     return answer or None
 
 
