@@ -171,6 +171,19 @@ def test_a_chat_answers_preamble_is_not_kept_as_a_task(tmp_path):
     assert sql(tmp_path / "c.duckdb", "select reason, detail from rejections") == [("preamble", answer.split("\n")[0])]
 
 
+def test_a_candidate_near_one_beyond_the_target_is_over_target_not_its_near_duplicate(tmp_path):
+    answer = (" Invent a board game for two players and describe its rules\n10. Plan a garden party for ten guests "
+              "in June\n11. Plan a garden party for ten guests in July")
+    with ScriptedOpenAI(FakeModel(overrides={"Come up with a series": answer})) as s:
+        res = api.build(recipe(tmp_path, s.url, "    target: 1\n    prompts_per_round: 1\n    identify: false\n"
+                                                "    instances: false"), catalog=tmp_path / "c.duckdb")
+    assert res.rows == {"out": 1}
+    # the June task was never kept, so the July one is not a "near-duplicate" of it
+    assert sql(tmp_path / "c.duckdb", "select reason, detail from rejections order by detail") == [
+        ("over_target", "Plan a garden party for ten guests in July"),
+        ("over_target", "Plan a garden party for ten guests in June")]
+
+
 def test_completion_requests_carry_the_reference_settings(tmp_path):
     with ScriptedOpenAI(FakeModel()) as s:
         api.build(recipe(tmp_path, s.url, "    target: 4"), catalog=tmp_path / "c.duckdb")

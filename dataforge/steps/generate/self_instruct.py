@@ -287,10 +287,12 @@ class _Run:
                 self.reject(cid, reason, text, score)
         verdicts = self.pool.offer([t for t, _, _, _ in passing]) if passing else []
         out: list[_Task] = []
+        over: set[str] = set()  # texts the pool took in beyond `room`: never kept, so never anyone's "nearest"
         for (text, parents, rnd, cid), v in zip(passing, verdicts):
-            if not v.keep:
+            if not v.keep and v.nearest not in over:
                 self.reject(cid, "rouge_l", f"{text}\n-- nearest: {v.nearest}", v.score)
             elif len(out) >= room:
+                over.add(text)
                 self.reject(cid, "over_target", text)
             else:
                 out.append(_Task(instruction=text, task_id=stable_id("task", text), round=rnd, seed_parents=parents,
