@@ -70,7 +70,7 @@ class GenerateClassify(TemplatedLLMStep):
     prompts: ClassifyPrompts = Field(default_factory=ClassifyPrompts)
     """Override the shipped prompt templates."""
 
-    kind_version: ClassVar[str] = "1"
+    kind_version: ClassVar[str] = "2"  # 2: Anthropic's max_tokens stop is truncation
 
     @model_validator(mode="after")
     def _label_source(self) -> "GenerateClassify":

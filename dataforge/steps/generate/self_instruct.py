@@ -122,7 +122,7 @@ class SelfInstruct(TemplatedLLMStep):
     prompts: SelfInstructPrompts = Field(default_factory=SelfInstructPrompts)
     """Override the shipped prompt templates (`style: chat` sends `bootstrap_chat` instead of `bootstrap`)."""
 
-    kind_version: ClassVar[str] = "1"
+    kind_version: ClassVar[str] = "2"  # 2: chat preambles, over_target neighbours, max_tokens
 
     @model_validator(mode="after")
     def _sizes(self) -> "SelfInstruct":
