@@ -306,6 +306,24 @@ def test_repeat_a_run_from_its_record(world, tmp_path, cli):
     assert r.exit_code == 2 and "--out" in r.output
 
 
+def test_a_validation_split_without_matching_rows_means_no_eval_loss(world, tmp_path):
+    # Whole `correct` groups go to one side, so the validation split holds no row that `where` keeps.
+    mix = tmp_path / "g.yaml"
+    mix.write_text("name: g\nseed: 1\nsplit: {validation_fraction: 0.3, group_column: correct}\n"
+                   "keep_columns: [correct]\nsources:\n  - dataset: arith\n", encoding="utf-8")
+    api.export(mix, out=tmp_path / "exp", catalog=world["cat"])
+    from dataforge.export.manifest import read_export
+
+    val = read_export(tmp_path / "exp").read_split("validation")["correct"].unique().to_list()
+    assert len(val) == 1
+    logged = []
+    cfg = _config(world, tmp_path, data={"export": str(tmp_path / "exp"), "where": {"correct": not val[0]}},
+                  train={"max_steps": 2})
+    res = api.train(cfg, catalog=world["cat"], log=logged.append)
+    assert res.metrics["eval_examples"] == 0 and res.metrics["eval_loss"] is None
+    assert any("validation split has no rows that match data.where" in m for m in logged)
+
+
 def test_malformed_config_is_answered_at_file_line(world, tmp_path, cli):
     bad = tmp_path / "bad.yaml"
     bad.write_text(textwrap.dedent(f"""\

@@ -44,8 +44,10 @@ class LoadedRows:
     origin: dict[str, Any]
 
 
-def read_source(src: DataSource, cf: ConfigFile, key: tuple, catalog: Path | None) -> LoadedRows:
-    """Read a data source's rows (an export, checked against its manifest, or a catalog dataset)."""
+def read_source(src: DataSource, cf: ConfigFile, key: tuple, catalog: Path | None,
+                allow_empty: bool = False) -> LoadedRows:
+    """Read a data source's rows (an export, checked against its manifest, or a catalog dataset).
+    No rows left (after `where` and `max_rows`) is an error unless `allow_empty`."""
     if src.export is not None:
         from dataforge.export.manifest import read_export
 
@@ -80,7 +82,7 @@ def read_source(src: DataSource, cf: ConfigFile, key: tuple, catalog: Path | Non
     if missing:
         raise cf.error(f"rows lack column(s) {', '.join(missing)} (format {fmt}); they have: {', '.join(df.columns)}",
                        key)
-    if df.height == 0:
+    if df.height == 0 and not allow_empty:
         raise cf.error("no rows to train on (after `where` and `max_rows`)", key)
     rows = [{"format": fmt, **({"messages": r["messages"]} if fmt == "messages" else
                                {"prompt": r["prompt"], "completion": r["completion"]})}

@@ -98,7 +98,11 @@ def run_training(cf: ConfigFile, *, catalog: Path, resume: bool = False, repeat_
 
         if "validation" in read_export(cf.resolve(cfg.data.export)).manifest.rows:
             eval_rows = D.read_source(cfg.data.model_copy(update={"split": "validation", "max_rows": None,
-                                                                  "where": cfg.data.where}), cf, ("data",), catalog)
+                                                                  "where": cfg.data.where}), cf, ("data",), catalog,
+                                      allow_empty=True)
+            if not eval_rows.rows:  # the default eval rows are optional: none left after `where` means no eval
+                log("  no eval loss: the export's validation split has no rows" + (" that match data.where" if cfg.data.where else ""))
+                eval_rows = None
     if eval_rows is not None:
         origins.append({"role": "eval", **eval_rows.origin})
     if expect_data is not None:
