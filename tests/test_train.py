@@ -345,6 +345,10 @@ def test_malformed_config_is_answered_at_file_line(world, tmp_path, cli):
     bad.write_text("data: {export: x, dataset: y}\noutput_dir: o\nlora: {rank: 4}\n", encoding="utf-8")
     r = cli("train", bad, "--catalog", world["cat"])
     assert r.exit_code == 2 and f"{bad}:1:7: data:" in r.output and f"{bad}:3:14: lora.rank: unknown field" in r.output
+    bad.write_text(f"base_model: {world['model']}\ndata:\n  export: {world['export']}\n  where: {{completion: 5}}\n"
+                   f"output_dir: {tmp_path / 'o'}\n", encoding="utf-8")
+    r = cli("train", bad, "--catalog", world["cat"])
+    assert r.exit_code == 2 and f"{bad}:4:23: data.where.completion: cannot compare column 'completion'" in r.output
 
 
 def test_tampered_export_and_missing_extra_exit_2(world, tmp_path, cli, monkeypatch):

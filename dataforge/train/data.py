@@ -71,7 +71,11 @@ def read_source(src: DataSource, cf: ConfigFile, key: tuple, catalog: Path | Non
         if col not in df.columns:
             raise cf.error(f"no column {col!r} to filter on; the rows have: {', '.join(df.columns)}",
                            key + ("where", col))
-        df = df.filter(pl.col(col) == value)
+        try:
+            df = df.filter(pl.col(col) == value)
+        except pl.exceptions.PolarsError as e:  # e.g. a number compared with a string column
+            raise cf.error(f"cannot compare column {col!r} ({df.schema[col]}) with {value!r}: "
+                           f"{str(e).splitlines()[0]}", key + ("where", col)) from None
     if src.max_rows is not None:
         df = df.head(src.max_rows)
     if "completion" not in df.columns and "target" in df.columns:
