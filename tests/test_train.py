@@ -198,6 +198,35 @@ def test_resume_after_a_kill_continues_with_the_same_loss_curve(world, tmp_path)
         api.train(cut, catalog=world["cat"])
 
 
+def test_resume_refuses_data_that_changed_since_the_checkpoint(world, tmp_path, monkeypatch):
+    import shutil
+
+    from dataforge.train.runs import RunRecord
+
+    exp = tmp_path / "exp"
+    shutil.copytree(world["export"], exp)
+    cfg = _config(world, tmp_path, data={"export": str(exp)}, train={"max_steps": 6, "checkpoint_every": 2})
+    original = RunRecord.loss
+
+    def loss(self, **kw):
+        original(self, **kw)
+        if kw["step"] == 3:
+            raise SystemExit("killed")
+
+    monkeypatch.setattr(RunRecord, "loss", loss)
+    with pytest.raises(SystemExit):
+        api.train(cfg, catalog=world["cat"])
+    monkeypatch.setattr(RunRecord, "loss", original)
+    # The export is made again, from another seed, into the same directory: other rows, other batches.
+    mix = tmp_path / "m.yaml"
+    mix.write_text("name: m\nseed: 2\nsplit: {validation_fraction: 0.5}\nsources:\n  - dataset: arith\n",
+                   encoding="utf-8")
+    api.export(mix, out=exp, catalog=world["cat"])
+    with pytest.raises(Exception, match="--resume: cannot resume run .*: its train data changed"):
+        api.train(cfg, catalog=world["cat"], resume=True)
+    assert not (tmp_path / "out" / "run.json").exists()
+
+
 def test_nat_stage2_trains_only_the_positive_lora_and_units(world, tmp_path):
     from dataforge.train.config import LoraSettings, NatSettings, TrainSettings
     from dataforge.train.loop import train_loop

@@ -52,8 +52,9 @@ def _check_output_dir(out: Path, resume: bool) -> dict[str, Any] | None:
     return None
 
 
-def _check_same_data(expect: list[dict[str, Any]], got: list[dict[str, Any]], run_id: str | None) -> None:
-    """A repeated run must read exactly what the recorded one read."""
+def _check_same_data(expect: list[dict[str, Any]], got: list[dict[str, Any]], run_id: str | None,
+                     what: str = "repeat") -> None:
+    """A repeated (or resumed) run must read exactly what the recorded one read."""
     keys = ("export", "split", "manifest_sha256", "dataset", "version", "fingerprint", "rows")
     want = {o["role"]: {k: o.get(k) for k in keys} for o in expect}
     for o in got:
@@ -61,7 +62,7 @@ def _check_same_data(expect: list[dict[str, Any]], got: list[dict[str, Any]], ru
         before = want.get(o["role"])
         if before is not None and before != now:
             diff = ", ".join(f"{k} {before[k]!r} -> {now[k]!r}" for k in keys if before[k] != now[k])
-            raise UserError(f"cannot repeat run {run_id}: its {o['role']} data changed ({diff})")
+            raise UserError(f"cannot {what} run {run_id}: its {o['role']} data changed ({diff})")
 
 
 def run_training(cf: ConfigFile, *, catalog: Path, resume: bool = False, repeat_of: str | None = None,
@@ -131,11 +132,17 @@ def run_training(cf: ConfigFile, *, catalog: Path, resume: bool = False, repeat_
         later = stages[stages.index(state["stage"]) + 1:] if state["stage"] in stages else ()
         record = RunRecord.resume(catalog, state["run_id"], stage=state["stage"], step=state["step"],
                                   later_stages=later)
-        stored = _stored_config(catalog, state["run_id"])
-        if stored is not None and stored != json.loads(json.dumps(resolved, sort_keys=True, default=str)):
+        stored = _stored_run(catalog, state["run_id"])
+        if stored is not None and stored["config"] != json.loads(json.dumps(resolved, sort_keys=True, default=str)):
             record.close("killed", "resume refused: the config differs from the one the run started with")
             raise UserError(f"--resume: the config differs from the one run {state['run_id']} started with; "
                             f"repeat it with `dataforge runs {state['run_id']} --config`")
+        if stored is not None:  # the checkpoint's batches index the rows the run started on
+            try:
+                _check_same_data(stored["data"] or [], origins, state["run_id"], "resume")
+            except UserError as e:
+                record.close("killed", "resume refused: its data changed")
+                raise UserError(f"--resume: {e.message}; train it again in a new output_dir") from None
         log(f"resuming run {record.run_id} from {state['stage']} step {state['step']}")
     else:
         out.mkdir(parents=True, exist_ok=True)
@@ -185,10 +192,10 @@ def run_training(cf: ConfigFile, *, catalog: Path, resume: bool = False, repeat_
     return TrainResult(record.run_id, out, adapter, metrics)
 
 
-def _stored_config(catalog: Path, run_id: str) -> dict[str, Any] | None:
+def _stored_run(catalog: Path, run_id: str) -> dict[str, Any] | None:
     from dataforge.catalog import query as q
 
     try:
-        return q.run_record(catalog, run_id)["config"]
+        return q.run_record(catalog, run_id)
     except UserError:
         return None
