@@ -98,6 +98,19 @@ def test_pooling_reads_only_the_rationale():
     assert alone[0] == pytest.approx(batched[0], abs=1e-5)
 
 
+def test_a_head_only_ranker_saved_over_a_fine_tuned_one_loads_its_own_encoder(tmp_path):
+    fine_tuned = Ranker.new(seed=0)
+    with torch.no_grad():
+        for p in fine_tuned.encoder.parameters():
+            p.add_(0.05)
+    fine_tuned.save(tmp_path, save_encoder=True)
+    head_only = Ranker.new(seed=1)  # the base encoder, as `--freeze-encoder` trains it
+    head_only.save(tmp_path, save_encoder=False)
+    assert not (tmp_path / "encoder").exists()
+    qs, rs = [p.question for p in toy_pairs(3)], [p.positive for p in toy_pairs(3)]
+    np.testing.assert_allclose(Ranker.load(tmp_path).score(qs, rs), head_only.score(qs, rs), rtol=1e-5)
+
+
 def test_load_refuses_a_directory_that_is_not_a_ranker(tmp_path):
     with pytest.raises(UserError, match="not a ranker directory"):
         Ranker.load(tmp_path)

@@ -102,9 +102,13 @@ class Ranker:
 
     def save(self, path: str | Path, *, save_encoder: bool = True, info: dict[str, Any] | None = None) -> Path:
         """Write `ranker.json`, `head.pt` and (when it was trained) the encoder under `path`."""
+        import shutil
+
         path = Path(path)
         path.mkdir(parents=True, exist_ok=True)
         _torch().save(self.head.state_dict(), path / HEAD_FILE)
+        # An earlier ranker's encoder would be loaded with this head (`load` prefers `encoder/`).
+        shutil.rmtree(path / ENCODER_DIR, ignore_errors=True)
         if save_encoder:
             self.encoder.save_pretrained(path / ENCODER_DIR)
             self.tokenizer.save_pretrained(path / ENCODER_DIR)
