@@ -326,6 +326,29 @@ def test_nat_then_nce_end_to_end(world, tmp_path):
     assert (res2.adapter_path / "adapter_config.json").is_file()
 
 
+def test_nat_resumed_in_stage_2_keeps_the_metrics_of_stage_1(world, tmp_path, monkeypatch):
+    from dataforge.train.runs import RunRecord
+
+    cfg = _config(world, tmp_path, "nat.yaml", method="nat", output_dir=str(tmp_path / "nat"),
+                  data={"export": str(world["export"]), "where": {"correct": True}},
+                  negative_data={"export": str(world["export"]), "where": {"correct": False}},
+                  nat={"unit_width": 8, "negative_steps": 3}, train={"max_steps": 4, "checkpoint_every": 2})
+    original = RunRecord.loss
+
+    def loss(self, **kw):
+        original(self, **kw)
+        if self.stage == "positive" and kw["step"] == 3:
+            raise SystemExit("killed")
+
+    monkeypatch.setattr(RunRecord, "loss", loss)
+    with pytest.raises(SystemExit):
+        api.train(cfg, catalog=world["cat"])
+    monkeypatch.setattr(RunRecord, "loss", original)
+    res = api.train(cfg, catalog=world["cat"], resume=True)
+    assert res.metrics["negative_steps"] == 3 and res.metrics["negative_train_loss"] is not None
+    assert api.run_record(res.run_id, catalog=world["cat"])["metrics"]["negative_steps"] == 3
+
+
 def test_repeat_a_run_from_its_record(world, tmp_path, cli):
     res = api.train(_config(world, tmp_path, train={"max_steps": 3}), catalog=world["cat"])
     again = api.train(repeat=res.run_id, output_dir=tmp_path / "again", catalog=world["cat"])

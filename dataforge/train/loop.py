@@ -136,9 +136,11 @@ def save_checkpoint(output_dir: Path, stage: str, state: dict[str, Any], keep: i
 def train_loop(*, model, loss_fn: Callable[[Batch], Any], batches: Batches, ts: TrainSettings, steps: int,
                device, record: RunRecord, output_dir: Path, stage: str,
                eval_fn: Callable[[], float] | None = None, count_fn: Callable[[Batch], int] = label_count,
-               log: Callable[[str], None] = print, resume: dict[str, Any] | None = None) -> LoopResult:
+               log: Callable[[str], None] = print, resume: dict[str, Any] | None = None,
+               carry: dict[str, Any] | None = None) -> LoopResult:
     """Run `steps` optimizer steps of `loss_fn` (returns the summed loss of a micro-batch; the step's loss is
-    the sum over its micro-batches divided by the sum of `count_fn` over them)."""
+    the sum over its micro-batches divided by the sum of `count_fn` over them). `carry` is stored in each
+    checkpoint as is (e.g. the metrics of an earlier stage, which a resumed run no longer computes)."""
     import torch
     from transformers import get_scheduler
 
@@ -198,6 +200,7 @@ def train_loop(*, model, loss_fn: Callable[[Batch], Any], batches: Batches, ts: 
                 "label_tokens": label_tokens, "seconds": time.perf_counter() - t_start,
                 "params": {n: p.detach().cpu().clone() for n, p in zip(named, params)},
                 "optimizer": opt.state_dict(), "scheduler": sched.state_dict(), "rng": _rng_state(),
+                "carry": carry or {},
             }, ts.keep_checkpoints)
     if eval_fn is not None:
         eval_loss = _eval(model, eval_fn, record, step, log, stage)

@@ -226,6 +226,8 @@ def train_nat(model, *, cfg, examples, negative_examples, eval_examples, pad_id:
         metrics.update(res.metrics("negative_"))
         model = peft_model.unload()  # the base model again, without the LoRA layers
         state = None
+    else:  # resumed in stage 2: stage 1's metrics come from the checkpoint
+        metrics.update(state.get("carry", {}))
     record.stage = "positive"
     nat = NATModel.build(model, negative_dir, cfg.lora, cfg.nat, ts.seed + 1)
     batches = Batches(examples, batch_size=ts.batch_size, seed=ts.seed, packing=ts.packing,
@@ -236,7 +238,7 @@ def train_nat(model, *, cfg, examples, negative_examples, eval_examples, pad_id:
         f"units, {trainable:,} trainable parameters")
     res = train_loop(model=nat, loss_fn=lm_loss(nat), batches=batches, ts=ts, steps=steps, device=device,
                      record=record, output_dir=output_dir, stage="positive", log=log, resume=state,
-                     eval_fn=eval_loss_fn(nat, eval_examples, ts.batch_size, pad_id, device))
+                     carry=dict(metrics), eval_fn=eval_loss_fn(nat, eval_examples, ts.batch_size, pad_id, device))
     nat.save(output_dir)
     metrics.update(res.metrics("positive_"))
     metrics["eval_loss"] = res.eval_loss
