@@ -21,7 +21,7 @@ from dataforge.executors.base import Executor, LocalExecutor
 from dataforge.plan import Plan
 from dataforge.progress import Progress
 from dataforge.rows import assign_ids
-from dataforge.steps.base import ID, RunContext, Step, StepError, StepResult
+from dataforge.steps.base import ID, LLM_ERROR, RunContext, Step, StepError, StepResult
 from dataforge.steps.sources.base import SqlLoad
 
 if TYPE_CHECKING:
@@ -51,6 +51,7 @@ class BuildResult:
     datasets: dict[str, int] = field(default_factory=dict)  # name -> version
     rows: dict[str, int] = field(default_factory=dict)  # name -> rows
     new_versions: set[str] = field(default_factory=set)  # names whose version this build created
+    stored_again: set[str] = field(default_factory=set)  # names whose latest version this build rebuilt in place
 
 
 class RowAccountingError(RuntimeError):
@@ -99,6 +100,7 @@ def _execute(plan: Plan, catalog: Catalog, catalog_path: Path, forced: set[str],
              log: Callable[[str], None], executor: Executor | None) -> BuildResult:
     recipe = plan.recipe
     fps = plan.fingerprints
+    forced = set(forced)  # grows by the steps that retry failed LLM calls, and what reads them
     _check_owners(plan, catalog, take_over)
     started = time.time()
     with Progress(quiet=quiet) as progress:
@@ -132,6 +134,12 @@ def _execute(plan: Plan, catalog: Catalog, catalog_path: Path, forced: set[str],
                 fp = fps[s.id]
                 inputs = plan.inputs[s.id]
                 hit = None if s.id in forced else catalog.lookup_output(fp)
+                failed = catalog.count_rejections(fp, LLM_ERROR) if hit is not None and s.uses_llm() else 0
+                if failed:  # a retry may answer them: this step and what reads it build again
+                    log(f"  {s.id:<{width}} retrying {failed:,} LLM call(s) that failed last time "
+                        "(the call log answers the rest)")
+                    forced |= plan.descendants(s.id)
+                    hit = None
                 cached[s.id] = hit
                 if hit is not None:
                     plan.prepared.pop(s.id, None)
@@ -190,6 +198,8 @@ def _execute(plan: Plan, catalog: Catalog, catalog_path: Path, forced: set[str],
             result.datasets[name] = version
             if is_new:
                 result.new_versions.add(name)
+            elif outputs[name][0] in heights:  # same fingerprint, built again (--force, a retry)
+                result.stored_again.add(name)
         for name, (sid, _) in outputs.items():
             result.rows[name] = heights[sid] if sid in heights else cached[sid]["rows"]  # type: ignore[index]
         catalog.finish_build(build_id, "ok")
@@ -301,12 +311,19 @@ def _dry_run(plan: Plan, catalog_path: Path, forced: set[str], log: Callable[[st
     from dataforge.catalog import query as q
 
     have = set(q.stored_outputs(catalog_path)) if catalog_path.is_file() else set()
+    failed = q.rejection_counts(catalog_path, LLM_ERROR) if have else {}
+    forced = set(forced)
     result = BuildResult(build_id=None, status="dry-run")
     width = max(24, *(len(s.id) for s in plan.order))
     for s in plan.order:
         fp = plan.fingerprints[s.id]
+        retry = failed.get(fp, 0) if fp in have and s.id not in forced and s.uses_llm() else 0
+        if retry:
+            forced |= plan.descendants(s.id)
         status = "would-reuse" if fp in have and s.id not in forced else "would-build"
         result.steps.append(StepReport(s.id, s.type, fp, status))
         llm = "  calls an LLM" if s.uses_llm() and status == "would-build" else ""
+        if retry:
+            llm += f" (retries {retry:,} that failed last time)"
         log(f"  {s.id:<{width}} {status:<12} {s.type}  (fingerprint {fp[:12]}){llm}")
     return result

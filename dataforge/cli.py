@@ -193,7 +193,8 @@ def build(recipe: Path = typer.Argument(..., metavar="RECIPE", help="Recipe YAML
         reused = sum(1 for s in res.steps if s.status == "reused")
         out.print(f"build {res.build_id}: {built} step(s) built, {reused} reused", highlight=False)
         for name, version in res.datasets.items():
-            same = "" if name in res.new_versions else " (unchanged, no new version)"
+            same = ("" if name in res.new_versions else " (no new version: built again, same fingerprint)"
+                    if name in res.stored_again else " (unchanged, no new version)")
             out.print(f"  dataset {name} v{version}: {res.rows[name]:,} rows{same}", highlight=False)
 
     _run(go)

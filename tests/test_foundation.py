@@ -127,7 +127,7 @@ def test_a_rebuild_that_changes_nothing_publishes_no_new_version(write, catalog,
     api.build(r, catalog=catalog)
     api.build(r, catalog=catalog)
     res = cli("build", r, "--catalog", catalog, "--force")
-    assert "dataset s v1: 1 rows (unchanged, no new version)" in res.output
+    assert "dataset s v1: 1 rows (no new version: built again, same fingerprint)" in res.output
     assert api.sql("select count(*) as n from datasets", catalog=catalog)["n"][0] == 1
 
 

@@ -124,6 +124,38 @@ def test_json_parser_validates_the_schema(server, write, catalog):
     assert any("no JSON value found" in d for d in details)
 
 
+def test_a_rebuild_retries_the_calls_that_failed_and_rebuilds_what_reads_them(server, write, catalog, cli):
+    # The server refuses one prompt, then recovers: the next build asks it again (the call log answers the
+    # others), its row joins the output and the step reading it, and `ls` counts it in the same version.
+    server.fail_when("poison", 503)
+    tail = """
+  - id: upper
+    type: transform.sql
+    from: gen
+    query: "select upper(response) as loud from gen"
+outputs:
+  out: gen
+  loud: upper
+"""
+    path = write("r.yaml", recipe(server.url, ["fine", "poison pill", "also fine"]).split("outputs:")[0] + tail)
+    api.build(path, catalog=catalog)
+    assert api.read("loud", catalog=catalog).height == 2
+    server.online_rules.clear()
+    dry = cli("build", path, "--catalog", catalog, "--dry-run")
+    assert "would-build" in dry.output and "retries 1 that failed last time" in " ".join(dry.output.split())
+    res = cli("build", path, "--catalog", catalog)
+    assert res.exit_code == 0, res.output
+    assert "retrying 1 LLM call(s) that failed last time" in " ".join(res.output.split())
+    assert "2 step(s) built, 1 reused" in res.output
+    assert "dataset out v1: 3 rows (no new version: built again, same fingerprint)" in " ".join(res.output.split())
+    assert api.read("out", catalog=catalog).height == 3 and api.read("loud", catalog=catalog).height == 3
+    assert llm_calls(catalog, "status = 'ok'").height == 3  # one new call, not three
+    listed = api.sql("select name, version, rows from datasets order by name", catalog=catalog).rows()
+    assert listed == [("loud", 1, 3), ("out", 1, 3)]
+    again = cli("build", path, "--catalog", catalog)
+    assert "0 step(s) built, 3 reused" in again.output and "retrying" not in again.output
+
+
 def test_failed_calls_become_llm_error_rejections(server, write, catalog, cli):
     server.fail_when("poison", 400)
     path = write("r.yaml", recipe(server.url, ["fine", "poison pill", "also fine"]))

@@ -262,6 +262,15 @@ def stored_outputs(path: Path) -> dict[str, str]:
         return dict(con.execute("select fingerprint, table_name from step_outputs").fetchall())
 
 
+def rejection_counts(path: Path, reason: str) -> dict[str, int]:
+    """fingerprint -> rows its stored output rejected for `reason` (outputs with none are left out)."""
+    with connect(_require(path), read_only=True) as con:
+        if migrations.pending(con):
+            return {}
+        return dict(con.execute("select fingerprint, count(*) from rejections where reason = ? group by 1",
+                                [reason]).fetchall())
+
+
 def output_columns(path: Path, table: str) -> list[str]:
     """Column names of a stored step output."""
     with connect(_require(path), read_only=True) as con:

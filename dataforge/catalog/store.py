@@ -183,6 +183,12 @@ class Catalog:
             return None
         return {"table_name": row[0], "rows_in": row[1], "rows": row[2], "rejected": row[3], "build_id": row[4]}
 
+    def count_rejections(self, fingerprint: str, reason: str) -> int:
+        """How many rows the stored output with this fingerprint rejected for `reason`."""
+        with self._read() as con:
+            return con.execute("select count(*) from rejections where fingerprint = ? and reason = ?",
+                               [fingerprint, reason]).fetchall()[0][0]
+
     def load_output(self, fingerprint: str) -> pl.DataFrame:
         with self._read() as con:
             return con.sql(f"select * from {quote_ident(output_table(fingerprint))}").pl()
@@ -552,6 +558,9 @@ def _record_output(con, *, build_id: str, step_id: str, type: str, fingerprint: 
     con.execute("delete from step_outputs where fingerprint = ?", [fingerprint])
     con.execute("insert into step_outputs values (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 [fingerprint, table, step_id, type, rows_in, rows, n_rej, build_id, _now()])
+    # Stored again under the same fingerprint (`--force`, a retry of failed calls): the dataset versions
+    # whose view shows this table keep their number and get its new row count.
+    con.execute("update datasets set rows = ? where fingerprint = ? and rows <> ?", [rows, fingerprint, rows])
     con.execute("delete from rejections where fingerprint = ?", [fingerprint])
     if rejections is not None and rejections.height:
         con.register("_rej", rejections.select("row_id", "reason", "score", "detail").to_arrow())

@@ -28,6 +28,9 @@ REGISTRY: dict[str, type["Step"]] = {}
 ID = "id"
 PARENT = "_parent_id"
 
+LLM_ERROR = "llm_error"
+"""Rejection reason of a row whose LLM call still failed after its retries; a later build retries it."""
+
 
 @dataclass
 class StepResult:

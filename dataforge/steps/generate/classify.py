@@ -16,7 +16,7 @@ import polars as pl
 from pydantic import Field, model_validator
 
 from dataforge.llm.types import CallFailure
-from dataforge.steps.base import ID, PARENT, RunContext, StepResult, rejections_frame
+from dataforge.steps.base import ID, LLM_ERROR, PARENT, RunContext, StepResult, rejections_frame
 from dataforge.steps.generate.llm_step import PromptTemplates, TemplatedLLMStep, sampling_model, stable_id
 
 InputSampling = sampling_model(
@@ -125,7 +125,7 @@ class GenerateClassify(TemplatedLLMStep):
         for (i, lab, k), res in zip(jobs, results):
             rid = stable_id(ids[i], lab, str(k))
             if isinstance(res, CallFailure):
-                reject(rid, "llm_error", f"{lab}: {res.error}")
+                reject(rid, LLM_ERROR, f"{lab}: {res.error}")
                 continue
             text = res.text.strip()
             if res.truncated:
@@ -179,7 +179,7 @@ class GenerateClassify(TemplatedLLMStep):
         out = []
         for i, res in enumerate(results):
             if isinstance(res, CallFailure):
-                reject(ids[i], "llm_error", f"{instructions[i]}\n-- label proposal failed: {res.error}")
+                reject(ids[i], LLM_ERROR, f"{instructions[i]}\n-- label proposal failed: {res.error}")
                 out.append([])
                 continue
             labs = _clean(re.split(r"[,;]", res.text.strip().splitlines()[0] if res.text.strip() else ""))

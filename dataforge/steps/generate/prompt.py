@@ -16,7 +16,7 @@ from dataforge.jinja import compile_template, render_column, template_variables
 from dataforge.llm.config import LLMConfig
 from dataforge.llm.parsers import JsonParser, ParseError, RegexParser
 from dataforge.llm.types import CallFailure, Request
-from dataforge.steps.base import ID, PARENT, PlanContext, RunContext, StepError, StepResult, rejections_frame
+from dataforge.steps.base import ID, LLM_ERROR, PARENT, PlanContext, RunContext, StepError, StepResult, rejections_frame
 from dataforge.steps.generate.llm_step import LLMStep
 
 
@@ -149,7 +149,7 @@ class GeneratePrompt(LLMStep):
             i, k = divmod(j, self.n)
             if isinstance(res, CallFailure):
                 rej_ids.append(ids[i])
-                rej_reason.append("llm_error")
+                rej_reason.append(LLM_ERROR)
                 rej_detail.append(f"sample {k}: {res.error}")
                 continue
             text = res.text.strip() if self.strip else res.text

@@ -20,7 +20,7 @@ from pydantic import BaseModel, Field, model_validator
 
 from dataforge.llm.config import LLMConfig
 from dataforge.llm.types import CallFailure, Completion, Request
-from dataforge.steps.base import ID, PARENT, RunContext, StepError, StepResult, rejections_frame
+from dataforge.steps.base import ID, LLM_ERROR, PARENT, RunContext, StepError, StepResult, rejections_frame
 from dataforge.steps.filter.heuristics import HeuristicsFilter
 from dataforge.steps.generate import self_instruct_parse as sip
 from dataforge.steps.generate.llm_step import PromptTemplates, TemplatedLLMStep, sampling_model, stable_id
@@ -248,7 +248,7 @@ class _Run:
             cands: list[tuple[str, list[str], int]] = []  # text, lineage parents, round
             for (items, parents), res, r in zip(prompts, results, reqs):
                 if isinstance(res, CallFailure):
-                    self.reject(stable_id("call", r.hash()), "llm_error", res.error)
+                    self.reject(stable_id("call", r.hash()), LLM_ERROR, res.error)
                     continue
                 if res.truncated:
                     self.reject(stable_id("response", res.text), "truncated", res.text)
@@ -312,7 +312,7 @@ class _Run:
         _raise_if_stopped(results)
         for t, res in zip(tasks, results):
             if isinstance(res, CallFailure):
-                self.reject(t.task_id, "llm_error", f"{t.instruction}\n-- identification failed: {res.error}")
+                self.reject(t.task_id, LLM_ERROR, f"{t.instruction}\n-- identification failed: {res.error}")
                 continue
             t.is_classification = sip.parse_yes_no(res.text) is True
 
@@ -333,7 +333,7 @@ class _Run:
         rows: list[dict[str, Any]] = []
         for t, res in zip(todo, results):
             if isinstance(res, CallFailure):
-                self.reject(t.task_id, "llm_error", f"{t.instruction}\n-- instances failed: {res.error}")
+                self.reject(t.task_id, LLM_ERROR, f"{t.instruction}\n-- instances failed: {res.error}")
                 continue
             parsed = (sip.parse_output_first if t.is_classification else sip.parse_input_first)(res.text)
             rng = random.Random(f"{self.ctx.seed}:{st.id}:{t.task_id}")

@@ -20,7 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from dataforge.jinja import compile_template, template_variables
 from dataforge.llm.types import CallFailure
-from dataforge.steps.base import ID, PARENT, PlanContext, RunContext, StepError, StepResult, rejections_frame
+from dataforge.steps.base import ID, LLM_ERROR, PARENT, PlanContext, RunContext, StepError, StepResult, rejections_frame
 from dataforge.steps.generate.llm_step import LLMStep
 from dataforge.textutil.grading import GRADE_COLUMNS, GradeSettings, gold_answer, grade_one
 
@@ -199,7 +199,7 @@ class TeacherCoT(LLMStep, GradeSettings):
             i, k = asked[j // self.k], j % self.k
             if isinstance(res, CallFailure):
                 rej["row_id"].append(ids[i])
-                rej["reason"].append("llm_error")
+                rej["reason"].append(LLM_ERROR)
                 rej["detail"].append(f"sample {k}: {res.error}")
                 continue
             text = res.text.strip()
