@@ -429,3 +429,19 @@ def test_a_wide_table_fits_the_terminal_one_line_per_row():
     assert all(len(ln) <= 80 for ln in lines), lines
     assert sum(1 for ln in lines if ln.startswith("│")) == 2  # each row on one line
     assert "--format vertical shows them whole" in buf.getvalue() and "2 of 5 rows shown" in buf.getvalue()
+
+
+def test_sql_unknown_table_hints_name_only_the_catalogs_own_tables(built, cli):
+    # DuckDB guesses among its own catalog too (`Did you mean "lineage or pg_enum"?`): the hint names
+    # only what this catalog holds, a close match or else the tables and datasets there are.
+    _, cat, *_ = built
+    res = cli("sql", "select * from nope", "--catalog", cat)
+    assert res.exit_code == 2
+    text = flat(res.output)
+    assert "Table with name nope does not exist" in text
+    assert "The catalog's tables: builds, datasets, lineage," in text and "its datasets: greetings" in text
+    assert not any(x in text for x in ("pg_", "duckdb_", "information_schema", "sqlite_", "_migrations", "_s_"))
+    res = cli("sql", "select * from greetingz", "--catalog", cat)
+    assert res.exit_code == 2 and 'Did you mean "greetings"?' in res.output
+    res = cli("sql", "select * from pg_tyep", "--catalog", cat)
+    assert res.exit_code == 2 and "pg_type" not in res.output and "The catalog's tables:" in res.output

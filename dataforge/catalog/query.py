@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -65,8 +66,47 @@ def check_read_only(query: str) -> None:
                         "(separated by `;`); run them one by one")
 
 
-def _sql_error(e: duckdb.Error, allow_files: bool) -> UserError:
+_MISSING_TABLE = re.compile(r"Table with name (\"[^\"]*\"|\S+) does not exist!")
+_DUCKDB_GUESS = re.compile(r"\s*Did you mean \"[^\"]*\"\?")
+
+
+def catalog_names(con: duckdb.DuckDBPyConnection) -> tuple[list[str], list[str]]:
+    """The catalog's own tables (builds, steps, ...) and its datasets' views: what a query may name,
+    without DuckDB's built-in catalog (pg_*, duckdb_*, information_schema) or the step storage tables."""
+    tables = [r[0] for r in con.execute(
+        "select table_name from duckdb_tables() where schema_name = 'main' and database_name = current_database() "
+        "and not starts_with(table_name, '_') order by 1").fetchall()]
+    views = [r[0] for r in con.execute(
+        "select view_name from duckdb_views() where not internal and schema_name = 'main' "
+        "and database_name = current_database() order by 1").fetchall()]
+    return tables, views
+
+
+def _missing_table_hint(con: duckdb.DuckDBPyConnection, name: str) -> str:
+    """`Did you mean "greetings"?` among the catalog's own names, else the names it has."""
+    import difflib
+
+    tables, views = catalog_names(con)
+    by_lower = {n.lower(): n for n in [*views, *tables]}
+    close = [by_lower[n] for n in difflib.get_close_matches(name.lower(), list(by_lower), n=3, cutoff=0.75)]
+    if close:
+        return "Did you mean " + " or ".join(f'"{n}"' for n in close) + "?"
+    shown = ", ".join(views[:20]) + (f" and {len(views) - 20:,} more (`dataforge ls`)" if len(views) > 20 else "")
+    return (f"The catalog's tables: {', '.join(tables)}; its datasets: {shown or '(none yet)'}")
+
+
+def _sql_error(e: duckdb.Error, allow_files: bool, con: duckdb.DuckDBPyConnection | None = None) -> UserError:
     text = str(e).strip()
+    missing = _MISSING_TABLE.search(text) if isinstance(e, duckdb.CatalogException) else None
+    if missing and con is not None:
+        # DuckDB guesses among every name it knows, its own catalog included ("lineage or pg_enum"):
+        # name only what this catalog holds.
+        try:
+            hint = _missing_table_hint(con, missing.group(1).strip('"'))
+        except duckdb.Error:
+            hint = None
+        if hint is not None:
+            text = _DUCKDB_GUESS.sub("", text) + "\n" + hint
     if is_file_access_error(e) and not allow_files:
         return UserError(f"SQL error: reading files is turned off in catalog queries ({text.split(': ', 1)[-1]}); "
                          "read files through a source step, or pass --allow-files to `dataforge sql`")
@@ -102,7 +142,7 @@ def run_select_page(path: Path | None, query: str, limit: int | None, *, allow_f
             total = rel.aggregate("count(*)").fetchall()[0][0]
             return rel.limit(limit).pl(), int(total)
         except duckdb.Error as e:
-            raise _sql_error(e, allow_files) from None
+            raise _sql_error(e, allow_files, con) from None
 
 
 def describe(path: Path | None, query: str, *, allow_files: bool = False) -> list[str]:
@@ -112,7 +152,7 @@ def describe(path: Path | None, query: str, *, allow_files: bool = False) -> lis
         try:
             return [d[0] for d in con.sql(query).limit(0).description]
         except duckdb.Error as e:
-            raise _sql_error(e, allow_files) from None
+            raise _sql_error(e, allow_files, con) from None
 
 
 def list_datasets(path: Path | None) -> pl.DataFrame:
