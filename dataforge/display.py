@@ -118,6 +118,8 @@ def print_frame(df: pl.DataFrame, fmt: str, console: Console, *, title: str | No
         _print_vertical(df, console, title, width)
     else:
         _print_table(df, console, title, width)
+    if df.height == 0 and not note:
+        note = "0 rows"  # said plainly, not left to an empty table (or, in vertical view, a bare title)
     if note:
         console.print(note, markup=False, highlight=False, style="dim")
 
@@ -174,6 +176,8 @@ def _print_vertical(df: pl.DataFrame, console: Console, title: str | None, width
     if title:
         console.print(Text(escape_control(title), style="bold"))
     names = [escape_control(c) for c in df.columns]
+    if df.height == 0 and names:  # no blocks to name them: say which columns there are
+        console.print(Text(f"columns: {', '.join(names)}"))
     for i, row in enumerate(df.iter_rows(), 1):
         console.rule(Text(f"row {i:,}"), align="left", style="dim")
         grid = Table.grid(padding=(0, 2))

@@ -445,3 +445,31 @@ def test_sql_unknown_table_hints_name_only_the_catalogs_own_tables(built, cli):
     assert res.exit_code == 2 and 'Did you mean "greetings"?' in res.output
     res = cli("sql", "select * from pg_tyep", "--catalog", cat)
     assert res.exit_code == 2 and "pg_type" not in res.output and "The catalog's tables:" in res.output
+
+
+def test_an_empty_dataset_says_it_has_no_rows(write, catalog, cli, monkeypatch):
+    monkeypatch.setattr(cli_module.out, "width", 250)
+    r = write("e.yaml", """
+        name: e
+        steps:
+          - id: src
+            type: source.inline
+            rows: [{text: hello, n: 1}]
+          - id: none
+            type: transform.sql
+            from: src
+            query: "select * from src where n > 100"
+        outputs:
+          empty: none
+        """)
+    api.build(r, catalog=catalog, quiet=True)
+    res = cli("show", "empty", "--catalog", catalog, "--format", "vertical")
+    assert res.exit_code == 0
+    assert res.output.splitlines() == ["empty v1", "columns: id, text, n", "0 rows"]
+    res = cli("show", "empty", "--catalog", catalog)
+    assert res.exit_code == 0 and "┃ id ┃ text ┃ n ┃" in res.output and res.output.splitlines()[-1] == "0 rows"
+    res = cli("sql", "select * from empty", "--catalog", catalog, "--format", "vertical")
+    assert res.output.splitlines() == ["columns: id, text, n", "0 rows"]
+    # the machine formats stay exactly the (no) rows
+    assert cli("show", "empty", "--catalog", catalog, "--format", "json").stdout == "[]\n"
+    assert cli("show", "empty", "--catalog", catalog, "--format", "csv").stdout == "id,text,n\n"
