@@ -68,7 +68,7 @@ FormatOpt = typer.Option(Format.table, "--format", metavar="FORMAT",
                          help="table | vertical (one block per row) | csv | json | jsonl; "
                               "the last three print every value in full.")
 WidthOpt = typer.Option(None, "--max-width", metavar="N", min=0,
-                        help=f"Longest cell before it is cut with … (0: no limit; default {display.CELL_WIDTH} "
+                        help=f"Longest text cell before it is cut with … (0: no limit; default {display.CELL_WIDTH} "
                              "in table view, no limit in vertical view).")
 AllOpt = typer.Option(False, "--all", help="Print every row (no cap).")
 

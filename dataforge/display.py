@@ -27,7 +27,8 @@ else:
 FORMATS = ("table", "vertical", "csv", "json", "jsonl")
 TABLE_FORMATS = ("table", "vertical")
 CELL_WIDTH = 60
-"""Default longest cell of the table view, in terminal columns, before it is cut with an ellipsis."""
+"""Default longest cell of the table view, in terminal columns, before it is cut with an ellipsis
+(numbers are never cut)."""
 
 _ESCAPES = {"\n": "\\n", "\t": "\\t", "\r": "\\r"}
 # C0/C1 controls and DEL, and the bidirectional overrides/isolates that can make text read backwards.
@@ -94,9 +95,13 @@ def _text(v: Any, width: int, *, keep_newlines: bool = False) -> Text:
     if v is None:
         return Text("null", style="dim")
     t = Text(escape_control(cell(v), keep_newlines=keep_newlines))
-    if width and t.cell_len > width:
+    if width and t.cell_len > width and not _is_number(v):  # a cut number reads as another value
         t.truncate(width, overflow="ellipsis")
     return t
+
+
+def _is_number(v: Any) -> bool:
+    return isinstance(v, (int, float, decimal.Decimal)) and not isinstance(v, bool)
 
 
 def more_rows_note(shown: int, total: int) -> str | None:
@@ -146,15 +151,29 @@ def _print_table(df: pl.DataFrame, console: Console, title: str | None, width: i
 
 def _fit(table: Table, df: pl.DataFrame, width: int) -> bool:
     """Share the terminal's width among the columns (narrow ones keep theirs, wide ones end in …),
-    so that a wide table still prints one line per row."""
+    so that a wide table still prints one line per row. Numbers are never cut (`0.0…` would read as
+    another value): text columns shrink first, then number columns' headers down to their values;
+    a table whose numbers alone do not fit is printed wider than the terminal."""
     from rich.cells import cell_len
 
     natural = [max([cell_len(c.header)] + [cell.cell_len for cell in c._cells]) for c in table.columns]
     room = width - (3 * len(natural) + 1)  # borders and padding
     if sum(natural) <= room or not natural:
         return False
-    alloc = [0] * len(natural)
-    left, open_cols = room, sorted(range(len(natural)), key=natural.__getitem__)
+    numeric = [dtype.is_numeric() for dtype in df.schema.values()]
+    values = [max([cell.cell_len for cell in c._cells], default=1) for c in table.columns]
+    text_cols = [i for i, n in enumerate(numeric) if not n]
+    alloc = [natural[i] if numeric[i] else 0 for i in range(len(natural))]
+    # Number headers give way (down to their values' width) before text columns go under 4.
+    excess = sum(alloc) + sum(min(natural[i], 4) for i in text_cols) - room
+    while excess > 0:
+        slack = [(alloc[i] - max(values[i], 1), i) for i in range(len(alloc)) if numeric[i]]
+        most, i = max(slack, default=(0, -1))
+        if most <= 0:
+            break
+        alloc[i] -= 1
+        excess -= 1
+    left, open_cols = room - sum(alloc), sorted(text_cols, key=natural.__getitem__)
     while open_cols:
         share = max(left // len(open_cols), 4)
         i = open_cols[0]
@@ -166,8 +185,10 @@ def _fit(table: Table, df: pl.DataFrame, width: int) -> bool:
         for i in open_cols:
             alloc[i] = share
         break
-    for col, w in zip(table.columns, alloc):
+    for col, w, is_num, need in zip(table.columns, alloc, numeric, values):
         col.max_width = w
+        if is_num:
+            col.min_width = need  # rich's last resort shrinks every column evenly: not these
     return True
 
 

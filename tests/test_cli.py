@@ -473,3 +473,32 @@ def test_an_empty_dataset_says_it_has_no_rows(write, catalog, cli, monkeypatch):
     # the machine formats stay exactly the (no) rows
     assert cli("show", "empty", "--catalog", catalog, "--format", "json").stdout == "[]\n"
     assert cli("show", "empty", "--catalog", catalog, "--format", "csv").stdout == "id,text,n\n"
+
+
+def test_numbers_are_never_cut_on_a_narrow_terminal(wide, cli):
+    import polars as pl
+    from rich.console import Console
+
+    from dataforge import display
+
+    def shown(df, width):
+        buf = io.StringIO()
+        display.print_frame(df, "table", Console(file=buf, width=width, force_terminal=True, color_system=None,
+                                                 soft_wrap=True))
+        return buf.getvalue()
+
+    # history's steps at 60 columns: text columns give way, `seconds` keeps 0.128 whole (not `0.1…`)
+    steps = pl.DataFrame({"build_id": ["20261201-232659-d2343a"] * 2, "step_id": ["src", "none"],
+                          "type": ["source.inline", "transform.sql"], "status": ["built"] * 2,
+                          "rows_in": [0, 2], "rows_out": [2, 0], "rejected": [0, 0], "seconds": [0.128, 0.083]})
+    out = shown(steps, 60)
+    assert "0.128" in out and "0.083" in out and "columns cut to fit" in out
+    assert all(len(ln) <= 60 for ln in out.splitlines() if ln.startswith(("┃", "│")))
+    # numbers that cannot fit at all are still printed whole; the row runs past the terminal
+    big = pl.DataFrame({"text": ["a long text value " * 3], "x": [1_234_567_890_123.5], "n": [10**12]})
+    out = shown(big, 30)
+    assert "1,234,567,890,123.5" in out and "1,000,000,000,000" in out
+    # --max-width cuts text, never numbers
+    cat, _ = wide
+    res = cli("show", "wide", "--catalog", cat, "--columns", "n,text", "--max-width", "3", "--all")
+    assert "345,660" in res.output and "ro…" in res.output
