@@ -302,7 +302,7 @@ def schema(out_path: Path = typer.Option(Path("schemas/recipe.schema.json"), "--
 
 @app.command("export")
 def export_(mixture: Path = typer.Argument(..., metavar="MIXTURE", help="Mixture YAML file."),
-            out_dir: Path = typer.Option(..., "--out", metavar="DIR", help="Output directory (replaced atomically)."),
+            out_dir: str = typer.Option(..., "--out", metavar="DIR", help="Output directory (replaced atomically)."),
             format: str = typer.Option("jsonl", "--format", metavar="FORMAT", help="jsonl | parquet | hf"),
             catalog: Optional[Path] = CatalogOpt) -> None:
     """Export a mixture of catalog datasets (rates with caps, templates, split, dedup) with a manifest."""
@@ -320,9 +320,9 @@ def export_(mixture: Path = typer.Argument(..., metavar="MIXTURE", help="Mixture
 
 @app.command("report")
 def report(dataset: str = typer.Argument(..., metavar="DATASET", help="Dataset name in the catalog."),
-           out_dir: Path = typer.Option(..., "--out", metavar="DIR",
-                                        help="Directory for index.html and the sunburst PNG (new, empty, "
-                                             "or an earlier report's)."),
+           out_dir: str = typer.Option(..., "--out", metavar="DIR",
+                                       help="Directory for index.html and the sunburst PNG (new, empty, "
+                                            "or an earlier report's)."),
            version: Optional[int] = typer.Option(None, "--version", metavar="N", min=1,
                                                  help="Dataset version (default: the latest)."),
            column: Optional[str] = typer.Option(None, "--column", metavar="NAME",

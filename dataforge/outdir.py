@@ -18,6 +18,14 @@ from typing import Iterator
 from dataforge.errors import UserError
 
 
+def out_path(value: str | Path, what: str) -> Path:
+    """`--out` as a path; an empty (or blank) value is refused rather than read as `.`, the current
+    folder (`Path("")` is `.`)."""
+    if not str(value).strip():
+        raise UserError(f"--out is empty; give a directory for the {what}")
+    return Path(value)
+
+
 def check_replaceable(out: Path, marker: str, what: str) -> None:
     """Refuse `out` unless it is missing, an empty directory, or an earlier `what` (holds `marker`)."""
     if out.exists() and not out.is_dir():

@@ -502,3 +502,28 @@ def test_numbers_are_never_cut_on_a_narrow_terminal(wide, cli):
     cat, _ = wide
     res = cli("show", "wide", "--catalog", cat, "--columns", "n,text", "--max-width", "3", "--all")
     assert "345,660" in res.output and "ro…" in res.output
+
+
+def test_an_empty_out_is_refused_not_read_as_the_current_folder(write, catalog, cli, tmp_path, monkeypatch):
+    r = write("pc.yaml", """
+        name: pc
+        steps:
+          - id: src
+            type: source.inline
+            rows: [{prompt: hello, completion: a}, {prompt: world, completion: b}]
+        outputs:
+          pcs: src
+        """)
+    api.build(r, catalog=catalog, quiet=True)
+    mix = write("mix.yaml", "name: m\nseed: 1\nsources:\n  - dataset: pcs\n")
+    here = tmp_path / "here"  # an empty current folder: `--out ""` read as `.` would be replaced
+    here.mkdir()
+    monkeypatch.chdir(here)
+    for value in ("", "  "):
+        res = cli("export", mix, "--out", value, "--catalog", catalog)
+        assert res.exit_code == 2, res.output
+        assert "--out is empty; give a directory for the export" in res.output
+        res = cli("report", "pcs", "--out", value, "--catalog", catalog)
+        assert res.exit_code == 2 and "--out is empty; give a directory for the report" in res.output
+    assert list(here.iterdir()) == [] and not [p for p in tmp_path.iterdir() if ".tmp-" in p.name]
+    assert cli("export", mix, "--out", here / "out", "--catalog", catalog).exit_code == 0

@@ -21,7 +21,7 @@ from dataforge.export.manifest import Manifest
 from dataforge.export.mixture import MixtureFile, load_mixture
 from dataforge.export.rates import allocate
 from dataforge.export.writers import FORMATS, MANIFEST, file_entries, write_hf, write_split
-from dataforge.outdir import check_replaceable, staged_dir
+from dataforge.outdir import check_replaceable, out_path, staged_dir
 from dataforge.rows import content_ids
 from dataforge.textutil.templating import apply_templates, required_variables
 
@@ -38,6 +38,7 @@ def export(mixture: str | Path, out: str | Path, fmt: str = "jsonl", catalog: st
     """Export a mixture of catalog datasets to `out` (replaced atomically). The catalog is only read."""
     from dataforge.catalog import query as q
 
+    out = out_path(out, "export")
     mf = load_mixture(mixture)
     if fmt not in FORMATS:
         raise UserError(f"--format {fmt!r}: choose one of {', '.join(FORMATS)}")
@@ -52,7 +53,7 @@ def export(mixture: str | Path, out: str | Path, fmt: str = "jsonl", catalog: st
         except UserError as e:
             raise mf.error(e.message, ("sources", i, "dataset")) from None
         infos.append({k: info[k] for k in ("version", "fingerprint", "build_id", "step_id")})
-    return export_frames(mf, frames, Path(out), fmt, infos)
+    return export_frames(mf, frames, out, fmt, infos)
 
 
 def _prepare(mf: MixtureFile, i: int, df: pl.DataFrame) -> tuple[pl.DataFrame, set[str]]:

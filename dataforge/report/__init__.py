@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 from dataforge import __version__
-from dataforge.outdir import check_replaceable, staged_dir
+from dataforge.outdir import check_replaceable, out_path, staged_dir
 from dataforge.report import sunburst
 from dataforge.report.data import ReportData, collect
 from dataforge.report.html import render
@@ -23,7 +23,7 @@ def write_report(catalog: Path, name: str, out_dir: str | Path, *, version: int 
 
     `out_dir` must be new, empty or an earlier report (it is replaced whole, like an export).
     """
-    out = Path(out_dir)
+    out = out_path(out_dir, "report")
     check_replaceable(out, MARKER, "report")  # before the work, not after it
     data = collect(Path(catalog), name, version, column)
     with staged_dir(out, MARKER, "report") as tmp:
