@@ -30,6 +30,10 @@ def check_replaceable(out: Path, marker: str, what: str) -> None:
     """Refuse `out` unless it is missing, an empty directory, or an earlier `what` (holds `marker`)."""
     if out.exists() and not out.is_dir():
         raise UserError(f"--out {out} exists and is not a directory; give a directory for the {what}")
+    here = Path.cwd().resolve()
+    if out.resolve() in (here, *here.parents):  # it would be replaced from under the shell standing in it
+        raise UserError(f"--out {out} is the folder you are in (or holds it); give a new folder for the {what}, "
+                        f"e.g. --out {what}s")
     if out.is_dir() and any(out.iterdir()) and not (out / marker).is_file():
         raise UserError(f"--out {out} is a non-empty directory without {marker} (not an earlier {what}); "
                         "refusing to replace it: give a new or empty directory")

@@ -525,5 +525,10 @@ def test_an_empty_out_is_refused_not_read_as_the_current_folder(write, catalog, 
         assert "--out is empty; give a directory for the export" in res.output
         res = cli("report", "pcs", "--out", value, "--catalog", catalog)
         assert res.exit_code == 2 and "--out is empty; give a directory for the report" in res.output
+    for value in (".", "..", str(here)):  # the folder you are in, or one holding it, would go from under you
+        res = cli("export", mix, "--out", value, "--catalog", catalog)
+        assert res.exit_code == 2 and "is the folder you are in" in res.output, res.output
+        res = cli("report", "pcs", "--out", value, "--catalog", catalog)
+        assert res.exit_code == 2 and "is the folder you are in" in res.output, res.output
     assert list(here.iterdir()) == [] and not [p for p in tmp_path.iterdir() if ".tmp-" in p.name]
     assert cli("export", mix, "--out", here / "out", "--catalog", catalog).exit_code == 0
