@@ -403,6 +403,30 @@ def test_malformed_config_is_answered_at_file_line(world, tmp_path, cli):
     assert r.exit_code == 2 and f"{bad}:4:23: data.where.completion: cannot compare column 'completion'" in r.output
 
 
+def _run_count(cat) -> int:
+    return api.sql("select count(*) as n from runs", catalog=cat)["n"][0]
+
+
+def test_config_errors_found_after_parsing_leave_no_run_and_no_output_dir(world, tmp_path, cli):
+    # A target module the model does not have: found once the model is loaded, before the run is recorded.
+    before = _run_count(world["cat"])
+    cfg = _config(world, tmp_path, lora={"target_modules": ["q_proj", "nope_proj"]})
+    r = cli("train", cfg, "--catalog", world["cat"])
+    assert r.exit_code == 2, r.output
+    assert f"{cfg}:" in r.output and "lora.target_modules[1]: 'nope_proj' names no layer" in r.output
+    assert "q_proj, up_proj, v_proj" in r.output  # the layers it could have named
+    assert not (tmp_path / "out").exists() and _run_count(world["cat"]) == before
+    # An nce teacher that is not a nat run: found before the base model loads.
+    sft = api.train(_config(world, tmp_path, "sft.yaml", output_dir=str(tmp_path / "sft"), train={"max_steps": 1}),
+                    catalog=world["cat"])
+    before = _run_count(world["cat"])
+    cfg = _config(world, tmp_path, "nce.yaml", method="nce", nce={"nat_dir": str(sft.output_dir)})
+    r = cli("train", cfg, "--catalog", world["cat"])
+    assert r.exit_code == 2 and f"{cfg}:" in r.output and "nce.nat_dir:" in r.output and "not a nat run" in r.output
+    assert "loading base model" not in r.output
+    assert not (tmp_path / "out").exists() and _run_count(world["cat"]) == before
+
+
 def test_tampered_export_and_missing_extra_exit_2(world, tmp_path, cli, monkeypatch):
     import shutil
 

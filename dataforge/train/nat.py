@@ -34,6 +34,14 @@ UNITS_FILE = "integration_units.safetensors"
 NAT_FILE = "nat.json"
 
 
+def missing_part(output_dir: Path) -> str | None:
+    """The first file or folder a finished nat output_dir lacks (None: it has them all)."""
+    for need in ("negative", "positive", UNITS_FILE, NAT_FILE):
+        if not (Path(output_dir) / need).exists():
+            return need
+    return None
+
+
 class IntegrationUnit(nn.Module):
     """Mixes one layer's positive and negative branch outputs, per token (see the module doc)."""
 
@@ -190,9 +198,9 @@ class NATModel(nn.Module):
         from safetensors.torch import load_file
 
         output_dir = Path(output_dir)
-        for need in ("negative", "positive", UNITS_FILE, NAT_FILE):
-            if not (output_dir / need).exists():
-                raise UserError(f"{output_dir} lacks {need}: not the output_dir of a finished nat run")
+        missing = missing_part(output_dir)
+        if missing is not None:
+            raise UserError(f"{output_dir} lacks {missing}: not the output_dir of a finished nat run")
         settings = json.loads((output_dir / NAT_FILE).read_text(encoding="utf-8"))
         peft_model = PeftModel.from_pretrained(base_model, str(output_dir / "negative"), adapter_name="negative")
         peft_model.load_adapter(str(output_dir / "positive"), adapter_name="positive")

@@ -82,29 +82,41 @@ def sample_count(batch) -> int:
     return int(((batch.labels[:, 1:] != IGNORE).sum(-1) > 0).sum())
 
 
-def train_nce(model, *, cfg, cf, base_sha256: str, examples, eval_examples, pad_id: int, device, record,
-              output_dir, state, log) -> dict:
-    """Distil a fresh LoRA on `model` from the NAT model in `cfg.nce.nat_dir`; save it to output_dir/adapter."""
-    import copy
-
+def check_teacher(cf, base_sha256: str):
+    """`nce.nat_dir`, checked to hold a finished nat run on the same base model (the student shares its base
+    and tokenizer); a located `UserError` otherwise. Cheap: run it before the run starts."""
     from dataforge.errors import UserError
-    from dataforge.train.data import Batches
-    from dataforge.train.loop import total_steps, train_loop
     from dataforge.train.model import read_run_file
-    from dataforge.train.nat import NATModel
-    from dataforge.train.sft import add_lora, eval_loss_fn
+    from dataforge.train.nat import missing_part
 
-    ts = cfg.train
-    nat_dir = cf.resolve(cfg.nce.nat_dir)
+    nat_dir = cf.resolve(cf.config.nce.nat_dir)
     try:
         info = read_run_file(nat_dir)
     except UserError as e:
         raise cf.error(e.message, ("nce", "nat_dir")) from None
     if info.get("method") != "nat":
         raise cf.error(f"{nat_dir} holds a {info.get('method')} run, not a nat run", ("nce", "nat_dir"))
+    missing = missing_part(nat_dir)
+    if missing is not None:
+        raise cf.error(f"{nat_dir} lacks {missing}: not the output_dir of a finished nat run", ("nce", "nat_dir"))
     if info.get("base_model_sha256") != base_sha256:
         raise cf.error(f"the NAT model in {nat_dir} was trained on another base model ({info.get('base_model')}); "
                        "the student must share its base (and tokenizer)", ("base_model",))
+    return nat_dir
+
+
+def train_nce(model, *, cfg, cf, base_sha256: str, examples, eval_examples, pad_id: int, device, record,
+              output_dir, state, log) -> dict:
+    """Distil a fresh LoRA on `model` from the NAT model in `cfg.nce.nat_dir`; save it to output_dir/adapter."""
+    import copy
+
+    from dataforge.train.data import Batches
+    from dataforge.train.loop import total_steps, train_loop
+    from dataforge.train.nat import NATModel
+    from dataforge.train.sft import add_lora, eval_loss_fn
+
+    ts = cfg.train
+    nat_dir = check_teacher(cf, base_sha256)
     teacher = NATModel.load(copy.deepcopy(model), nat_dir)
     teacher.eval()
     student = add_lora(model, cfg.lora, ts.seed)

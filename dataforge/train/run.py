@@ -83,6 +83,10 @@ def run_training(cf: ConfigFile, *, catalog: Path, resume: bool = False, repeat_
     state = _check_output_dir(out, resume)
     resolved = cf.resolved()
     base = resolve_base(resolved["base_model"])
+    if cfg.method == "nce":  # the teacher is checked before anything loads or is recorded
+        from dataforge.train.nce import check_teacher
+
+        check_teacher(cf, base.sha256)
     device = pick_device()
 
     train_rows = D.read_source(cfg.data, cf, ("data",), catalog)
@@ -126,6 +130,8 @@ def run_training(cf: ConfigFile, *, catalog: Path, resume: bool = False, repeat_
     eval_examples = enc(eval_rows)[0] if eval_rows is not None else []
     if dropped:
         log(f"  {dropped:,} training rows dropped: their completion alone is over max_length {ts.max_length}")
+    neg_examples, neg_dropped = enc(neg_rows) if neg_rows is not None else ([], 0)
+    _check_before_start(cf, model, examples, neg_rows is not None and not neg_examples)
 
     if state is not None:
         stages = STAGES[cfg.method]
@@ -169,7 +175,6 @@ def run_training(cf: ConfigFile, *, catalog: Path, resume: bool = False, repeat_
         elif cfg.method == "nat":
             from dataforge.train.nat import train_nat
 
-            neg_examples, neg_dropped = enc(neg_rows)
             metrics.update({"negative_examples": len(neg_examples), "negative_dropped_for_length": neg_dropped})
             metrics.update(train_nat(model, cfg=cfg, examples=examples, negative_examples=neg_examples,
                                      eval_examples=eval_examples, pad_id=pad_id, device=device, record=record,
@@ -190,6 +195,20 @@ def run_training(cf: ConfigFile, *, catalog: Path, resume: bool = False, repeat_
         (out / RUN_FILE).write_text(json.dumps(info, indent=2, default=str) + "\n", encoding="utf-8")
     log(f"run {record.run_id} done: adapter in {adapter}")
     return TrainResult(record.run_id, out, adapter, metrics)
+
+
+def _check_before_start(cf: ConfigFile, model, examples: list, no_negatives: bool) -> None:
+    """What needs the loaded model or the encoded rows, checked before the run is recorded and output_dir made."""
+    from dataforge.errors import RecipeErrors
+    from dataforge.train.sft import target_module_problems
+
+    problems = target_module_problems(model, cf.config.lora)
+    if problems:
+        raise RecipeErrors([cf.error(msg, ("lora", "target_modules", i)) for i, msg in problems])
+    if not examples:
+        raise cf.error("no training example fits in max_length tokens; raise train.max_length", ("train", "max_length"))
+    if no_negatives:
+        raise cf.error("no negative example fits in train.max_length tokens; raise it", ("negative_data",))
 
 
 def _stored_run(catalog: Path, run_id: str) -> dict[str, Any] | None:

@@ -20,6 +20,30 @@ def lora_config(lora: LoraSettings):
                       target_modules=list(lora.target_modules), task_type="CAUSAL_LM", bias="none")
 
 
+def linear_layer_names(model) -> list[str]:
+    """Short names of the model's linear layers (what `lora.target_modules` usually lists)."""
+    import torch
+
+    return sorted({n.rsplit(".", 1)[-1] for n, m in model.named_modules() if isinstance(m, torch.nn.Linear)})
+
+
+def target_module_problems(model, lora: LoraSettings) -> list[tuple[int, str]]:
+    """(index, message) for each `lora.target_modules` entry that names no layer of `model`, matched as peft
+    matches a list (a module name equal to the entry or ending in `.entry`), or only modules that hold others."""
+    modules = [(n, m) for n, m in model.named_modules() if n]
+    problems = []
+    for i, target in enumerate(lora.target_modules):
+        hits = [m for n, m in modules if n == target or n.endswith("." + target)]
+        if not hits:
+            problems.append((i, f"{target!r} names no layer of this model"))
+        elif all(next(m.children(), None) is not None for m in hits):
+            problems.append((i, f"{target!r} is a {type(hits[0]).__name__} (a block of layers), not a layer"))
+    if problems:
+        names = ", ".join(linear_layer_names(model))
+        problems = [(i, f"{msg}; linear layers of this model: {names}") for i, msg in problems]
+    return problems
+
+
 def add_lora(model, lora: LoraSettings, seed: int, adapter_name: str = "default"):
     """Wrap `model` in a peft model with a fresh LoRA adapter (initialised from `seed`)."""
     import torch
@@ -33,9 +57,8 @@ def add_lora(model, lora: LoraSettings, seed: int, adapter_name: str = "default"
     except ValueError as e:  # e.g. target modules not found in the base model
         from dataforge.errors import UserError
 
-        names = sorted({n.rsplit(".", 1)[-1] for n, m in model.named_modules()
-                        if isinstance(m, torch.nn.Linear)})
-        raise UserError(f"lora.target_modules: {e}; linear layers of this model: {', '.join(names)}") from None
+        raise UserError(f"lora.target_modules: {e}; linear layers of this model: "
+                        f"{', '.join(linear_layer_names(model))}") from None
 
 
 def lm_loss(model) -> Callable[[Batch], Any]:
