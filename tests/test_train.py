@@ -278,6 +278,24 @@ def test_nat_stage2_trains_only_the_positive_lora_and_units(world, tmp_path):
     assert not torch.allclose(outs["mixed"], outs["negative"]) and not torch.allclose(outs["negative"], plain)
 
 
+def test_wrapping_and_loading_adapters_prints_no_deprecation_warning(world, tmp_path):
+    import warnings
+
+    from dataforge.train.config import LoraSettings, NatSettings
+    from dataforge.train.nat import NATModel
+    from dataforge.train.sft import add_lora
+
+    lora = LoraSettings()
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        peft_model = add_lora(_tiny(world)[0], lora, seed=0)
+        peft_model.save_pretrained(str(tmp_path / "negative"))
+        nat = NATModel.build(peft_model.unload(), tmp_path / "negative", lora, NatSettings(unit_width=8), seed=1)
+        nat.save(tmp_path)
+        NATModel.load(_tiny(world)[0], tmp_path)
+    assert not [str(w.message) for w in seen if "is_gradient_checkpointing" in str(w.message)]
+
+
 def test_nce_weight_and_loss_on_hand_computed_logits():
     import math
 

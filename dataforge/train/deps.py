@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import os
+import warnings
 
 from dataforge.errors import UserError
 
@@ -20,3 +22,12 @@ def require() -> None:
     # Never reach for the Hugging Face hub: every model is a local directory or the bundled GGUF.
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
+
+
+@contextlib.contextmanager
+def quiet_peft():
+    """Around peft's wrapping and loading calls: peft asks transformers the deprecated
+    `is_gradient_checkpointing`, whose FutureWarning is neither ours nor the user's to act on."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing", category=FutureWarning)
+        yield

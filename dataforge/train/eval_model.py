@@ -60,5 +60,8 @@ def load_causal_lm(model: str | None = None, adapter: str | None = None, *,
     if adapter:
         from peft import PeftModel
 
-        lm = PeftModel.from_pretrained(lm, adapter)
+        from dataforge.train.deps import quiet_peft
+
+        with quiet_peft():
+            lm = PeftModel.from_pretrained(lm, adapter)
     return lm.eval(), tok

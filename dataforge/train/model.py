@@ -167,6 +167,7 @@ def load_trained(output_dir: str | Path, *, mode: str = "mixed", device=None):
         return nat, tok
     from peft import PeftModel
 
-    peft_model = PeftModel.from_pretrained(model, str(Path(output_dir) / "adapter"))
+    with deps.quiet_peft():
+        peft_model = PeftModel.from_pretrained(model, str(Path(output_dir) / "adapter"))
     peft_model.eval()
     return peft_model, tok

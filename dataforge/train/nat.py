@@ -28,6 +28,7 @@ import torch
 from torch import nn
 
 from dataforge.errors import UserError
+from dataforge.train.deps import quiet_peft
 
 MODES = ("mixed", "negative", "base")
 UNITS_FILE = "integration_units.safetensors"
@@ -182,8 +183,9 @@ class NATModel(nn.Module):
 
         from dataforge.train.sft import lora_config
 
-        peft_model = PeftModel.from_pretrained(base_model, str(negative_dir), adapter_name="negative",
-                                               is_trainable=False)
+        with quiet_peft():
+            peft_model = PeftModel.from_pretrained(base_model, str(negative_dir), adapter_name="negative",
+                                                   is_trainable=False)
         torch.manual_seed(seed)
         peft_model.add_adapter("positive", lora_config(lora))
         nat = cls(peft_model, unit_width=settings.unit_width, beta=settings.beta,
@@ -202,8 +204,9 @@ class NATModel(nn.Module):
         if missing is not None:
             raise UserError(f"{output_dir} lacks {missing}: not the output_dir of a finished nat run")
         settings = json.loads((output_dir / NAT_FILE).read_text(encoding="utf-8"))
-        peft_model = PeftModel.from_pretrained(base_model, str(output_dir / "negative"), adapter_name="negative")
-        peft_model.load_adapter(str(output_dir / "positive"), adapter_name="positive")
+        with quiet_peft():
+            peft_model = PeftModel.from_pretrained(base_model, str(output_dir / "negative"), adapter_name="negative")
+            peft_model.load_adapter(str(output_dir / "positive"), adapter_name="positive")
         nat = cls(peft_model, unit_width=settings["unit_width"], beta=settings["beta"],
                   temperature=settings["temperature"])
         nat.units.load_state_dict(load_file(str(output_dir / UNITS_FILE)))

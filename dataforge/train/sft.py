@@ -3,11 +3,11 @@ the adapter saved in peft's format (`PeftModel.from_pretrained(base, DIR)` loads
 
 from __future__ import annotations
 
-import warnings
 from pathlib import Path
 from typing import Any, Callable
 
 from dataforge.train.config import LoraSettings, TrainSettings
+from dataforge.train.deps import quiet_peft
 from dataforge.train.data import Batch, Batches, Example, eval_batches
 from dataforge.train.loop import LoopResult, token_loss_sum, total_steps, train_loop
 from dataforge.train.runs import RunRecord
@@ -51,8 +51,7 @@ def add_lora(model, lora: LoraSettings, seed: int, adapter_name: str = "default"
 
     torch.manual_seed(seed)
     try:
-        with warnings.catch_warnings():  # peft asks transformers a deprecated question; not ours to act on
-            warnings.simplefilter("ignore", FutureWarning)
+        with quiet_peft():
             return get_peft_model(model, lora_config(lora), adapter_name=adapter_name)
     except ValueError as e:  # e.g. target modules not found in the base model
         from dataforge.errors import UserError
