@@ -411,7 +411,11 @@ def test_malformed_config_is_answered_at_file_line(world, tmp_path, cli):
     assert f"{bad}:8:18: train.learning_rate:" in r.output and "Traceback" not in r.output
     bad.write_text("method: nat\ndata: {export: x}\noutput_dir: o\n", encoding="utf-8")
     r = cli("train", bad, "--catalog", world["cat"])
-    assert r.exit_code == 2 and f"{bad}:1:1:" in r.output and "negative_data" in r.output
+    # A key the method needs is reported at the `method` line, naming the key.
+    assert r.exit_code == 2 and f"{bad}:1:9: method: nat needs `negative_data:`" in r.output
+    bad.write_text("data: {export: x}\noutput_dir: o\nnegative_data: {export: y}\n", encoding="utf-8")
+    r = cli("train", bad, "--catalog", world["cat"])
+    assert r.exit_code == 2 and f"{bad}:3:16: negative_data: `negative_data` is for method nat" in r.output
     bad.write_text("data: {export: x, dataset: y}\noutput_dir: o\nlora: {rank: 4}\n", encoding="utf-8")
     r = cli("train", bad, "--catalog", world["cat"])
     assert r.exit_code == 2 and f"{bad}:1:7: data:" in r.output and f"{bad}:3:14: lora.rank: unknown field" in r.output

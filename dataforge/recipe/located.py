@@ -12,6 +12,15 @@ from dataforge.recipe.loader import KeyPath, Positions, format_path
 M = TypeVar("M", bound=BaseModel)
 
 
+class KeyedValueError(ValueError):
+    """Raised by a model validator to point at one of the model's keys (e.g. the `method` line) instead of
+    the model itself: `raise KeyedValueError("method nat needs ...", ("method",))`."""
+
+    def __init__(self, message: str, key: KeyPath):
+        super().__init__(message)
+        self.key = tuple(key)
+
+
 def validate_located(model: type[M], data: Any, pos: Positions) -> M:
     """`model.model_validate(data)`, raising `RecipeErrors` with every problem located in `pos.file`."""
     try:
@@ -20,6 +29,9 @@ def validate_located(model: type[M], data: Any, pos: Positions) -> M:
         errors = []
         for err in e.errors():
             kp = clean_loc(err["loc"], data)
+            cause = (err.get("ctx") or {}).get("error")
+            if isinstance(cause, KeyedValueError):
+                kp += cause.key
             if err["type"] == "union_tag_invalid":
                 kp += ("type",)  # point at the bad value, not at the step
             line, col = pos.find(kp) or (None, None)

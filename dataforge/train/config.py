@@ -17,7 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from dataforge.errors import UserError
 from dataforge.recipe.loader import KeyPath, Positions, format_path, load_yaml
-from dataforge.recipe.located import validate_located
+from dataforge.recipe.located import KeyedValueError, validate_located
 
 
 class _Model(BaseModel):
@@ -162,13 +162,16 @@ class TrainConfig(_Model):
     @model_validator(mode="after")
     def _method_fields(self) -> "TrainConfig":
         if self.method == "nat" and self.negative_data is None:
-            raise ValueError("method nat needs `negative_data` (the negative rationales for stage 1)")
+            raise KeyedValueError("nat needs `negative_data:` (the negative rationales for stage 1), "
+                                  "which is missing", ("method",))
         if self.method != "nat" and self.negative_data is not None:
-            raise ValueError("`negative_data` is for method nat")
+            raise KeyedValueError(f"`negative_data` is for method nat, not {self.method}", ("negative_data",))
         if self.method == "nce" and self.nce is None:
-            raise ValueError("method nce needs `nce: {nat_dir: ...}` (a finished nat run's output_dir)")
+            raise KeyedValueError("nce needs `nce: {nat_dir: ...}` (a finished nat run's output_dir), "
+                                  "which is missing", ("method",))
         if self.method == "nce" and self.train.packing:
-            raise ValueError("method nce weighs each sample on its own: train.packing must be false")
+            raise KeyedValueError("method nce weighs each sample on its own: train.packing must be false",
+                                  ("train", "packing"))
         return self
 
 
