@@ -416,6 +416,9 @@ def test_malformed_config_is_answered_at_file_line(world, tmp_path, cli):
     bad.write_text("data: {export: x}\noutput_dir: o\nnegative_data: {export: y}\n", encoding="utf-8")
     r = cli("train", bad, "--catalog", world["cat"])
     assert r.exit_code == 2 and f"{bad}:3:16: negative_data: `negative_data` is for method nat" in r.output
+    bad.write_text("# nothing yet\n", encoding="utf-8")
+    r = cli("train", bad, "--catalog", world["cat"])
+    assert r.exit_code == 2 and f"{bad}:1:1: train config file is empty" in r.output
     bad.write_text("data: {export: x, dataset: y}\noutput_dir: o\nlora: {rank: 4}\n", encoding="utf-8")
     r = cli("train", bad, "--catalog", world["cat"])
     assert r.exit_code == 2 and f"{bad}:1:7: data:" in r.output and f"{bad}:3:14: lora.rank: unknown field" in r.output

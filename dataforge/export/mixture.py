@@ -131,7 +131,7 @@ class MixtureFile:
 def load_mixture(path: str | Path) -> MixtureFile:
     """Parse and validate a mixture file; every problem is reported as `file:line:col: key: message`."""
     path = Path(path)
-    data, pos = load_yaml(path)
+    data, pos = load_yaml(path, kind="mixture")
     if not isinstance(data, dict):
         raise UserError("a mixture must be a mapping with name and sources", file=str(path), line=1, col=1)
     mixture = validate_located(Mixture, data, pos)

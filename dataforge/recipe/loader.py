@@ -48,13 +48,13 @@ def format_path(path: KeyPath) -> str:
     return out
 
 
-def _read_text(path: Path) -> str:
+def _read_text(path: Path, kind: str = "recipe") -> str:
     try:
         raw = path.read_bytes()
     except FileNotFoundError:
-        raise UserError("recipe file not found", file=str(path)) from None
+        raise UserError(f"{kind} file not found", file=str(path)) from None
     except IsADirectoryError:
-        raise UserError("expected a recipe file, got a directory", file=str(path)) from None
+        raise UserError(f"expected a {kind} file, got a directory", file=str(path)) from None
     try:
         return raw.decode("utf-8-sig")
     except UnicodeDecodeError as e:
@@ -137,10 +137,12 @@ def _compose(text: str) -> yaml.Node | None:
     return yaml.compose(text, Loader=yaml.SafeLoader)
 
 
-def load_yaml(path: str | Path) -> tuple[Any, Positions]:
-    """Parse one YAML document; raise `UserError` with file:line:col on any syntax problem."""
+def load_yaml(path: str | Path, kind: str = "recipe") -> tuple[Any, Positions]:
+    """Parse one YAML document; raise `UserError` with file:line:col on any syntax problem.
+
+    `kind` names the file in the errors about the file itself (`train config file not found`)."""
     path = Path(path)
-    text = _read_text(path)
+    text = _read_text(path, kind)
     pos = Positions(file=str(path))
     try:
         node = _compose(text)
@@ -155,7 +157,8 @@ def load_yaml(path: str | Path) -> tuple[Any, Positions]:
     except yaml.YAMLError as e:
         raise UserError(f"YAML error: {e}", file=str(path)) from None
     if node is None:
-        raise UserError("recipe is empty", file=str(path), line=1, col=1)
+        raise UserError("recipe is empty" if kind == "recipe" else f"{kind} file is empty", file=str(path),
+                        line=1, col=1)
     try:
         data = _construct(node, (), pos, str(path), _Budget())
     except yaml.constructor.ConstructorError as e:

@@ -223,7 +223,7 @@ def load_config(path: str | Path) -> ConfigFile:
     if not path.is_file():
         raise UserError("train config not found" if not path.exists() else "expected a train config file",
                         file=str(path))
-    data, pos = load_yaml(path)
+    data, pos = load_yaml(path, kind="train config")
     return ConfigFile(_validate(data, pos, str(path)), path, hashlib.sha256(path.read_bytes()).hexdigest(), pos)
 
 
