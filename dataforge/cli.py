@@ -91,14 +91,14 @@ def _run(fn: Callable[[], Any]) -> None:
         text = e.render() if e.file or isinstance(e, RecipeErrors) else f"error: {e.render()}"
         err.print(text, markup=False, highlight=False)
         raise typer.Exit(2)
-    except KeyboardInterrupt:
-        err.print(_interrupted(), markup=False, highlight=False)
+    except KeyboardInterrupt as e:
+        err.print(_interrupted(e), markup=False, highlight=False)
         raise typer.Exit(130)
     except typer.Exit:
         raise
     except Exception as e:  # an internal fault
         if is_interrupt(e):  # Ctrl-C while DuckDB ran a query outside a build step
-            err.print(_interrupted(), markup=False, highlight=False)
+            err.print(_interrupted(e), markup=False, highlight=False)
             raise typer.Exit(130)
         if _state["debug"]:
             traceback.print_exc()
@@ -108,8 +108,12 @@ def _run(fn: Callable[[], Any]) -> None:
         raise typer.Exit(1)
 
 
-def _interrupted() -> str:
-    """What an interrupted command kept: for a build, the steps it stored and their rows."""
+def _interrupted(e: BaseException | None = None) -> str:
+    """What an interrupted command kept: what the command noted on the interrupt (a training run: its
+    checkpoints and how to resume), or for a build, the steps it stored and their rows."""
+    notes = getattr(e, "__notes__", None)
+    if notes:
+        return "interrupted; " + "; ".join(notes)
     kept = None
     if _state.get("catalog_for_interrupt") is not None:
         try:

@@ -227,6 +227,36 @@ def test_resume_refuses_data_that_changed_since_the_checkpoint(world, tmp_path, 
     assert not (tmp_path / "out" / "run.json").exists()
 
 
+def test_ctrl_c_says_what_is_kept_and_how_to_resume(world, tmp_path, cli, monkeypatch):
+    from dataforge.train.runs import RunRecord
+
+    original = RunRecord.loss
+
+    def loss(self, **kw):
+        original(self, **kw)
+        if kw["step"] == 3:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(RunRecord, "loss", loss)
+    cfg = _config(world, tmp_path, train={"max_steps": 4, "log_every": 1, "checkpoint_every": 2})
+    r = cli("train", cfg, "--catalog", world["cat"])
+    assert r.exit_code == 130
+    assert "completed checkpoints are kept" in r.output and "(the last: main-step-000002)" in r.output
+    assert f"`dataforge train {cfg} --resume` continues" in r.output
+    last = api.runs(catalog=world["cat"], limit=1).row(0, named=True)
+    assert last["status"] == "interrupted"
+    monkeypatch.setattr(RunRecord, "loss", original)
+    assert api.train(cfg, catalog=world["cat"], resume=True).run_id == last["run_id"]
+
+    monkeypatch.setattr(RunRecord, "loss", loss)
+    cfg = _config(world, tmp_path, "none.yaml", output_dir=str(tmp_path / "none"),
+                  train={"max_steps": 4, "log_every": 1})
+    r = cli("train", cfg, "--catalog", world["cat"])
+    assert r.exit_code == 130
+    assert "no checkpoint was written yet (train.checkpoint_every is not set)" in r.output
+    assert f"`dataforge train {cfg}` starts the run over" in r.output and "--resume" not in r.output
+
+
 def test_nat_stage2_trains_only_the_positive_lora_and_units(world, tmp_path):
     from dataforge.train.config import LoraSettings, NatSettings, TrainSettings
     from dataforge.train.loop import train_loop

@@ -7,12 +7,15 @@ logged again).
 
 from __future__ import annotations
 
+import contextlib
 import json
+import shlex
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
+from dataforge.catalog.db import is_interrupt
 from dataforge.errors import UserError
 from dataforge.train import deps
 from dataforge.train.config import ConfigFile
@@ -160,7 +163,7 @@ def run_training(cf: ConfigFile, *, catalog: Path, resume: bool = False, repeat_
         log(f"run {record.run_id}: method {cfg.method}, output {out}")
     pad_id = tok.pad_token_id
     torch.manual_seed(ts.seed)
-    with record:
+    with record, _noted_interrupt(cf, out, repeat_of):
         metrics: dict[str, Any] = {"examples": len(examples), "dropped_for_length": dropped,
                                    "eval_examples": len(eval_examples)}
         if cfg.method == "sft":
@@ -195,6 +198,34 @@ def run_training(cf: ConfigFile, *, catalog: Path, resume: bool = False, repeat_
         (out / RUN_FILE).write_text(json.dumps(info, indent=2, default=str) + "\n", encoding="utf-8")
     log(f"run {record.run_id} done: adapter in {adapter}")
     return TrainResult(record.run_id, out, adapter, metrics)
+
+
+@contextlib.contextmanager
+def _noted_interrupt(cf: ConfigFile, out: Path, repeat_of: str | None):
+    """On Ctrl-C, note on the interrupt what the run kept and how to go on (the CLI prints it)."""
+    try:
+        yield
+    except BaseException as e:
+        if is_interrupt(e):
+            e.add_note(_interrupt_note(cf, out, repeat_of))
+        raise
+
+
+def _interrupt_note(cf: ConfigFile, out: Path, repeat_of: str | None) -> str:
+    """What an interrupted run kept, and the command that continues it (or starts it over)."""
+    from dataforge.train.loop import CHECKPOINTS, checkpoint_dirs
+
+    if cf.path is not None:
+        again = f"dataforge train {shlex.quote(str(cf.path))}"
+    else:
+        again = f"dataforge train --repeat {repeat_of} --out {shlex.quote(str(out))}"
+    ckpts = checkpoint_dirs(out)
+    if ckpts:
+        return (f"completed checkpoints are kept in {out / CHECKPOINTS} (the last: {ckpts[-1].name}); "
+                f"`{again} --resume` continues from there")
+    every = cf.config.train.checkpoint_every
+    why = (f"the first comes at step {every}" if every else "train.checkpoint_every is not set")
+    return f"no checkpoint was written yet ({why}); `{again}` starts the run over"
 
 
 def _check_before_start(cf: ConfigFile, model, examples: list, no_negatives: bool) -> None:
