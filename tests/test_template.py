@@ -102,6 +102,18 @@ def test_chain_of_thought_target_and_zero_shot_trigger():
     assert not any("step by step" in p for p in few["prompt"])
 
 
+def test_cot_rows_pruned_to_zero_shot_get_the_trigger():
+    # A max_length that leaves no room for any exemplar: the row is a zero-shot CoT prompt.
+    cot = [FlanTemplate(id="cot", prompt="Q: {{ text }}", cot=True)]
+    out = run(rows(6), templates=cot, rationale_column="why", shots=2, max_length=6,
+              cot_triggers=["Let's think step by step."])
+    assert not any(out["exemplar_ids"].list.len())
+    for r in out.iter_rows(named=True):
+        assert r["prompt"] == f"Q: {r['text']}\n\nLet's think step by step."
+    kept = run(rows(6), templates=cot, rationale_column="why", shots=2, max_length=200)
+    assert all(kept["exemplar_ids"].list.len() == 2) and not any("step by step" in p for p in kept["prompt"])
+
+
 def test_input_inversion_rate():
     df = rows(200)
     none = run(df, templates=[*TEMPLATES, INVERTED], inversion=0.0)

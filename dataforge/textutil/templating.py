@@ -236,12 +236,17 @@ def apply_templates(df: pl.DataFrame, templates: list[FlanTemplate], settings: T
         q_prompt = prompt_of(np.arange(n), pick)
         q_target = target_of(np.arange(n), pick)
     is_cot = np.array([t.cot for t in templates], dtype=bool)[pick]
-    zero_cot = is_cot & ~few
-    if settings.cot_triggers and zero_cot.any():
+
+    def with_trigger(texts: pl.Series, rows: np.ndarray) -> pl.Series:
+        """`texts` with a CoT trigger appended on `rows` (zero-shot prompts of CoT templates)."""
+        if not settings.cot_triggers or not rows.any():
+            return texts
         trig = pl.Series(settings.cot_triggers, dtype=pl.Utf8).gather(
             integers(keys, seed, f"{task}:cot-trigger", len(settings.cot_triggers)))
-        q_prompt = pl.select(pl.when(pl.Series(zero_cot)).then(pl.concat_str([pl.lit(q_prompt), pl.lit("\n\n"), trig]))
-                             .otherwise(pl.lit(q_prompt))).to_series()
+        return pl.select(pl.when(pl.Series(rows)).then(pl.concat_str([pl.lit(texts), pl.lit("\n\n"), trig]))
+                         .otherwise(pl.lit(texts))).to_series()
+
+    q_prompt = with_trigger(q_prompt, is_cot & ~few)
 
     exemplar_ids = pl.Series("exemplar_ids", [[]], dtype=pl.List(pl.Utf8)).new_from_index(0, n)  # no per-row Python
     prompt = q_prompt
@@ -267,6 +272,8 @@ def apply_templates(df: pl.DataFrame, templates: list[FlanTemplate], settings: T
         kept = keep.ravel()
         joined = slice_joined(pieces.filter(pl.Series(kept)), offsets)
         prompt = pl.select(pl.concat_str([pl.lit(joined), pl.lit(q_prompt)])).to_series()
+        # A few-shot row whose exemplars were all pruned is a zero-shot prompt: it gets the trigger too.
+        prompt = with_trigger(prompt, is_cot & few & (counts == 0))
         ids = df["id"].cast(pl.Utf8).gather(flat_rows[kept])
         exemplar_ids = pl.from_arrow(pa.LargeListArray.from_arrays(pa.array(offsets), ids.to_arrow()))
         exemplar_ids = exemplar_ids.cast(pl.List(pl.Utf8))

@@ -31,7 +31,7 @@ class TemplateTransform(Step, TemplateSettings):
     label_names: dict[str, dict[Any, str]] = Field(default_factory=dict)
     """Rename answers per task (`"*"`: every task) before templating, e.g. `{sst2: {0: negative, 1: positive}}`."""
 
-    kind_version: ClassVar[str] = "1"
+    kind_version: ClassVar[str] = "2"  # 2: CoT rows whose exemplars were all pruned get the zero-shot trigger
     max_inputs: ClassVar[int] = 64
     new_rows: ClassVar[bool] = True
 
