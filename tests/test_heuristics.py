@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import polars as pl
+import pytest
 
 from dataforge import api
 from dataforge.steps.filter.heuristics import HeuristicsFilter
@@ -142,3 +143,19 @@ def test_bad_regex_is_a_located_error(write, catalog, cli):
     res = cli("validate", recipe, "--catalog", catalog)
     assert res.exit_code == 2
     assert "r.yaml:8:" in res.output and "not a valid regex" in res.output
+
+
+@pytest.mark.parametrize("kind", ["filter.heuristics", "filter.rouge_l"])
+def test_a_list_column_is_a_located_error_not_an_internal_one(write, catalog, cli, kind):
+    recipe = write("r.yaml", f"""
+        name: h
+        steps:
+          - id: src
+            type: source.inline
+            rows: [{{instruction: [Explain gravity, to a child]}}, {{instruction: [Name a color]}}]
+          - id: clean
+            type: {kind}
+    """)
+    res = cli("build", recipe, "--catalog", catalog)
+    assert res.exit_code == 2, res.output
+    assert "r.yaml:6:" in res.output and "steps[1].column: column 'instruction' holds List(String)" in res.output

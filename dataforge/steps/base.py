@@ -84,6 +84,19 @@ class RunContext(PlanContext):
     log: Callable[[str], None] = print
 
 
+def check_text_columns(step_id: str, df: pl.DataFrame, columns: dict[str, str]) -> None:
+    """Raise a `StepError` at the field named for a column when a column (`{column: field}`) holds lists or structs, not text.
+
+    Text rules cast their column to a string; a nested column cannot be cast, and without this check
+    the cast failed mid-run as an internal error.
+    """
+    for column, field_name in columns.items():
+        dtype = df.schema.get(column)
+        if dtype is not None and dtype.is_nested():
+            raise StepError(step_id, field_name, f"column {column!r} holds {dtype} values, not text; compare a "
+                                                 f"text column (or make one first, e.g. with a transform.sql step)")
+
+
 def rejections_frame(row_ids: list[str], reason: str | list[str], score: list[float | None] | None = None,
                      detail: list[str | None] | None = None) -> pl.DataFrame:
     """Build a rejections frame; `reason` may be one string for all rows."""

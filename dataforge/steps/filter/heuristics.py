@@ -14,7 +14,7 @@ from typing import Literal
 import polars as pl
 from pydantic import Field, field_validator
 
-from dataforge.steps.base import ID, RunContext, Step, StepResult, rejections_frame
+from dataforge.steps.base import ID, RunContext, Step, StepResult, check_text_columns, rejections_frame
 from dataforge.textutil.words import normalized, word_count
 
 SELF_INSTRUCT_BLACKLIST = [
@@ -174,6 +174,11 @@ class HeuristicsFilter(Step):
 
     def run(self, inputs: list[pl.DataFrame], ctx: RunContext) -> StepResult:
         df = inputs[0]
+        fields = {c: f for f in ("drop_regex", "keep_regex", "max_chars", "min_chars")
+                  for c in getattr(self, f)}
+        if self.dedup != "none":
+            fields.update({c: "dedup_columns" for c in self.dedup_columns or []})
+        check_text_columns(self.id, df, {**fields, self.column: "column"})
         marked = self.reasons(df)
         dropped = marked.filter(pl.col("_reason").is_not_null())
         kept = marked.filter(pl.col("_reason").is_null()).select(df.columns)

@@ -18,7 +18,8 @@ from typing import Any, Literal
 import polars as pl
 from pydantic import Field, field_validator
 
-from dataforge.steps.base import ID, PlanContext, RunContext, Step, StepError, StepResult, rejections_frame
+from dataforge.steps.base import (ID, PlanContext, RunContext, Step, StepError, StepResult, check_text_columns,
+                                  rejections_frame)
 
 
 class RougeLFilter(Step):
@@ -104,11 +105,14 @@ class RougeLFilter(Step):
         df = inputs[0]
         from dataforge.textsim import greedy_filter, reference_filter  # rouge_score/numpy work: only when run
 
+        check_text_columns(self.id, df, {self.column: "column"})
         texts = _texts(df, self.column)
         ref_texts: list[str] = []
         ref_ids: list[str] = []
         if len(inputs) == 2:
             ref = inputs[1]
+            check_text_columns(self.id, ref, {self.reference_column or self.column:
+                                              "reference_column" if self.reference_column else "column"})
             ref_texts = _texts(ref, self.reference_column or self.column)
             ref_ids = ref[ID].cast(pl.Utf8).to_list()
         ids = df[ID].cast(pl.Utf8).to_list()
