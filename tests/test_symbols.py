@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 from conftest import shared_data
 
 from dataforge import api
+from dataforge.errors import UserError
 from dataforge.rows import content_ids
 from dataforge.textutil.fewshot import PromptOptions, class_prompts
 from dataforge.textutil.symbols import letter_string, symbol_pool
@@ -146,6 +147,29 @@ def test_class_too_small_for_k_is_a_user_error(write, catalog):
     with pytest.raises(Exception) as e:
         api.build(recipe, catalog=catalog)
     assert "r.yaml" in str(e.value) and "k=2" in str(e.value)
+
+
+@pytest.mark.parametrize("step", [
+    "{id: prompts, type: transform.symbols, from: flipped, k: 1, relevant_labels: true, label_names: %s}",
+    "{id: prompts, type: transform.symbols, k: 1, relevant_labels: true, label_names: %s}",
+    "{id: prompts, type: transform.template, label_names: %s, templates: {'*': [{id: t, prompt: '{{ text }}'}]}}",
+])
+def test_label_names_for_a_task_that_is_not_an_input_is_a_located_error(write, catalog, step):
+    # The task of a row after transform.flip is the flip step's id, not its source's: `rows` names no task.
+    recipe = write("r.yaml", """
+        name: small
+        steps:
+          - id: rows
+            type: source.inline
+            rows: [{text: a, label: 0}, {text: b, label: 0}, {text: c, label: 1}, {text: d, label: 1}]
+          - {id: flipped, type: transform.flip}
+          - %s
+        outputs: {p: prompts}
+    """ % (step % "{rows: {0: negative, 1: positive}}"))
+    with pytest.raises(UserError, match=r"r\.yaml:7:\d+: steps\[2\]\.label_names: names no task of this step: "
+                                        r"'rows'; its tasks \(input step ids\) are 'flipped'"):
+        api.build(recipe, catalog=catalog)
+    assert not catalog.exists() or api.sql("select count(*) as n from datasets", catalog=catalog)["n"][0] == 0
 
 
 def test_symbol_tuning_recipe_builds_on_our_data(catalog):

@@ -14,7 +14,7 @@ import polars as pl
 from pydantic import Field, field_validator, model_validator
 
 from dataforge.steps.base import ID, PARENT, PlanContext, RunContext, Step, StepError, StepResult
-from dataforge.steps.transform.tasks import TASK, as_str_keys, parse_k, stack_tasks
+from dataforge.steps.transform.tasks import TASK, as_str_keys, check_task_keys, parse_k, stack_tasks
 from dataforge.textutil.fewshot import (DEFAULT_FORMATS, DEFAULT_SEPARATORS, FewShotError, split_format,
                                         symbol_tuning_prompts)
 from dataforge.textutil.symbols import symbol_pool
@@ -85,7 +85,14 @@ class SymbolsTransform(Step):
     def output_columns(self, inputs: list[list[str] | None]) -> list[str] | None:
         return [*OUTPUT_COLUMNS, *[c for c in self.passthrough if c not in OUTPUT_COLUMNS]]
 
+    def _check_task_keys(self, tasks: list[str]) -> None:
+        if self.task_column is None and tasks:
+            check_task_keys(self.id, {"label_names": self.label_names,
+                                      **({"instructions": self.instructions} if self.include_instruction else {})},
+                            tasks)
+
     def check(self, ctx: PlanContext) -> None:
+        self._check_task_keys(self.inputs())  # `from` left out: checked when the step runs
         if self.pool == "heldout" or not self.relevant_labels:
             try:
                 import wordfreq  # noqa: F401
@@ -96,6 +103,7 @@ class SymbolsTransform(Step):
         return (rows_in - rejected) * self.prompts_per_query  # each kept row is a query, that many times
 
     def run(self, inputs: list[pl.DataFrame], ctx: RunContext) -> StepResult:
+        self._check_task_keys(ctx.input_ids)
         df, task_column = stack_tasks(inputs, ctx.input_ids, self.task_column, always=True)
         try:
             prompts = symbol_tuning_prompts(

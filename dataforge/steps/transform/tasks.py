@@ -48,3 +48,20 @@ def stack_tasks(inputs: list[pl.DataFrame], names: list[str], task_column: str |
         inputs = [df.with_columns(pl.lit(n, dtype=pl.Utf8).alias(TASK)) for n, df in zip(names, inputs)]
         task_column = TASK
     return (pl.concat(inputs, how="diagonal_relaxed") if len(inputs) > 1 else inputs[0]), task_column
+
+
+def check_task_keys(step_id: str, fields: dict[str, dict[str, Any]], tasks: list[str]) -> None:
+    """Raise a `StepError` when a per-task map (`{field: {task: ...}}`) names a task that is not an input.
+
+    Without a task column each input step is a task named by its id; a key naming none of them (a typo,
+    or the id of the step *before* a `transform.flip`) was silently ignored, so its label names or
+    instruction were never used.
+    """
+    from dataforge.steps.base import StepError
+
+    for field_name, mapping in fields.items():
+        unknown = [k for k in mapping if k != "*" and k not in tasks]
+        if unknown:
+            raise StepError(step_id, field_name, f"names no task of this step: {', '.join(map(repr, unknown))}; "
+                                                 f"its tasks (input step ids) are {', '.join(map(repr, tasks))} "
+                                                 f"(or '*' for every task)")

@@ -13,7 +13,7 @@ import polars as pl
 from pydantic import Field, field_validator
 
 from dataforge.steps.base import PlanContext, RunContext, Step, StepError
-from dataforge.steps.transform.tasks import TASK, as_str_keys, names_for, stack_tasks
+from dataforge.steps.transform.tasks import TASK, as_str_keys, check_task_keys, names_for, stack_tasks
 from dataforge.textutil.templating import FlanTemplate, TemplateSettings, apply_templates, check_templates, \
     required_variables
 
@@ -50,7 +50,12 @@ class TemplateTransform(Step, TemplateSettings):
             values["tokenizer"] = str(ctx.resolve(self.tokenizer))
         return TemplateSettings(**values)
 
+    def _check_task_keys(self, tasks: list[str]) -> None:
+        if self.task_column is None and tasks:
+            check_task_keys(self.id, {"label_names": self.label_names, "templates": self.templates}, tasks)
+
     def check(self, ctx: PlanContext) -> None:
+        self._check_task_keys(self.inputs())  # `from` left out: checked when the step runs
         if self.length_unit == "tokens" and self.tokenizer:
             try:
                 import tokenizers  # noqa: F401
@@ -84,6 +89,7 @@ class TemplateTransform(Step, TemplateSettings):
 
     def run(self, inputs: list[pl.DataFrame], ctx: RunContext) -> pl.DataFrame:
         names = ctx.input_ids
+        self._check_task_keys(names)
         df, task_column = stack_tasks(inputs, names, self.task_column)
         settings = self._settings(ctx)
         groups = (df[task_column].cast(pl.Utf8).unique(maintain_order=True).to_list() if task_column
