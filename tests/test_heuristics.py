@@ -47,6 +47,23 @@ def test_self_instruct_defaults_name_the_rule():
     assert dropped[" ".join(["word"] * 151)] == "too_long"
 
 
+def test_the_word_bounds_and_blacklist_are_the_papers():
+    # Self-Instruct drops an instruction of 3 words or fewer, or over 150, and blacklists 13 words;
+    # Alpaca's extra words (video, music, ...) are not the paper's.
+    kept, dropped = _run([{"instruction": t} for t in [
+        "Complete the lyrics.",
+        "Complete these song lyrics.",
+        " ".join(["word"] * 150),
+        "Recommend a video about cooking pasta.",
+        "Compose music for a short poem.",
+    ]])
+    assert dropped == {"Complete the lyrics.": "too_short"}
+    assert kept[0] == "Complete these song lyrics." and len(kept) == 4
+    _, dropped = _run([{"instruction": "Recommend a video about cooking pasta."}],
+                      blacklist=["video", "audio", "music", "flowchart", "diagram"])
+    assert dropped == {"Recommend a video about cooking pasta.": "blacklist:video"}
+
+
 def test_rules_are_configurable():
     rows = [{"instruction": t} for t in ["Ça va bien, merci beaucoup.", "Draw a cat", "Show the map"]]
     kept, dropped = _run(rows, drop_non_ascii_start=False, blacklist=["map"], min_words=2)

@@ -19,8 +19,10 @@ from dataforge.textutil.words import normalized, word_count
 
 SELF_INSTRUCT_BLACKLIST = [
     "image", "images", "graph", "graphs", "picture", "pictures", "file", "files", "map", "maps",
-    "draw", "plot", "go to", "video", "audio", "music", "flowchart", "diagram",
+    "draw", "plot", "go to",
 ]
+"""The Self-Instruct paper's words a language model cannot act on (Alpaca's script adds video, audio,
+music, flowchart and diagram)."""
 
 # Scripts written without spaces between words: each character counts as one word.
 def _keyword_regex(words: list[str]) -> str:
@@ -34,8 +36,9 @@ class HeuristicsFilter(Step):
     type: Literal["filter.heuristics"]
     column: str = "instruction"
     """Text column the instruction rules (word bounds, blacklist, prefixes, first character) look at."""
-    min_words: int | None = Field(default=3, ge=0)
-    """Drop texts with fewer words than this (`too_short`); null turns the rule off."""
+    min_words: int | None = Field(default=4, ge=0)
+    """Drop texts with fewer words than this (`too_short`; the paper drops 3 words or fewer); null turns
+    the rule off."""
     max_words: int | None = Field(default=150, ge=1)
     """Drop texts with more words than this (`too_long`); null turns the rule off."""
     blacklist: list[str] = Field(default_factory=lambda: list(SELF_INSTRUCT_BLACKLIST))
@@ -62,7 +65,7 @@ class HeuristicsFilter(Step):
     drop_regex: dict[str, str] = Field(default_factory=dict)
     """Per-column regex; rows matching it are dropped (`regex_drop:COLUMN`)."""
 
-    kind_version = "1"
+    kind_version = "2"  # 2: the paper's defaults (min_words 4, its 13-word blacklist)
 
     @field_validator("keep_regex", "drop_regex")
     @classmethod

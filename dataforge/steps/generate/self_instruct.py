@@ -21,12 +21,9 @@ from pydantic import BaseModel, Field, model_validator
 from dataforge.llm.config import LLMConfig
 from dataforge.llm.types import CallFailure, Completion, Request
 from dataforge.steps.base import ID, LLM_ERROR, PARENT, RunContext, StepError, StepResult, rejections_frame
-from dataforge.steps.filter.heuristics import HeuristicsFilter
+from dataforge.steps.filter.heuristics import SELF_INSTRUCT_BLACKLIST, HeuristicsFilter
 from dataforge.steps.generate import self_instruct_parse as sip
 from dataforge.steps.generate.llm_step import PromptTemplates, TemplatedLLMStep, sampling_model, stable_id
-
-PAPER_BLACKLIST = ["image", "images", "graph", "graphs", "picture", "pictures", "file", "files", "map", "maps",
-                   "draw", "plot", "go to"]
 
 BootstrapSampling = sampling_model(
     "BootstrapSampling", "Requests that ask for new instructions (Self-Instruct's values).",
@@ -89,7 +86,7 @@ class SelfInstruct(TemplatedLLMStep):
     """Drop candidates with fewer words (the reference drops 3 words or fewer)."""
     max_words: int = Field(default=150, ge=1)
     """Drop candidates with more words."""
-    blacklist: list[str] = Field(default_factory=lambda: list(PAPER_BLACKLIST))
+    blacklist: list[str] = Field(default_factory=lambda: list(SELF_INSTRUCT_BLACKLIST))
     """Drop candidates containing one of these whole words/phrases, ignoring case (`blacklist:WORD`)."""
     forbidden_prefixes: list[str] = Field(default_factory=lambda: ["Write a program"])
     """Drop candidates starting with one of these (`forbidden_prefix`)."""
