@@ -62,6 +62,11 @@ def test_failure_and_interrupt_close_the_run_with_status(catalog):
         with _run(catalog) as run2:
             raise KeyboardInterrupt
     assert api.run_record(run2.run_id, catalog=catalog)["status"] == "interrupted"
+    # Ctrl-C landing while DuckDB stores loss points arrives as DuckDB's own error: still an interrupt.
+    with pytest.raises(RuntimeError):
+        with _run(catalog) as run3:
+            raise RuntimeError("Query interrupted")
+    assert api.run_record(run3.run_id, catalog=catalog)["status"] == "interrupted"
 
 
 def test_a_killed_runs_row_is_marked_and_resume_drops_later_losses(catalog, tmp_path):

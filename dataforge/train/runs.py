@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from dataforge.catalog.db import is_interrupt
 from dataforge.catalog.store import Catalog
 
 
@@ -84,7 +85,7 @@ class RunRecord:
     def __exit__(self, et, ev, tb) -> None:
         if et is None:
             self.close("done")
-        elif issubclass(et, KeyboardInterrupt):
+        elif is_interrupt(ev):  # Ctrl-C, also when it lands in DuckDB storing loss points
             self.close("interrupted", "interrupted by the user")
         else:
             self.close("failed", f"{et.__name__}: {ev}")
