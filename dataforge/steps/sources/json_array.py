@@ -10,7 +10,7 @@ import polars as pl
 from dataforge.steps.base import PlanContext, StepError
 from dataforge.steps.sources.base import FileSource
 from dataforge.steps.sources.checks import MAX_NESTING, check_column_case, check_nesting, exact_integers, \
-    has_lone_surrogate, lone_surrogate, too_deep, too_many_digits, value_depth
+    has_lone_surrogate, lone_surrogate, may_hold_lone_surrogate, too_deep, too_many_digits, value_depth
 
 
 class JsonSource(FileSource):
@@ -34,7 +34,7 @@ class JsonSource(FileSource):
             if not isinstance(doc, dict) or self.records_key not in doc:
                 raise StepError(self.id, "records_key", f"{p}: no top-level key {self.records_key!r}")
             doc = doc[self.records_key]
-        if "\\u" in text and has_lone_surrogate(doc):  # json keeps it; polars cannot store it
+        if may_hold_lone_surrogate(text) and has_lone_surrogate(doc):  # json keeps it; polars cannot store it
             i = next((i for i, r in enumerate(doc) if has_lone_surrogate(r)), None) if isinstance(doc, list) else None
             raise lone_surrogate(self.id, f"{p}: record {i + 1:,}" if i is not None else str(p))
         if isinstance(doc, dict) and all(isinstance(v, list) for v in doc.values()):

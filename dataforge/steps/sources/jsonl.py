@@ -10,9 +10,9 @@ from typing import TYPE_CHECKING, Literal, NamedTuple
 
 from dataforge.steps.base import ID, PARENT, PlanContext, StepError
 from dataforge.steps.sources.base import FileSource, SqlLoad, names_one_file, sql_load
-from dataforge.steps.sources.checks import MAX_NESTING, SURROGATE_ESCAPE, check_column_case, check_nesting, \
-    dtype_depth, exact_integers, has_lone_surrogate, lone_surrogate, may_nest_deeper, nests_deeper, too_deep, \
-    too_many_digits, value_depth
+from dataforge.steps.sources.checks import MAX_NESTING, check_column_case, check_nesting, dtype_depth, \
+    exact_integers, has_lone_surrogate, lone_surrogate, may_hold_lone_surrogate, may_nest_deeper, nests_deeper, \
+    too_deep, too_many_digits, value_depth
 from dataforge.steps.sources.jsonl_duckdb import read_selected, select_sql
 
 if TYPE_CHECKING:
@@ -86,7 +86,7 @@ class JsonlSource(FileSource):
                 raise StepError(self.id, "path", f"{p}:{n}: expected a JSON object, got {type(obj).__name__}")
             if value_depth(obj) > MAX_NESTING + 1:  # the row object itself is one level
                 raise too_deep(self.id, f"{p}:{n}")
-            if "\\u" in line and has_lone_surrogate(obj):
+            if may_hold_lone_surrogate(line) and has_lone_surrogate(obj):
                 raise lone_surrogate(self.id, f"{p}:{n}")
             rows.append(obj)
             lines.append(n)
@@ -150,7 +150,7 @@ def _read_ndjson_fast(path: Path, wanted: list[str] | None = None, schema=None) 
             return pl.from_arrow(table)  # type: ignore[return-value]
         except arrow_errors:
             continue  # e.g. a type that changes after the first MiB: read every column instead
-    if _holds_surrogate_escape(path):
+    if _may_hold_lone_surrogate(path):
         return None  # polars stores a lone one as U+0000: the line-by-line path refuses it, naming the line
     try:
         if names_one_file(path):  # memory-mapped
@@ -161,8 +161,8 @@ def _read_ndjson_fast(path: Path, wanted: list[str] | None = None, schema=None) 
         return None
 
 
-def _holds_surrogate_escape(path: Path) -> bool:
-    """Whether the file has a `\\ud800`-`\\udfff` escape anywhere (paired or not)."""
+def _may_hold_lone_surrogate(path: Path) -> bool:
+    """`checks.may_hold_lone_surrogate` of the whole file, read mapped."""
     import mmap
 
     with open(path, "rb") as fh:
@@ -171,7 +171,7 @@ def _holds_surrogate_escape(path: Path) -> bool:
         except ValueError:  # an empty file
             return False
         with mm:
-            return SURROGATE_ESCAPE.search(mm) is not None
+            return may_hold_lone_surrogate(mm)
 
 
 class HeadField(NamedTuple):
