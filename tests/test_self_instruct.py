@@ -171,6 +171,18 @@ def test_a_chat_answers_preamble_is_not_kept_as_a_task(tmp_path):
     assert sql(tmp_path / "c.duckdb", "select reason, detail from rejections") == [("preamble", answer.split("\n")[0])]
 
 
+def test_a_chat_preamble_cut_off_before_its_list_is_not_kept_as_a_task(tmp_path):
+    # The bootstrap requests stop at a blank line, so "Sure! ...:\n\n9. ..." comes back as the preamble alone.
+    answer = "Sure! Here are some more tasks for you:\n\n9. Invent a board game for two players"
+    with ScriptedOpenAI(FakeModel(overrides={"Here is a numbered list": answer})) as s:
+        res = api.build(recipe(tmp_path, s.url, "    style: chat\n    target: 5\n    max_rounds: 1\n"
+                                                "    prompts_per_round: 1\n    identify: false\n    instances: false"),
+                        catalog=tmp_path / "c.duckdb")
+    assert res.rows == {"out": 0}
+    assert sql(tmp_path / "c.duckdb", "select reason, detail from rejections") == [
+        ("preamble", "Sure! Here are some more tasks for you:")]
+
+
 def test_a_candidate_near_one_beyond_the_target_is_over_target_not_its_near_duplicate(tmp_path):
     answer = (" Invent a board game for two players and describe its rules\n10. Plan a garden party for ten guests "
               "in June\n11. Plan a garden party for ten guests in July")

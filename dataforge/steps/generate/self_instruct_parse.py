@@ -37,11 +37,14 @@ def split_list(text: str) -> list[str]:
 
 def split_chat_list(text: str) -> tuple[str, list[str]]:
     """(preamble, items) of a chat answer. The chat prompt asks for numbered lines only, so when the answer
-    has a numbered line, whatever comes before the first one ("Sure! Here are more tasks:") is not a task;
-    an answer with no numbered line at all is one item, as `split_list` reads it."""
+    has a numbered line, whatever comes before the first one ("Sure! Here are more tasks:") is not a task.
+    An answer with no numbered line is one item, as `split_list` reads it, unless it ends in a colon: a
+    preamble whose list the stop sequence `\n\n` cut off."""
     pieces = split_list(text)
-    if len(pieces) > 1 or _ITEM.match(text):
+    if len(pieces) > 1:
         return pieces[0], pieces[1:]
+    if pieces[0].endswith(":"):
+        return pieces[0], []
     return "", pieces
 
 
