@@ -109,7 +109,8 @@ def run_training(cf: ConfigFile, *, catalog: Path, resume: bool = False, repeat_
                                                                   "where": cfg.data.where}), cf, ("data",), catalog,
                                       allow_empty=True)
             if not eval_rows.rows:  # the default eval rows are optional: none left after `where` means no eval
-                log("  no eval loss: the export's validation split has no rows" + (" that match data.where" if cfg.data.where else ""))
+                log("  no eval loss: the export's validation split has no rows"
+                    + (" that match data.where" if cfg.data.where else ""))
                 eval_rows = None
     if eval_rows is not None:
         origins.append({"role": "eval", **eval_rows.origin})

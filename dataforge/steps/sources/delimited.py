@@ -116,7 +116,9 @@ class CsvSource(FileSource):
             # Every field is text, so no type failed: a field opened a quote and went on past its close.
             value = m.group(1)
             first = value.split("\n", 1)[0]
-            line = next((n for n, ln in enumerate(text.split("\n"), 1) if first in ln), None)
+            sep = self._sep()
+            line = next((n for n, ln in enumerate(text.split("\n"), 1)  # where a field starts so
+                         if ln.startswith(first) or sep + first in ln), None)
             at = f"{p}:{line}" if line else str(p)
             what = ("opens a quote that is never closed" if value.count(self.quote_char) % 2
                     else "goes on after its closing quote")
