@@ -44,6 +44,8 @@ CASES = {
     "not an object": lines(GOOD, "[1, 2]"),
     "invalid UTF-8": lines(GOOD) + b'{"text": "bad \xff byte", "n": 1, "x": 1.0, "ok": true}\n',
     "lone surrogate": lines(GOOD, '{"text": "\\ud800", "n": 1, "x": 1.0, "ok": true}'),
+    "lone low surrogate after an escaped backslash":
+        lines(GOOD, '{"text": "a \\\\ud83d\\ude00", "n": 1, "x": 1.0, "ok": true}'),
     "lone low surrogate after a pair": lines(GOOD, '{"text": "\\ud83d\\ude42\\udc00", "n": 1, "x": 1.0, "ok": true}'),
     "escaped pairs and a type change": lines(GOOD) + b'{"text": "\\ud83d\\ude42", "n": 3, "x": 1.0, "ok": true}\n'
                                        + lines(GOOD, '{"text": 12, "n": 1, "x": 1.0, "ok": true}'),
@@ -60,7 +62,8 @@ def test_only_a_lone_surrogate_escape_is_suspect():
 
     for text, lone in [(r'"\ud83d\ude42"', False), (r'"\uD83D\uDE42 and \u00e9"', False), ("plain", False),
                        (r'"\ud83d"', True), (r'"\ude42"', True), (r'"\ude42\ud83d"', True),
-                       (r'"\ud83d\ud83d\ude42"', True), (r'"\ud83d\ude42\ud83d"', True)]:
+                       (r'"\ud83d\ud83d\ude42"', True), (r'"\ud83d\ude42\ud83d"', True),
+                       (r'"a \\ud83d\ude00 b"', True), (r'"a \\\ud83d\ude00 b"', False), (r'"\\ud83d"', False)]:
         assert may_hold_lone_surrogate(text) is lone, text
         assert may_hold_lone_surrogate(text.encode()) is lone, text
 

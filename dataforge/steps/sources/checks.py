@@ -156,20 +156,21 @@ def nests_deeper(data: bytes, levels: int) -> bool:
 
 _ESCAPE = r"\\u[dD][89a-fA-F][0-9a-fA-F]{2}"  # a surrogate escape, high or low half
 _PAIR = r"\\u[dD][89abAB][0-9a-fA-F]{2}\\u[dD][c-fC-F][0-9a-fA-F]{2}"  # a high half, then a low one: a character
-_ESCAPES = {str: (re.compile(_ESCAPE), re.compile(_PAIR), ""),
-            bytes: (re.compile(_ESCAPE.encode()), re.compile(_PAIR.encode()), b"")}
+_BACKSLASH = r"\\\\"  # an escaped backslash: the `\\ud83d` after it is text, not an escape
+_ESCAPES = {str: tuple(re.compile(p) for p in (_ESCAPE, _PAIR, _BACKSLASH)) + ("",),
+            bytes: tuple(re.compile(p.encode()) for p in (_ESCAPE, _PAIR, _BACKSLASH)) + (b"",)}
 _SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 def may_hold_lone_surrogate(text) -> bool:
     """Whether JSON text (str, bytes or a mapped file) may hold a lone `\\ud800`-`\\udfff` escape, which
     is no character (Python's json keeps it; polars' reader silently stores it as U+0000). Escaped pairs
-    (an emoji, as `json.dumps` writes it) are not lone; an escaped backslash before `ud83d` may answer
-    True, so a caller confirms on the parsed value (`has_lone_surrogate`)."""
-    escape, pair, empty = _ESCAPES[str if isinstance(text, str) else bytes]
+    (an emoji, as `json.dumps` writes it) are not lone. Text outside strings is not told apart, so a
+    caller confirms on the parsed value (`has_lone_surrogate`)."""
+    escape, pair, backslash, empty = _ESCAPES[str if isinstance(text, str) else bytes]
     if escape.search(text) is None:  # most text has none: one fast scan says so
         return False
-    return escape.search(pair.sub(empty, text)) is not None
+    return escape.search(pair.sub(empty, backslash.sub(empty, text))) is not None
 
 
 def has_lone_surrogate(v: object) -> bool:
