@@ -34,8 +34,11 @@ def validate(recipe: str | Path, *, vars: dict[str, Any] | None = None, catalog:
 def build(recipe: str | Path, *, catalog: str | Path | None = None, force: bool = False,
           only: list[str] | None = None, dry_run: bool = False, vars: dict[str, Any] | None = None,
           quiet: bool = True, take_over: bool = False, log: Callable[[str], None] | None = None,
-          executor: str | None = None, ray_address: str | None = None) -> BuildResult:
+          executor: str | None = None, ray_address: str | None = None, retry_failed: bool = False) -> BuildResult:
     """Validate then build a recipe into the catalog; unchanged steps are reused.
+
+    `retry_failed` asks again the LLM calls that failed (after their retries) in earlier builds: their
+    steps build again, with the steps that read them; the call log answers the calls that succeeded.
 
     `take_over` lets this recipe publish dataset names that another recipe published before.
     `executor` (`local` | `ray`; default `$DATAFORGE_EXECUTOR`, else the recipe's `executor:`, else local)
@@ -50,11 +53,12 @@ def build(recipe: str | Path, *, catalog: str | Path | None = None, force: bool 
     name = resolve_executor(executor, plan.recipe.executor)
     check_executor(name)
     if dry_run:
-        return execute(plan, cat, force=force, only=only, dry_run=True, quiet=quiet, log=log or (lambda _m: None))
+        return execute(plan, cat, force=force, only=only, dry_run=True, quiet=quiet, retry_failed=retry_failed,
+                       log=log or (lambda _m: None))
     runner = open_executor(name, ray_address)
     try:
         return execute(plan, cat, force=force, only=only, dry_run=dry_run, quiet=quiet, take_over=take_over,
-                       log=log or (lambda _msg: None), executor=runner)
+                       retry_failed=retry_failed, log=log or (lambda _msg: None), executor=runner)
     finally:
         runner.close()
 

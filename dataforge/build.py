@@ -59,7 +59,7 @@ class RowAccountingError(RuntimeError):
 
 
 def execute(plan: Plan, catalog_path: Path, *, force: bool = False, only: list[str] | None = None,
-            dry_run: bool = False, quiet: bool = False, take_over: bool = False,
+            dry_run: bool = False, quiet: bool = False, take_over: bool = False, retry_failed: bool = False,
             log: Callable[[str], None] = print, executor: Executor | None = None) -> BuildResult:
     """Build every step the outputs need; see `dataforge.api.build` for the public entry point.
 
@@ -74,14 +74,14 @@ def execute(plan: Plan, catalog_path: Path, *, force: bool = False, only: list[s
         forced |= plan.descendants(sid)
 
     if dry_run:
-        return _dry_run(plan, catalog_path, forced, log)
+        return _dry_run(plan, catalog_path, forced, retry_failed, log)
 
     new = not catalog_path.exists()
     catalog = Catalog(catalog_path)
     try:
         # One connection for the catalog work between steps; none while a step runs (see Catalog.held).
         with catalog.held():
-            return _execute(plan, catalog, catalog_path, forced, quiet, take_over, log, executor)
+            return _execute(plan, catalog, catalog_path, forced, quiet, take_over, retry_failed, log, executor)
     except _SourceRefused as e:
         if new:  # a bad data file leaves no catalog behind, as when planning finds it
             for f in (catalog_path, catalog_path.with_name(catalog_path.name + ".wal")):
@@ -97,10 +97,10 @@ class _SourceRefused(Exception):
 
 
 def _execute(plan: Plan, catalog: Catalog, catalog_path: Path, forced: set[str], quiet: bool, take_over: bool,
-             log: Callable[[str], None], executor: Executor | None) -> BuildResult:
+             retry_failed: bool, log: Callable[[str], None], executor: Executor | None) -> BuildResult:
     recipe = plan.recipe
     fps = plan.fingerprints
-    forced = set(forced)  # grows by the steps that retry failed LLM calls, and what reads them
+    forced = set(forced)  # with retry_failed, grows by the steps whose LLM calls failed, and what reads them
     _check_owners(plan, catalog, take_over)
     started = time.time()
     with Progress(quiet=quiet) as progress:
@@ -135,9 +135,8 @@ def _execute(plan: Plan, catalog: Catalog, catalog_path: Path, forced: set[str],
                 inputs = plan.inputs[s.id]
                 hit = None if s.id in forced else catalog.lookup_output(fp)
                 failed = catalog.count_rejections(fp, LLM_ERROR) if hit is not None and s.uses_llm() else 0
-                if failed:  # a retry may answer them: this step and what reads it build again
-                    log(f"  {s.id:<{width}} retrying {failed:,} LLM call(s) that failed last time "
-                        "(the call log answers the rest)")
+                if failed and retry_failed:  # asked again: this step and what reads it build again
+                    log(f"  {s.id:<{width}} retrying {failed:,} LLM call(s) that failed in its last build")
                     forced |= plan.descendants(s.id)
                     hit = None
                 cached[s.id] = hit
@@ -149,6 +148,9 @@ def _execute(plan: Plan, catalog: Catalog, catalog_path: Path, forced: set[str],
                     result.steps.append(StepReport(s.id, s.type, fp, "reused", hit["rows_in"], hit["rows"],
                                                    hit["rejected"]))
                     log(f"  {s.id:<{width}} reused   {hit['rows']:>9,} rows  (unchanged, fingerprint {fp[:12]})")
+                    if failed:
+                        log(f"  {'':<{width}} note: {failed:,} LLM call(s) failed in its last build; "
+                            "--retry-failed asks them again")
                     continue
                 ctx = RunContext(recipe_path=plan.path, seed=recipe.seed, catalog_path=catalog_path,
                                  llm=recipe.llm, step_id=s.id, build_id=build_id, fingerprint=fp,
@@ -307,7 +309,8 @@ def _finish_rows(step: Any, res: StepResult) -> tuple[pl.DataFrame, pl.DataFrame
     return df, lineage
 
 
-def _dry_run(plan: Plan, catalog_path: Path, forced: set[str], log: Callable[[str], None]) -> BuildResult:
+def _dry_run(plan: Plan, catalog_path: Path, forced: set[str], retry_failed: bool,
+             log: Callable[[str], None]) -> BuildResult:
     from dataforge.catalog import query as q
 
     have = set(q.stored_outputs(catalog_path)) if catalog_path.is_file() else set()
@@ -318,12 +321,13 @@ def _dry_run(plan: Plan, catalog_path: Path, forced: set[str], log: Callable[[st
     for s in plan.order:
         fp = plan.fingerprints[s.id]
         retry = failed.get(fp, 0) if fp in have and s.id not in forced and s.uses_llm() else 0
-        if retry:
+        if retry and retry_failed:
             forced |= plan.descendants(s.id)
         status = "would-reuse" if fp in have and s.id not in forced else "would-build"
         result.steps.append(StepReport(s.id, s.type, fp, status))
         llm = "  calls an LLM" if s.uses_llm() and status == "would-build" else ""
         if retry:
-            llm += f" (retries {retry:,} that failed last time)"
+            llm += (f" (retries {retry:,} that failed)" if retry_failed else
+                    f"  ({retry:,} LLM call(s) failed in its last build; --retry-failed asks them again)")
         log(f"  {s.id:<{width}} {status:<12} {s.type}  (fingerprint {fp[:12]}){llm}")
     return result

@@ -175,6 +175,9 @@ def build(recipe: Path = typer.Argument(..., metavar="RECIPE", help="Recipe YAML
           only: Optional[list[str]] = typer.Option(None, "--only", metavar="STEP",
                                                    help="Rebuild this step and its descendants (repeatable)."),
           dry_run: bool = typer.Option(False, "--dry-run", help="Validate and show what would run."),
+          retry_failed: bool = typer.Option(False, "--retry-failed",
+                                            help="Ask again the LLM calls that failed in earlier builds (their "
+                                                 "steps and the steps reading them build again)."),
           var: Optional[list[str]] = typer.Option(None, "--var", metavar="NAME=VALUE",
                                                   help="Override a recipe variable (repeatable)."),
           take_over: bool = typer.Option(False, "--take-over",
@@ -190,7 +193,8 @@ def build(recipe: Path = typer.Argument(..., metavar="RECIPE", help="Recipe YAML
 
     def go() -> None:
         res = api.build(recipe, catalog=catalog, force=force, only=only, dry_run=dry_run, vars=_vars(var),
-                        quiet=quiet, take_over=take_over, log=_log, executor=executor, ray_address=ray_address)
+                        quiet=quiet, take_over=take_over, log=_log, executor=executor, ray_address=ray_address,
+                        retry_failed=retry_failed)
         if res.status == "dry-run":
             return
         built = sum(1 for s in res.steps if s.status == "built")

@@ -124,9 +124,10 @@ def test_json_parser_validates_the_schema(server, write, catalog):
     assert any("no JSON value found" in d for d in details)
 
 
-def test_a_rebuild_retries_the_calls_that_failed_and_rebuilds_what_reads_them(server, write, catalog, cli):
-    # The server refuses one prompt, then recovers: the next build asks it again (the call log answers the
-    # others), its row joins the output and the step reading it, and `ls` counts it in the same version.
+def test_retry_failed_asks_again_the_calls_that_failed_and_rebuilds_what_reads_them(server, write, catalog, cli):
+    # The server refuses one prompt, then recovers. A plain rebuild reuses the step and says how many calls
+    # failed; --retry-failed asks that one again (the call log answers the others), its row joins the output
+    # and the step reading it, and `ls` counts it in the same version.
     server.fail_when("poison", 503)
     tail = """
   - id: upper
@@ -141,18 +142,22 @@ outputs:
     api.build(path, catalog=catalog)
     assert api.read("loud", catalog=catalog).height == 2
     server.online_rules.clear()
-    dry = cli("build", path, "--catalog", catalog, "--dry-run")
-    assert "would-build" in dry.output and "retries 1 that failed last time" in " ".join(dry.output.split())
-    res = cli("build", path, "--catalog", catalog)
+    plain = cli("build", path, "--catalog", catalog)
+    assert "0 step(s) built, 3 reused" in plain.output
+    assert "note: 1 LLM call(s) failed in its last build; --retry-failed asks them again" in " ".join(
+        plain.output.split())
+    dry = cli("build", path, "--catalog", catalog, "--dry-run", "--retry-failed")
+    assert "would-build" in dry.output and "retries 1 that failed" in " ".join(dry.output.split())
+    res = cli("build", path, "--catalog", catalog, "--retry-failed")
     assert res.exit_code == 0, res.output
-    assert "retrying 1 LLM call(s) that failed last time" in " ".join(res.output.split())
+    assert "retrying 1 LLM call(s) that failed in its last build" in " ".join(res.output.split())
     assert "2 step(s) built, 1 reused" in res.output
     assert "dataset out v1: 3 rows (no new version: built again, same fingerprint)" in " ".join(res.output.split())
     assert api.read("out", catalog=catalog).height == 3 and api.read("loud", catalog=catalog).height == 3
     assert llm_calls(catalog, "status = 'ok'").height == 3  # one new call, not three
     listed = api.sql("select name, version, rows from datasets order by name", catalog=catalog).rows()
     assert listed == [("loud", 1, 3), ("out", 1, 3)]
-    again = cli("build", path, "--catalog", catalog)
+    again = cli("build", path, "--catalog", catalog, "--retry-failed")
     assert "0 step(s) built, 3 reused" in again.output and "retrying" not in again.output
 
 
