@@ -244,6 +244,27 @@ def test_a_killed_worker_is_survived_nothing_lost_or_paid_twice(local_ray, serve
     assert 40 <= paid <= 40 + 20  # at most the killed slice's share is sent again
 
 
+def test_a_budget_stop_on_ray_keeps_every_answer_it_paid_for(local_ray, server, write, tmp_path):
+    from dataforge.errors import BudgetExceeded
+
+    text = prompt_recipe(server.url, 20, concurrency=2).replace("  retry_backoff_s: 0.01\n",
+                                                                "  retry_backoff_s: 0.01\n  max_calls: 6\n")
+    assert "max_calls: 6" in text
+    recipe = write("r.yaml", text)
+    on_ray = tmp_path / "ray.duckdb"
+    with pytest.raises(BudgetExceeded):
+        api.build(recipe, catalog=on_ray, executor="ray")
+    paid = server.calls()
+    assert 3 <= paid <= 6  # each of the 2 slices may make 3 (the other is cancelled when one stops)
+    # "Every answer already paid for is kept in the call log": the slices' answers reach the catalog.
+    ok = "select count(*) n, count(distinct request_hash) d from llm_calls where status = 'ok'"
+    assert run_select(on_ray, ok)["n"][0] == paid
+    with pytest.raises(BudgetExceeded):  # the next build goes on from there, paying for nothing twice
+        api.build(recipe, catalog=on_ray, executor="ray")
+    assert server.calls() > paid
+    assert run_select(on_ray, ok)["n"][0] == run_select(on_ray, ok)["d"][0] == server.calls()
+
+
 def test_unreachable_cluster_and_missing_ray_exit_2(write, cli, catalog, monkeypatch):
     recipe = write("r.yaml", """
         name: tiny

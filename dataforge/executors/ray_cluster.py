@@ -206,17 +206,28 @@ class RayExecutor:
                 ctx.catalog.record_llm_calls(held)
                 held.clear()
 
-        while pending:
-            ready, pending = ray.wait(pending, num_returns=len(pending), timeout=DRAIN_S)
-            drain()
-            for r in ready:
-                try:
-                    out[index[r]] = ray.get(r)
-                except RayTaskError as e:
-                    cause = e.cause if isinstance(e.cause, BaseException) else None
-                    raise (cause or e) from None
-                if task is not None:
-                    task.advance(sizes[index[r]])
+        try:
+            while pending:
+                ready, pending = ray.wait(pending, num_returns=len(pending), timeout=DRAIN_S)
+                drain()
+                for r in ready:
+                    try:
+                        out[index[r]] = ray.get(r)
+                    except RayTaskError as e:
+                        cause = e.cause if isinstance(e.cause, BaseException) else None
+                        raise (cause or e) from None
+                    if task is not None:
+                        task.advance(sizes[index[r]])
+        except BaseException:
+            # A slice stopped (a budget, a fault) or the build was interrupted: the other slices go, and the
+            # answers that reached the sink (or were taken from it) are committed, so none is paid twice.
+            for r in refs:
+                ray.cancel(r, force=True)
+            try:
+                drain(last=True)
+            except Exception:
+                pass
+            raise
         drain(last=True)
         return out  # type: ignore[return-value]
 
