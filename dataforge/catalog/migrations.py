@@ -115,10 +115,14 @@ def apply(con: duckdb.DuckDBPyConnection) -> list[str]:
     return applied
 
 
+def recorded(con: duckdb.DuckDBPyConnection) -> bool:
+    """True when the database has our `_migrations` table: a dataforge catalog."""
+    return bool(con.execute("select count(*) from duckdb_tables() where table_name = '_migrations'").fetchone()[0])
+
+
 def foreign(con: duckdb.DuckDBPyConnection) -> bool:
     """True for a DuckDB database of someone else's: tables or views, but no `_migrations` of ours."""
-    ours = con.execute("select count(*) from duckdb_tables() where table_name = '_migrations'").fetchone()[0]
-    if ours:
+    if recorded(con):
         return False
     return bool(con.execute("select (select count(*) from duckdb_tables() where not internal) + "
                             "(select count(*) from duckdb_views() where not internal)").fetchone()[0])

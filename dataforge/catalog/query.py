@@ -42,7 +42,7 @@ def _require(path: Path | None) -> Path:
         raise UserError(f"no catalog at {path}; run `dataforge build RECIPE` first")
     check_catalog_file(Path(path))
     with connect(Path(path), read_only=True) as con:
-        if not con.execute("select count(*) from duckdb_tables() where table_name = '_migrations'").fetchone()[0]:
+        if not migrations.recorded(con):
             raise UserError(f"{path} is a DuckDB database but not a dataforge catalog (it has no dataforge "
                             "tables); give the catalog's file, or a new path to create one with `dataforge build`")
     return Path(path)

@@ -3,10 +3,11 @@ column names the catalog can hold, integers kept exact, nesting it can store."""
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import re
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING, Any, Callable, Iterator
 
 from dataforge.steps.base import StepError
 
@@ -116,6 +117,21 @@ def check_nesting(step_id: str, df: pl.DataFrame, where: str) -> None:
             raise too_deep(step_id, f"{where}: column {c!r}")
 
 
+@contextlib.contextmanager
+def mapped(path: Path) -> Iterator[Any]:
+    """The file memory-mapped read-only (an `mmap`), or None for an empty file, which cannot be mapped."""
+    import mmap
+
+    with open(path, "rb") as fh:
+        try:
+            mm = mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ)
+        except ValueError:
+            yield None
+            return
+        with mm:
+            yield mm
+
+
 def may_nest_deeper(path: Path, levels: int, chunk: int = 1 << 22) -> bool:
     """True when some stretch of the file opens more than `levels` brackets before closing them.
 
@@ -123,15 +139,8 @@ def may_nest_deeper(path: Path, levels: int, chunk: int = 1 << 22) -> bool:
     bracket bytes of each chunk are kept (`bytes.translate`), then their running depth is taken.
     Brackets inside strings count too, so True means "look closer", not "too deep".
     """
-    import mmap
-
-    with open(path, "rb") as fh:
-        try:
-            mm = mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ)
-        except ValueError:  # an empty file
-            return False
-        with mm:
-            return any(nests_deeper(mm[off:off + chunk], levels) for off in range(0, len(mm), chunk))
+    with mapped(path) as mm:
+        return mm is not None and any(nests_deeper(mm[off:off + chunk], levels) for off in range(0, len(mm), chunk))
 
 
 def nests_deeper(data: bytes, levels: int) -> bool:

@@ -52,21 +52,18 @@ def plain_shape(path: Path, sep: str, chunk: int = 1 << 24) -> bool:
     """True when nothing in the file makes the two readers differ (see the module docstring). One pass
     over the mapped file, `chunk` bytes at a time, each chunk's pages given back once done, so the
     check needs no file-sized memory."""
-    import mmap
-
     import numpy as np
 
-    with open(path, "rb") as fh:
-        try:
-            mm = mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ)
-        except ValueError:  # empty
+    from dataforge.steps.sources.checks import mapped
+
+    with mapped(path) as mm:
+        if mm is None:  # empty
             return False
-        with mm:
-            data = np.frombuffer(mm, dtype=np.uint8)
-            try:
-                return _plain(mm, data, ord(sep), chunk)
-            finally:
-                del data
+        data = np.frombuffer(mm, dtype=np.uint8)
+        try:
+            return _plain(mm, data, ord(sep), chunk)
+        finally:
+            del data  # the buffer it exports must go before the map closes
 
 
 _NL, _CR, _QUOTE = ord("\n"), ord("\r"), ord('"')

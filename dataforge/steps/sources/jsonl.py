@@ -11,8 +11,8 @@ from typing import TYPE_CHECKING, Literal, NamedTuple
 from dataforge.steps.base import ID, PARENT, PlanContext, StepError
 from dataforge.steps.sources.base import FileSource, SqlLoad, names_one_file, sql_load
 from dataforge.steps.sources.checks import MAX_NESTING, check_column_case, check_nesting, dtype_depth, \
-    exact_integers, has_lone_surrogate, lone_surrogate, may_hold_lone_surrogate, may_nest_deeper, nests_deeper, \
-    too_deep, too_many_digits, value_depth
+    exact_integers, has_lone_surrogate, lone_surrogate, mapped, may_hold_lone_surrogate, may_nest_deeper, \
+    nests_deeper, too_deep, too_many_digits, value_depth
 from dataforge.steps.sources.jsonl_duckdb import read_selected, select_sql
 
 if TYPE_CHECKING:
@@ -150,7 +150,9 @@ def _read_ndjson_fast(path: Path, wanted: list[str] | None = None, schema=None) 
             return pl.from_arrow(table)  # type: ignore[return-value]
         except arrow_errors:
             continue  # e.g. a type that changes after the first MiB: read every column instead
-    if _may_hold_lone_surrogate(path):
+    with mapped(path) as mm:
+        lone = mm is not None and may_hold_lone_surrogate(mm)
+    if lone:
         return None  # polars stores a lone one as U+0000: the line-by-line path refuses it, naming the line
     try:
         if names_one_file(path):  # memory-mapped
@@ -159,19 +161,6 @@ def _read_ndjson_fast(path: Path, wanted: list[str] | None = None, schema=None) 
             return pl.read_ndjson(fh, infer_schema_length=None)
     except Exception:
         return None
-
-
-def _may_hold_lone_surrogate(path: Path) -> bool:
-    """`checks.may_hold_lone_surrogate` of the whole file, read mapped."""
-    import mmap
-
-    with open(path, "rb") as fh:
-        try:
-            mm = mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ)
-        except ValueError:  # an empty file
-            return False
-        with mm:
-            return may_hold_lone_surrogate(mm)
 
 
 class HeadField(NamedTuple):
