@@ -63,6 +63,14 @@ EXTRACT = [
     ("The answer is $1,200 per month.", "answer_is", "$1,200 per month"),
     ("The answer is (1, 2).", "answer_is", "(1, 2)"),
     ("The answer is 5 - 3 = 2.", "answer_is", "5 - 3 = 2"),
+    # any other answer loses the reason it gives
+    ("So the answer is x = 5, since 2x = 10.", "answer_is", "x = 5"),
+    ("The answer is 5%, since 1 in 20 fail.", "answer_is", "5%"),
+    ("The answer is 12 dollars, since each costs 3.", "answer_is", "12 dollars"),
+    ("The answer is Paris because it is the capital.", "answer_is", "Paris"),
+    ("The answer is B, which names the mammal.", "answer_is", "B"),
+    ("The answer is salt and pepper.", "answer_is", "salt and pepper"),
+    ("The answer is as large as 7.", "answer_is", "as large as 7"),
 ]
 
 

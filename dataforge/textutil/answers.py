@@ -10,7 +10,7 @@ holds no final answer. Extractors:
   `\\boxed 5` (no braces) is read up to the next space or `$`.
 - `answer_is`: what follows the last "the answer is" (also "final answer is", "answer:"), up to the end of
   the sentence; a `\\boxed{}` inside it is unwrapped; a number followed by a clause ("12, since ...") is
-  that number.
+  that number, and any other answer loses the reason it gives ("x = 5, since ..." is `x = 5`).
 - `last_number`: the last number in the text (`-3`, `1,000`, `2.5`, `3/4`, `$12`).
 - `regex`: the last match of a user pattern: its group `answer` if named, else group 1, else the whole match.
 
@@ -40,6 +40,9 @@ _SENTENCE_END = re.compile(r"\.(?:\s|$)|\n")
 _NUMBER_THEN_CLAUSE = re.compile(
     r"((?>" + _NUMBER.pattern + r"))(?:\s*[,;]\s*(?=[^\W\d_])|\s+\(|\s+[\u2013\u2014]\s|"
     r"\s+(?:because|since|as|so|which|that|given|from|when|if|for)\b)", re.I)
+# Where any other answer ("x = 5", "5%", "12 dollars", "Paris") gives its reason: the reason is cut off.
+_CLAUSE = re.compile(r"\s*[,;]\s*(?:because|since|as|so|which|given|when|if|for|though|but)\b|"
+                     r"\s+(?:because|since)\b|\s+[\u2013\u2014]\s", re.I)
 
 
 def numbers(text: str) -> list[str]:
@@ -124,6 +127,9 @@ def answer_is(text: str) -> str | None:
     lead = _NUMBER_THEN_CLAUSE.match(answer)
     if lead:
         return lead.group(1).strip()
+    cut = _CLAUSE.search(answer)
+    if cut and cut.start() > 0:
+        answer = answer[:cut.start()].strip()
     return answer or None
 
 

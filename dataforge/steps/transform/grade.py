@@ -27,7 +27,7 @@ class GradeTransform(Step, GradeSettings):
     answer_column: str = "answer"
     """Column that receives each response's extracted final answer."""
 
-    kind_version: ClassVar[str] = "2"  # 2: answer_is reads "12, since ..." as 12
+    kind_version: ClassVar[str] = "3"  # 2: answer_is reads "12, since ..." as 12; 3: "x = 5, since ..." as x = 5
 
     @model_validator(mode="after")
     def _distinct_columns(self) -> "GradeTransform":
