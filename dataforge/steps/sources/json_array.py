@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from typing import Literal
+from typing import ClassVar, Literal
 
 import polars as pl
 
@@ -17,6 +17,7 @@ class JsonSource(FileSource):
     """A JSON array of objects, or an object holding such an array under `records_key`."""
 
     type: Literal["source.json"]
+    kind_version: ClassVar[str] = "2"  # 2: a lone surrogate escape is a located error (1 stored U+0000)
     records_key: str | None = None
     """Key of the array inside a top-level object, e.g. `data`."""
 

@@ -6,7 +6,7 @@ import json
 import math
 import re
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal, NamedTuple
+from typing import TYPE_CHECKING, ClassVar, Literal, NamedTuple
 
 from dataforge.steps.base import ID, PARENT, PlanContext, StepError
 from dataforge.steps.sources.base import FileSource, SqlLoad, names_one_file, sql_load
@@ -28,6 +28,7 @@ class JsonlSource(FileSource):
     """One JSON object per line."""
 
     type: Literal["source.jsonl"]
+    kind_version: ClassVar[str] = "2"  # 2: a lone surrogate escape is a located error (1 stored U+0000)
 
     def prepare(self, ctx: PlanContext) -> pl.DataFrame | SqlLoad:
         """With `columns:` of plain types, no `limit`/`sample`: an `SqlLoad` for the build to store
