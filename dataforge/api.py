@@ -125,10 +125,13 @@ def write_schema(out: str | Path = "schemas/recipe.schema.json",
     from dataforge.recipe.reference import reference_markdown
     from dataforge.recipe.schema import SCHEMAS, schema_json
 
-    targets: list[tuple[Path | None, Callable[[], str]]] = [(Path(out), schema_json)]
-    targets += [(Path(out).with_name(SCHEMAS[kind][0]), functools.partial(schema_json, kind))
+    from dataforge.outdir import out_file
+
+    out = out_file(out, "JSON Schema")
+    targets: list[tuple[Path | None, Callable[[], str]]] = [(out, schema_json)]
+    targets += [(out.with_name(SCHEMAS[kind][0]), functools.partial(schema_json, kind))
                 for kind in ("mixture", "train")]
-    targets.append((None if reference is None else Path(reference), reference_markdown))
+    targets.append((None if reference is None else out_file(reference, "recipe reference"), reference_markdown))
     written = []
     for path, text in targets:
         if path is None:
@@ -180,8 +183,11 @@ def train(config: str | Path | None = None, *, catalog: str | Path | None = None
     Returns a `TrainResult` (`run_id`, `output_dir`, `adapter_path`, `metrics`). Needs the `train` extra.
     """
     from dataforge.errors import UserError
+    from dataforge.outdir import out_path
     from dataforge.train import deps
 
+    if output_dir is not None:
+        output_dir = out_path(output_dir, "training run")
     deps.require()
     from dataforge.train.config import config_from_record, load_config
     from dataforge.train.run import run_training
@@ -219,7 +225,9 @@ def rank_train(data: str, *, out: str | Path, catalog: str | Path | None = None,
     from dataforge.train.rank_train import RankerConfig
     from dataforge.train.rank_train import rank_train as run
 
-    return run(from_flags(RankerConfig, data=data, **options), out=Path(out), catalog=_catalog(catalog),
+    from dataforge.outdir import out_path
+
+    return run(from_flags(RankerConfig, data=data, **options), out=out_path(out, "ranker"), catalog=_catalog(catalog),
                log=log or (lambda _m: None))
 
 
@@ -228,11 +236,13 @@ def evaluate(data: str, *, out: str | Path | None = None, catalog: str | Path | 
     """Sample k rationales per question and report self-consistency, adaptive self-consistency (with a
     ranker), greedy and ranker accuracy; `options`: the fields of `dataforge.train.evaluate.EvalConfig`.
     Writes `out` (JSON) when given and a `runs` row; returns the result."""
+    from dataforge.outdir import out_file
     from dataforge.train.evaluate import EvalConfig, run_eval
     from dataforge.train.options import from_flags
 
+    out = None if out is None else out_file(out, "eval result")
     return run_eval(from_flags(EvalConfig, data=data, **options), catalog=_catalog(catalog),
-                    out=Path(out) if out else None, log=log or (lambda _m: None))
+                    out=out, log=log or (lambda _m: None))
 
 
 def evaluate_classification(data: str, *, out: str | Path | None = None, catalog: str | Path | None = None,
@@ -240,8 +250,10 @@ def evaluate_classification(data: str, *, out: str | Path | None = None, catalog
     """Accuracy on classification prompts, the answer being the label of highest log-likelihood;
     `options`: the fields of `dataforge.train.clf_run.ClfEvalConfig`. Writes `out` (JSON) when given and
     a `runs` row; returns the result."""
+    from dataforge.outdir import out_file
     from dataforge.train.clf_run import ClfEvalConfig, run_classification_eval
     from dataforge.train.options import from_flags
 
+    out = None if out is None else out_file(out, "eval result")
     return run_classification_eval(from_flags(ClfEvalConfig, data=data, **options), catalog=_catalog(catalog),
-                                   out=Path(out) if out else None, log=log or (lambda _m: None))
+                                   out=out, log=log or (lambda _m: None))

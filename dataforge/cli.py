@@ -301,8 +301,8 @@ def calls(build_id: Optional[str] = typer.Option(None, "--build", metavar="ID", 
 
 
 @app.command()
-def schema(out_path: Path = typer.Option(Path("schemas/recipe.schema.json"), "--out", metavar="FILE"),
-           reference: Path = typer.Option(Path("docs/recipe-reference.md"), "--reference", metavar="FILE",
+def schema(out_path: str = typer.Option("schemas/recipe.schema.json", "--out", metavar="FILE"),
+           reference: str = typer.Option("docs/recipe-reference.md", "--reference", metavar="FILE",
                                           help="Where to write the Markdown recipe reference.")) -> None:
     """Write the JSON Schema of recipes (for editor autocompletion) and the recipe reference."""
     _run(lambda: out.print("wrote " + ", ".join(map(str, api.write_schema(out_path, reference))), highlight=False))
@@ -400,7 +400,7 @@ def _print_metrics(metrics: dict[str, Any], keys: list[str]) -> None:
 @rank_app.command("train")
 def rank_train(data: str = typer.Argument(..., help="Graded rationales: a catalog dataset (NAME or NAME@VERSION) "
                                                      "or an export directory."),
-               out_dir: Path = typer.Option(..., "--out", help="Directory to save the ranker in."),
+               out_dir: str = typer.Option(..., "--out", metavar="DIR", help="Directory to save the ranker in."),
                split: Optional[str] = typer.Option(None, "--split", help="Export split to read (default: train)."),
                question_column: Optional[str] = typer.Option(None, "--question-column"),
                rationale_column: Optional[str] = typer.Option(None, "--rationale-column"),
@@ -438,7 +438,8 @@ def rank_train(data: str = typer.Argument(..., help="Graded rationales: a catalo
 
 @app.command("eval")
 def eval_(data: str = typer.Argument(..., help="Questions with gold answers: a catalog dataset or an export directory."),
-          out_path: Optional[Path] = typer.Option(None, "--out", help="Write the result (with every sample) as JSON."),
+          out_path: Optional[str] = typer.Option(None, "--out", metavar="FILE",
+                                                 help="Write the result (with every sample) as JSON."),
           split: Optional[str] = typer.Option(None, "--split"),
           question_column: Optional[str] = typer.Option(None, "--question-column"),
           gold_column: Optional[str] = typer.Option(None, "--gold-column"),
@@ -486,7 +487,7 @@ def train_(config: Optional[Path] = typer.Argument(None, help="Train config YAML
                                        "its last checkpoint."),
            repeat: Optional[str] = typer.Option(None, "--repeat", help="Repeat a recorded run (RUN_ID) from its "
                                                 "stored config; needs --out."),
-           out_dir: Optional[Path] = typer.Option(None, "--out", help="Override output_dir.")) -> None:
+           out_dir: Optional[str] = typer.Option(None, "--out", metavar="DIR", help="Override output_dir.")) -> None:
     """Train a LoRA adapter (sft, nat or nce) on an export or a catalog dataset; records a run."""
 
     def go() -> None:
@@ -503,7 +504,8 @@ def train_(config: Optional[Path] = typer.Argument(None, help="Train config YAML
 @app.command("eval-classification")
 def eval_classification(
         data: str = typer.Argument(..., help="Classification prompts: a catalog dataset or an export directory."),
-        out_path: Optional[Path] = typer.Option(None, "--out", help="Write the result (with every prediction) as JSON."),
+        out_path: Optional[str] = typer.Option(None, "--out", metavar="FILE",
+                                               help="Write the result (with every prediction) as JSON."),
         split: Optional[str] = typer.Option(None, "--split"),
         prompt_column: Optional[str] = typer.Option(None, "--prompt-column"),
         target_column: Optional[str] = typer.Option(None, "--target-column"),

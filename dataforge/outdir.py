@@ -1,4 +1,5 @@
-"""Output directories that dataforge replaces as a whole (`export --out`, `report --out`).
+"""Output paths: directories that dataforge replaces as a whole (`export --out`, `report --out`), and
+the `--out` paths of other commands, checked before any work.
 
 A command may replace a missing or empty directory, or one it wrote before (recognised by the
 marker file it leaves there); anything else is the user's and is refused before any work. The
@@ -19,11 +20,26 @@ from dataforge.errors import UserError
 
 
 def out_path(value: str | Path, what: str) -> Path:
-    """`--out` as a path; an empty (or blank) value is refused rather than read as `.`, the current
-    folder (`Path("")` is `.`)."""
+    """`--out` as a directory path; an empty (or blank) value is refused rather than read as `.`, the
+    current folder (`Path("")` is `.`)."""
     if not str(value).strip():
         raise UserError(f"--out is empty; give a directory for the {what}")
     return Path(value)
+
+
+def out_file(value: str | Path, what: str) -> Path:
+    """`--out` as the path of a file to write at the end of a long run, refused before the run when it
+    is empty, a directory, or inside something that is not one."""
+    if not str(value).strip():
+        raise UserError(f"--out is empty; give the path of a file for the {what}")
+    path = Path(value)
+    if path.is_dir():
+        raise UserError(f"--out {path} is a directory; give the path of a file for the {what}, "
+                        f"e.g. --out {path / (what.replace(' ', '_') + '.json')}")
+    parent = next((p for p in path.parents if p.exists()), None)
+    if parent is not None and not parent.is_dir():
+        raise UserError(f"--out {path}: {parent} is not a directory")
+    return path
 
 
 def check_replaceable(out: Path, marker: str, what: str) -> None:

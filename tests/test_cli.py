@@ -532,3 +532,26 @@ def test_an_empty_out_is_refused_not_read_as_the_current_folder(write, catalog, 
         assert res.exit_code == 2 and "is the folder you are in" in res.output, res.output
     assert list(here.iterdir()) == [] and not [p for p in tmp_path.iterdir() if ".tmp-" in p.name]
     assert cli("export", mix, "--out", here / "out", "--catalog", catalog).exit_code == 0
+
+
+def test_every_out_option_refuses_an_empty_value_or_a_folder_for_a_file_before_any_work(cli, catalog, tmp_path,
+                                                                                       monkeypatch):
+    here = tmp_path / "here"
+    here.mkdir()
+    monkeypatch.chdir(here)
+    (here / "results").mkdir()
+    cases = [
+        (["train", "cfg.yaml", "--out", ""], "--out is empty; give a directory for the training run"),
+        (["rank", "train", "graded", "--out", ""], "--out is empty; give a directory for the ranker"),
+        (["eval", "qs", "--out", ""], "--out is empty; give the path of a file for the eval result"),
+        (["eval-classification", "qs", "--out", " "], "--out is empty; give the path of a file for the eval result"),
+        (["schema", "--out", ""], "--out is empty; give the path of a file for the JSON Schema"),
+        # a folder where the JSON goes would only fail once every sample had been drawn
+        (["eval", "qs", "--out", "results"], "--out results is a directory; give the path of a file"),
+        (["eval-classification", "qs", "--out", "results"], "--out results is a directory"),
+    ]
+    for args, message in cases:
+        res = cli(*args, "--catalog", catalog) if args[0] != "schema" else cli(*args)
+        assert res.exit_code == 2, (args, res.output)
+        assert message in " ".join(res.output.split()), (args, res.output)
+    assert sorted(p.name for p in here.iterdir()) == ["results"] and not list((here / "results").iterdir())
