@@ -471,6 +471,13 @@ def test_config_errors_found_after_parsing_leave_no_run_and_no_output_dir(world,
     assert f"{cfg}:" in r.output and "lora.target_modules[1]: 'nope_proj' names no layer" in r.output
     assert "q_proj, up_proj, v_proj" in r.output  # the layers it could have named
     assert not (tmp_path / "out").exists() and _run_count(world["cat"]) == before
+    # A layer that exists but that LoRA cannot wrap (peft's own error names no file or field).
+    cfg = _config(world, tmp_path, lora={"target_modules": ["input_layernorm", "q_proj"]})
+    r = cli("train", cfg, "--catalog", world["cat"])
+    assert r.exit_code == 2, r.output
+    assert f"{cfg}:" in r.output and "lora.target_modules[0]: 'input_layernorm' is a" in r.output
+    assert "which LoRA does not wrap" in " ".join(r.output.split())
+    assert not (tmp_path / "out").exists() and _run_count(world["cat"]) == before
     # An nce teacher that is not a nat run: found before the base model loads.
     sft = api.train(_config(world, tmp_path, "sft.yaml", output_dir=str(tmp_path / "sft"), train={"max_steps": 1}),
                     catalog=world["cat"])

@@ -38,10 +38,21 @@ def target_module_problems(model, lora: LoraSettings) -> list[tuple[int, str]]:
             problems.append((i, f"{target!r} names no layer of this model"))
         elif all(next(m.children(), None) is not None for m in hits):
             problems.append((i, f"{target!r} is a {type(hits[0]).__name__} (a block of layers), not a layer"))
+        elif not any(_lora_wraps(m) for m in hits):
+            problems.append((i, f"{target!r} is a {type(hits[0]).__name__}, which LoRA does not wrap "
+                                "(it wraps Linear, Embedding and Conv layers)"))
     if problems:
         names = ", ".join(linear_layer_names(model))
         problems = [(i, f"{msg}; linear layers of this model: {names}") for i, msg in problems]
     return problems
+
+
+def _lora_wraps(module) -> bool:
+    """Whether peft's LoRA can wrap this layer (its own check raises a bare ValueError mid-way)."""
+    import torch
+
+    kinds = (torch.nn.Linear, torch.nn.Embedding, torch.nn.Conv1d, torch.nn.Conv2d, torch.nn.Conv3d)
+    return isinstance(module, kinds) or type(module).__name__ == "Conv1D"  # transformers' GPT-2 layer
 
 
 def add_lora(model, lora: LoraSettings, seed: int, adapter_name: str = "default"):
