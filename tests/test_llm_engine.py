@@ -157,6 +157,9 @@ outputs:
     assert llm_calls(catalog, "status = 'ok'").height == 3  # one new call, not three
     listed = api.sql("select name, version, rows from datasets order by name", catalog=catalog).rows()
     assert listed == [("loud", 1, 3), ("out", 1, 3)]
+    # ... made by this build: its steps are the ones that report the rows in/out and rejections
+    made_by = api.sql("select distinct build_id from datasets", catalog=catalog)["build_id"].to_list()
+    assert made_by == [api.history(catalog=catalog, limit=1)[0]["build_id"][0]]
     again = cli("build", path, "--catalog", catalog, "--retry-failed")
     assert "0 step(s) built, 3 reused" in again.output and "retrying" not in again.output
 

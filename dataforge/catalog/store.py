@@ -559,8 +559,10 @@ def _record_output(con, *, build_id: str, step_id: str, type: str, fingerprint: 
     con.execute("insert into step_outputs values (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 [fingerprint, table, step_id, type, rows_in, rows, n_rej, build_id, _now()])
     # Stored again under the same fingerprint (`--force`, a retry of failed calls): the dataset versions
-    # whose view shows this table keep their number and get its new row count.
-    con.execute("update datasets set rows = ? where fingerprint = ? and rows <> ?", [rows, fingerprint, rows])
+    # whose view shows this table keep their number and get its new row count and this build, whose
+    # steps (rows in/out, rejections) are now the ones that made it.
+    con.execute("update datasets set rows = ?, build_id = ? where fingerprint = ? and (rows <> ? or build_id <> ?)",
+                [rows, build_id, fingerprint, rows, build_id])
     con.execute("delete from rejections where fingerprint = ?", [fingerprint])
     if rejections is not None and rejections.height:
         con.register("_rej", rejections.select("row_id", "reason", "score", "detail").to_arrow())
