@@ -16,6 +16,7 @@ import yaml
 pytest.importorskip("peft", reason="the `train` extra (peft, transformers) is not installed")
 import torch  # noqa: E402
 
+from conftest import copy_catalog  # noqa: E402
 from dataforge import api  # noqa: E402
 from dataforge.train import data as D  # noqa: E402
 from train_fixtures import make_tiny_model, rows  # noqa: E402
@@ -224,6 +225,37 @@ def test_resume_refuses_data_that_changed_since_the_checkpoint(world, tmp_path, 
     api.export(mix, out=exp, catalog=world["cat"])
     with pytest.raises(Exception, match="--resume: cannot resume run .*: its train data changed"):
         api.train(cfg, catalog=world["cat"], resume=True)
+    assert not (tmp_path / "out" / "run.json").exists()
+
+
+def test_resume_refuses_a_dataset_stored_again_with_other_rows_of_the_same_count(world, tmp_path, monkeypatch):
+    # `build --force` / `--retry-failed` store a dataset again under its fingerprint and version: the
+    # run's record (dataset, version, fingerprint, rows) can match although the rows do not.
+    import duckdb
+
+    from dataforge.catalog.store import output_table
+    from dataforge.train.runs import RunRecord
+
+    cat = copy_catalog(world["cat"], tmp_path / "cat" / "c.duckdb")
+    cfg = _config(world, tmp_path, data={"export": None, "dataset": "arith"},
+                  train={"max_steps": 6, "checkpoint_every": 2})
+    original = RunRecord.loss
+
+    def loss(self, **kw):
+        original(self, **kw)
+        if kw["step"] == 3:
+            raise SystemExit("killed")
+
+    monkeypatch.setattr(RunRecord, "loss", loss)
+    with pytest.raises(SystemExit):
+        api.train(cfg, catalog=cat)
+    monkeypatch.setattr(RunRecord, "loss", original)
+    fp = api.dataset_info("arith", catalog=cat)["fingerprint"]
+    with duckdb.connect(str(cat)) as con:
+        con.execute(f"update {output_table(fp)} set completion = completion || '!' where prompt = "
+                    f"(select min(prompt) from {output_table(fp)})")
+    with pytest.raises(Exception, match="cannot resume run .*: its train data changed \\(the rows' content\\)"):
+        api.train(cfg, catalog=cat, resume=True)
     assert not (tmp_path / "out" / "run.json").exists()
 
 

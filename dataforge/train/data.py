@@ -13,6 +13,7 @@ be predicted from the previous example's last token).
 
 from __future__ import annotations
 
+import json
 import random
 from dataclasses import dataclass
 from pathlib import Path
@@ -92,7 +93,20 @@ def read_source(src: DataSource, cf: ConfigFile, key: tuple, catalog: Path | Non
                                {"prompt": r["prompt"], "completion": r["completion"]})}
             for r in df.select(need).iter_rows(named=True)]
     origin["rows"] = len(rows)
+    origin["rows_sha256"] = _rows_sha256(rows)
     return LoadedRows(rows, origin)
+
+
+def _rows_sha256(rows: list[dict[str, Any]]) -> str:
+    """A digest of the rows a run trains on, in order: a dataset stored again under its fingerprint
+    (`build --force`, `--retry-failed`) can hold other rows than the run read."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for r in rows:
+        h.update(json.dumps(r, ensure_ascii=False, sort_keys=True, default=str).encode("utf-8"))
+        h.update(b"\n")
+    return h.hexdigest()
 
 
 def _ids(tokenizer, text: str) -> list[int]:
