@@ -199,14 +199,10 @@ def test_resume_after_a_kill_continues_with_the_same_loss_curve(world, tmp_path)
         api.train(cut, catalog=world["cat"])
 
 
-def test_resume_refuses_data_that_changed_since_the_checkpoint(world, tmp_path, monkeypatch):
-    import shutil
-
+def _killed_at_step_3(cfg: Path, cat: Path, monkeypatch) -> None:
+    """Train `cfg` and stop it at step 3 as a kill would (after the checkpoint of step 2)."""
     from dataforge.train.runs import RunRecord
 
-    exp = tmp_path / "exp"
-    shutil.copytree(world["export"], exp)
-    cfg = _config(world, tmp_path, data={"export": str(exp)}, train={"max_steps": 6, "checkpoint_every": 2})
     original = RunRecord.loss
 
     def loss(self, **kw):
@@ -216,8 +212,17 @@ def test_resume_refuses_data_that_changed_since_the_checkpoint(world, tmp_path, 
 
     monkeypatch.setattr(RunRecord, "loss", loss)
     with pytest.raises(SystemExit):
-        api.train(cfg, catalog=world["cat"])
+        api.train(cfg, catalog=cat)
     monkeypatch.setattr(RunRecord, "loss", original)
+
+
+def test_resume_refuses_data_that_changed_since_the_checkpoint(world, tmp_path, monkeypatch):
+    import shutil
+
+    exp = tmp_path / "exp"
+    shutil.copytree(world["export"], exp)
+    cfg = _config(world, tmp_path, data={"export": str(exp)}, train={"max_steps": 6, "checkpoint_every": 2})
+    _killed_at_step_3(cfg, world["cat"], monkeypatch)
     # The export is made again, from another seed, into the same directory: other rows, other batches.
     mix = tmp_path / "m.yaml"
     mix.write_text("name: m\nseed: 2\nsplit: {validation_fraction: 0.5}\nsources:\n  - dataset: arith\n",
@@ -234,22 +239,11 @@ def test_resume_refuses_a_dataset_stored_again_with_other_rows_of_the_same_count
     import duckdb
 
     from dataforge.catalog.store import output_table
-    from dataforge.train.runs import RunRecord
 
     cat = copy_catalog(world["cat"], tmp_path / "cat" / "c.duckdb")
     cfg = _config(world, tmp_path, data={"export": None, "dataset": "arith"},
                   train={"max_steps": 6, "checkpoint_every": 2})
-    original = RunRecord.loss
-
-    def loss(self, **kw):
-        original(self, **kw)
-        if kw["step"] == 3:
-            raise SystemExit("killed")
-
-    monkeypatch.setattr(RunRecord, "loss", loss)
-    with pytest.raises(SystemExit):
-        api.train(cfg, catalog=cat)
-    monkeypatch.setattr(RunRecord, "loss", original)
+    _killed_at_step_3(cfg, cat, monkeypatch)
     fp = api.dataset_info("arith", catalog=cat)["fingerprint"]
     with duckdb.connect(str(cat)) as con:
         con.execute(f"update {output_table(fp)} set completion = completion || '!' where prompt = "
