@@ -157,6 +157,18 @@ def test_a_second_recipe_cannot_silently_take_over_a_dataset(write, catalog, cli
     assert cli("build", b, "--catalog", catalog).exit_code == 0  # now `second` owns it
 
 
+def test_take_over_of_the_same_rows_makes_the_recipe_the_owner(write, catalog, cli):
+    """A renamed recipe builds the same fingerprint: --take-over must still hand it the name."""
+    body = "\nsteps: [{id: s, type: source.inline, rows: [{t: a}]}]\noutputs: {shared_name: s}\n"
+    a = write("a.yaml", "name: first" + body)
+    b = write("b.yaml", "name: second" + body)
+    api.build(a, catalog=catalog)
+    res = cli("build", b, "--catalog", catalog, "--take-over")
+    assert res.exit_code == 0 and "dataset shared_name v2: 1 rows" in res.output
+    assert cli("build", b, "--catalog", catalog).exit_code == 0  # now `second` owns it
+    assert cli("build", a, "--catalog", catalog).exit_code == 2
+
+
 @pytest.mark.parametrize("sample, kept", [(1.0, 10), (0.5, 5), (1, 1), (3, 3)])
 def test_sample_float_is_a_fraction_int_a_count(write, catalog, sample, kept):
     rows = json.dumps([{"i": i} for i in range(10)])

@@ -277,14 +277,18 @@ class Catalog:
         """Point each output dataset's view at its step's output, in one transaction.
 
         `outputs` maps dataset name -> (step_id, fingerprint). A new version is recorded only when the
-        fingerprint differs from the latest version's. Returns name -> (version, is_new).
+        fingerprint differs from the latest version's, or when that version was published by another
+        recipe (a take-over, which makes this build's recipe the owner). Returns name -> (version, is_new).
         """
         versions: dict[str, tuple[int, bool]] = {}
         with self._write() as con, transaction(con):
             for name, (step_id, fp) in outputs.items():
-                latest = con.execute("select version, fingerprint from datasets where name = ? "
-                                     "order by version desc limit 1", [name]).fetchone()
-                if latest is not None and latest[1] == fp:
+                latest = con.execute(
+                    """select d.version, d.fingerprint, b.recipe_name = (select recipe_name from builds
+                                                                          where build_id = ?)
+                       from datasets d left join builds b using (build_id) where d.name = ?
+                       order by d.version desc limit 1""", [build_id, name]).fetchone()
+                if latest is not None and latest[1] == fp and latest[2]:
                     versions[name] = (latest[0], False)
                     continue
                 table = output_table(fp)
