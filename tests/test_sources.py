@@ -169,6 +169,24 @@ def test_allow_empty(write, catalog):
     assert res.rows["out"] == 0
 
 
+def test_allow_empty_on_a_file_without_columns_says_how_to_name_them(write, catalog):
+    """The no-rows error says `set allow_empty: true`; doing that on an empty JSONL must not be a dead end."""
+    write("empty.jsonl", "")
+    recipe = write("r.yaml", """
+        name: empty
+        steps:
+          - {id: s, type: source.jsonl, path: empty.jsonl, allow_empty: true}
+        """)
+    assert "list them in `columns:`" in _build_err(recipe, catalog)
+    write("r.yaml", """
+        name: empty
+        steps:
+          - {id: s, type: source.jsonl, path: empty.jsonl, allow_empty: true, columns: [a]}
+        outputs: {out: s}
+        """)
+    assert api.build(recipe, catalog=catalog).rows["out"] == 0
+
+
 # -- inputs that used to surface as internal errors ----------------------------------------------
 
 def _build_err(recipe, catalog) -> str:
