@@ -59,3 +59,15 @@ def test_schema_command_writes_both_files(tmp_path, cli):
     assert res.exit_code == 0
     assert json.loads((tmp_path / "s.json").read_text())["title"] == "dataforge recipe"
     assert (tmp_path / "ref.md").read_text().startswith("# Recipe reference")
+
+
+def test_every_settings_block_the_reference_points_at_has_its_section():
+    """A field whose default is "see its section" (`sampling:`, `prompts:`, ...) gets a table of its own."""
+    ref = generate("reference")
+    kind = None
+    for line in ref.splitlines():
+        if line.startswith("## `"):
+            kind = line.split("`")[1]
+        if kind and "| see its section |" in line:
+            assert f"### `{kind}`: `{line.split('`')[1]}`" in ref, line
+    assert "| `max_tokens` | int | `1024` |" in ref  # generate.self_instruct's sampling.max_tokens

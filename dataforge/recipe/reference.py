@@ -48,6 +48,16 @@ def _fields_table(model: type[BaseModel], skip: set[str] = frozenset()) -> list[
     return rows
 
 
+def _nested(model: type[BaseModel], skip: set[str] = frozenset()) -> list[tuple[str, type[BaseModel]]]:
+    """(key, model) of the fields whose default is a settings block of its own ("see its section")."""
+    out = []
+    for name, info in model.model_fields.items():
+        value = info.default_factory() if info.default_factory is not None else info.default  # type: ignore[call-arg]
+        if name not in skip and isinstance(value, BaseModel):
+            out.append((info.alias or name, type(value)))
+    return out
+
+
 def reference_markdown() -> str:
     """Markdown for every top-level field, the `llm` block and every step kind."""
     out = ["# Recipe reference", "",
@@ -65,4 +75,8 @@ def reference_markdown() -> str:
         doc = inspect.cleandoc(cls.__doc__ or "").split("\n\n")[0].replace("\n", " ")
         out += ["", f"## `{name}`", "", doc, ""]
         out += _fields_table(cls, skip=_COMMON)
+        for key, sub in _nested(cls, skip=_COMMON):
+            doc = inspect.cleandoc(sub.__doc__ or "").split("\n\n")[0].replace("\n", " ")
+            out += ["", f"### `{name}`: `{key}`", "", doc, ""]
+            out += _fields_table(sub)
     return "\n".join(out) + "\n"
