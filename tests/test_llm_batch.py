@@ -17,6 +17,7 @@ from dataforge.errors import UserError
 from dataforge.llm.batch import BatchPending, run_batch
 from dataforge.llm.batch_backends import BatchAPIError, make_backend
 from dataforge.llm.config import LLMConfig
+from dataforge.llm.pricing import cost_usd, price
 from dataforge.llm.types import CallFailure, Completion, Message, Request
 from dataforge.steps.base import RunContext
 from servers.anthropic_wire import AnthropicWireServer
@@ -334,3 +335,10 @@ def test_openai_batch_rejected_at_validation_reports_the_line_error(tmp_path, mo
         with pytest.raises(UserError, match=r"line 1: Invalid 'temperature'"):
             run_batch([bad], cfg_for(fake), ctx_for(tmp_path))
         assert fake.creates() == 1  # a rejected file is not sent again
+
+
+def test_the_documented_batch_model_has_a_price():
+    """docs/llm-batch.md's example model: without a price its budget_usd would count $0 per call."""
+    cfg = LLMConfig(provider="anthropic", model=MODELS["anthropic"])
+    assert price(cfg) == (1.0, 5.0)
+    assert cost_usd(cfg, 1_000_000, 0, batch=True) == 0.5
