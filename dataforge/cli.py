@@ -347,19 +347,29 @@ def report(dataset: str = typer.Argument(..., metavar="DATASET", help="Dataset n
 
 # -- runs (training, ranking, evaluation) ----------------------------------------------------------
 
+class RunKind(str, Enum):
+    """What `dataforge runs --kind` lists."""
+
+    train = "train"
+    rank = "rank"
+    eval = "eval"
+
+
 @app.command("runs")
 def runs_(run_id: Optional[str] = typer.Argument(None, help="Show this run (config, data, metrics, losses)."),
-          limit: int = typer.Option(20, "--limit"), kind: Optional[str] = typer.Option(None, "--kind",
-                                                                                   help="train | rank | eval"),
+          limit: int = typer.Option(20, "--limit"), kind: Optional[RunKind] = typer.Option(None, "--kind",
+                                                                                       help="train | rank | eval"),
           config: bool = typer.Option(False, "--config", help="With RUN_ID: print only its config as YAML "
                                       "(save it and pass it to `dataforge train` to repeat the run)."),
           catalog: Optional[Path] = CatalogOpt,
-          format: str = typer.Option("table", "--format", help="table | csv | json")) -> None:
+          format: Format = typer.Option(Format.table, "--format", metavar="FORMAT",
+                                        help="table | vertical | csv | json | jsonl (with RUN_ID: json, or "
+                                             "the record as text)")) -> None:
     """List training / ranking / evaluation runs, or show one."""
 
     def go() -> None:
         if run_id is None:
-            _print_df(api.runs(limit=limit, kind=kind, catalog=catalog), format, title="runs")
+            _print_df(api.runs(limit=limit, kind=kind and kind.value, catalog=catalog), format, title="runs")
             return
         rec = api.run_record(run_id, catalog=catalog)
         if config:
@@ -368,7 +378,7 @@ def runs_(run_id: Optional[str] = typer.Argument(None, help="Show this run (conf
             sys.stdout.write(yaml.safe_dump(rec["config"], sort_keys=False, allow_unicode=True))
             return
         losses = rec.pop("losses")
-        if format == "json":
+        if format is Format.json:
             sys.stdout.write(json.dumps({**rec, "losses": losses.to_dicts()}, default=str, indent=1) + "\n")
             return
         for k, v in rec.items():

@@ -88,6 +88,18 @@ def test_a_killed_runs_row_is_marked_and_resume_drops_later_losses(catalog, tmp_
     assert rec["losses"]["loss"].to_list() == [1.0, 1.0, 1.0, 0.5]
 
 
+def test_runs_refuses_an_unknown_format_or_kind(catalog, cli):
+    """A bad flag is the user's error (exit 2), not `internal error: ValueError` or an empty list."""
+    with _run(catalog):
+        pass
+    for flag, value in (("--format", "nope"), ("--kind", "nope")):
+        res = cli("runs", "--catalog", catalog, flag, value)
+        assert res.exit_code == 2 and "internal error" not in res.output, res.output
+    res = cli("runs", "--catalog", catalog, "--kind", "train", "--format", "jsonl")
+    assert res.exit_code == 0 and json.loads(res.output.splitlines()[0])["kind"] == "train"
+    assert cli("runs", "--catalog", catalog, "--kind", "eval", "--format", "csv").output.strip().count("\n") == 0
+
+
 def test_unknown_run_is_a_user_error(catalog, cli):
     _run(catalog).close()
     with pytest.raises(UserError, match="no run 'nope'"):
