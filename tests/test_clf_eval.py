@@ -109,6 +109,7 @@ def test_cli_on_a_catalog_dataset(tmp_path, write, catalog, cli):
 @pytest.mark.parametrize("args, message", [
     (["--batch-size", "0"], "--batch-size: Input should be greater than or equal to 1"),
     (["--score", "median"], "--score: Input should be 'sum' or 'mean'"),
+    (["--device", "gpu0"], "--device: 'gpu0' is not a torch device"),  # was an internal RuntimeError
     (["--labels-column", "nope"], "no column 'nope' (--labels-column)"),
     (["--adapter", "/nonexistent/adapter"], "--adapter /nonexistent/adapter: not a peft adapter directory"),
 ])

@@ -9,6 +9,8 @@ from typing import Any, Callable, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from dataforge.train.options import Device
+
 
 class ClfEvalConfig(BaseModel):
     """Options of `dataforge eval-classification` (the CLI flags map to these fields)."""
@@ -44,7 +46,7 @@ class ClfEvalConfig(BaseModel):
     """Log-likelihood of a label: `sum` over its tokens, or `mean` (length-normalised)."""
     batch_size: int = Field(default=8, ge=1, le=1024)
     """Prompts per forward pass."""
-    device: str | None = None
+    device: Device = None
     """torch device (default: CUDA when present, else CPU)."""
 
 

@@ -18,6 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from dataforge.errors import UserError
 from dataforge.train import answers
+from dataforge.train.options import Device
 from dataforge.train.voting import Question, evaluate_votes
 
 DEFAULT_PROMPT = ("Solve this math problem step by step. Finish with a line '#### <answer>' that gives the "
@@ -73,7 +74,7 @@ class EvalConfig(BaseModel):
     """Sampling seed (sample i of a prompt uses seed + i where the backend takes one)."""
     batch_size: int = Field(default=16, ge=1, le=1024)
     """transformers: requests generated together."""
-    device: str | None = None
+    device: Device = None
     """transformers: torch device (default: CUDA when present, else CPU)."""
 
     @field_validator("prompt")

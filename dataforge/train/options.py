@@ -2,13 +2,34 @@
 
 from __future__ import annotations
 
-from typing import Any, TypeVar
+from typing import Annotated, Any, TypeVar
 
-from pydantic import BaseModel, ValidationError
+from pydantic import AfterValidator, BaseModel, ValidationError
 
 from dataforge.errors import UserError
 
 M = TypeVar("M", bound=BaseModel)
+
+
+def _torch_device(value: str | None) -> str | None:
+    """A `--device` torch can use here, checked before any model is loaded; None: the default."""
+    if value is None:
+        return None
+    try:
+        import torch
+    except ImportError:  # the missing `train` extra is reported with its install line later
+        return value
+    try:
+        dev = torch.device(value)
+    except (RuntimeError, ValueError):
+        raise ValueError(f"{value!r} is not a torch device (cpu, cuda, cuda:1, mps, ...)") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"{value!r}: CUDA is not available on this machine")
+    return value
+
+
+Device = Annotated[str | None, AfterValidator(_torch_device)]
+"""A torch device flag (`--device`), refused at once when torch cannot use it."""
 
 
 def from_flags(schema: type[M], /, **flags: Any) -> M:

@@ -9,6 +9,7 @@ from typing import Any, Callable
 from pydantic import BaseModel, ConfigDict, Field
 
 from dataforge.errors import UserError
+from dataforge.train.options import Device
 
 QUESTION_COLUMNS = ("question", "instruction", "problem", "prompt")
 RATIONALE_COLUMNS = ("rationale", "response", "completion", "output")
@@ -50,7 +51,7 @@ class RankerConfig(BaseModel):
     """Share of questions held out to measure pairwise accuracy."""
     seed: int = 0
     """Seed of the split, pair sampling, initialisation and shuffling."""
-    device: str | None = None
+    device: Device = None
     """torch device (default: CUDA when present, else CPU)."""
 
 
