@@ -357,7 +357,7 @@ class RunKind(str, Enum):
 
 @app.command("runs")
 def runs_(run_id: Optional[str] = typer.Argument(None, help="Show this run (config, data, metrics, losses)."),
-          limit: int = typer.Option(20, "--limit"), kind: Optional[RunKind] = typer.Option(None, "--kind",
+          limit: int = typer.Option(20, "--limit", min=1), kind: Optional[RunKind] = typer.Option(None, "--kind",
                                                                                        help="train | rank | eval"),
           config: bool = typer.Option(False, "--config", help="With RUN_ID: print only its config as YAML "
                                       "(save it and pass it to `dataforge train` to repeat the run)."),

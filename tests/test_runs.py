@@ -92,7 +92,7 @@ def test_runs_refuses_an_unknown_format_or_kind(catalog, cli):
     """A bad flag is the user's error (exit 2), not `internal error: ValueError` or an empty list."""
     with _run(catalog):
         pass
-    for flag, value in (("--format", "nope"), ("--kind", "nope")):
+    for flag, value in (("--format", "nope"), ("--kind", "nope"), ("--limit", "-1")):
         res = cli("runs", "--catalog", catalog, flag, value)
         assert res.exit_code == 2 and "internal error" not in res.output, res.output
     res = cli("runs", "--catalog", catalog, "--kind", "train", "--format", "jsonl")
