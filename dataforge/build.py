@@ -154,7 +154,8 @@ def _execute(plan: Plan, catalog: Catalog, catalog_path: Path, forced: set[str],
                     continue
                 ctx = RunContext(recipe_path=plan.path, seed=recipe.seed, catalog_path=catalog_path,
                                  llm=recipe.llm, step_id=s.id, build_id=build_id, fingerprint=fp,
-                                 input_ids=list(inputs), catalog=handle, progress=progress, log=log)
+                                 input_ids=list(inputs), catalog=handle, progress=progress, log=log,
+                                 retry_failed=retry_failed)
                 t0 = time.perf_counter()
                 prepared = plan.prepared.pop(s.id, None)
                 if s.id in staged:

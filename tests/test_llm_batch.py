@@ -199,19 +199,22 @@ def test_failed_and_expired_items_are_resubmitted_alone(fake, tmp_path):
     assert isinstance(results[3], CallFailure) and results[3].status == "error"
     assert fake.creates() == 2
     assert fake.submitted_prompts(1) == ["flaky c", "late b"]  # only the items worth another try
-    errors = calls(ctx, "status = 'error'")
-    assert errors.height == 3  # every failed item is in the call log too, with its reason
-    assert any("expired" in e for e in errors["error"])
+    # Every failed item is in the call log too, with its reason: `retry` when submitted again, else `error`.
+    failed = calls(ctx, "status in ('retry', 'error')")
+    assert sorted(zip(failed["status"], [e.split(": ")[1] for e in failed["error"]])) == [
+        ("error", "errored"), ("retry", "errored"), ("retry", "expired")]
     statuses = run_select(ctx.catalog.path, "select status, count(*) n from llm_batches group by status order by status")
     assert dict(zip(statuses["status"], statuses["n"])) == {"errored": 2, "expired": 1, "succeeded": 4}
 
 
 def test_resubmission_stops_after_batch_max_rounds(fake, tmp_path):
     fake.fail("never", "expired", times=10)
-    results = run_batch(reqs(fake, ["never done", "ok"]), cfg_for(fake, batch_max_rounds=2), ctx_for(tmp_path))
+    ctx = ctx_for(tmp_path)
+    results = run_batch(reqs(fake, ["never done", "ok"]), cfg_for(fake, batch_max_rounds=2), ctx)
     assert texts(results)[1] == "ECHO: OK"
     assert isinstance(results[0], CallFailure) and "expired" in results[0].error
     assert fake.creates() == 2
+    assert calls(ctx, "status in ('retry', 'error')")["status"].to_list() == ["retry", "error"]
 
 
 def test_a_batch_the_provider_forgot_is_submitted_again(fake, tmp_path):
@@ -273,25 +276,28 @@ llm:
 steps:
   - id: rows
     type: source.inline
-    rows:
-      - {{topic: tides}}
-      - {{topic: comets}}
+    rows: [{rows}]
   - id: answers
     type: generate.prompt
     mode: batch
     prompt: "Explain {{{{ topic }}}}"
-    n: 2
+    n: {n}
 outputs:
   answers: answers
 """
+
+
+def batch_recipe(fake: Fake, wait: float, topics: tuple[str, ...] = ("tides", "comets"), n: int = 2) -> str:
+    rows = ", ".join(f"{{topic: {t}}}" for t in topics)
+    return RECIPE.format(provider=fake.provider, model=MODELS[fake.provider], base_url=fake.base_url,
+                         key_env=KEY_ENV, wait=wait, rows=rows, n=n)
 
 
 def test_recipe_with_generate_prompt_in_batch_mode(fake, tmp_path, write, catalog, cli):
     fake.server.processing_s = 60
 
     def recipe(wait: float) -> Path:
-        return write("batch.yaml", RECIPE.format(provider=fake.provider, model=MODELS[fake.provider],
-                                                 base_url=fake.base_url, key_env=KEY_ENV, wait=wait))
+        return write("batch.yaml", batch_recipe(fake, wait))
 
     first = cli("build", recipe(0), "--catalog", catalog, "--quiet")
     said = " ".join(first.output.split())  # the console may wrap long lines
@@ -303,6 +309,44 @@ def test_recipe_with_generate_prompt_in_batch_mode(fake, tmp_path, write, catalo
     df = api.read("answers", catalog=catalog).sort("topic", "sample_index")
     assert df["response"].to_list() == ["ECHO: EXPLAIN COMETS"] * 2 + ["ECHO: EXPLAIN TIDES"] * 2
     assert df["sample_index"].to_list() == [0, 1, 0, 1]
+
+
+def test_a_build_left_waiting_does_not_resubmit_the_item_the_provider_refused(fake, tmp_path, write, catalog, cli,
+                                                                             monkeypatch):
+    # The first batch ends with "broken" refused (400) and "flaky" worth another try; flaky's new batch is still
+    # running when the build stops. The next build collects flaky and leaves broken failed, as a plain rebuild of
+    # a stored step would; --retry-failed asks it again.
+    fake.fail("broken", "invalid")
+    fake.fail("flaky", "transient")
+    backend = type(make_backend(cfg_for(fake)))
+    collect = backend.collect
+    slow = [True]
+
+    def collect_then_slow_down(self, bid):
+        if slow:
+            fake.server.processing_s = 60  # batches created from now on keep running
+        return collect(self, bid)
+
+    monkeypatch.setattr(backend, "collect", collect_then_slow_down)
+    path = write("refused.yaml", batch_recipe(fake, 2, ("fine", "broken", "flaky"), n=1))
+    first = cli("build", path, "--catalog", catalog, "--quiet")
+    assert first.exit_code == 2 and "still being processed" in " ".join(first.output.split())
+    assert fake.creates() == 2 and fake.submitted_prompts(1) == ["Explain flaky"]
+    slow.clear()
+    fake.server.finish_batches()
+    fake.server.processing_s = 0.05
+
+    plain = cli("build", path, "--catalog", catalog, "--quiet")
+    assert plain.exit_code == 0, plain.output
+    assert fake.creates() == 2  # broken is not submitted again
+    assert sorted(api.read("answers", catalog=catalog)["topic"]) == ["fine", "flaky"]
+    rejected = api.sql("select reason from rejections where step_id = 'answers'", catalog=catalog)
+    assert rejected["reason"].to_list() == ["llm_error"]
+
+    retried = cli("build", path, "--catalog", catalog, "--quiet", "--retry-failed")
+    assert retried.exit_code == 0, retried.output
+    assert fake.creates() == 3 and fake.submitted_prompts(2) == ["Explain broken"]
+    assert sorted(api.read("answers", catalog=catalog)["topic"]) == ["broken", "fine", "flaky"]
 
 
 def test_llm_batches_table_comes_from_its_named_migration(tmp_path):

@@ -41,6 +41,9 @@ class StepHandle:
     def record_llm_calls(self, rows: Iterable[dict[str, Any]]) -> None:
         self._catalog.record_llm_calls(rows)
 
+    def failed_llm_calls(self, hashes: list[str]) -> dict[str, str]:
+        return self._catalog.failed_llm_calls(hashes)
+
     def answered_hash_prefixes(self) -> Any:
         return self._catalog.answered_hash_prefixes()
 

@@ -311,15 +311,23 @@ class Catalog:
 
     def cached_llm_responses(self, hashes: list[str]) -> dict[str, dict[str, Any]]:
         """Successful logged calls for these request hashes (latest per hash)."""
+        return self._latest_llm_calls(hashes, ("ok",))
+
+    def failed_llm_calls(self, hashes: list[str]) -> dict[str, str]:
+        """request_hash -> error, for the hashes whose latest call was given up (`error`; not `retry`, `ok`)."""
+        latest = self._latest_llm_calls(hashes, ("ok", "retry", "error"))
+        return {h: r["error"] or "failed" for h, r in latest.items() if r["status"] == "error"}
+
+    def _latest_llm_calls(self, hashes: list[str], statuses: tuple[str, ...]) -> dict[str, dict[str, Any]]:
         if not hashes:
             return {}
         with self._read() as con:
             con.register("_h", pl.DataFrame({"h": hashes}).to_arrow())
             df = con.sql(
                 """select c.* from llm_calls c join _h on c.request_hash = _h.h
-                   where c.status = 'ok'
-                   qualify row_number() over (partition by c.request_hash order by c.created_at desc) = 1"""
-            ).pl()
+                   where list_contains(?, c.status)
+                   qualify row_number() over (partition by c.request_hash order by c.created_at desc) = 1""",
+                params=[list(statuses)]).pl()
         return {r["request_hash"]: r for r in df.iter_rows(named=True)}
 
     def answered_hash_prefixes(self) -> Any:

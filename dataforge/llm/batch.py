@@ -2,10 +2,12 @@
 
 `run_batch` answers from the call log first. For the rest it looks in `llm_batches` for batches an
 earlier build already submitted for the same request hashes and polls those instead of submitting
-again; only requests never submitted (or whose items failed) go into new batches. Every finished
-batch is logged to `llm_calls` in the same transaction that marks its items done, so answers are
-paid once. If the batches are not done within `llm.batch_wait_s`, the build stops with
-`BatchPending`; the next `dataforge build` picks the stored batch ids up.
+again; only requests never submitted (or whose items failed and are worth another try) go into new
+batches. A request whose call failed for good in an earlier build is not submitted again unless the
+build asks failed calls again (`build --retry-failed`). Every finished batch is logged to `llm_calls`
+in the same transaction that marks its items done, so answers are paid once. If the batches are not
+done within `llm.batch_wait_s`, the build stops with `BatchPending`; the next `dataforge build` picks
+the stored batch ids up.
 """
 
 from __future__ import annotations
@@ -111,7 +113,7 @@ class _BatchRun:
         if resumed:
             self.log(f"  {self.ctx.step_id}: resuming {len(self.active)} {self.cfg.provider} batch(es) submitted "
                      f"earlier for {len(resumed)} requests: {', '.join(sorted(self.active))}")
-        to_submit = self._admit([h for h in self.todo if h not in resumed])
+        to_submit = self._admit(self._unless_failed([h for h in self.todo if h not in resumed]))
         deadline = time.monotonic() + self.cfg.batch_wait_s
         while True:
             if to_submit:
@@ -131,6 +133,20 @@ class _BatchRun:
             if left <= 0:
                 raise self._pending()
             time.sleep(min(self.cfg.batch_poll_s, left))
+
+    def _unless_failed(self, hashes: list[str]) -> list[str]:
+        """The hashes to submit: without `retry_failed`, those whose logged call failed for good in an earlier
+        build are answered with that failure, as a plain rebuild reuses a stored step with its failed calls."""
+        if self.ctx.retry_failed or not hashes:
+            return hashes
+        failed = self.catalog.failed_llm_calls(hashes)
+        for h in hashes:
+            if h in failed:
+                self._answer(h, CallFailure(error=failed[h], status="error"))
+        if failed:
+            self.log(f"  {self.ctx.step_id}: {len(failed)} request(s) failed in an earlier build and are not "
+                     "submitted again; --retry-failed asks them again")
+        return [h for h in hashes if h not in failed]
 
     # -- budget ------------------------------------------------------------------
     def _admit(self, hashes: list[str]) -> list[str]:
@@ -231,12 +247,15 @@ class _BatchRun:
                     self._answer(h, outcome)
                 continue
             error = f"batch {bid}: {outcome.status}: {outcome.error}"
+            # `retry` when it is worth another submission (this run's, or a later build's when it is not
+            # waited for here); `error` when it failed for good, which a later build does not ask again.
+            retry = outcome.retryable and (h not in self.waiting or self.attempts[h] < self.cfg.batch_max_rounds)
             if outcome.status != "lost":
-                calls.append(call_row(r, build_id=self.ctx.build_id, step_id=step_id, status="error",
-                                      error=error, request_hash=h))
+                calls.append(call_row(r, build_id=self.ctx.build_id, step_id=step_id,
+                                      status="retry" if retry else "error", error=error, request_hash=h))
             statuses[cid] = (outcome.status, outcome.error)
             if h in self.waiting:
-                if outcome.retryable and self.attempts[h] < self.cfg.batch_max_rounds:
+                if retry:
                     again.append(h)
                 else:
                     self._answer(h, CallFailure(error=error, status="error"))

@@ -24,6 +24,9 @@ class LLMStore(Protocol):
     def record_llm_calls(self, rows: Iterable[dict[str, Any]]) -> None:
         """Append rows to `llm_calls`."""
 
+    def failed_llm_calls(self, hashes: list[str]) -> dict[str, str]:
+        """request_hash -> error, for the hashes whose latest logged call failed for good."""
+
     def answered_hash_prefixes(self) -> Any:
         """Sorted numpy `S16` array of the first 16 characters of every request hash with an `ok` call
         (asked by multi-round sessions only, from their second round)."""
@@ -67,6 +70,9 @@ class LLMContext:
     log: Callable[[str], None] = print
     resolve: Callable[[str], Path] = Path
     """Maps a recipe-relative path (`llm.model_path`) to a file."""
+    retry_failed: bool = False
+    """Ask again the requests whose logged call failed for good (`build --retry-failed`); batch mode otherwise
+    answers them with that failure instead of submitting them again."""
 
 
 def llm_context(ctx: "RunContext | LLMContext") -> LLMContext:
@@ -74,4 +80,5 @@ def llm_context(ctx: "RunContext | LLMContext") -> LLMContext:
     if isinstance(ctx, LLMContext):
         return ctx
     return LLMContext(build_id=ctx.build_id or "", step_id=ctx.step_id or "", store=ctx.catalog,
-                      progress=ctx.progress, log=ctx.log, resolve=ctx.resolve)
+                      progress=ctx.progress, log=ctx.log, resolve=ctx.resolve,
+                      retry_failed=ctx.retry_failed)

@@ -82,6 +82,8 @@ class RunContext(PlanContext):
     """What the step may do with the catalog: read datasets, use the LLM call log (never write outputs)."""
     progress: "Progress | None" = None
     log: Callable[[str], None] = print
+    retry_failed: bool = False
+    """The build asks again the LLM calls that failed in earlier builds (`build --retry-failed`)."""
 
 
 def check_text_columns(step_id: str, df: pl.DataFrame, columns: dict[str, str]) -> None:
