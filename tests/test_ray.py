@@ -252,17 +252,33 @@ def test_a_budget_stop_on_ray_keeps_every_answer_it_paid_for(local_ray, server, 
     assert "max_calls: 6" in text
     recipe = write("r.yaml", text)
     on_ray = tmp_path / "ray.duckdb"
-    with pytest.raises(BudgetExceeded):
-        api.build(recipe, catalog=on_ray, executor="ray")
-    paid = server.calls()
-    assert 3 <= paid <= 6  # each of the 2 slices may make 3 (the other is cancelled when one stops)
+    lines: list[str] = []
+
+    def summaries() -> list[str]:
+        return [line.strip() for line in lines if line.strip().startswith("gen: ")]
+
+    with pytest.raises(BudgetExceeded) as stop:
+        api.build(recipe, catalog=on_ray, executor="ray", log=lines.append)
+    # The build's numbers, once: each of the 2 slices makes its 3 calls, the other slice is not cut short.
+    assert server.calls() == 6
+    assert str(stop.value).startswith("llm.max_calls=6 reached (6 calls in this build); 14 of 20 requests were "
+                                      "not sent.")
+    assert summaries() == ["gen: 20 requests, 0 from the call log, 6 called (6 ok, 0 failed, 0 retries, "
+                           "14 not sent), 48 tokens, $0.0000"]
     # "Every answer already paid for is kept in the call log": the slices' answers reach the catalog.
     ok = "select count(*) n, count(distinct request_hash) d from llm_calls where status = 'ok'"
-    assert run_select(on_ray, ok)["n"][0] == paid
-    with pytest.raises(BudgetExceeded):  # the next build goes on from there, paying for nothing twice
-        api.build(recipe, catalog=on_ray, executor="ray")
-    assert server.calls() > paid
-    assert run_select(on_ray, ok)["n"][0] == run_select(on_ray, ok)["d"][0] == server.calls()
+    assert run_select(on_ray, ok)["n"][0] == 6
+    lines.clear()
+    with pytest.raises(BudgetExceeded) as stop:  # the next build goes on from there, paying for nothing twice
+        api.build(recipe, catalog=on_ray, executor="ray", log=lines.append)
+    assert server.calls() == 12 and "(6 calls in this build); 8 of 20 requests were not sent" in str(stop.value)
+    assert run_select(on_ray, ok)["n"][0] == run_select(on_ray, ok)["d"][0] == 12
+    lines.clear()
+    write("r.yaml", text.replace("  max_calls: 6\n", ""))
+    api.build(recipe, catalog=on_ray, executor="ray", log=lines.append)
+    assert server.calls() == 20
+    assert summaries() == ["gen: 20 requests, 12 from the call log, 8 called (8 ok, 0 failed, 0 retries), "
+                           "64 tokens, $0.0000"]
 
 
 def test_unreachable_cluster_and_missing_ray_exit_2(write, cli, catalog, monkeypatch):

@@ -13,7 +13,9 @@
   each slice takes its logged answers with it, so a rerun pays for nothing twice. A retried slice (its
   worker killed) also asks the sink for answers of its earlier attempt before calling again.
 - LLM limits stay global: a step's `max_concurrency`, `requests_per_minute`, `tokens_per_minute`,
-  `max_calls` and the rest of `budget_usd` are divided among the slices that run at once.
+  `max_calls` and the rest of `budget_usd` are divided among the slices that run at once. A slice that
+  spent its share stops; the others go on with theirs. The driver tallies the calls it drains, so the
+  step's summary line and its budget stop carry the whole build's numbers, once.
 """
 
 from __future__ import annotations
@@ -27,7 +29,8 @@ from typing import Any, Iterable
 
 import polars as pl
 
-from dataforge.errors import UserError
+from dataforge.errors import BudgetExceeded, UserError
+from dataforge.llm.engine import RunStats, budget_stop, limit_reached, summary_line
 from dataforge.steps.base import RunContext, Step, StepResult
 
 DRAIN_S = 0.25
@@ -111,20 +114,21 @@ class RayExecutor:
         key = f"{ctx.build_id}/{ctx.step_id}"
         if sink is not None:
             ray.get(sink.begin.remote(key, ctx.step_id))
-        worker_step, shares, cached = step, [None] * n, [{}] * n
+        worker_step, shares, cached, tally = step, [None] * n, [{}] * n, None
         if llm:
-            worker_step, shares, cached = self._llm_shares(step, slices, cfg, ctx, min(n, cpus))
+            worker_step, shares, cached, hashes = self._llm_shares(step, slices, cfg, ctx, min(n, cpus))
+            tally = _Tally(hashes)
         fields = dict(recipe_path=Path(ctx.recipe_path).resolve(), seed=ctx.seed,
                       catalog_path=Path(ctx.catalog_path).resolve() if ctx.catalog_path else None,
                       step_id=ctx.step_id, build_id=ctx.build_id, fingerprint=ctx.fingerprint,
-                      input_ids=list(ctx.input_ids))
+                      input_ids=list(ctx.input_ids), llm_summary=False)
         task = ctx.progress.task(f"{ctx.step_id} on ray ({n} slices)", total=df.height) if ctx.progress else None
         refs = [run_slice.options(max_retries=TASK_RETRIES).remote(
                     worker_step, ray.put(part.to_arrow()), fields, shares[i] or ctx.llm,
                     None if sink is None else (sink, key), i, cached[i])
                 for i, part in enumerate(slices)]
         try:
-            done = self._wait(refs, sink, key, ctx, task, [len(p) for p in slices])
+            done, stop = self._wait(refs, sink, key, ctx, task, [len(p) for p in slices], tally)
         except BaseException:
             for r in refs:
                 ray.cancel(r, force=True)
@@ -134,6 +138,10 @@ class RayExecutor:
                 task.close()
             if sink is not None:
                 sink.end.remote(key)
+            if tally is not None:
+                tally.log(ctx)
+        if stop is not None:
+            raise tally.stopped(stop, cfg, ctx, min(n, cpus))  # type: ignore[union-attr]
         return _concat(done, ctx)
 
     @staticmethod
@@ -178,11 +186,12 @@ class RayExecutor:
         # The worker reads the API key from the same variable; a worker on another machine may not have it.
         env = {cfg.api_key_env: os.environ[cfg.api_key_env]} \
             if getattr(cfg, "api_key_env", None) and cfg.api_key_env in os.environ else {}
-        return worker_step, [(share, (calls, spent), env) for share in shares], cached
+        return worker_step, [(share, (calls, spent), env) for share in shares], cached, hashes
 
     @staticmethod
-    def _wait(refs: list[Any], sink: Any, key: str, ctx: RunContext, task: Any, sizes: list[int]
-              ) -> list[dict[str, Any]]:
+    def _wait(refs: list[Any], sink: Any, key: str, ctx: RunContext, task: Any, sizes: list[int],
+              tally: "_Tally | None") -> tuple[list[dict[str, Any]], BudgetExceeded | None]:
+        """Every slice's result, and the first budget stop of a slice (the others go on with their shares)."""
         import ray
         from ray.exceptions import RayTaskError
 
@@ -192,12 +201,15 @@ class RayExecutor:
 
         held: list[dict[str, Any]] = []  # calls taken from the sink, not committed yet
         held_since = 0.0
+        stop: BudgetExceeded | None = None
 
         def drain(last: bool = False) -> None:
             nonlocal held_since
             if sink is None or ctx.catalog is None:
                 return
             rows = ray.get(sink.drain.remote(key))
+            if tally is not None:
+                tally.add(rows)
             if rows and not held:
                 held_since = time.monotonic()
             held.extend(rows)
@@ -215,6 +227,9 @@ class RayExecutor:
                         out[index[r]] = ray.get(r)
                     except RayTaskError as e:
                         cause = e.cause if isinstance(e.cause, BaseException) else None
+                        if isinstance(cause, BudgetExceeded):  # this slice spent its share; the others go on
+                            stop = stop or cause
+                            continue
                         raise (cause or e) from None
                     if task is not None:
                         task.advance(sizes[index[r]])
@@ -229,7 +244,7 @@ class RayExecutor:
                 pass
             raise
         drain(last=True)
-        return out  # type: ignore[return-value]
+        return out, stop  # type: ignore[return-value]
 
 
 def _concat(parts: list[dict[str, Any]], ctx: RunContext) -> StepResult:
@@ -244,11 +259,65 @@ def _concat(parts: list[dict[str, Any]], ctx: RunContext) -> StepResult:
     for p in parts:
         for k, v in p["notes"].items():
             notes.setdefault(k, v)
-        for line in p["log"]:
-            ctx.log(line)
+    for line in dict.fromkeys(line for p in parts for line in p["log"]):  # a note every slice made, once
+        ctx.log(line)
     df = cat("df")
     assert df is not None
     return StepResult(df=df, rejections=cat("rejections"), lineage=cat("lineage"), notes=notes)
+
+
+class _Tally:
+    """A distributed LLM step's calls, from the rows the driver drains: one summary line and one budget stop
+    with the whole step's numbers, where each slice only knows its own."""
+
+    def __init__(self, hashes: list[list[str]]):
+        self.hashes = [h for part in hashes for h in part]
+        self.cached: set[str] = set()
+        self.ok: set[str] = set()
+        self.failed: set[str] = set()
+        self.retries = self.input_tokens = self.output_tokens = 0
+        self.usd = 0.0
+
+    def add(self, rows: list[dict[str, Any]]) -> None:
+        for r in rows:
+            status, h = r["status"], r["request_hash"]
+            if status == "cached":
+                self.cached.add(h)
+            elif status == "ok":
+                self.ok.add(h)
+                self.input_tokens += r["input_tokens"] or 0
+                self.output_tokens += r["output_tokens"] or 0
+                self.usd += r["cost_usd"] or 0.0
+            elif status == "error":
+                self.failed.add(h)
+            elif status == "retry":
+                self.retries += 1
+
+    def unsent(self) -> list[str]:
+        """The step's requests (repeats too) that no slice sent or found in the call log."""
+        return [h for h in self.hashes if h not in self.ok and h not in self.failed and h not in self.cached]
+
+    def stats(self) -> RunStats:
+        called = self.ok | self.failed  # a retried slice takes its first attempt's answers as `cached`
+        return RunStats(requests=len(self.hashes), cached=sum(1 for h in self.hashes if h in self.cached - called),
+                        called=len(called), ok=len(self.ok), failed=len(self.failed - self.ok),
+                        skipped=len(set(self.unsent())),
+                        retries=self.retries, input_tokens=self.input_tokens, output_tokens=self.output_tokens,
+                        usd=self.usd)
+
+    def log(self, ctx: RunContext) -> None:
+        if self.ok or self.failed or self.cached:
+            ctx.log(summary_line(ctx.step_id, self.stats()))
+
+    def stopped(self, stop: BudgetExceeded, cfg: Any, ctx: RunContext, running: int) -> BudgetExceeded:
+        """The build's budget stop: its limit, its calls and spend (from the catalog), the step's unsent requests."""
+        calls, spent = ctx.catalog.llm_usage(ctx.build_id) if ctx.catalog is not None else \
+            (len(self.ok | self.failed), self.usd)
+        limit = "max_calls" if str(stop).startswith("llm.max_calls=") else "budget_usd"  # see `limit_reached`
+        reason = limit_reached(cfg, limit, calls, spent)
+        if limit == "max_calls" and calls < cfg.max_calls:  # a slice used its share, another needed less of its
+            reason += f"; each of the {running} slices running at once may make an equal share"
+        return budget_stop(reason, len(self.unsent()), len(self.hashes))
 
 
 # -- the worker side ----------------------------------------------------------------------

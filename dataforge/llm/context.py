@@ -70,6 +70,8 @@ class LLMContext:
     log: Callable[[str], None] = print
     resolve: Callable[[str], Path] = Path
     """Maps a recipe-relative path (`llm.model_path`) to a file."""
+    summary: bool = True
+    """Whether a session logs its summary line when it closes (the Ray driver logs one for all slices)."""
     retry_failed: bool = False
     """Ask again the requests whose logged call failed for good (`build --retry-failed`); batch mode otherwise
     answers them with that failure instead of submitting them again."""
@@ -81,4 +83,4 @@ def llm_context(ctx: "RunContext | LLMContext") -> LLMContext:
         return ctx
     return LLMContext(build_id=ctx.build_id or "", step_id=ctx.step_id or "", store=ctx.catalog,
                       progress=ctx.progress, log=ctx.log, resolve=ctx.resolve,
-                      retry_failed=ctx.retry_failed)
+                      summary=ctx.llm_summary, retry_failed=ctx.retry_failed)

@@ -62,11 +62,10 @@ class Budget:
         if self.stop_reason:
             return False
         if self.cfg.max_calls is not None and self.calls >= self.cfg.max_calls:
-            self.stop_reason = f"llm.max_calls={self.cfg.max_calls} reached ({self.calls} calls in this build)"
+            self.stop_reason = limit_reached(self.cfg, "max_calls", self.calls, self.spent)
             return False
         if self.cfg.budget_usd is not None and self.spent + self.reserved + worst_usd > self.cfg.budget_usd:
-            self.stop_reason = (f"llm.budget_usd={self.cfg.budget_usd:g} reached "
-                                f"(${self.spent:.4f} spent in this build)")
+            self.stop_reason = limit_reached(self.cfg, "budget_usd", self.calls, self.spent)
             return False
         self.calls += 1
         self.reserved += worst_usd
@@ -75,6 +74,13 @@ class Budget:
     def settle(self, worst_usd: float, actual_usd: float) -> None:
         self.reserved -= worst_usd
         self.spent += actual_usd
+
+
+def limit_reached(cfg: LLMConfig, limit: str, calls: int, spent: float) -> str:
+    """Why a build stopped calling: `limit` (`max_calls` | `budget_usd`) with the build's calls or spend so far."""
+    if limit == "max_calls":
+        return f"llm.max_calls={cfg.max_calls} reached ({calls} calls in this build)"
+    return f"llm.budget_usd={cfg.budget_usd:g} reached (${spent:.4f} spent in this build)"
 
 
 def run_requests(requests: list[Request], cfg: LLMConfig, ctx: "LLMContext | RunContext", *,
@@ -200,12 +206,8 @@ class Session:
             self._loop.close()
             if self._task is not None:
                 self._task.close()
-        st = self.stats
-        if st.called or st.cached:
-            self.ctx.log(f"  {self.ctx.step_id}: {st.requests} requests, {st.cached} from the call log, "
-                         f"{st.called} called ({st.ok} ok, {st.failed} failed, {st.retries} retries"
-                         f"{f', {st.skipped} not sent' if st.skipped else ''}), "
-                         f"{st.input_tokens + st.output_tokens:,} tokens, ${st.usd:.4f}")
+        if self.ctx.summary and (self.stats.called or self.stats.cached):
+            self.ctx.log(summary_line(self.ctx.step_id, self.stats))
 
     # -- internals ----------------------------------------------------------------
     def _bar(self, n: int, cached: int) -> None:
@@ -424,14 +426,27 @@ class _Round:
         self._shown, self._shown_at = self.done, now
 
 
+def summary_line(step_id: str, st: RunStats) -> str:
+    """The build log's line about a step's LLM calls."""
+    return (f"  {step_id}: {st.requests} requests, {st.cached} from the call log, "
+            f"{st.called} called ({st.ok} ok, {st.failed} failed, {st.retries} retries"
+            f"{f', {st.skipped} not sent' if st.skipped else ''}), "
+            f"{st.input_tokens + st.output_tokens:,} tokens, ${st.usd:.4f}")
+
+
 def raise_if_stopped(results: list[Result]) -> None:
     """Raise `BudgetExceeded` (with how to continue) when the budget left requests unsent."""
     skipped = [r for r in results if isinstance(r, CallFailure) and r.status == "skipped"]
     if skipped:
-        raise BudgetExceeded(
-            f"{skipped[0].error}; {len(skipped)} of {len(results)} requests were not sent. Every answer already "
-            "paid for is kept in the call log (see `dataforge calls`). To continue, run `dataforge build` again: "
-            "answered requests are read back from the log at no cost, and each build may spend up to the budget "
-            "(raise llm.budget_usd or llm.max_calls to finish in one build).")
+        raise budget_stop(skipped[0].error, len(skipped), len(results))
+
+
+def budget_stop(reason: str, skipped: int, requests: int) -> BudgetExceeded:
+    """The error of a build that stopped on `reason` (see `limit_reached`) with `skipped` of `requests` unsent."""
+    return BudgetExceeded(
+        f"{reason}; {skipped} of {requests} requests were not sent. Every answer already paid for is kept in "
+        "the call log (see `dataforge calls`). To continue, run `dataforge build` again: answered requests are "
+        "read back from the log at no cost, and each build may spend up to the budget (raise llm.budget_usd or "
+        "llm.max_calls to finish in one build).")
 
 

@@ -84,6 +84,8 @@ class RunContext(PlanContext):
     log: Callable[[str], None] = print
     retry_failed: bool = False
     """The build asks again the LLM calls that failed in earlier builds (`build --retry-failed`)."""
+    llm_summary: bool = True
+    """Whether the step's LLM session logs its summary line; a Ray slice's does not (the driver sums them)."""
 
 
 def check_text_columns(step_id: str, df: pl.DataFrame, columns: dict[str, str]) -> None:
