@@ -244,6 +244,47 @@ def test_a_killed_worker_is_survived_nothing_lost_or_paid_twice(local_ray, serve
     assert 40 <= paid <= 40 + 20  # at most the killed slice's share is sent again
 
 
+def test_a_retried_slice_counts_the_calls_of_its_killed_attempt_against_the_budget(local_ray, server, write,
+                                                                                    tmp_path):
+    # Each of the 2 slices may make 8 of the 16 calls. A slice whose worker is killed after some of its answers
+    # reached the catalog is retried; the retry takes those answers from the sink and makes only the rest of
+    # its share, so the build stays within llm.max_calls.
+    from dataforge.errors import BudgetExceeded
+    from dataforge.executors.ray_cluster import SINK_PREFIX
+
+    server.latency_s = 0.2
+    text = prompt_recipe(server.url, 40, concurrency=2).replace("  retry_backoff_s: 0.01\n",
+                                                                "  retry_backoff_s: 0.01\n  max_calls: 16\n")
+    recipe = write("r.yaml", text)
+    on_ray = tmp_path / "ray.duckdb"
+    box: dict = {}
+
+    def build() -> None:
+        try:
+            api.build(recipe, catalog=on_ray, executor="ray")
+        except BudgetExceeded as e:
+            box["stop"] = e
+
+    th = threading.Thread(target=build)
+    th.start()
+    killed = None
+    deadline = time.monotonic() + 30
+    ok = "select count(*) n, count(distinct request_hash) d from llm_calls where status = 'ok'"
+    while killed is None and time.monotonic() < deadline and th.is_alive():
+        names = [a["name"] for a in ray.util.list_named_actors(all_namespaces=True)
+                 if a["name"].startswith(SINK_PREFIX)]
+        if names and on_ray.exists() and run_select(on_ray, ok)["n"][0] >= 4:
+            step, pids = ray.get(ray.get_actor(names[0]).pids.remote())
+            if step == "gen" and 0 in pids:
+                killed = pids[0]
+                os.kill(killed, signal.SIGKILL)
+        time.sleep(0.05)
+    th.join(60)
+    assert killed is not None, "the build ended before a worker could be killed"
+    assert "stop" in box and "llm.max_calls=16 reached (16 calls in this build)" in str(box["stop"])
+    assert run_select(on_ray, ok).rows() == [(16, 16)]
+
+
 def test_a_budget_stop_on_ray_keeps_every_answer_it_paid_for(local_ray, server, write, tmp_path):
     from dataforge.errors import BudgetExceeded
 

@@ -11,7 +11,8 @@
   second), its bookkeeping kept per (build, step).
 - Cache look-ups happen on the driver before dispatch (the kind's `requests_for` gives the requests):
   each slice takes its logged answers with it, so a rerun pays for nothing twice. A retried slice (its
-  worker killed) also asks the sink for answers of its earlier attempt before calling again.
+  worker killed) also asks the sink for answers of its earlier attempt before calling again, and counts
+  that attempt's calls against its share of `max_calls` and `budget_usd`.
 - LLM limits stay global: a step's `max_concurrency`, `requests_per_minute`, `tokens_per_minute`,
   `max_calls` and the rest of `budget_usd` are divided among the slices that run at once. A slice that
   spent its share stops; the others go on with theirs. The driver tallies the calls it drains, so the
@@ -328,9 +329,10 @@ class WorkerStore:
     """The call log's most wait before it hands answers to the sink (an actor call: cheap, unlike a commit);
     the driver then commits them within `DRAIN_S` + `HOLD_S`."""
 
-    def __init__(self, sink: Any, key: str, cached: dict[str, dict[str, Any]], usage: tuple[int, float]):
+    def __init__(self, sink: Any, key: str, index: int, cached: dict[str, dict[str, Any]], usage: tuple[int, float]):
         self._sink = sink
         self._key = key
+        self._index = index
         self._cached = cached
         self._usage = usage
 
@@ -348,10 +350,15 @@ class WorkerStore:
 
         rows = list(rows)
         if rows:
-            ray.get(self._sink.put.remote(self._key, rows))
+            ray.get(self._sink.put.remote(self._key, rows, self._index))
 
     def llm_usage(self, build_id: str) -> tuple[int, float]:
-        return self._usage
+        """The build's usage when the slice was dispatched, plus what this slice's attempts logged since (a retry
+        after a killed worker must not spend its share again)."""
+        import ray
+
+        calls, spent = ray.get(self._sink.usage.remote(self._key, self._index))
+        return self._usage[0] + calls, self._usage[1] + spent
 
     def read_dataset(self, name: str, version: int | None = None) -> pl.DataFrame:
         raise RuntimeError("a step on a Ray worker cannot read the catalog; declare it not row-wise")
@@ -361,13 +368,16 @@ class WorkerStore:
 
 
 class _StepCalls:
-    """A running LLM step's calls in the sink: rows not yet drained, answers so far, worker pids."""
+    """A running LLM step's calls in the sink: rows not yet drained, answers so far, worker pids, and per slice
+    the requests its attempts sent and what they cost."""
 
     def __init__(self, step_id: str) -> None:
         self.step_id = step_id
         self.rows: list[dict[str, Any]] = []
         self.ok: dict[str, dict[str, Any]] = {}
         self.workers: dict[int, int] = {}
+        self.sent: dict[int, set[str]] = {}
+        self.spent: dict[int, float] = {}
 
 
 class _CallSink:
@@ -385,7 +395,7 @@ class _CallSink:
     def end(self, key: str) -> None:
         self.steps.pop(key, None)
 
-    def put(self, key: str, rows: list[dict[str, Any]]) -> None:
+    def put(self, key: str, rows: list[dict[str, Any]], index: int) -> None:
         st = self.steps.get(key)
         if st is None:  # a cancelled slice reporting after its step ended
             return
@@ -393,6 +403,14 @@ class _CallSink:
         for r in rows:
             if r.get("status") == "ok":
                 st.ok[r["request_hash"]] = r
+            if r.get("status") in ("ok", "error"):  # what `llm_usage` counts as a call
+                st.sent.setdefault(index, set()).add(r["request_hash"])
+            st.spent[index] = st.spent.get(index, 0.0) + (r.get("cost_usd") or 0.0)
+
+    def usage(self, key: str, index: int) -> tuple[int, float]:
+        """(requests sent, USD spent) by the attempts of one slice so far."""
+        st = self.steps.get(key)
+        return (len(st.sent.get(index, ())), st.spent.get(index, 0.0)) if st else (0, 0.0)
 
     def drain(self, key: str) -> list[dict[str, Any]]:
         st = self.steps.get(key)
@@ -428,7 +446,7 @@ def _slice(step: Step, table: Any, fields: dict[str, Any], llm: Any, sink: tuple
     if sink is not None:
         actor, key = sink
         ray.get(actor.hello.remote(key, index, os.getpid()))
-        store = WorkerStore(actor, key, cached, usage)
+        store = WorkerStore(actor, key, index, cached, usage)
     lines: list[str] = []
     ctx = RunContext(llm=llm, catalog=store, progress=None, log=lines.append, **fields)  # type: ignore[arg-type]
     df = pl.from_arrow(table)
