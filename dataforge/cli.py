@@ -287,6 +287,10 @@ def history(limit: int = typer.Option(10, "--limit", metavar="N", min=1, help="H
 
     def go() -> None:
         builds, steps = api.history(limit=limit, build_id=build_id, recipe=recipe, catalog=catalog)
+        if format in (Format.csv, Format.json, Format.jsonl):
+            display.write_machine_parts({"builds": builds, "steps": steps.drop("fingerprint")}, format.value,
+                                        out.file)
+            return
         _print_df(builds, format, title="builds")
         _print_df(steps.drop("fingerprint"), format, title="steps")
 

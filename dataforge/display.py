@@ -224,3 +224,16 @@ def write_machine(df: pl.DataFrame, fmt: str, out: TextIO) -> None:
             out.write(json.dumps(r, ensure_ascii=False) + "\n")
         return
     out.write(json.dumps(list(rows), ensure_ascii=False, indent=1) + "\n")
+
+
+def write_machine_parts(parts: dict[str, pl.DataFrame], fmt: str, out: TextIO) -> None:
+    """Several frames as one output: json, one object of arrays by name (one document to parse);
+    csv and jsonl, each frame in turn (csv: a table each, a blank line between)."""
+    if fmt == "json":
+        doc = {name: [_json_value(r) for r in df.iter_rows(named=True)] for name, df in parts.items()}
+        out.write(json.dumps(doc, ensure_ascii=False, indent=1) + "\n")
+        return
+    for i, df in enumerate(parts.values()):
+        if i and fmt == "csv":
+            out.write("\n")
+        write_machine(df, fmt, out)

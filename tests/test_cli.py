@@ -382,6 +382,11 @@ def test_history_of_one_build_or_one_recipe(built, write, cli):
     assert res.exit_code == 2 and "no builds for recipe 'nope'" in res.output and "greet, other" in res.output
     res = cli("history", "--catalog", cat, "--format", "jsonl", "--build", third.build_id)
     assert [json.loads(ln)["build_id"] for ln in res.stdout.splitlines()] == [third.build_id, third.build_id]
+    # json is one document (it was two arrays back to back, which json.loads refuses)
+    doc = json.loads(cli("history", "--catalog", cat, "--format", "json", "--build", third.build_id).stdout)
+    assert [r["build_id"] for r in doc["builds"]] == [third.build_id] and doc["steps"][0]["step_id"] == "s"
+    csv = cli("history", "--catalog", cat, "--format", "csv", "--build", third.build_id).stdout
+    assert csv.split("\n\n")[1].startswith("build_id,step_id,")
 
 
 def test_version_and_help_name_types_in_words(cli):
