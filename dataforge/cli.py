@@ -257,8 +257,9 @@ def show(dataset: str = typer.Argument(..., metavar="DATASET", help="Dataset nam
 
 @app.command()
 def sql(query: str = typer.Argument(..., metavar="QUERY",
-                                    help="One SELECT over the catalog: datasets by name, and the builds, "
-                                         "steps, rejections, lineage and llm_calls tables."),
+                                    help="One SELECT over the catalog: datasets by name, and the tables "
+                                         "builds, steps, step_outputs, datasets, rejections, lineage, "
+                                         "llm_calls, llm_batches, runs and run_losses."),
         catalog: Optional[Path] = CatalogOpt,
         limit: Optional[int] = typer.Option(None, "--limit", metavar="N", min=0,
                                             help=f"Rows to print (default: {SQL_ROWS} in table views, "

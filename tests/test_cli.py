@@ -400,6 +400,8 @@ def test_version_and_help_name_types_in_words(cli):
             (cmd, text)
     text = flat(cli("build", "--help").output)
     assert "--var NAME=VALUE" in text and "--only STEP" in text and "--catalog FILE" in text
+    text = "".join(flat(cli("sql", "--help").output).split())  # table names may wrap mid-word
+    assert all(t in text for t in ("llm_batches", "runs", "run_losses", "step_outputs")), text
 
 
 def test_report_out_must_be_a_folder_it_may_replace(built, cli, tmp_path):
