@@ -139,8 +139,8 @@ def test_sql_formats(built, cli):
     ("drop view greetings", "DROP"),
     ("attach 'other.duckdb' as o", "ATTACH"),
     ("copy builds to 'out.csv'", "COPY"),
-    ("install httpfs", "LOAD"),
-    ("load httpfs", "LOAD"),
+    ("install httpfs", "INSTALL/LOAD"),
+    ("load httpfs", "INSTALL/LOAD"),
     ("export database 'dump'", "EXPORT"),
     ("select 1; delete from builds", "DELETE"),
 ])

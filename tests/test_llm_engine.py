@@ -177,6 +177,10 @@ def test_failed_calls_become_llm_error_rejections(server, write, catalog, cli):
     assert summary.select("model", "ok", "failed").rows() == [("openai:echo-1", 2, 1)]
     shown = cli("calls", "--catalog", catalog)
     assert shown.exit_code == 0 and "openai:echo-1" in shown.output
+    build = api.history(catalog=catalog)[0]["build_id"][0]
+    assert cli("calls", "--build", build, "--catalog", catalog).exit_code == 0
+    typo = cli("calls", "--build", build[:-1], "--catalog", catalog)  # an empty table would read as "no calls"
+    assert typo.exit_code == 2 and f"no build '{build[:-1]}' in the catalog; recent builds: {build}" in typo.output
 
 
 class LeakyServer(LoopbackServer):

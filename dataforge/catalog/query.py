@@ -58,6 +58,8 @@ def check_read_only(query: str) -> None:
         raise UserError("empty SQL query")
     for st in statements:
         kind = st.type.name
+        if kind == "LOAD":  # DuckDB's statement type for INSTALL too
+            kind = "INSTALL/LOAD"
         if kind not in _READ_TYPES:
             raise UserError(f"`dataforge sql` is read-only: {kind} statements are refused "
                             "(datasets change only through `dataforge build`)")
@@ -264,6 +266,10 @@ def calls_summary(path: Path | None, build_id: str | None = None) -> pl.DataFram
     """LLM calls per build, step and model: requests sent, answered from the log, retries, failures,
     tokens, dollars and mean latency of successful calls."""
     with connect(_require(path), read_only=True) as con:
+        if build_id and not con.execute("select 1 from builds where build_id = ?", [build_id]).fetchall():
+            recent = [r[0] for r in con.execute("select build_id from builds order by started_at desc limit 3").fetchall()]
+            raise UserError(f"no build {build_id!r} in the catalog" + (f"; recent builds: {', '.join(recent)} "
+                                                                      "(dataforge history lists them)" if recent else ""))
         where = "where build_id = ?" if build_id else ""
         return _small_frame(con.sql(
             f"""select build_id, step_id, provider || ':' || model as model,
