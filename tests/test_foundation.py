@@ -351,3 +351,36 @@ def test_yaml_escapes_of_emoji_load_and_syntax_errors_read_the_same(write, catal
     with pytest.raises(UserError) as e:
         api.validate(bad)
     assert e.value.line == 3 and "YAML syntax error" in e.value.message and "\\t" in e.value.message
+
+
+def test_a_forced_rebuild_does_not_hand_another_recipes_dataset_to_this_recipe(write, catalog, cli):
+    """Two recipes publish the same rows under their own names; `--force` of one stores the shared table again.
+    The other recipe's dataset must stay its own: a later build of it was refused ('published by recipe
+    second') because the re-store moved that dataset's build_id to the forcing build."""
+    body = "\nsteps: [{id: s, type: source.inline, rows: [{t: a}]}]\n"
+    a = write("a.yaml", "name: first" + body + "outputs: {first_rows: s}\n")
+    b = write("b.yaml", "name: second" + body + "outputs: {second_rows: s}\n")
+    assert cli("build", a, "--catalog", catalog).exit_code == 0
+    assert cli("build", b, "--catalog", catalog).exit_code == 0
+    forced = cli("build", b, "--catalog", catalog, "--force")
+    assert forced.exit_code == 0, forced.output
+    again = cli("build", a, "--catalog", catalog)
+    assert again.exit_code == 0, again.output
+    owners = api.sql("select d.name, b.recipe_name from datasets d join builds b using (build_id) order by d.name",
+                     catalog=catalog).rows()
+    assert owners == [("first_rows", "first"), ("second_rows", "second")]
+
+
+def test_a_forced_rebuild_keeps_who_published_each_earlier_version(write, catalog, cli):
+    """`second` took `shared_name` over with the same rows (v2); `first` taking it back with --force must not
+    rewrite v2 as published by `first` (and so publish no version of its own)."""
+    body = "\nsteps: [{id: s, type: source.inline, rows: [{t: a}]}]\noutputs: {shared_name: s}\n"
+    a = write("a.yaml", "name: first" + body)
+    b = write("b.yaml", "name: second" + body)
+    assert cli("build", a, "--catalog", catalog).exit_code == 0
+    assert cli("build", b, "--catalog", catalog, "--take-over").exit_code == 0
+    back = cli("build", a, "--catalog", catalog, "--take-over", "--force")
+    assert back.exit_code == 0 and "dataset shared_name v3" in back.output, back.output
+    owners = api.sql("select d.version, b.recipe_name from datasets d join builds b using (build_id) "
+                     "order by d.version", catalog=catalog).rows()
+    assert owners == [(1, "first"), (2, "second"), (3, "first")]

@@ -571,10 +571,14 @@ def _record_output(con, *, build_id: str, step_id: str, type: str, fingerprint: 
     con.execute("insert into step_outputs values (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 [fingerprint, table, step_id, type, rows_in, rows, n_rej, build_id, _now()])
     # Stored again under the same fingerprint (`--force`, a retry of failed calls): the dataset versions
-    # whose view shows this table keep their number and get its new row count and this build, whose
-    # steps (rows in/out, rejections) are now the ones that made it.
-    con.execute("update datasets set rows = ?, build_id = ? where fingerprint = ? and (rows <> ? or build_id <> ?)",
-                [rows, build_id, fingerprint, rows, build_id])
+    # whose view shows this table keep their number and get its new row count. Those this build's recipe
+    # published also get this build, whose steps (rows in/out, rejections) are now the ones that made them;
+    # another recipe's version keeps its build, which says who published it (`dataset_owners`).
+    con.execute("update datasets set rows = ? where fingerprint = ? and rows <> ?", [rows, fingerprint, rows])
+    con.execute("""update datasets set build_id = ? where fingerprint = ? and build_id <> ? and build_id in (
+                       select build_id from builds where recipe_name = (
+                           select recipe_name from builds where build_id = ?))""",
+                [build_id, fingerprint, build_id, build_id])
     con.execute("delete from rejections where fingerprint = ?", [fingerprint])
     if rejections is not None and rejections.height:
         con.register("_rej", rejections.select("row_id", "reason", "score", "detail").to_arrow())
