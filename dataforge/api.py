@@ -127,11 +127,13 @@ def write_schema(out: str | Path = "schemas/recipe.schema.json",
 
     from dataforge.outdir import out_file
 
-    out = out_file(out, "JSON Schema")
+    out = out_file(out, "JSON Schema", example="recipe.schema.json")
     targets: list[tuple[Path | None, Callable[[], str]]] = [(out, schema_json)]
     targets += [(out.with_name(SCHEMAS[kind][0]), functools.partial(schema_json, kind))
                 for kind in ("mixture", "train")]
-    targets.append((None if reference is None else out_file(reference, "recipe reference"), reference_markdown))
+    targets.append((None if reference is None else
+                    out_file(reference, "recipe reference", flag="--reference", example="recipe-reference.md"),
+                    reference_markdown))
     written = []
     for path, text in targets:
         if path is None:

@@ -27,18 +27,19 @@ def out_path(value: str | Path, what: str) -> Path:
     return Path(value)
 
 
-def out_file(value: str | Path, what: str) -> Path:
-    """`--out` as the path of a file to write at the end of a long run, refused before the run when it
-    is empty, a directory, or inside something that is not one."""
+def out_file(value: str | Path, what: str, *, flag: str = "--out", example: str | None = None) -> Path:
+    """`flag` (`--out`) as the path of a file to write at the end of a long run, refused before the run when
+    it is empty, a directory, or inside something that is not one. `example`: a file name to suggest inside
+    a directory given instead (default: `what` as a `.json` name)."""
     if not str(value).strip():
-        raise UserError(f"--out is empty; give the path of a file for the {what}")
+        raise UserError(f"{flag} is empty; give the path of a file for the {what}")
     path = Path(value)
     if path.is_dir():
-        raise UserError(f"--out {path} is a directory; give the path of a file for the {what}, "
-                        f"e.g. --out {path / (what.replace(' ', '_') + '.json')}")
+        raise UserError(f"{flag} {path} is a directory; give the path of a file for the {what}, "
+                        f"e.g. {flag} {path / (example or what.replace(' ', '_') + '.json')}")
     parent = next((p for p in path.parents if p.exists()), None)
     if parent is not None and not parent.is_dir():
-        raise UserError(f"--out {path}: {parent} is not a directory")
+        raise UserError(f"{flag} {path}: {parent} is not a directory")
     return path
 
 

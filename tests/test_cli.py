@@ -562,3 +562,23 @@ def test_every_out_option_refuses_an_empty_value_or_a_folder_for_a_file_before_a
         assert res.exit_code == 2, (args, res.output)
         assert message in " ".join(res.output.split()), (args, res.output)
     assert sorted(p.name for p in here.iterdir()) == ["results"] and not list((here / "results").iterdir())
+
+
+def test_schema_names_the_flag_it_refuses_and_suggests_a_file_of_its_kind(cli, tmp_path, monkeypatch):
+    # --reference went through the --out check: its errors named --out, and a folder got a `.json` suggestion
+    # for the Markdown reference.
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "docs").mkdir()
+    (tmp_path / "schemas").mkdir()
+    cases = [
+        (["--reference", ""], "--reference is empty; give the path of a file for the recipe reference"),
+        (["--reference", "docs"], "--reference docs is a directory; give the path of a file for the recipe "
+                                  "reference, e.g. --reference docs/recipe-reference.md"),
+        (["--out", "schemas"], "--out schemas is a directory; give the path of a file for the JSON Schema, "
+                               "e.g. --out schemas/recipe.schema.json"),
+    ]
+    for args, message in cases:
+        res = cli("schema", *args)
+        assert res.exit_code == 2, (args, res.output)
+        assert message in " ".join(res.output.split()), (args, res.output)
+    assert not list((tmp_path / "docs").iterdir()) and not list((tmp_path / "schemas").iterdir())
