@@ -110,6 +110,9 @@ def test_cli_on_a_catalog_dataset(tmp_path, write, catalog, cli):
     (["--batch-size", "0"], "--batch-size: Input should be greater than or equal to 1"),
     (["--score", "median"], "--score: Input should be 'sum' or 'mean'"),
     (["--device", "gpu0"], "--device: 'gpu0' is not a torch device"),  # was an internal RuntimeError
+    # devices torch names but this machine (torch built for CPU only) cannot use: internal errors, after loading
+    (["--device", "mps"], "--device: 'mps': torch cannot use this device here"),
+    (["--device", "xpu:0"], "--device: 'xpu:0': torch cannot use this device here"),
     (["--labels-column", "nope"], "no column 'nope' (--labels-column)"),
     (["--adapter", "/nonexistent/adapter"], "--adapter /nonexistent/adapter: not a peft adapter directory"),
 ])
@@ -128,3 +131,18 @@ def test_cli_bad_options_exit_2(tmp_path, write, catalog, cli, args, message):
     r = cli("eval-classification", "prompts", "--model", model_dir, "--catalog", catalog, *args)
     assert r.exit_code == 2
     assert message in r.output
+
+
+def test_a_cuda_device_this_machine_does_not_have_is_refused_when_the_flags_are_read(monkeypatch):
+    # `cuda:3` on a one-GPU machine passed the check and failed once the model was moved (an internal error).
+    import torch
+
+    from dataforge.train.clf_run import ClfEvalConfig
+    from dataforge.train.options import from_flags
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    assert from_flags(ClfEvalConfig, data="d", model="m", device="cuda:0").device == "cuda:0"
+    assert from_flags(ClfEvalConfig, data="d", model="m", device="cuda").device == "cuda"
+    with pytest.raises(UserError, match=r"--device: 'cuda:3': this machine has 1 CUDA device\(s\) \(cuda:0 to cuda:0\)"):
+        from_flags(ClfEvalConfig, data="d", model="m", device="cuda:3")

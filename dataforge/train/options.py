@@ -23,8 +23,18 @@ def _torch_device(value: str | None) -> str | None:
         dev = torch.device(value)
     except (RuntimeError, ValueError):
         raise ValueError(f"{value!r} is not a torch device (cpu, cuda, cuda:1, mps, ...)") from None
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"{value!r}: CUDA is not available on this machine")
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(f"{value!r}: CUDA is not available on this machine")
+        count = torch.cuda.device_count()
+        if dev.index is not None and dev.index >= count:
+            raise ValueError(f"{value!r}: this machine has {count} CUDA device(s) (cuda:0 to cuda:{count - 1})")
+    elif dev.type != "cpu":  # mps, xpu, ...: torch parses the name whether or not it is built for it or has one
+        try:
+            torch.empty(0, device=dev)
+        except Exception as e:  # noqa: BLE001 - each backend fails its own way (assert, NotImplementedError, ...)
+            why = (str(e).strip().splitlines() or [type(e).__name__])[0]
+            raise ValueError(f"{value!r}: torch cannot use this device here ({why[:200]})") from None
     return value
 
 
