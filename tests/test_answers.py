@@ -71,6 +71,10 @@ EXTRACT = [
     ("The answer is B, which names the mammal.", "answer_is", "B"),
     ("The answer is salt and pepper.", "answer_is", "salt and pepper"),
     ("The answer is as large as 7.", "answer_is", "as large as 7"),
+    # ", as well as" joins a second part of the answer; it gives no reason
+    ("The answer is salt, as well as pepper.", "answer_is", "salt, as well as pepper"),
+    ("The answer is x = 2, as well as x = -2, since x^2 = 4.", "answer_is", "x = 2, as well as x = -2"),
+    ("The answer is 2, as well as -2.", "answer_is", "2, as well as -2"),
 ]
 
 

@@ -10,7 +10,8 @@ holds no final answer. Extractors:
   `\\boxed 5` (no braces) is read up to the next space or `$`.
 - `answer_is`: what follows the last "the answer is" (also "final answer is", "answer:"), up to the end of
   the sentence; a `\\boxed{}` inside it is unwrapped; a number followed by a clause ("12, since ...") is
-  that number, and any other answer loses the reason it gives ("x = 5, since ..." is `x = 5`).
+  that number, and any other answer loses the reason it gives ("x = 5, since ..." is `x = 5`);
+  ", as well as ..." is part of the answer.
 - `last_number`: the last number in the text (`-3`, `1,000`, `2.5`, `3/4`, `$12`).
 - `regex`: the last match of a user pattern: its group `answer` if named, else group 1, else the whole match.
 
@@ -38,10 +39,11 @@ _SENTENCE_END = re.compile(r"\.(?:\s|$)|\n")
 # A number followed by the start of a clause ("12, since ...", "12 because ...", "12 (3 boxes of 4)"): the
 # number is the answer. A unit or more words ("3.5 hours", "7 apples and 3 pears") are left as written.
 _NUMBER_THEN_CLAUSE = re.compile(
-    r"((?>" + _NUMBER.pattern + r"))(?:\s*[,;]\s*(?=[^\W\d_])|\s+\(|\s+[\u2013\u2014]\s|"
+    r"((?>" + _NUMBER.pattern + r"))(?:\s*[,;]\s*(?=[^\W\d_])(?!as\s+well\s+as\b)|\s+\(|\s+[\u2013\u2014]\s|"
     r"\s+(?:because|since|as|so|which|that|given|from|when|if|for)\b)", re.I)
-# Where any other answer ("x = 5", "5%", "12 dollars", "Paris") gives its reason: the reason is cut off.
-_CLAUSE = re.compile(r"\s*[,;]\s*(?:because|since|as|so|which|given|when|if|for|though|but)\b|"
+# Where any other answer ("x = 5", "5%", "12 dollars", "Paris") gives its reason: the reason is cut off
+# (", as well as ..." adds to the answer instead).
+_CLAUSE = re.compile(r"\s*[,;]\s*(?:because|since|as(?!\s+well\s+as\b)|so|which|given|when|if|for|though|but)\b|"
                      r"\s+(?:because|since)\b|\s+[\u2013\u2014]\s", re.I)
 
 
