@@ -484,6 +484,16 @@ def test_malformed_config_is_answered_at_file_line(world, tmp_path, cli):
     assert r.exit_code == 2 and f"{bad}:4:23: data.where.completion: cannot compare column 'completion'" in r.output
 
 
+def test_an_empty_output_dir_in_the_config_is_refused_not_read_as_the_configs_folder(world, tmp_path, cli):
+    # As `--out ""`: `output_dir: ""` resolved to the config file's folder, and the run was written into it.
+    cfg = _config(world, tmp_path, output_dir="", train={"max_steps": 1})
+    before = _run_count(world["cat"])
+    r = cli("train", cfg, "--catalog", world["cat"])
+    assert r.exit_code == 2, r.output
+    assert f"{cfg}:" in r.output and "output_dir: output_dir is empty; give a directory for the run" in r.output
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["t.yaml"] and _run_count(world["cat"]) == before
+
+
 def _run_count(cat) -> int:
     return api.sql("select count(*) as n from runs", catalog=cat)["n"][0]
 

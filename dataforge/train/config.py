@@ -161,6 +161,9 @@ class TrainConfig(_Model):
 
     @model_validator(mode="after")
     def _method_fields(self) -> "TrainConfig":
+        if not self.output_dir.strip():  # `Path("")` is `.`: the run would be written into the config's folder
+            raise KeyedValueError("output_dir is empty; give a directory for the run (relative paths: from the "
+                                  "config file's folder)", ("output_dir",))
         if self.method == "nat" and self.negative_data is None:
             raise KeyedValueError("nat needs `negative_data:` (the negative rationales for stage 1), "
                                   "which is missing", ("method",))
