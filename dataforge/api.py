@@ -24,6 +24,15 @@ def _catalog(path: str | Path | None) -> Path:
     return Path(path) if path is not None else default_catalog_path()
 
 
+def _limit(limit: int | None, least: int) -> int | None:
+    """A row/build limit, refused below `least` (DuckDB would fail on a negative LIMIT)."""
+    from dataforge.errors import UserError
+
+    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < least):
+        raise UserError(f"limit must be an integer of at least {least}, not {limit!r}")
+    return limit
+
+
 def validate(recipe: str | Path, *, vars: dict[str, Any] | None = None, catalog: str | Path | None = None) -> Plan:
     """Parse and check a recipe and its DAG without running anything."""
     from dataforge.recipe.validate import load_recipe
@@ -82,7 +91,7 @@ def show(name: str, *, version: int | None = None, limit: int | None = 20, colum
          catalog: str | Path | None = None) -> pl.DataFrame:
     """The first `limit` rows (all when None) of a dataset (latest version unless `version`),
     optionally only `columns`."""
-    return q.show(_catalog(catalog), name, version, limit, columns)
+    return q.show(_catalog(catalog), name, version, _limit(limit, 0), columns)
 
 
 def read(name: str, *, version: int | None = None, catalog: str | Path | None = None) -> pl.DataFrame:
@@ -99,13 +108,13 @@ def sql(query: str, *, catalog: str | Path | None = None, allow_files: bool = Fa
 def sql_page(query: str, *, limit: int | None, catalog: str | Path | None = None,
              allow_files: bool = False) -> tuple[pl.DataFrame, int]:
     """Like `sql`, but only the first `limit` rows (all when None), and how many rows the result has."""
-    return q.run_select_page(_catalog(catalog), query, limit, allow_files=allow_files)
+    return q.run_select_page(_catalog(catalog), query, _limit(limit, 0), allow_files=allow_files)
 
 
 def history(*, limit: int = 20, build_id: str | None = None, recipe: str | None = None,
             catalog: str | Path | None = None) -> tuple[pl.DataFrame, pl.DataFrame]:
     """Recent builds and their steps; only one build (`build_id`) or one recipe's builds (`recipe`)."""
-    return q.history(_catalog(catalog), limit, build_id=build_id, recipe=recipe)
+    return q.history(_catalog(catalog), _limit(limit, 1), build_id=build_id, recipe=recipe)
 
 
 def kept_work(pid: int, *, catalog: str | Path | None = None) -> dict[str, Any] | None:
@@ -169,7 +178,7 @@ def report(dataset: str, *, out: str | Path, version: int | None = None, column:
 
 def runs(*, limit: int = 50, kind: str | None = None, catalog: str | Path | None = None) -> pl.DataFrame:
     """Recent training / ranking / evaluation runs, newest first."""
-    return q.list_runs(_catalog(catalog), limit, kind)
+    return q.list_runs(_catalog(catalog), _limit(limit, 1), kind)
 
 
 def run_record(run_id: str, *, catalog: str | Path | None = None) -> dict[str, Any]:

@@ -582,3 +582,17 @@ def test_schema_names_the_flag_it_refuses_and_suggests_a_file_of_its_kind(cli, t
         assert res.exit_code == 2, (args, res.output)
         assert message in " ".join(res.output.split()), (args, res.output)
     assert not list((tmp_path / "docs").iterdir()) and not list((tmp_path / "schemas").iterdir())
+
+
+def test_the_api_refuses_a_negative_limit_as_the_cli_does(built):
+    from dataforge.errors import UserError
+
+    _, cat, _, _ = built
+    calls = [lambda n: api.show("greetings", limit=n, catalog=cat),
+             lambda n: api.sql_page("select 1", limit=n, catalog=cat),
+             lambda n: api.history(limit=n, catalog=cat),
+             lambda n: api.runs(limit=n, catalog=cat)]
+    for call in calls:
+        with pytest.raises(UserError, match="limit must be an integer of at least"):
+            call(-1)
+    assert api.show("greetings", limit=0, catalog=cat).height == 0 and api.history(limit=1, catalog=cat)[0].height == 1
