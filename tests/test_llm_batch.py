@@ -386,3 +386,9 @@ def test_the_documented_batch_model_has_a_price():
     cfg = LLMConfig(provider="anthropic", model=MODELS["anthropic"])
     assert price(cfg) == (1.0, 5.0)
     assert cost_usd(cfg, 1_000_000, 0, batch=True) == 0.5
+
+
+def test_the_longest_model_prefix_prices_a_model():
+    # Opus 4.5 lists at a third of Opus 4/4.1, whose prefix it shares
+    assert price(LLMConfig(provider="anthropic", model="claude-opus-4-5-20251101")) == (5.0, 25.0)
+    assert price(LLMConfig(provider="anthropic", model="claude-opus-4-1-20250805")) == (15.0, 75.0)

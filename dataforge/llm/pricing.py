@@ -20,7 +20,8 @@ PRICES: dict[str, tuple[float, float]] = {
     "claude-3-7-sonnet": (3.00, 15.00),
     "claude-haiku-4": (1.00, 5.00),
     "claude-sonnet-4": (3.00, 15.00),
-    "claude-opus-4": (15.00, 75.00),
+    "claude-opus-4": (15.00, 75.00),  # Opus 4 and 4.1
+    "claude-opus-4-5": (5.00, 25.00),
 }
 
 BATCH_DISCOUNT = 0.5
