@@ -557,3 +557,15 @@ def test_shipped_train_configs_validate(path):
 
     cf = load_config(path)
     assert cf.config.output_dir and cf.resolve(cf.config.output_dir).is_relative_to(REPO / "out")
+
+
+def test_a_target_module_matching_a_layer_and_a_norm_is_refused_as_peft_would():
+    from dataforge.train.config import LoraSettings
+    from dataforge.train.sft import target_module_problems
+
+    model = torch.nn.ModuleDict({"attn": torch.nn.ModuleDict({"proj": torch.nn.Linear(2, 2)}),
+                                 "norm": torch.nn.ModuleDict({"proj": torch.nn.LayerNorm(2)})})
+    problems = target_module_problems(model, LoraSettings(target_modules=["proj"]))
+    assert problems == [(0, "'proj' is a LayerNorm (at norm.proj), which LoRA does not wrap (it wraps Linear, "
+                            "Embedding and Conv layers); linear layers of this model: proj")]
+    assert target_module_problems(model, LoraSettings(target_modules=["attn.proj"])) == []

@@ -29,18 +29,21 @@ def linear_layer_names(model) -> list[str]:
 
 def target_module_problems(model, lora: LoraSettings) -> list[tuple[int, str]]:
     """(index, message) for each `lora.target_modules` entry that names no layer of `model`, matched as peft
-    matches a list (a module name equal to the entry or ending in `.entry`), or only modules that hold others."""
+    matches a list (a module name equal to the entry or ending in `.entry`), or names a module LoRA cannot
+    wrap (a block of layers, a norm): peft refuses the whole list for any one such match."""
     modules = [(n, m) for n, m in model.named_modules() if n]
     problems = []
     for i, target in enumerate(lora.target_modules):
-        hits = [m for n, m in modules if n == target or n.endswith("." + target)]
+        hits = [(n, m) for n, m in modules if n == target or n.endswith("." + target)]
+        bad = next(((n, m) for n, m in hits if not _lora_wraps(m)), None)
         if not hits:
             problems.append((i, f"{target!r} names no layer of this model"))
-        elif all(next(m.children(), None) is not None for m in hits):
-            problems.append((i, f"{target!r} is a {type(hits[0]).__name__} (a block of layers), not a layer"))
-        elif not any(_lora_wraps(m) for m in hits):
-            problems.append((i, f"{target!r} is a {type(hits[0]).__name__}, which LoRA does not wrap "
-                                "(it wraps Linear, Embedding and Conv layers)"))
+        elif bad is not None:
+            name, m = bad
+            what = "a block of layers, not a layer" if next(m.children(), None) is not None else \
+                "which LoRA does not wrap (it wraps Linear, Embedding and Conv layers)"
+            at = "" if name == target or len(hits) == 1 else f" (at {name})"
+            problems.append((i, f"{target!r} is a {type(m).__name__}{at}, {what}"))
     if problems:
         names = ", ".join(linear_layer_names(model))
         problems = [(i, f"{msg}; linear layers of this model: {names}") for i, msg in problems]
