@@ -180,7 +180,7 @@ class Source(Step):
         if df.height == 0 and not self.allow_empty:
             raise StepError(self.id, None, "source produced no rows (set allow_empty: true to accept that)")
         if df.width == 0:
-            hint = " (an empty file names none: list them in `columns:`)" if self.allow_empty else ""
+            hint = " (no rows name any: list them in `columns:`)" if self.allow_empty else ""
             raise StepError(self.id, None, f"source has no columns{hint}")
         return df
 
