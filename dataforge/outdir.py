@@ -4,19 +4,23 @@ the `--out` paths of other commands, checked before any work.
 A command may replace a missing or empty directory, or one it wrote before (recognised by the
 marker file it leaves there); anything else is the user's and is refused before any work. The
 new contents are written beside `out` and swapped in at the end, so an earlier output stays
-intact until the new one is complete.
+intact until the new one is complete. The folders used on the way are named after the host and
+process that made them, so what a killed command left there is cleared by the next one.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import re
 import shutil
+import socket
 import uuid
 from pathlib import Path
 from typing import Iterator
 
 from dataforge.errors import UserError
+from dataforge.pids import alive
 
 
 def out_path(value: str | Path, what: str) -> Path:
@@ -56,11 +60,28 @@ def check_replaceable(out: Path, marker: str, what: str) -> None:
                         "refusing to replace it: give a new or empty directory")
 
 
+def clear_leftovers(out: Path) -> None:
+    """Remove the folders a command killed outright (SIGKILL, power loss) left beside `out`: a
+    half-written `.tmp-` one, and an `.old-` one, put back as `out` when the kill came between
+    moving it aside and moving the new one in. Only those of processes of this host that are gone."""
+    pattern = re.compile(rf"\.{re.escape(out.name)}\.(tmp|old)-{re.escape(socket.gethostname())}-(\d+)-[0-9a-f]{{8}}")
+    with contextlib.suppress(OSError):  # a folder we may not list or change: the command says so when it writes
+        for p in sorted(out.parent.iterdir(), key=lambda p: p.name):  # .old- before .tmp-
+            m = pattern.fullmatch(p.name)
+            if m is None or alive(int(m[2])) or p.is_symlink() or not p.is_dir():
+                continue
+            if m[1] == "old" and not out.exists():
+                os.replace(p, out)
+            else:
+                shutil.rmtree(p, ignore_errors=True)
+
+
 @contextlib.contextmanager
 def staged_dir(out: Path, marker: str, what: str) -> Iterator[Path]:
     """A fresh directory beside `out`; on success it replaces `out`, on failure it is removed."""
+    clear_leftovers(out)
     check_replaceable(out, marker, what)
-    tag = uuid.uuid4().hex[:8]
+    tag = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
     tmp = out.parent / f".{out.name}.tmp-{tag}"
     try:
         out.parent.mkdir(parents=True, exist_ok=True)

@@ -389,3 +389,47 @@ def test_mixture_schema_is_current_and_documents_fields():
     schema = json.loads(committed)
     assert schema["properties"]["cap"]["description"].startswith("Default per-source cap")
     assert schema["additionalProperties"] is False
+
+
+# A child export that SIGKILLs itself at one point of writing: `write` (a split written to the
+# staging folder, no manifest yet) or `swap` (after the earlier export was moved aside, before the new one moved in).
+_KILLED_EXPORT = """
+import os, signal, sys
+from dataforge import api, outdir
+from dataforge.export import run
+
+point = sys.argv[4]
+if point == "write":
+    write_split = run.write_split
+    def split_then_die(*a, **k):
+        write_split(*a, **k)
+        os.kill(os.getpid(), signal.SIGKILL)
+    run.write_split = split_then_die
+else:
+    replace = os.replace
+    def once(src, dst):
+        replace(src, dst)
+        os.kill(os.getpid(), signal.SIGKILL)
+    outdir.os.replace = once
+api.export(sys.argv[1], out=sys.argv[2], catalog=sys.argv[3])
+"""
+
+
+@pytest.mark.parametrize("point", ["write", "swap"])
+def test_an_export_killed_outright_leaves_nothing_the_next_export_does_not_clear(cat, write, tmp_path, point):
+    import subprocess
+    import sys
+
+    mix = _mixture(write, "total: 20\nsources:\n  - dataset: alpha\n")
+    out = tmp_path / "out"
+    api.export(mix, out=out, catalog=cat)
+    before = {p.name: _sha(p) for p in out.iterdir()}
+    child = subprocess.run([sys.executable, "-c", _KILLED_EXPORT, mix, out, cat, point], capture_output=True)
+    assert child.returncode == -9, child.stderr
+    # Killed between the two moves, the earlier export is only there under its `.old-` name: the
+    # next export puts it back first (then replaces it, as any earlier export).
+    assert [p for p in tmp_path.iterdir() if p.name.startswith(".out.")]
+    assert out.is_dir() == (point == "write")
+    api.export(mix, out=out, catalog=cat)
+    assert {p.name: _sha(p) for p in out.iterdir()} == before
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".out.")]

@@ -18,6 +18,7 @@ from dataforge import __version__
 from dataforge.catalog import migrations
 from dataforge.catalog.db import connect, transaction
 from dataforge.errors import UserError
+from dataforge.pids import alive
 from dataforge.sqlquote import quote_ident
 
 if TYPE_CHECKING:
@@ -36,16 +37,6 @@ STAGE_MEMORY_LIMIT = "256MB"
 def output_table(fingerprint: str) -> str:
     """Name of the table that stores the output of the step with this fingerprint."""
     return f"_s_{fingerprint[:24]}"
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def _now() -> dt.datetime:
@@ -155,7 +146,7 @@ class Catalog:
         with self._read() as con:
             running = con.execute("select build_id, pid from builds where status = 'running' and host = ?",
                                   [host]).fetchall()
-        dead = [(bid, pid) for bid, pid in running if pid is not None and not _alive(pid)]
+        dead = [(bid, pid) for bid, pid in running if pid is not None and not alive(pid)]
         if dead:
             with self._write() as con:
                 for bid, pid in dead:
@@ -487,7 +478,7 @@ class Catalog:
         with self._read() as con:
             running = con.execute("select run_id, pid from runs where status = 'running' and host = ?",
                                   [host]).fetchall()
-        dead = [(rid, pid) for rid, pid in running if pid is not None and not _alive(pid)]
+        dead = [(rid, pid) for rid, pid in running if pid is not None and not alive(pid)]
         if dead:
             with self._write() as con:
                 for rid, pid in dead:
