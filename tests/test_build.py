@@ -286,3 +286,43 @@ def test_ctrl_c_after_one_source_was_staged_leaves_no_table_behind(write, catalo
     assert res.exit_code == 130 and len(calls) == 2
     monkeypatch.undo()
     assert api.sql("select table_name from duckdb_tables() order by 1", catalog=catalog).equals(tables)
+
+
+# A build that SIGKILLs itself once its sources are stored, before the build is recorded.
+_KILLED_AFTER_STAGING = """
+import os, signal, sys
+from dataforge import api
+from dataforge.catalog.store import Catalog
+
+Catalog.begin_build = lambda *a, **k: os.kill(os.getpid(), signal.SIGKILL)
+api.build(sys.argv[1], catalog=sys.argv[2])
+"""
+
+
+def test_a_build_killed_after_storing_its_sources_leaves_no_table_the_next_build_keeps(write, catalog):
+    """The staged tables of a build killed outright before it began are nobody's: the next build
+    drops them (not those of a build still running), instead of keeping them in the file for ever."""
+    import subprocess
+    import sys
+
+    write("a.jsonl", "".join(json.dumps({"text": f"a {i}"}) + "\n" for i in range(20)))
+    r = write("r.yaml", "name: one\nsteps: [{id: a, type: source.jsonl, path: a.jsonl, columns: [text]}]\n"
+                        "outputs: {a: a}\n")
+    api.build(write("o.yaml", "name: o\nsteps: [{id: o, type: source.inline, rows: [{t: a}]}]\noutputs: {o: o}\n"),
+              catalog=catalog)
+    tables = api.sql("select table_name from duckdb_tables() order by 1", catalog=catalog)
+    child = subprocess.run([sys.executable, "-c", _KILLED_AFTER_STAGING, r, catalog], capture_output=True)
+    assert child.returncode == -9, child.stderr
+    left = api.sql("select table_name from duckdb_tables() order by 1", catalog=catalog)
+    assert left.height == tables.height + 1  # the staged source, recorded by no step output
+    write("a.jsonl", "".join(json.dumps({"text": f"changed {i}"}) + "\n" for i in range(20)))
+    assert api.build(r, catalog=catalog).rows == {"a": 20}
+    orphans = api.sql("select table_name from duckdb_tables() where starts_with(table_name, '_s_') "
+                      "and table_name not in (select table_name from step_outputs)", catalog=catalog)
+    assert orphans.height == 0
+    from dataforge.catalog.store import Catalog
+
+    live = Catalog(catalog)  # a table this (live) process staged stays until it records or drops it
+    live.stage_output_query("f" * 64, "select 'x' as id")
+    assert live.drop_abandoned_staged() == [] and live.lookup_output("f" * 64) is None
+    assert api.sql("select count(*) from _s_ffffffffffffffffffffffff", catalog=catalog).item() == 1

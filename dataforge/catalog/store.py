@@ -7,6 +7,7 @@ import datetime as dt
 import functools
 import json
 import os
+import re
 import socket
 import threading
 import time
@@ -19,7 +20,7 @@ from dataforge.catalog import migrations
 from dataforge.catalog.db import connect, transaction
 from dataforge.errors import UserError
 from dataforge.pids import alive
-from dataforge.sqlquote import quote_ident
+from dataforge.sqlquote import quote_ident, quote_literal
 
 if TYPE_CHECKING:
     import polars as pl
@@ -220,6 +221,7 @@ class Catalog:
                         con.execute(f"set memory_limit = '{limit}'")
                     with transaction(con):
                         con.execute(f"create or replace table {table} as {query}")
+                        con.execute(f"comment on table {table} is {quote_literal(_staged_by())}")
                         return con.execute(f"select count(*) from {table}").fetchone()[0]
                 except duckdb.OutOfMemoryException:
                     if limit is None:
@@ -235,6 +237,25 @@ class Catalog:
             _record_output(con, build_id=build_id, step_id=step_id, type=type, fingerprint=fingerprint,
                            rows=rows, rows_in=rows_in, seconds=seconds, inputs=inputs, rejections=None,
                            lineage=None, notes=None)
+
+    def drop_abandoned_staged(self) -> list[str]:
+        """Drop the output tables that `stage_output_query` stored for a process of this host that is
+        gone without recording them (killed outright between storing its sources and beginning its
+        build); return their names. A live build's staged tables are left alone."""
+        with self._read() as con:
+            rows = con.execute(
+                """select table_name, comment from duckdb_tables()
+                   where database_name = current_database() and starts_with(table_name, '_s_')
+                     and starts_with(comment, ?) and table_name not in (select table_name from step_outputs)""",
+                [_STAGED_BY]).fetchall()
+        host = socket.gethostname()
+        gone = [t for t, comment in rows if (m := _STAGED_RE.fullmatch(comment)) and m[1] == host
+                and not alive(int(m[2]))]
+        if gone:
+            with self._write() as con, transaction(con):
+                for t in gone:
+                    con.execute(f"drop table if exists {quote_ident(t)}")
+        return gone
 
     def drop_staged(self, fingerprints: Iterable[str]) -> None:
         """Drop output tables `stage_output_query` stored that no step output records."""
@@ -514,6 +535,15 @@ def _insert_llm_calls(con, rows: list[dict[str, Any]]) -> None:
     con.register("_calls", pl.DataFrame(data, schema=schema).to_arrow())
     con.execute(f"insert into llm_calls ({', '.join(cols)}) select {', '.join(cols)} from _calls")
     con.unregister("_calls")
+
+
+_STAGED_BY = "staged by "
+_STAGED_RE = re.compile(r"staged by (.+) pid (\d+)")
+
+
+def _staged_by() -> str:
+    """The comment a staged output table carries until a build records it: who stored it."""
+    return f"{_STAGED_BY}{socket.gethostname()} pid {os.getpid()}"
 
 
 PROGRESS_EVERY = 0.5
