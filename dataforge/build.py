@@ -102,6 +102,7 @@ def _execute(plan: Plan, catalog: Catalog, catalog_path: Path, forced: set[str],
     fps = plan.fingerprints
     forced = set(forced)  # with retry_failed, grows by the steps whose LLM calls failed, and what reads them
     _check_owners(plan, catalog, take_over)
+    catalog.check_not_building(recipe.name)  # before any work; begin_build checks again as it records
     catalog.drop_abandoned_staged()
     started = time.time()
     with Progress(quiet=quiet) as progress:

@@ -121,6 +121,27 @@ def test_a_running_build_is_not_marked_killed(write, catalog, tmp_path, kept):
     assert builds.filter(pl.col("recipe_name") == "slow")["status"].to_list() == ["ok"]
 
 
+def test_a_second_build_of_a_recipe_being_built_is_refused(write, catalog, tmp_path, kept):
+    """Two builds of one recipe at once would both run its steps and pay for its LLM calls (the
+    first has not logged them yet): the second stops at once, exit 2, and changes nothing."""
+    recipe = slow_recipe(write, tmp_path)
+    proc = spawn_build(recipe, catalog, "--var", "secs=4")
+    try:
+        wait_for(tmp_path / "started", proc)
+        before = api.history(catalog=catalog)[0]
+        second = spawn_build(recipe, catalog, "--var", "secs=0")
+        _, second_err = second.communicate(timeout=60)
+        assert second.returncode == 2, second_err
+        assert f"recipe 'slow' is being built into this catalog right now (build {before['build_id'][0]}, " \
+               f"pid {proc.pid}," in second_err and "wait for it to finish" in second_err
+        assert api.history(catalog=catalog)[0].equals(before)  # no build recorded
+    finally:
+        out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0, err
+    assert api.read("kept", catalog=catalog).equals(kept)
+    assert api.build(recipe, catalog=catalog, vars={"secs": 0}).status == "ok"  # once it is done
+
+
 @pytest.mark.slow
 def test_sql_while_a_build_writes_never_hangs(write, catalog, tmp_path, kept):
     recipe = slow_recipe(write, tmp_path, rows=100_000)

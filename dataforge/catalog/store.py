@@ -130,7 +130,8 @@ class Catalog:
         started = time.time() if started is None else started
         build_id = dt.datetime.fromtimestamp(started).strftime("%Y%m%d-%H%M%S-") + uuid.uuid4().hex[:6]
         self.mark_killed_builds()
-        with self._write() as con:
+        with self._write() as con, transaction(con):
+            _refuse_a_second_build(con, recipe_name)
             con.execute(
                 """insert into builds (build_id, recipe_name, recipe_path, recipe_sha256, started_at, status,
                                        dataforge_version, pid, host)
@@ -140,6 +141,12 @@ class Catalog:
                  socket.gethostname()],
             )
         return build_id
+
+    def check_not_building(self, recipe_name: str) -> None:
+        """Refuse (a `UserError`) while a live process of this host builds the same recipe here."""
+        self.mark_killed_builds()
+        with self._read() as con:
+            _refuse_a_second_build(con, recipe_name)
 
     def mark_killed_builds(self) -> list[str]:
         """Mark `running` builds whose process on this host is gone as `killed`; return their ids."""
@@ -506,6 +513,18 @@ class Catalog:
                     con.execute("update runs set status = 'killed', error = ? where run_id = ? and status = 'running'",
                                 [f"the run's process (pid {pid}) ended without finishing", rid])
         return [rid for rid, _ in dead]
+
+
+def _refuse_a_second_build(con, recipe_name: str) -> None:
+    """A second build of one recipe at once would run (and pay for) the same steps and LLM calls as
+    the first, which has not logged them yet: refuse it while the first one's process is alive."""
+    for build_id, pid, started in con.execute(
+            "select build_id, pid, started_at from builds where status = 'running' and recipe_name = ? "
+            "and host = ? order by started_at", [recipe_name, socket.gethostname()]).fetchall():
+        if pid is not None and pid != os.getpid() and alive(pid):
+            raise UserError(f"recipe {recipe_name!r} is being built into this catalog right now (build {build_id}, "
+                            f"pid {pid}, started {started:%Y-%m-%d %H:%M:%S} UTC); wait for it to finish, or stop "
+                            "it: a second build at once would make the same steps and LLM calls again")
 
 
 @functools.cache
