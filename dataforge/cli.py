@@ -15,7 +15,7 @@ from rich.console import Console
 
 from dataforge import __version__, api, display
 from dataforge.catalog.db import is_interrupt
-from dataforge.errors import RecipeErrors, UserError
+from dataforge.errors import RecipeErrors, UserError, refused_write
 
 if TYPE_CHECKING:
     import polars as pl
@@ -100,6 +100,9 @@ def _run(fn: Callable[[], Any]) -> None:
         if is_interrupt(e):  # Ctrl-C while DuckDB ran a query outside a build step
             err.print(_interrupted(e), markup=False, highlight=False)
             raise typer.Exit(130)
+        if (refused := refused_write(e)) is not None:  # a full disk, a read-only folder: the user's to fix
+            err.print(f"error: {refused.render()}", markup=False, highlight=False)
+            raise typer.Exit(2)
         if _state["debug"]:
             traceback.print_exc()
         else:

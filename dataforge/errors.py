@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import errno
+import re
+
 
 class DataforgeError(Exception):
     """Base class of every error dataforge raises on purpose."""
@@ -49,3 +52,33 @@ class CatalogBusy(UserError):
 
 class BudgetExceeded(UserError):
     """A build reached its LLM budget; completed work is kept (printed like a user error, exit code 2)."""
+
+
+# What the machine says when it refuses a write (OS errors, and DuckDB's and polars' texts of them).
+_REFUSALS = {errno.ENOSPC: "No space left on device", errno.EDQUOT: "Disk quota exceeded",
+             errno.EFBIG: "File too large", errno.EROFS: "Read-only file system", errno.EACCES: "Permission denied"}
+_QUOTED_FILE = re.compile(r'file "([^"]+)"', re.IGNORECASE)
+
+
+def refusal(e: BaseException) -> tuple[str, str | None] | None:
+    """(what the machine said, the file where it is known) when `e` is a write it refused: a full
+    disk, a file size limit, a read-only or forbidden folder; None for any other error."""
+    text = str(e)
+    reason = next((r for r in _REFUSALS.values() if r in text), None)
+    if reason is None and isinstance(e, OSError):
+        reason = _REFUSALS.get(e.errno)  # type: ignore[arg-type]
+    if reason is None:
+        return None
+    if reason == "File too large":
+        reason += ": a file size limit, see `ulimit -f`"
+    return reason, getattr(e, "filename", None) or (m[1] if (m := _QUOTED_FILE.search(text)) else None)
+
+
+def refused_write(e: BaseException) -> UserError | None:
+    """`refusal(e)` as a `UserError` naming the file, or None."""
+    found = refusal(e)
+    if found is None:
+        return None
+    reason, path = found
+    return UserError(f"{path or 'a write was refused'}: {reason}; what was written before is kept: make room "
+                     "(or fix the permissions) and run the command again")

@@ -19,7 +19,7 @@ import uuid
 from pathlib import Path
 from typing import Iterator
 
-from dataforge.errors import UserError
+from dataforge.errors import UserError, refusal
 from dataforge.pids import alive
 
 
@@ -91,8 +91,12 @@ def staged_dir(out: Path, marker: str, what: str) -> Iterator[Path]:
                         "give a folder you can write to") from None
     try:
         yield tmp
-    except BaseException:
+    except BaseException as e:
         shutil.rmtree(tmp, ignore_errors=True)
+        found = refusal(e) if isinstance(e, Exception) else None
+        if found is not None:  # a full disk, a file size limit: the user's to fix
+            raise UserError(f"--out {out}: cannot write the {what} there ({found[0]}); an earlier {what} there "
+                            "is as it was: make room and run the command again") from None
         raise
     old = out.parent / f".{out.name}.old-{tag}"
     if out.exists():

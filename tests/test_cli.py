@@ -511,7 +511,8 @@ def test_numbers_are_never_cut_on_a_narrow_terminal(wide, cli):
     assert "345,660" in res.output and "ro…" in res.output
 
 
-def test_an_empty_out_is_refused_not_read_as_the_current_folder(write, catalog, cli, tmp_path, monkeypatch):
+def _build_pcs(write, catalog) -> None:
+    """Build dataset `pcs`: two prompt/completion rows."""
     r = write("pc.yaml", """
         name: pc
         steps:
@@ -522,6 +523,10 @@ def test_an_empty_out_is_refused_not_read_as_the_current_folder(write, catalog, 
           pcs: src
         """)
     api.build(r, catalog=catalog, quiet=True)
+
+
+def test_an_empty_out_is_refused_not_read_as_the_current_folder(write, catalog, cli, tmp_path, monkeypatch):
+    _build_pcs(write, catalog)
     mix = write("mix.yaml", "name: m\nseed: 1\nsources:\n  - dataset: pcs\n")
     here = tmp_path / "here"  # an empty current folder: `--out ""` read as `.` would be replaced
     here.mkdir()
@@ -596,3 +601,42 @@ def test_the_api_refuses_a_negative_limit_as_the_cli_does(built):
         with pytest.raises(UserError, match="limit must be an integer of at least"):
             call(-1)
     assert api.show("greetings", limit=0, catalog=cat).height == 0 and api.history(limit=1, catalog=cat)[0].height == 1
+
+
+def test_a_write_the_machine_refuses_is_a_user_error_that_keeps_what_was_there(write, catalog, cli, tmp_path):
+    """A full disk or a file size limit (`ulimit -f`; Python ignores SIGXFSZ, so writes fail with
+    EFBIG) is the user's to fix: exit 2 naming the file, not an internal error; the catalog's
+    datasets and an earlier export stay as they were."""
+    import resource
+
+    _build_pcs(write, catalog)
+    kept = api.read("pcs", catalog=catalog)
+    write("big.jsonl", "".join(f'{{"prompt": "task {i} {"x" * 90}", "completion": "c"}}\n' for i in range(60_000)))
+    big = write("big.yaml", "name: big\nsteps: [{id: s, type: source.jsonl, path: big.jsonl, "
+                            "columns: [prompt, completion]}]\noutputs: {bigs: s}\n")
+    soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (catalog.stat().st_size + 2**20, hard))
+    try:
+        res = cli("build", big, "--catalog", catalog, "-q")
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+    assert res.exit_code == 2, res.output
+    assert f"error: {catalog.resolve()}" in res.output and ": File too large: a file size limit" in res.output
+    assert "internal error" not in res.output
+    assert api.read("pcs", catalog=catalog).equals(kept) and list(api.datasets(catalog=catalog)["name"]) == ["pcs"]
+    assert api.build(big, catalog=catalog, quiet=True).rows == {"bigs": 60_000}
+
+    out = tmp_path / "out"
+    small_mix = write("small.yaml", "name: m\nseed: 1\nsources:\n  - dataset: pcs\n")
+    api.export(small_mix, out=out, catalog=catalog)
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    resource.setrlimit(resource.RLIMIT_FSIZE, (2**20, hard))
+    try:
+        res = cli("export", write("big_mix.yaml", "name: m\nseed: 1\nsources:\n  - dataset: bigs\n"),
+                  "--out", out, "--catalog", catalog)
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+    assert res.exit_code == 2, res.output
+    assert f"--out {out}: cannot write the export there (File too large" in res.output
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".out.")]
