@@ -118,7 +118,7 @@ def history(*, limit: int = 20, build_id: str | None = None, recipe: str | None 
 
 
 def kept_work(pid: int, *, catalog: str | Path | None = None) -> dict[str, Any] | None:
-    """The latest build of process `pid` and what it stored (`steps_built`, `rows`), or None."""
+    """The latest build of process `pid` and what it kept (`steps_built`, `rows`, LLM `answers`), or None."""
     return q.kept_work(_catalog(catalog), pid)
 
 

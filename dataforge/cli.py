@@ -125,10 +125,12 @@ def _interrupted(e: BaseException | None = None) -> str:
             kept = None
     if not kept:
         return "interrupted"
+    answers = (f"; the {kept['answers']:,} LLM answer(s) it got are in the call log, and the next build takes "
+               "them from there (they are not paid again)") if kept["answers"] else ""
     if not kept["steps_built"]:
-        return f"interrupted; build {kept['build_id']} had not stored any step yet"
+        return f"interrupted; build {kept['build_id']} had not stored any step yet{answers}"
     return (f"interrupted; completed work is kept: build {kept['build_id']} stored {kept['steps_built']:,} "
-            f"step(s) ({kept['rows']:,} rows), which the next build reuses")
+            f"step(s) ({kept['rows']:,} rows), which the next build reuses{answers}")
 
 
 def _print_df(df: pl.DataFrame, fmt: Format | str = Format.table, title: str | None = None, *,

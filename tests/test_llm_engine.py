@@ -234,6 +234,8 @@ def test_ctrl_c_stops_cleanly_and_keeps_completed_calls(server, write, tmp_path)
         assert "interrupted" in out
         kept = paid_calls(cat)
         assert kept >= 5
+        # it says the answers it got are kept (the LLM step itself stored nothing yet)
+        assert f"the {kept:,} LLM answer(s) it got are in the call log, and the next build takes them" in out
         status = duckdb.connect(str(cat), read_only=True).execute("select status from builds").fetchone()[0]
         assert status == "interrupted"
         sent = server.count("POST", "/v1/chat/completions")

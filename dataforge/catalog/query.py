@@ -287,7 +287,8 @@ def calls_summary(path: Path | None, build_id: str | None = None) -> pl.DataFram
 
 def kept_work(path: Path | None, pid: int) -> dict[str, Any] | None:
     """What the latest build run by process `pid` stored before it stopped: its id, status, the
-    steps it built (their outputs are reused by the next build) and their rows. None if no such build."""
+    steps it built (their outputs are reused by the next build) and their rows, and the LLM answers
+    it logged (`answers`, which the next build takes from the log). None if no such build."""
     if path is None or not Path(path).exists():
         return None
     with connect(Path(path), read_only=True) as con:
@@ -297,7 +298,10 @@ def kept_work(path: Path | None, pid: int) -> dict[str, Any] | None:
             return None
         built = con.execute("select count(*), coalesce(sum(rows_out), 0) from steps "
                             "where build_id = ? and status = 'built'", [row[0]]).fetchone()
-    return {"build_id": row[0], "status": row[1], "steps_built": int(built[0]), "rows": int(built[1])}
+        answers = con.execute("select count(distinct request_hash) from llm_calls where build_id = ? "
+                              "and status = 'ok'", [row[0]]).fetchone()[0]
+    return {"build_id": row[0], "status": row[1], "steps_built": int(built[0]), "rows": int(built[1]),
+            "answers": int(answers)}
 
 
 def stored_outputs(path: Path) -> dict[str, str]:
