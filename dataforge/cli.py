@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import sys
 import traceback
 from enum import Enum
@@ -93,13 +94,13 @@ def _run(fn: Callable[[], Any]) -> None:
         raise typer.Exit(2)
     except KeyboardInterrupt as e:
         err.print(_interrupted(e), markup=False, highlight=False)
-        raise typer.Exit(130)
+        raise typer.Exit(_interrupt_code())
     except typer.Exit:
         raise
     except Exception as e:  # an internal fault
         if is_interrupt(e):  # Ctrl-C while DuckDB ran a query outside a build step
             err.print(_interrupted(e), markup=False, highlight=False)
-            raise typer.Exit(130)
+            raise typer.Exit(_interrupt_code())
         if (refused := refused_write(e)) is not None:  # a full disk, a read-only folder: the user's to fix
             err.print(f"error: {refused.render()}", markup=False, highlight=False)
             raise typer.Exit(2)
@@ -109,6 +110,18 @@ def _run(fn: Callable[[], Any]) -> None:
             err.print(f"internal error: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}\n"
                       "(run with --debug for the traceback)", markup=False, highlight=False)
         raise typer.Exit(1)
+
+
+def _terminate(signum: int, frame: Any) -> None:
+    """SIGTERM (`kill PID`, `timeout`, a cancelled CI job) stops a command as Ctrl-C does: the build is
+    recorded as interrupted, the LLM answers already received are logged, staging folders removed."""
+    _state["signal"] = signum
+    raise KeyboardInterrupt
+
+
+def _interrupt_code() -> int:
+    """128 + the signal that stopped the command: 130 for Ctrl-C, 143 for SIGTERM."""
+    return 128 + _state.get("signal", signal.SIGINT)
 
 
 def _interrupted(e: BaseException | None = None) -> str:
@@ -563,6 +576,7 @@ def eval_classification(
 
 
 def main() -> None:
+    signal.signal(signal.SIGTERM, _terminate)
     app()
 
 

@@ -174,13 +174,16 @@ def test_sql_while_a_build_writes_never_hangs(write, catalog, tmp_path, kept):
     assert set(builds["status"]) == {"ok"}
 
 
-def test_ctrl_c_marks_the_build_interrupted_and_keeps_finished_steps(write, catalog, tmp_path, kept):
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_ctrl_c_marks_the_build_interrupted_and_keeps_finished_steps(write, catalog, tmp_path, kept, sig):
+    """Ctrl-C, and SIGTERM (`kill PID`, `timeout`, a cancelled CI job) alike: the build is closed as
+    interrupted (not left `running` with its unlogged LLM answers lost, as SIGKILL leaves it)."""
     recipe = slow_recipe(write, tmp_path)
     proc = spawn_build(recipe, catalog)
     wait_for(tmp_path / "started", proc)
-    proc.send_signal(signal.SIGINT)
+    proc.send_signal(sig)
     out, err = proc.communicate(timeout=60)
-    assert proc.returncode == 130, err
+    assert proc.returncode == 128 + sig, err
     assert "interrupted" in err and "Traceback" not in err
     builds, steps = api.history(catalog=catalog)
     last = builds.filter(pl.col("recipe_name") == "slow").row(0, named=True)
