@@ -433,3 +433,12 @@ def test_an_export_killed_outright_leaves_nothing_the_next_export_does_not_clear
     api.export(mix, out=out, catalog=cat)
     assert {p.name: _sha(p) for p in out.iterdir()} == before
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".out.")]
+
+
+def test_a_catalog_path_that_is_a_folder_is_named_as_such(write, tmp_path, cli):
+    """Not 'no catalog at ...; run dataforge build first', which sends the user to a build that
+    refuses the folder in turn."""
+    (tmp_path / "cat").mkdir()
+    res = cli("export", _mixture(write, "sources:\n  - dataset: alpha\n"), "--out", tmp_path / "out",
+              "--catalog", tmp_path / "cat")
+    assert res.exit_code == 2 and f"catalog path {tmp_path / 'cat'} is not a file" in res.output, res.output

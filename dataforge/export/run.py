@@ -43,7 +43,7 @@ def export(mixture: str | Path, out: str | Path, fmt: str = "jsonl", catalog: st
     if fmt not in FORMATS:
         raise UserError(f"--format {fmt!r}: choose one of {', '.join(FORMATS)}")
     cat = Path(catalog) if catalog is not None else None
-    if cat is None or not cat.is_file():
+    if cat is None or not cat.exists():  # a folder, a non-catalog file: the reader says which
         raise UserError(f"no catalog at {cat}; run `dataforge build RECIPE` first")
     frames, infos = [], []
     for i, src in enumerate(mf.mixture.sources):

@@ -29,7 +29,7 @@ def read_rows(source: str, *, catalog: Path | None, split: str | None = None) ->
             version = int(ver)
         except ValueError:
             raise UserError(f"{source!r}: expected DATASET or DATASET@VERSION (an integer)") from None
-    if catalog is None or not Path(catalog).is_file():
+    if catalog is None or not Path(catalog).exists():  # a folder, a non-catalog file: the reader says which
         raise UserError(f"no catalog at {catalog}; run `dataforge build RECIPE` first")
     record = q.dataset_record(catalog, name, version)
     return q.read_dataset(catalog, name, version), {"dataset": name, "version": record["version"]}
