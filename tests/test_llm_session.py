@@ -179,3 +179,34 @@ def test_the_call_log_commits_a_stream_of_answers_in_few_commits_each_within_its
     assert sum(len(rows) for _, rows in commits) == 60
     assert 3 <= len(commits) <= 6
     assert max(at - min(rows) for at, rows in commits[:-1]) < 0.3 + 0.25
+
+
+def test_a_call_log_commit_that_fails_keeps_its_answers_for_the_next_one():
+    """A commit refused mid-step (the catalog locked past the wait by a long reader, a full disk) lost
+    its batch of paid answers, and stopped the background commits for the rest of the step."""
+    import asyncio
+
+    from dataforge.errors import CatalogBusy
+    from dataforge.llm.calllog import CallLog
+
+    committed: list[str] = []
+    refusals = [CatalogBusy("catalog c.duckdb is locked by another process")]
+
+    class Store:
+        def record_llm_calls(self, rows):
+            if refusals:
+                raise refusals.pop()
+            committed.extend(r["request_hash"] for r in rows)
+
+    async def stream() -> None:
+        log = CallLog(Store(), max_delay_s=0.05)
+        log.start()
+        for i in range(10):
+            log.add({"request_hash": f"h{i}", "status": "ok"})
+            await asyncio.sleep(0.02)
+        await asyncio.sleep(0.3)
+        assert committed == [f"h{i}" for i in range(10)]  # by the background task, before close
+        await log.close()
+
+    asyncio.run(stream())
+    assert committed == [f"h{i}" for i in range(10)]

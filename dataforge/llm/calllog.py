@@ -56,7 +56,8 @@ class CallLog:
     second of arriving while a steady stream of answers costs one commit per `max_delay_s`, not one per
     answer (opening the catalog for a commit costs about 30 ms of CPU). A crash (even `kill -9`) loses at
     most the answers of that last stretch; `close()` commits the rest. Each commit opens the catalog
-    briefly, so other processes get in between."""
+    briefly, so other processes get in between. A commit that fails (the catalog locked past the wait,
+    a full disk) keeps its rows for the next one; only `close()` reports the failure."""
 
     def __init__(self, store: LLMStore | None, *, max_rows: int = 500, max_delay_s: float | None = None):
         self.store = store
@@ -93,11 +94,16 @@ class CallLog:
         already under way finishes first). Rows added meanwhile wait for the next commit."""
         rows, self.pending = self.pending, []
         self._committing.append(rows)
+        done = 0
         try:
             async with self._commit_lock:
-                for i in range(0, len(rows), self.max_rows):
+                for done in range(0, len(rows), self.max_rows):
                     if self.store is not None:
-                        await asyncio.to_thread(self.store.record_llm_calls, rows[i:i + self.max_rows])
+                        await asyncio.to_thread(self.store.record_llm_calls, rows[done:done + self.max_rows])
+                done = len(rows)
+        except Exception:  # refused (not cancelled: a commit's thread may still finish): kept for the next one
+            self.pending[:0] = rows[done:]
+            raise
         finally:
             self._committing.remove(rows)
 
@@ -114,7 +120,11 @@ class CallLog:
                 except asyncio.TimeoutError:
                     pass
                 continue
-            await self.flush()
+            try:
+                await self.flush()
+            except Exception:  # the catalog busy (a long reader), a full disk: the rows wait for the next try
+                self._oldest = time.monotonic()
+                await asyncio.sleep(self.max_delay_s)
 
     async def close(self) -> None:
         """Stop the background task and commit everything still buffered (also after cancellation)."""
