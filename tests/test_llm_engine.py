@@ -4,6 +4,7 @@ budget stops, parse failures and failed calls as rejections, keys kept secret, C
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -234,6 +235,10 @@ def test_ctrl_c_stops_cleanly_and_keeps_completed_calls(server, write, tmp_path)
         assert "interrupted" in out
         kept = paid_calls(cat)
         assert kept >= 5
+        # every call it sent is accounted for: answered, failed, or stopped unanswered by the interrupt
+        called, ok, failed, cut = re.search(r"(\d+) called \((\d+) ok, (\d+) failed, \d+ retries"
+                                            r"(?:, (\d+) stopped unanswered)?", out).groups()
+        assert int(called) == int(ok) + int(failed) + int(cut or 0), out
         # it says the answers it got are kept (the LLM step itself stored nothing yet)
         assert f"the {kept:,} LLM answer(s) it got are in the call log, and the next build takes them" in out
         status = duckdb.connect(str(cat), read_only=True).execute("select status from builds").fetchone()[0]

@@ -428,8 +428,10 @@ class _Round:
 
 def summary_line(step_id: str, st: RunStats) -> str:
     """The build log's line about a step's LLM calls."""
+    cut = st.called - st.ok - st.failed  # sent, then stopped before an answer (Ctrl-C, a fatal error)
     return (f"  {step_id}: {st.requests} requests, {st.cached} from the call log, "
             f"{st.called} called ({st.ok} ok, {st.failed} failed, {st.retries} retries"
+            f"{f', {cut} stopped unanswered' if cut else ''}"
             f"{f', {st.skipped} not sent' if st.skipped else ''}), "
             f"{st.input_tokens + st.output_tokens:,} tokens, ${st.usd:.4f}")
 
