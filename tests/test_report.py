@@ -122,6 +122,25 @@ def test_report_parses_verbs_when_the_dataset_has_none(write, catalog, tmp_path,
     assert {v["verb"] for v in data["sunburst"]["verbs"]} >= {"write", "give", "summarize"}
 
 
+def test_a_large_dataset_has_its_verbs_parsed_from_a_seeded_sample(write, catalog, tmp_path, cli, monkeypatch):
+    # Parsing every row of a million-row dataset kept `report` busy for an hour.
+    import dataforge.report.data as report_data
+    import dataforge.textutil.verbnoun as verbnoun
+
+    api.build(_recipe(write), catalog=catalog)
+    parsed: list[int] = []
+    real = verbnoun.extract_verb_noun
+    monkeypatch.setattr(verbnoun, "extract_verb_noun", lambda texts: (parsed.append(len(texts)), real(texts))[1])
+    monkeypatch.setattr(report_data, "VERB_NOUN_ROWS", 5)
+    res = cli("report", "plain", "--out", tmp_path / "rep", "--catalog", catalog)
+    assert res.exit_code == 0, res.output
+    _, _, data = _open(tmp_path / "rep" / "index.html")
+    rows = api.dataset_info("plain", catalog=catalog)["rows"]
+    assert parsed == [5] and rows > 5
+    assert f"(named like an instruction), a seeded sample of 5 of its {rows} rows" in data["sunburst"]["source"]
+    assert data["sunburst"]["rows"] == 5
+
+
 def test_unknown_dataset_is_a_user_error(catalog, tmp_path, cli, write):
     api.build(_recipe(write), catalog=catalog)
     res = cli("report", "nope", "--out", tmp_path / "rep", "--catalog", catalog)
@@ -139,3 +158,17 @@ def test_rebuilt_dataset_still_shows_reasons_of_reused_steps(write, catalog, tmp
     assert {s["step_id"]: s["status"] for s in data["steps"]} == {"src": "reused", "clean": "reused",
                                                                    "pairs": "built"}
     assert {r["reason"] for r in data["rejections"]} == {"too_short", "blacklist:draw"}
+
+
+def test_an_emoji_in_the_sunburst_draws_without_a_font_warning(tmp_path):
+    # matplotlib's default font has no emoji; its UserWarning reached the user's shell on every report.
+    import warnings
+
+    from dataforge.report import sunburst
+    from dataforge.report.data import sunburst_data
+
+    segments = sunburst.layout(sunburst_data(["write", "draw"], ["poem", "🙂"]))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        path = sunburst.png(segments, tmp_path / "s.png")
+    assert path.read_bytes().startswith(b"\x89PNG")

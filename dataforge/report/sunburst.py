@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import colorsys
 import math
+import warnings
 from dataclasses import dataclass
 from html import escape
 from pathlib import Path
@@ -155,6 +156,8 @@ def png(segments: list[Segment], path: Path, title: str = "", dpi: int = 150) ->
     if title:
         ax.set_title(title, fontsize=11)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, bbox_inches="tight")
+    with warnings.catch_warnings():  # an emoji verb or noun: drawn as a box, not worth a warning in the shell
+        warnings.filterwarnings("ignore", message="Glyph .* missing from font", category=UserWarning)
+        fig.savefig(path, bbox_inches="tight")
     plt.close(fig)
     return path
