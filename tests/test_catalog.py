@@ -241,3 +241,27 @@ def test_metadata_frames_built_without_arrow_equal_duckdbs_own():
         assert _small_frame(con.sql(query)).equals(con.sql(query).pl()), query
         assert _small_frame(con.sql(query)).schema == con.sql(query).pl().schema, query
     assert _small_frame(con.sql("select * from t"))["ts"][0] == dt.datetime(2026, 12, 1, 10, 11, 12, 345678)
+
+
+def test_a_catalog_held_by_another_process_names_its_pid(tmp_path):
+    # "(a build writing?)" guessed wrong when a long `dataforge sql` or a notebook held it.
+    import subprocess
+    import sys
+
+    import pytest
+
+    from dataforge.catalog.db import CatalogBusy, connect
+
+    path = tmp_path / "c.duckdb"
+    holder = subprocess.Popen([sys.executable, "-c", "import duckdb, sys, time\n"
+                               f"con = duckdb.connect({str(path)!r}); print('ready', flush=True); sys.stdin.read()"],
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "ready"
+        with pytest.raises(CatalogBusy) as err:
+            with connect(path, read_only=True, wait_s=0.2):
+                pass
+        assert f"is locked by another process (PID {holder.pid}, python" in str(err.value)
+        assert "a build writing, or a command reading it) and stayed locked for 0s" in str(err.value)
+    finally:
+        holder.communicate("", timeout=30)

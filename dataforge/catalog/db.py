@@ -36,6 +36,13 @@ def _is_lock_error(e: Exception) -> bool:
     return "lock" in text and ("conflicting" in text or "could not set lock" in text or "in use" in text)
 
 
+def _holder(e: Exception) -> str:
+    """Who holds the lock, as DuckDB's message names it: a build writing, or any command reading."""
+    m = re.search(r"held in (\S+) \(PID (\d+)\)", str(e))
+    what = "a build writing, or a command reading it"
+    return f" (PID {m[2]}, {Path(m[1]).name}: {what})" if m else f" ({what})"
+
+
 # DuckDB files carry this magic at byte 8 (the header starts with a checksum).
 _MAGIC = b"DUCK"
 
@@ -81,10 +88,8 @@ def connect(path: Path, *, read_only: bool, wait_s: float | None = None,
                 if not _is_lock_error(e):  # not a DuckDB file, no permission, ...: the user's to fix
                     raise UserError(f"cannot open catalog {path}: {str(e).splitlines()[0]}") from None
                 if time.monotonic() >= deadline:
-                    raise CatalogBusy(
-                        f"catalog {path} is locked by another process (a build writing?) "
-                        f"and stayed locked for {wait_s:.0f}s; try again in a moment"
-                    ) from None
+                    raise CatalogBusy(f"catalog {path} is locked by another process{_holder(e)} "
+                                      f"and stayed locked for {wait_s:.0f}s; try again in a moment") from None
                 time.sleep(delay * (0.5 + random.random()))
                 delay = min(delay * 2, 0.5)
         try:
