@@ -1,16 +1,63 @@
-"""Whether a process that left a record or a folder behind is still running (on this host)."""
+"""Whether a process that left a record or a folder behind is still running (on this host).
+
+A pid alone does not name a process for long: after a reboot, or once the pids wrap around, the pid
+of a build killed outright is another live process's. `alive(pid, since)` tells them apart by when
+the process now holding the pid started.
+"""
 
 from __future__ import annotations
 
 import os
+from functools import cache
+
+SLACK_S = 120.0
+"""How long before a record the process that made it may have started, at most, as far as `alive`'s
+`since` can tell (the boot time read from /proc is whole seconds; a clock put right while it ran)."""
 
 
-def alive(pid: int) -> bool:
-    """True while process `pid` exists on this host (one we may not signal counts as alive)."""
+def _kill0(pid: int) -> bool:
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
         return True
+    except (OverflowError, ValueError, OSError):
+        return False
     return True
+
+
+def _start_ticks(pid: int) -> int | None:
+    """When process `pid` started, in clock ticks since boot (Linux /proc); None where unknown."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            stat = f.read()
+        return int(stat[stat.rindex(b")") + 2:].split()[19])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+@cache
+def _boot_time() -> float | None:
+    try:
+        with open("/proc/stat", "rb") as f:
+            for line in f:
+                if line.startswith(b"btime "):
+                    return float(line.split()[1])
+    except (OSError, ValueError):
+        pass
+    return None
+
+
+def alive(pid: int, since: float | None = None) -> bool:
+    """True while process `pid` exists on this host (one we may not signal counts as alive); with
+    `since` (a `time.time()` at which the process that left the record ran), False too when the
+    process with that pid now started after then, so is another one (the pid reused)."""
+    if not _kill0(pid):
+        return False
+    if since is None:
+        return True
+    ticks, boot = _start_ticks(pid), _boot_time()
+    if ticks is None or boot is None:
+        return True
+    return boot + ticks / os.sysconf("SC_CLK_TCK") <= since + SLACK_S

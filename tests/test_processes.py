@@ -193,3 +193,32 @@ def test_ctrl_c_marks_the_build_interrupted_and_keeps_finished_steps(write, cata
     assert api.read("kept", catalog=catalog).equals(kept)
     # it says how much was kept: the steps this build stored and their rows
     assert f"interrupted; completed work is kept: build {last['build_id']} stored 1 step(s) (3 rows)" in err
+
+
+def test_a_crashed_build_whose_pid_is_now_another_process_does_not_lock_its_recipe(write, catalog, tmp_path):
+    """A build killed with the machine (power loss, a reboot) stays 'running' with its pid, which after
+    the restart (or once pids wrap around) is some other live process's: the next build of the recipe
+    must not be refused for ever, told to stop that unrelated process; it marks the old one killed."""
+    import datetime as dt
+    import socket
+
+    import duckdb
+
+    recipe = write("r.yaml", "name: one\nsteps: [{id: a, type: source.inline, rows: [{t: a}]}]\noutputs: {a: a}\n")
+    assert api.build(recipe, catalog=catalog).status == "ok"
+    crashed = (dt.datetime.now(dt.timezone.utc) - dt.timedelta(hours=1)).replace(tzinfo=None)
+    other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"])  # started after the crash
+    try:
+        with duckdb.connect(str(catalog)) as con:
+            con.execute("""insert into builds (build_id, recipe_name, recipe_path, recipe_sha256, started_at, status,
+                                                dataforge_version, pid, host)
+                           values ('20260101-000000-dead01', 'one', ?, 'x', ?, 'running', '0', ?, ?)""",
+                        [str(recipe), crashed, other.pid, socket.gethostname()])
+        result = run_dataforge("build", str(recipe), "--catalog", str(catalog), "-q")
+        assert result.returncode == 0, result.stderr
+        builds = api.history(catalog=catalog, recipe="one")[0]
+        assert builds.filter(pl.col("build_id") == "20260101-000000-dead01")["status"].to_list() == ["killed"]
+        assert other.poll() is None  # the unrelated process is left alone
+    finally:
+        other.kill()
+        other.wait()

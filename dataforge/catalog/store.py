@@ -40,6 +40,11 @@ def output_table(fingerprint: str) -> str:
     return f"_s_{fingerprint[:24]}"
 
 
+def _epoch(utc: dt.datetime | None) -> float | None:
+    """A naive UTC timestamp from the catalog as a `time.time()`."""
+    return None if utc is None else utc.replace(tzinfo=dt.timezone.utc).timestamp()
+
+
 def _now() -> dt.datetime:
     return dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)
 
@@ -152,9 +157,9 @@ class Catalog:
         """Mark `running` builds whose process on this host is gone as `killed`; return their ids."""
         host = socket.gethostname()
         with self._read() as con:
-            running = con.execute("select build_id, pid from builds where status = 'running' and host = ?",
+            running = con.execute("select build_id, pid, started_at from builds where status = 'running' and host = ?",
                                   [host]).fetchall()
-        dead = [(bid, pid) for bid, pid in running if pid is not None and not alive(pid)]
+        dead = [(bid, pid) for bid, pid, started in running if pid is not None and not alive(pid, _epoch(started))]
         if dead:
             with self._write() as con:
                 for bid, pid in dead:
@@ -506,7 +511,7 @@ class Catalog:
         with self._read() as con:
             running = con.execute("select run_id, pid from runs where status = 'running' and host = ?",
                                   [host]).fetchall()
-        dead = [(rid, pid) for rid, pid in running if pid is not None and not alive(pid)]
+        dead = [(rid, pid) for rid, pid in running if pid is not None and not alive(pid)]  # resume_run keeps started_at
         if dead:
             with self._write() as con:
                 for rid, pid in dead:
@@ -521,7 +526,7 @@ def _refuse_a_second_build(con, recipe_name: str) -> None:
     for build_id, pid, started in con.execute(
             "select build_id, pid, started_at from builds where status = 'running' and recipe_name = ? "
             "and host = ? order by started_at", [recipe_name, socket.gethostname()]).fetchall():
-        if pid is not None and pid != os.getpid() and alive(pid):
+        if pid is not None and pid != os.getpid() and alive(pid, _epoch(started)):
             raise UserError(f"recipe {recipe_name!r} is being built into this catalog right now (build {build_id}, "
                             f"pid {pid}, started {started:%Y-%m-%d %H:%M:%S} UTC); wait for it to finish, or stop "
                             "it: a second build at once would make the same steps and LLM calls again")
