@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Iterator
 
 from dataforge.errors import UserError, refusal
-from dataforge.pids import alive
+from dataforge import pids
 
 
 def out_path(value: str | Path, what: str) -> Path:
@@ -64,11 +64,12 @@ def clear_leftovers(out: Path) -> None:
     """Remove the folders a command killed outright (SIGKILL, power loss) left beside `out`: a
     half-written `.tmp-` one, and an `.old-` one, put back as `out` when the kill came between
     moving it aside and moving the new one in. Only those of processes of this host that are gone."""
-    pattern = re.compile(rf"\.{re.escape(out.name)}\.(tmp|old)-{re.escape(socket.gethostname())}-(\d+)-[0-9a-f]{{8}}")
+    pattern = re.compile(rf"\.{re.escape(out.name)}\.(tmp|old)-{re.escape(socket.gethostname())}-({pids.TOKEN_RE})"
+                         r"-[0-9a-f]{8}")
     with contextlib.suppress(OSError):  # a folder we may not list or change: the command says so when it writes
         for p in sorted(out.parent.iterdir(), key=lambda p: p.name):  # .old- before .tmp-
             m = pattern.fullmatch(p.name)
-            if m is None or alive(int(m[2])) or p.is_symlink() or not p.is_dir():
+            if m is None or not pids.gone(m[2]) or p.is_symlink() or not p.is_dir():
                 continue
             if m[1] == "old" and not out.exists():
                 os.replace(p, out)
@@ -81,7 +82,7 @@ def staged_dir(out: Path, marker: str, what: str) -> Iterator[Path]:
     """A fresh directory beside `out`; on success it replaces `out`, on failure it is removed."""
     clear_leftovers(out)
     check_replaceable(out, marker, what)
-    tag = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    tag = f"{socket.gethostname()}-{pids.token()}-{uuid.uuid4().hex[:8]}"
     tmp = out.parent / f".{out.name}.tmp-{tag}"
     try:
         out.parent.mkdir(parents=True, exist_ok=True)

@@ -1,8 +1,11 @@
 """Whether a process that left a record or a folder behind is still running (on this host).
 
 A pid alone does not name a process for long: after a reboot, or once the pids wrap around, the pid
-of a build killed outright is another live process's. `alive(pid, since)` tells them apart by when
-the process now holding the pid started.
+of a build killed outright is another live process's, and in another pid namespace (a container that
+shares the host's name and a mounted folder) the same pid is a different process altogether. So what
+a process leaves behind carries `token()`: its pid, when it started, and its pid namespace; `gone`
+tells a process of this namespace that is no more (or that is now another process) from one it
+cannot see, which it leaves alone.
 """
 
 from __future__ import annotations
@@ -47,6 +50,43 @@ def _boot_time() -> float | None:
     except (OSError, ValueError):
         pass
     return None
+
+
+@cache
+def _pid_namespace() -> str:
+    """This process's pid namespace (the inode of /proc/self/ns/pid), '' where unknown."""
+    try:
+        link = os.readlink("/proc/self/ns/pid")  # 'pid:[4026531836]'
+    except OSError:
+        return ""
+    return "".join(c for c in link if c.isdigit())
+
+
+def token(pid: int | None = None) -> str:
+    """Who `pid` (default: this process) is, as `gone` reads it back: `PID[.START[.NAMESPACE]]`."""
+    pid = os.getpid() if pid is None else pid
+    ticks = _start_ticks(pid)
+    if ticks is None:
+        return str(pid)
+    ns = _pid_namespace()
+    return f"{pid}.{ticks}.{ns}" if ns else f"{pid}.{ticks}"
+
+
+TOKEN_RE = r"\d+(?:\.\d+(?:\.\d+)?)?"
+"""A regular expression matching a `token()`, to find one in a name or a comment."""
+
+
+def gone(tok: str) -> bool:
+    """True when the process `token()` named is surely no more: no process has its pid, or the one that
+    has it started at another time. One of another pid namespace (a container) is never gone."""
+    pid, _, rest = tok.partition(".")
+    ticks, _, ns = rest.partition(".")
+    if ns and ns != _pid_namespace():
+        return False
+    if not _kill0(int(pid)):
+        return True
+    now = _start_ticks(int(pid)) if ticks else None
+    return now is not None and now != int(ticks)
 
 
 def alive(pid: int, since: float | None = None) -> bool:

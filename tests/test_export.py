@@ -442,3 +442,54 @@ def test_a_catalog_path_that_is_a_folder_is_named_as_such(write, tmp_path, cli):
     res = cli("export", _mixture(write, "sources:\n  - dataset: alpha\n"), "--out", tmp_path / "out",
               "--catalog", tmp_path / "cat")
     assert res.exit_code == 2 and f"catalog path {tmp_path / 'cat'} is not a file" in res.output, res.output
+
+
+# A child export that stops (alive) once a split is in its staging folder, as a slow export does.
+_PAUSED_EXPORT = """
+import sys, time
+from dataforge import api
+from dataforge.export import run
+
+write_split = run.write_split
+def split_then_wait(*a, **k):
+    write_split(*a, **k)
+    time.sleep(120)
+run.write_split = split_then_wait
+api.export(sys.argv[1], out=sys.argv[2], catalog=sys.argv[3])
+"""
+
+
+def test_an_export_running_in_a_container_keeps_its_staging_folder(cat, write, tmp_path):
+    """An export in another pid namespace (a container with the host's name, the folder mounted in)
+    has a pid that here is nobody's, or another process's: an export from here must not take its
+    staging folder for a dead one's and delete it from under it."""
+    import shutil
+    import subprocess
+    import sys
+    import time
+
+    if shutil.which("unshare") is None or subprocess.run(["unshare", "-pf", "--mount-proc", "true"],
+                                                         capture_output=True).returncode != 0:
+        pytest.skip("needs unshare -p (root) to run a process in another pid namespace")
+    mix = _mixture(write, "total: 20\nsources:\n  - dataset: alpha\n")
+    out = tmp_path / "out"
+    free = subprocess.Popen(["true"])
+    free.wait()  # its pid is nobody's here now: the child gets it in its namespace
+    script = (f"echo {free.pid - 1} > /proc/sys/kernel/ns_last_pid; "
+              f"{sys.executable} -c \"$0\" \"$@\"; exit $?")
+    child = subprocess.Popen(["unshare", "-pf", "--mount-proc", "sh", "-c", script, _PAUSED_EXPORT, mix, out, cat],
+                             stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 60
+        while not (staging := [p for p in tmp_path.iterdir() if p.name.startswith(".out.tmp-")]):
+            assert child.poll() is None, child.communicate()
+            assert time.monotonic() < deadline, "the child export never started writing"
+            time.sleep(0.05)
+        time.sleep(0.5)
+        api.export(mix, out=out, catalog=cat)
+        assert staging[0].is_dir() and any(staging[0].iterdir())  # the container's export goes on
+    finally:
+        child.kill()
+        child.wait()
+        for p in staging:
+            shutil.rmtree(p, ignore_errors=True)

@@ -19,6 +19,7 @@ from dataforge import __version__
 from dataforge.catalog import migrations
 from dataforge.catalog.db import connect, transaction
 from dataforge.errors import UserError
+from dataforge import pids
 from dataforge.pids import alive
 from dataforge.sqlquote import quote_ident, quote_literal
 
@@ -262,7 +263,7 @@ class Catalog:
                 [_STAGED_BY]).fetchall()
         host = socket.gethostname()
         gone = [t for t, comment in rows if (m := _STAGED_RE.fullmatch(comment)) and m[1] == host
-                and not alive(int(m[2]))]
+                and pids.gone(m[2])]
         if gone:
             with self._write() as con, transaction(con):
                 for t in gone:
@@ -562,12 +563,12 @@ def _insert_llm_calls(con, rows: list[dict[str, Any]]) -> None:
 
 
 _STAGED_BY = "staged by "
-_STAGED_RE = re.compile(r"staged by (.+) pid (\d+)")
+_STAGED_RE = re.compile(rf"staged by (.+) pid ({pids.TOKEN_RE})")
 
 
 def _staged_by() -> str:
     """The comment a staged output table carries until a build records it: who stored it."""
-    return f"{_STAGED_BY}{socket.gethostname()} pid {os.getpid()}"
+    return f"{_STAGED_BY}{socket.gethostname()} pid {pids.token()}"
 
 
 PROGRESS_EVERY = 0.5
