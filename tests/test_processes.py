@@ -222,3 +222,18 @@ def test_a_crashed_build_whose_pid_is_now_another_process_does_not_lock_its_reci
     finally:
         other.kill()
         other.wait()
+
+
+def test_sigterm_during_a_build_on_ray_closes_it_as_interrupted(write, catalog, tmp_path):
+    """ray.init sets the driver's SIGTERM to sys.exit: a build on a local Ray cluster stopped by `kill PID`
+    (a cancelled CI job) must still be closed as interrupted, exit 143, as on the local executor."""
+    pytest.importorskip("ray")
+    recipe = slow_recipe(write, tmp_path)
+    proc = spawn_build(recipe, catalog, "--executor", "ray")
+    wait_for(tmp_path / "started", proc, timeout=180)
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 143, err
+    assert "interrupted" in err and "Traceback" not in err
+    last = api.history(catalog=catalog)[0].filter(pl.col("recipe_name") == "slow").row(0, named=True)
+    assert last["status"] == "interrupted"

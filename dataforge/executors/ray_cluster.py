@@ -23,7 +23,9 @@ from __future__ import annotations
 
 import math
 import os
+import signal
 import socket
+import threading
 import time
 from pathlib import Path
 from typing import Any, Iterable
@@ -80,11 +82,18 @@ class RayExecutor:
             return cls(owns_runtime=False)
         if address and address not in ("auto", "local"):
             _reachable(address)
+        # ray.init sets SIGTERM to sys.exit: a handler of the caller's (the CLI's, which closes a build as
+        # interrupted with its LLM answers logged, exit 143) is put back, or SIGTERM would skip all that.
+        main = threading.current_thread() is threading.main_thread()
+        caller = signal.getsignal(signal.SIGTERM) if main else None
         try:
             ray.init(address=address, include_dashboard=False, log_to_driver=False, logging_level="ERROR",
                      configure_logging=True)
         except (ConnectionError, RuntimeError, ValueError) as e:
             raise UserError(f"cannot connect to the Ray cluster at {address or 'a new local cluster'}: {e}") from None
+        finally:
+            if callable(caller):
+                signal.signal(signal.SIGTERM, caller)
         return cls(owns_runtime=True)
 
     def close(self) -> None:
