@@ -181,6 +181,18 @@ def test_the_call_log_commits_a_stream_of_answers_in_few_commits_each_within_its
     assert max(at - min(rows) for at, rows in commits[:-1]) < 0.3 + 0.25
 
 
+def _refusing_store(committed: list[str], refusals: list[Exception]) -> type:
+    """A call-log store that raises each of `refusals` once, then records request hashes in `committed`."""
+
+    class Store:
+        def record_llm_calls(self, rows):
+            if refusals:
+                raise refusals.pop()
+            committed.extend(r["request_hash"] for r in rows)
+
+    return Store
+
+
 def test_a_call_log_commit_that_fails_keeps_its_answers_for_the_next_one():
     """A commit refused mid-step (the catalog locked past the wait by a long reader, a full disk) lost
     its batch of paid answers, and stopped the background commits for the rest of the step."""
@@ -191,12 +203,7 @@ def test_a_call_log_commit_that_fails_keeps_its_answers_for_the_next_one():
 
     committed: list[str] = []
     refusals = [CatalogBusy("catalog c.duckdb is locked by another process")]
-
-    class Store:
-        def record_llm_calls(self, rows):
-            if refusals:
-                raise refusals.pop()
-            committed.extend(r["request_hash"] for r in rows)
+    Store = _refusing_store(committed, refusals)
 
     async def stream() -> None:
         log = CallLog(Store(), max_delay_s=0.05)
@@ -210,3 +217,28 @@ def test_a_call_log_commit_that_fails_keeps_its_answers_for_the_next_one():
 
     asyncio.run(stream())
     assert committed == [f"h{i}" for i in range(10)]
+
+
+def test_closing_the_call_log_after_a_failed_commit_does_not_wait_out_the_retry_delay():
+    import asyncio
+    import time
+
+    from dataforge.errors import CatalogBusy
+    from dataforge.llm.calllog import CallLog
+
+    committed: list[str] = []
+    refusals = [CatalogBusy("catalog c.duckdb is locked by another process")]
+    Store = _refusing_store(committed, refusals)
+
+    async def stop_soon_after_a_refusal() -> float:
+        log = CallLog(Store(), max_rows=1, max_delay_s=30.0)  # a full buffer commits at once ...
+        log.start()
+        log.add({"request_hash": "h0", "status": "ok"})
+        while refusals:  # ... and is refused: the next try is 30 s away
+            await asyncio.sleep(0.01)
+        await asyncio.sleep(0.1)
+        t0 = time.monotonic()
+        await log.close()
+        return time.monotonic() - t0
+
+    assert asyncio.run(stop_soon_after_a_refusal()) < 5 and committed == ["h0"]

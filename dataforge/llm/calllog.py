@@ -124,7 +124,11 @@ class CallLog:
                 await self.flush()
             except Exception:  # the catalog busy (a long reader), a full disk: the rows wait for the next try
                 self._oldest = time.monotonic()
-                await asyncio.sleep(self.max_delay_s)
+                self._wake.clear()
+                try:  # a while, unless close comes first: it commits what is left itself
+                    await asyncio.wait_for(self._wake.wait(), self.max_delay_s)
+                except asyncio.TimeoutError:
+                    pass
 
     async def close(self) -> None:
         """Stop the background task and commit everything still buffered (also after cancellation)."""
