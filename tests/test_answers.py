@@ -70,6 +70,8 @@ EXTRACT = [
     ("The answer is Paris because it is the capital.", "answer_is", "Paris"),
     ("The answer is B, which names the mammal.", "answer_is", "B"),
     ("The answer is salt and pepper.", "answer_is", "salt and pepper"),
+    ("The answer is the film Because I Said So.", "answer_is", "the film Because I Said So"),
+    ("The answer is Paris, Because it is the capital.", "answer_is", "Paris"),
     ("The answer is as large as 7.", "answer_is", "as large as 7"),
     # ", as well as" joins a second part of the answer; it gives no reason
     ("The answer is salt, as well as pepper.", "answer_is", "salt, as well as pepper"),

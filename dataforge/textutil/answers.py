@@ -42,9 +42,10 @@ _NUMBER_THEN_CLAUSE = re.compile(
     r"((?>" + _NUMBER.pattern + r"))(?:\s*[,;]\s*(?=[^\W\d_])(?!as\s+well\s+as\b)|\s+\(|\s+[\u2013\u2014]\s|"
     r"\s+(?:because|since|as|so|which|that|given|from|when|if|for)\b)", re.I)
 # Where any other answer ("x = 5", "5%", "12 dollars", "Paris") gives its reason: the reason is cut off
-# (", as well as ..." adds to the answer instead).
-_CLAUSE = re.compile(r"\s*[,;]\s*(?:because|since|as(?!\s+well\s+as\b)|so|which|given|when|if|for|though|but)\b|"
-                     r"\s+(?:because|since)\b|\s+[\u2013\u2014]\s", re.I)
+# (", as well as ..." adds to the answer instead). Without a comma only a lower-case "because"/"since"
+# starts one: "Because I Said So" is a title.
+_CLAUSE = re.compile(r"\s*[,;]\s*(?i:because|since|as(?!\s+well\s+as\b)|so|which|given|when|if|for|though|but)\b|"
+                     r"\s+(?:because|since)\b|\s+[\u2013\u2014]\s")
 
 
 def numbers(text: str) -> list[str]:

@@ -100,8 +100,8 @@ class TeacherCoT(LLMStep, GradeSettings):
     """Stop sequences added to `llm.stop`: by default a rationale ends where the teacher starts inventing the
     next problem (small models do), the way few-shot CoT evaluation cuts answers."""
 
-    kind_version: ClassVar[str] = "4"  # 2: answer_is reads "12, since ..." as 12; 3: "x = 5, since ..." as x = 5;
-    # 4: "2, as well as -2" stays whole
+    kind_version: ClassVar[str] = "5"  # 2: answer_is reads "12, since ..." as 12; 3: "x = 5, since ..." as x = 5;
+    # 4: "2, as well as -2" stays whole; 5: a title with "Because" is not cut
 
     @model_validator(mode="after")
     def _consistent(self) -> "TeacherCoT":

@@ -27,8 +27,8 @@ class GradeTransform(Step, GradeSettings):
     answer_column: str = "answer"
     """Column that receives each response's extracted final answer."""
 
-    kind_version: ClassVar[str] = "4"  # 2: answer_is reads "12, since ..." as 12; 3: "x = 5, since ..." as x = 5;
-    # 4: "2, as well as -2" stays whole
+    kind_version: ClassVar[str] = "5"  # 2: answer_is reads "12, since ..." as 12; 3: "x = 5, since ..." as x = 5;
+    # 4: "2, as well as -2" stays whole; 5: a title with "Because" is not cut
 
     @model_validator(mode="after")
     def _distinct_columns(self) -> "GradeTransform":
