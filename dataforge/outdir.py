@@ -19,8 +19,8 @@ import uuid
 from pathlib import Path
 from typing import Iterator
 
-from dataforge.errors import UserError, refusal
 from dataforge import pids
+from dataforge.errors import UserError, refusal
 
 
 def out_path(value: str | Path, what: str) -> Path:

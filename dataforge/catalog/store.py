@@ -15,12 +15,10 @@ import uuid
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterable
 
-from dataforge import __version__
+from dataforge import __version__, pids
 from dataforge.catalog import migrations
 from dataforge.catalog.db import connect, transaction
 from dataforge.errors import UserError
-from dataforge import pids
-from dataforge.pids import alive
 from dataforge.sqlquote import quote_ident, quote_literal
 
 if TYPE_CHECKING:
@@ -160,7 +158,8 @@ class Catalog:
         with self._read() as con:
             running = con.execute("select build_id, pid, started_at from builds where status = 'running' and host = ?",
                                   [host]).fetchall()
-        dead = [(bid, pid) for bid, pid, started in running if pid is not None and not alive(pid, _epoch(started))]
+        dead = [(bid, pid) for bid, pid, started in running
+                if pid is not None and not pids.alive(pid, _epoch(started))]
         if dead:
             with self._write() as con:
                 for bid, pid in dead:
@@ -512,7 +511,8 @@ class Catalog:
         with self._read() as con:
             running = con.execute("select run_id, pid from runs where status = 'running' and host = ?",
                                   [host]).fetchall()
-        dead = [(rid, pid) for rid, pid in running if pid is not None and not alive(pid)]  # resume_run keeps started_at
+        # plain pid check: resume_run rewrites the pid but keeps started_at
+        dead = [(rid, pid) for rid, pid in running if pid is not None and not pids.alive(pid)]
         if dead:
             with self._write() as con:
                 for rid, pid in dead:
@@ -527,7 +527,7 @@ def _refuse_a_second_build(con, recipe_name: str) -> None:
     for build_id, pid, started in con.execute(
             "select build_id, pid, started_at from builds where status = 'running' and recipe_name = ? "
             "and host = ? order by started_at", [recipe_name, socket.gethostname()]).fetchall():
-        if pid is not None and pid != os.getpid() and alive(pid, _epoch(started)):
+        if pid is not None and pid != os.getpid() and pids.alive(pid, _epoch(started)):
             raise UserError(f"recipe {recipe_name!r} is being built into this catalog right now (build {build_id}, "
                             f"pid {pid}, started {started:%Y-%m-%d %H:%M:%S} UTC); wait for it to finish, or stop "
                             "it: a second build at once would make the same steps and LLM calls again")
