@@ -65,3 +65,58 @@ def test_missing_model_path_is_reported_at_validation(write, catalog):
     path = write("r.yaml", RECIPE.replace("llm: {", "llm: {model_path: nowhere.gguf, "))
     with pytest.raises(UserError, match="no such file"):
         api.validate(path, catalog=catalog)
+
+
+
+
+def test_an_answer_depends_only_on_its_request_not_on_the_prompts_before():
+    """llama-cpp-python keeps the prefix a prompt shares with the previous one (all but its last token,
+    when it is the same prompt sampled again); a prompt evaluated in other pieces can get other logits,
+    enough to change a sampled token (a Ray build and a local one of the quickstart parted that way).
+    Prompts are evaluated in blocks at fixed positions and only whole shared blocks are kept: the
+    logits are the same bit for bit whatever was asked before, and shared blocks are still kept."""
+    import numpy as np
+
+    from dataforge.llm.config import LLMConfig
+    from dataforge.llm.providers import local
+    from dataforge.llm.types import Message, Request
+
+    cfg = LLMConfig(provider="local", max_tokens=2, temperature=0.8, seed=1)
+    provider = local.LocalProvider(cfg)
+    llm = local.load_model(provider.path, cfg.n_ctx, cfg.n_threads)
+    # ~170 tokens shared by every prompt (few-shot examples are like this), then the part that differs
+    system = Message(role="system", content="You name one thing the word makes you think of. " + " ".join(
+        f"Example {i}: the word {w} makes me think of {t}." for i, (w, t) in enumerate(
+            [("sea", "salt"), ("winter", "snow"), ("book", "pages"), ("clock", "time"), ("bread", "flour"),
+             ("night", "stars"), ("garden", "roses"), ("train", "rails"), ("music", "drums"), ("city", "lights"),
+             ("forest", "trees"), ("kitchen", "pots")])))
+    prompt_evals: list[tuple[int, np.ndarray]] = []  # where each prompt's evaluation started, its last logits
+    real_eval = llm.eval
+
+    def spy(tokens):
+        start = llm.n_tokens
+        real_eval(tokens)
+        if not prompt_evals:  # generate's first eval is the prompt's; the ones after it, the answer's tokens
+            prompt_evals.append((start, np.ctypeslib.as_array(llm._ctx.get_logits(), shape=(llm.n_vocab(),)).copy()))
+
+    def ask(word: str) -> tuple[str, int, np.ndarray]:
+        prompt_evals.clear()
+        text = provider._run(Request(provider="local", model=cfg.model, max_tokens=2, temperature=0.8, seed=1,
+                                     messages=(system, Message(role="user", content=f"The word is {word}.")))).text
+        return text, *prompt_evals[0]
+
+    words = ["river", "blue whale", "a long winding river in the north"]
+    llm.eval = spy
+    try:
+        for word in words:
+            llm.reset()
+            alone = ask(word)
+            again = ask(word)  # the same prompt once more, as for a second sample
+            ask("apple")
+            after_other = ask(word)
+            assert alone[1] == 0 and again[1] >= 128 and after_other[1] >= 128  # shared blocks were kept
+            for got in (again, after_other):
+                assert np.array_equal(got[2], alone[2]), f"{word!r}: the logits depend on what was asked before"
+                assert got[0] == alone[0]
+    finally:
+        del llm.eval

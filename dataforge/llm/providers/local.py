@@ -2,6 +2,13 @@
 
 llama.cpp calls block and use every core, so they run one at a time on one worker
 thread; the model is loaded once per process and shared by every step.
+
+An answer depends only on its request, not on what the process asked before. llama-cpp-python
+keeps the prompt prefix the next prompt shares (a chat template, few-shot examples) and evaluates
+only the rest; but the logits of a prompt evaluated in pieces differ in the last bits from those of
+the same prompt evaluated in others, enough to change a sampled token. So prompts are evaluated in
+blocks of `PREFIX_BLOCK` tokens at fixed positions, and only whole blocks are kept: a prompt is then
+evaluated the same way whatever came before it (bit for bit; tests/test_llm_local.py checks it).
 """
 
 from __future__ import annotations
@@ -65,6 +72,29 @@ def _close_models() -> None:
         _models.clear()
 
 
+PREFIX_BLOCK = 64
+"""Prompts are evaluated in blocks of this many tokens from position 0 (llama.cpp's batch size); a
+later prompt keeps the whole blocks it shares with the one before."""
+
+
+def _keep_whole_blocks(llm, tokens) -> None:
+    """Cut the model's kept context back to the whole blocks that `tokens` (the next prompt) starts
+    with, and never to all of it: llama-cpp-python then keeps exactly that prefix and evaluates the
+    rest from a block boundary, as it would from an empty context."""
+    common = 0
+    for a, b in zip(llm.input_ids[:llm.n_tokens], tokens):
+        if a != b:
+            break
+        common += 1
+    keep = common - common % PREFIX_BLOCK
+    if keep >= len(tokens):
+        keep -= PREFIX_BLOCK
+    if keep <= 0 or not llm._ctx.kv_cache_seq_rm(-1, keep, -1):
+        llm.reset()
+    else:
+        llm.n_tokens = keep
+
+
 def default_threads() -> int:
     return max(1, (os.cpu_count() or 2) // 2)
 
@@ -79,8 +109,16 @@ def load_model(path: Path, n_ctx: int, n_threads: int | None = None):
                 from llama_cpp import Llama
             except ImportError:
                 raise UserError("the local provider needs llama-cpp-python: pip install llama-cpp-python") from None
-            _models[key] = Llama(model_path=str(path), n_ctx=n_ctx, n_threads=n_threads, n_threads_batch=n_threads,
-                                 verbose=False)
+
+            class BlockwiseLlama(Llama):
+                def generate(self, tokens, *args, **kwargs):
+                    tokens = list(tokens)
+                    _keep_whole_blocks(self, tokens)
+                    return super().generate(tokens, *args, **kwargs)
+
+            _models[key] = BlockwiseLlama(model_path=str(path), n_ctx=n_ctx, n_threads=n_threads,
+                                          n_threads_batch=n_threads, n_batch=PREFIX_BLOCK, n_ubatch=PREFIX_BLOCK,
+                                          verbose=False)
         return _models[key]
 
 
