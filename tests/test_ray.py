@@ -244,6 +244,50 @@ def test_a_killed_worker_is_survived_nothing_lost_or_paid_twice(local_ray, serve
     assert 40 <= paid <= 40 + 20  # at most the killed slice's share is sent again
 
 
+
+def test_a_slice_whose_worker_dies_on_every_try_stops_the_build_with_a_located_message(local_ray, server, write,
+                                                                                       tmp_path, cli):
+    from dataforge.executors.ray_cluster import SINK_PREFIX, TASK_RETRIES
+
+    server.latency_s = 0.2
+    recipe = write("r.yaml", prompt_recipe(server.url, 40, concurrency=2))
+    on_ray = tmp_path / "ray.duckdb"
+    killed: set[int] = set()
+    building = threading.Event()
+    building.set()
+
+    def killer() -> None:  # kill the worker of slice 1 every time it is tried
+        deadline = time.monotonic() + 90
+        while building.is_set() and time.monotonic() < deadline:
+            names = [a["name"] for a in ray.util.list_named_actors(all_namespaces=True)
+                     if a["name"].startswith(SINK_PREFIX)]
+            if names:
+                step, pids = ray.get(ray.get_actor(names[0]).pids.remote())
+                if step == "gen" and pids.get(0) and pids[0] not in killed:
+                    killed.add(pids[0])
+                    os.kill(pids[0], signal.SIGKILL)
+            time.sleep(0.05)
+
+    th = threading.Thread(target=killer)
+    th.start()
+    try:
+        res = cli("build", recipe, "--catalog", on_ray, "--executor", "ray", "--quiet")
+    finally:
+        building.clear()
+        th.join(30)
+    assert len(killed) == TASK_RETRIES + 1
+    assert res.exit_code == 2, res.output
+    assert "internal error" not in res.output
+    assert "r.yaml:" in res.output
+    assert "the Ray worker running slice 1 of 2 (input rows 0-19) died 4 times" in res.output
+    assert "building again goes on from them" in res.output
+    kept = run_select(on_ray, "select count(*) n from llm_calls where status = 'ok'")["n"][0]
+    assert kept > 0
+    paid = server.calls()
+    server.latency_s = 0.0
+    assert cli("build", recipe, "--catalog", on_ray, "--executor", "ray", "--quiet").exit_code == 0
+    assert server.calls() - paid == 40 - kept  # the answers kept before the stop are not paid for again
+
 def test_a_retried_slice_counts_the_calls_of_its_killed_attempt_against_the_budget(local_ray, server, write,
                                                                                     tmp_path):
     # Each of the 2 slices may make 8 of the 16 calls. A slice whose worker is killed after some of its answers

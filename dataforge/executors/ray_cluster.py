@@ -34,7 +34,7 @@ import polars as pl
 
 from dataforge.errors import BudgetExceeded, UserError
 from dataforge.llm.engine import RunStats, budget_stop, limit_reached, summary_line
-from dataforge.steps.base import RunContext, Step, StepResult
+from dataforge.steps.base import RunContext, Step, StepError, StepResult
 
 DRAIN_S = 0.25
 """How often the driver takes the LLM calls logged in the sink."""
@@ -203,7 +203,7 @@ class RayExecutor:
               tally: "_Tally | None") -> tuple[list[dict[str, Any]], BudgetExceeded | None]:
         """Every slice's result, and the first budget stop of a slice (the others go on with their shares)."""
         import ray
-        from ray.exceptions import RayTaskError
+        from ray.exceptions import LocalRayletDiedError, NodeDiedError, OutOfMemoryError, RayTaskError, WorkerCrashedError
 
         index = {r: i for i, r in enumerate(refs)}
         pending = list(refs)
@@ -241,6 +241,8 @@ class RayExecutor:
                             stop = stop or cause
                             continue
                         raise (cause or e) from None
+                    except (WorkerCrashedError, OutOfMemoryError, NodeDiedError, LocalRayletDiedError) as e:
+                        raise _died(ctx.step_id, index[r], sizes, e) from None
                     if task is not None:
                         task.advance(sizes[index[r]])
         except BaseException:
@@ -255,6 +257,18 @@ class RayExecutor:
             raise
         drain(last=True)
         return out, stop  # type: ignore[return-value]
+
+
+def _died(step_id: str, i: int, sizes: list[int], e: BaseException) -> StepError:
+    """The error of a slice whose worker process died on every try (killed, out of memory, its node gone):
+    Ray's own text says only that a worker died."""
+    first = sum(sizes[:i])
+    why = (str(e).strip().splitlines() or [""])[0]
+    return StepError(step_id, None, (
+        f"the Ray worker running slice {i + 1:,} of {len(sizes):,} (input rows {first:,}-{first + sizes[i] - 1:,}) "
+        f"died {TASK_RETRIES + 1} times ({type(e).__name__}: {why}); a worker is killed when its machine runs "
+        "out of memory (`dmesg`, Ray's memory monitor) or by `kill -9`; Ray keeps its logs (`ray logs`, "
+        "/tmp/ray/session_latest/logs on that machine). The LLM answers received before are kept: building again goes on from them"))
 
 
 def _concat(parts: list[dict[str, Any]], ctx: RunContext) -> StepResult:
