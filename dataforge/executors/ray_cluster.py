@@ -266,9 +266,10 @@ def _died(step_id: str, i: int, sizes: list[int], e: BaseException) -> StepError
     why = (str(e).strip().splitlines() or [""])[0]
     return StepError(step_id, None, (
         f"the Ray worker running slice {i + 1:,} of {len(sizes):,} (input rows {first:,}-{first + sizes[i] - 1:,}) "
-        f"died {TASK_RETRIES + 1} times ({type(e).__name__}: {why}); a worker is killed when its machine runs "
-        "out of memory (`dmesg`, Ray's memory monitor) or by `kill -9`; Ray keeps its logs (`ray logs`, "
-        "/tmp/ray/session_latest/logs on that machine). The LLM answers received before are kept: building again goes on from them"))
+        f"died on every try (Ray retries a slice {TASK_RETRIES} times; {type(e).__name__}: {why}); a worker is "
+        "killed when its machine runs out of memory (`dmesg`, Ray's memory monitor) or by `kill -9`; Ray keeps "
+        "its logs (`ray logs`, /tmp/ray/session_latest/logs on that machine). The LLM answers received before "
+        "are kept: building again goes on from them"))
 
 
 def _concat(parts: list[dict[str, Any]], ctx: RunContext) -> StepResult:
