@@ -120,3 +120,21 @@ def test_an_answer_depends_only_on_its_request_not_on_the_prompts_before():
                 assert got[0] == alone[0]
     finally:
         del llm.eval
+
+
+def test_a_llama_cpp_python_without_the_state_block_reuse_reads_gets_an_empty_context_instead():
+    from dataforge.llm.providers.local import _keep_whole_blocks
+
+    class Other:  # a release that names its kept tokens otherwise
+        n_tokens = 130
+
+        def __init__(self):
+            self.resets = 0
+
+        def reset(self):
+            self.resets += 1
+            self.n_tokens = 0
+
+    llm = Other()
+    _keep_whole_blocks(llm, list(range(200)))
+    assert llm.resets == 1 and llm.n_tokens == 0

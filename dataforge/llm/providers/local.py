@@ -80,19 +80,23 @@ later prompt keeps the whole blocks it shares with the one before."""
 def _keep_whole_blocks(llm, tokens) -> None:
     """Cut the model's kept context back to the whole blocks that `tokens` (the next prompt) starts
     with, and never to all of it: llama-cpp-python then keeps exactly that prefix and evaluates the
-    rest from a block boundary, as it would from an empty context."""
-    common = 0
-    for a, b in zip(llm.input_ids[:llm.n_tokens], tokens):
-        if a != b:
-            break
-        common += 1
-    keep = common - common % PREFIX_BLOCK
-    if keep >= len(tokens):
-        keep -= PREFIX_BLOCK
-    if keep <= 0 or not llm._ctx.kv_cache_seq_rm(-1, keep, -1):
-        llm.reset()
-    else:
-        llm.n_tokens = keep
+    rest from a block boundary, as it would from an empty context. (Where a llama-cpp-python release
+    lacks what this reads, the context is emptied: slower, as deterministic.)"""
+    try:
+        common = 0
+        for a, b in zip(llm.input_ids[:llm.n_tokens], tokens):
+            if a != b:
+                break
+            common += 1
+        keep = common - common % PREFIX_BLOCK
+        if keep >= len(tokens):
+            keep -= PREFIX_BLOCK
+        if keep > 0 and llm._ctx.kv_cache_seq_rm(-1, keep, -1):
+            llm.n_tokens = keep
+            return
+    except AttributeError:
+        pass
+    llm.reset()
 
 
 def default_threads() -> int:
