@@ -138,3 +138,36 @@ def test_a_llama_cpp_python_without_the_state_block_reuse_reads_gets_an_empty_co
     llm = Other()
     _keep_whole_blocks(llm, list(range(200)))
     assert llm.resets == 1 and llm.n_tokens == 0
+
+
+def test_a_build_stopped_half_way_and_built_again_makes_what_one_uninterrupted_build_makes(write, tmp_path):
+    """The second build asks the model only what the first did not get answered, in a fresh process state;
+    its answers are still those one build from start to end gets."""
+    from dataforge.errors import BudgetExceeded
+
+    text = """
+name: local-resume
+seed: 11
+llm: {max_tokens: 6, temperature: 0.9}
+steps:
+  - id: src
+    type: source.inline
+    rows: [{word: apple}, {word: river}, {word: winter}, {word: clock}]
+  - id: chat
+    type: generate.prompt
+    system: You name one thing the word makes you think of, and say why in a few words.
+    prompt: "The word is {{ word }}."
+    n: 2
+outputs:
+  chat: chat
+"""
+    whole, halves = tmp_path / "whole.duckdb", tmp_path / "halves.duckdb"
+    api.build(write("whole.yaml", text), catalog=whole)
+    with pytest.raises(BudgetExceeded):
+        api.build(write("stopped.yaml", text.replace("temperature: 0.9}", "temperature: 0.9, max_calls: 3}")),
+                  catalog=halves)
+    again = api.build(write("again.yaml", text), catalog=halves)
+    asked = api.sql(f"select count(*) from llm_calls where build_id = '{again.build_id}' and status = 'ok'",
+                    catalog=halves).rows()[0][0]
+    assert asked == 5  # the 3 answers of the stopped build came from the call log
+    assert api.read("chat", catalog=halves).sort("id").equals(api.read("chat", catalog=whole).sort("id"))
