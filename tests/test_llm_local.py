@@ -69,28 +69,28 @@ def test_missing_model_path_is_reported_at_validation(write, catalog):
 
 
 
-def test_an_answer_depends_only_on_its_request_not_on_the_prompts_before():
-    """llama-cpp-python keeps the prefix a prompt shares with the previous one (all but its last token,
-    when it is the same prompt sampled again); a prompt evaluated in other pieces can get other logits,
-    enough to change a sampled token (a Ray build and a local one of the quickstart parted that way).
-    Prompts are evaluated in blocks at fixed positions and only whole shared blocks are kept: the
-    logits are the same bit for bit whatever was asked before, and shared blocks are still kept."""
+# ~170 tokens shared by every prompt (few-shot examples are like this), then the part that differs
+SYSTEM = "You name one thing the word makes you think of. " + " ".join(
+    f"Example {i}: the word {w} makes me think of {t}." for i, (w, t) in enumerate(
+        [("sea", "salt"), ("winter", "snow"), ("book", "pages"), ("clock", "time"), ("bread", "flour"),
+         ("night", "stars"), ("garden", "roses"), ("train", "rails"), ("music", "drums"), ("city", "lights"),
+         ("forest", "trees"), ("kitchen", "pots")]))
+
+
+@pytest.fixture
+def ask():
+    """ask(messages, max_tokens) -> (answer, where the prompt's evaluation started, its last logits), on the
+    process-wide bundled model (`ask.llm`)."""
     import numpy as np
 
     from dataforge.llm.config import LLMConfig
     from dataforge.llm.providers import local
     from dataforge.llm.types import Message, Request
 
-    cfg = LLMConfig(provider="local", max_tokens=2, temperature=0.8, seed=1)
+    cfg = LLMConfig(provider="local", temperature=0.8, seed=1)
     provider = local.LocalProvider(cfg)
     llm = local.load_model(provider.path, cfg.n_ctx, cfg.n_threads)
-    # ~170 tokens shared by every prompt (few-shot examples are like this), then the part that differs
-    system = Message(role="system", content="You name one thing the word makes you think of. " + " ".join(
-        f"Example {i}: the word {w} makes me think of {t}." for i, (w, t) in enumerate(
-            [("sea", "salt"), ("winter", "snow"), ("book", "pages"), ("clock", "time"), ("bread", "flour"),
-             ("night", "stars"), ("garden", "roses"), ("train", "rails"), ("music", "drums"), ("city", "lights"),
-             ("forest", "trees"), ("kitchen", "pots")])))
-    prompt_evals: list[tuple[int, np.ndarray]] = []  # where each prompt's evaluation started, its last logits
+    prompt_evals: list[tuple[int, np.ndarray]] = []
     real_eval = llm.eval
 
     def spy(tokens):
@@ -99,27 +99,57 @@ def test_an_answer_depends_only_on_its_request_not_on_the_prompts_before():
         if not prompt_evals:  # generate's first eval is the prompt's; the ones after it, the answer's tokens
             prompt_evals.append((start, np.ctypeslib.as_array(llm._ctx.get_logits(), shape=(llm.n_vocab(),)).copy()))
 
-    def ask(word: str) -> tuple[str, int, np.ndarray]:
+    def _ask(messages: list[tuple[str, str]], max_tokens: int = 2):
         prompt_evals.clear()
-        text = provider._run(Request(provider="local", model=cfg.model, max_tokens=2, temperature=0.8, seed=1,
-                                     messages=(system, Message(role="user", content=f"The word is {word}.")))).text
+        text = provider._run(Request(provider="local", model=cfg.model, max_tokens=max_tokens, temperature=0.8,
+                                     seed=1, messages=tuple(Message(role=r, content=c) for r, c in messages))).text
         return text, *prompt_evals[0]
 
-    words = ["river", "blue whale", "a long winding river in the north"]
+    _ask.llm = llm
     llm.eval = spy
     try:
-        for word in words:
-            llm.reset()
-            alone = ask(word)
-            again = ask(word)  # the same prompt once more, as for a second sample
-            ask("apple")
-            after_other = ask(word)
-            assert alone[1] == 0 and again[1] >= 128 and after_other[1] >= 128  # shared blocks were kept
-            for got in (again, after_other):
-                assert np.array_equal(got[2], alone[2]), f"{word!r}: the logits depend on what was asked before"
-                assert got[0] == alone[0]
+        yield _ask
     finally:
         del llm.eval
+
+
+def test_an_answer_depends_only_on_its_request_not_on_the_prompts_before(ask):
+    """llama-cpp-python keeps the prefix a prompt shares with the previous one (all but its last token,
+    when it is the same prompt sampled again); a prompt evaluated in other pieces can get other logits,
+    enough to change a sampled token (a Ray build and a local one of the quickstart parted that way).
+    Prompts are evaluated in blocks at fixed positions and only whole shared blocks are kept: the
+    logits are the same bit for bit whatever was asked before, and shared blocks are still kept."""
+    import numpy as np
+
+    for word in ["river", "blue whale", "a long winding river in the north"]:
+        prompt = [("system", SYSTEM), ("user", f"The word is {word}.")]
+        ask.llm.reset()
+        alone = ask(prompt)
+        again = ask(prompt)  # the same prompt once more, as for a second sample
+        ask([("system", SYSTEM), ("user", "The word is apple.")])
+        after_other = ask(prompt)
+        assert alone[1] == 0 and again[1] >= 128 and after_other[1] >= 128  # shared blocks were kept
+        for got in (again, after_other):
+            assert np.array_equal(got[2], alone[2]), f"{word!r}: the logits depend on what was asked before"
+            assert got[0] == alone[0]
+
+
+def test_a_chat_that_quotes_the_previous_answer_gets_the_answer_it_gets_alone(ask):
+    """The next prompt runs on into the previous answer (a chat turn quoting it): the answer's tokens, and
+    the prompt's last partial block, were evaluated otherwise than a prompt's blocks, so they are not kept."""
+    import numpy as np
+
+    for word in ["river", "clock"]:
+        first = [("system", SYSTEM), ("user", f"The word is {word}.")]
+        ask.llm.reset()
+        answer = ask(first, max_tokens=40)[0]
+        follow_up = first + [("assistant", answer), ("user", "Now say it in one sentence.")]
+        after = ask(follow_up)
+        ask.llm.reset()
+        alone = ask(follow_up)
+        assert after[1] >= 128  # the system prompt's whole blocks were kept
+        assert np.array_equal(after[2], alone[2]), f"{word!r}: the logits depend on the answer asked before"
+        assert after[0] == alone[0]
 
 
 def test_a_llama_cpp_python_without_the_state_block_reuse_reads_gets_an_empty_context_instead():

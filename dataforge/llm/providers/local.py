@@ -7,8 +7,9 @@ An answer depends only on its request, not on what the process asked before. lla
 keeps the prompt prefix the next prompt shares (a chat template, few-shot examples) and evaluates
 only the rest; but the logits of a prompt evaluated in pieces differ in the last bits from those of
 the same prompt evaluated in others, enough to change a sampled token. So prompts are evaluated in
-blocks of `PREFIX_BLOCK` tokens at fixed positions, and only whole blocks are kept: a prompt is then
-evaluated the same way whatever came before it (bit for bit; tests/test_llm_local.py checks it).
+blocks of `PREFIX_BLOCK` tokens at fixed positions, and only whole blocks of the previous prompt are
+kept: a prompt is then evaluated the same way whatever came before it (bit for bit, on one machine;
+tests/test_llm_local.py checks it).
 """
 
 from __future__ import annotations
@@ -78,13 +79,17 @@ later prompt keeps the whole blocks it shares with the one before."""
 
 
 def _keep_whole_blocks(llm, tokens) -> None:
-    """Cut the model's kept context back to the whole blocks that `tokens` (the next prompt) starts
-    with, and never to all of it: llama-cpp-python then keeps exactly that prefix and evaluates the
-    rest from a block boundary, as it would from an empty context. (Where a llama-cpp-python release
-    lacks what this reads, the context is emptied: slower, as deterministic.)"""
+    """Cut the model's kept context back to the whole blocks that `tokens` (the next prompt) shares with
+    the whole blocks of the prompt before, and never to all of `tokens`: llama-cpp-python then keeps
+    exactly that prefix and evaluates the rest from a block boundary, as it would from an empty
+    context. (The prompt's last, partial block and the answer's tokens were evaluated otherwise, so a
+    prompt that runs on into the previous answer, a chat quoting it, keeps none of them.) Where a
+    llama-cpp-python release lacks what this reads, the context is emptied: slower, as deterministic."""
+    whole = getattr(llm, "_dataforge_blocks_end", 0)
+    llm._dataforge_blocks_end = len(tokens) - len(tokens) % PREFIX_BLOCK
     try:
         common = 0
-        for a, b in zip(llm.input_ids[:llm.n_tokens], tokens):
+        for a, b in zip(llm.input_ids[:min(llm.n_tokens, whole)], tokens):
             if a != b:
                 break
             common += 1
