@@ -279,8 +279,8 @@ def test_a_slice_whose_worker_dies_on_every_try_stops_the_build_with_a_located_m
     assert res.exit_code == 2, res.output
     assert "internal error" not in res.output
     assert "r.yaml:" in res.output
-    assert "the Ray worker running slice 1 of 2 (input rows 0-19) died on every try (Ray retries a slice 3 times" \
-        in res.output
+    assert "Ray could not run slice 1 of 2 (input rows 0-19): its worker died on every retry" in res.output
+    assert "WorkerCrashedError" in res.output
     assert "building again goes on from them" in res.output
     kept = run_select(on_ray, "select count(*) n from llm_calls where status = 'ok'")["n"][0]
     assert kept > 0

@@ -47,7 +47,10 @@ ROWS_PER_SLICE = 100_000
 SINK_PREFIX = "dataforge-sink:"
 """Name prefix of a driver's call sink actor (then the Ray job id), for `ray list actors`."""
 TASK_RETRIES = 3
-"""Ray retries a slice whose worker died this many times."""
+"""Ray retries a slice whose worker died this many times (one its memory monitor killed: as many times
+as Ray's `task_oom_retries` says)."""
+DRAIN_ON_FAILURE_S = 30.0
+"""How long a build that stops on a slice's failure waits for the call sink's last answers."""
 
 
 def _reachable(address: str, timeout_s: float = 3.0) -> None:
@@ -203,7 +206,8 @@ class RayExecutor:
               tally: "_Tally | None") -> tuple[list[dict[str, Any]], BudgetExceeded | None]:
         """Every slice's result, and the first budget stop of a slice (the others go on with their shares)."""
         import ray
-        from ray.exceptions import LocalRayletDiedError, NodeDiedError, OutOfMemoryError, RayTaskError, WorkerCrashedError
+        from ray.exceptions import (LocalRayletDiedError, NodeDiedError, ObjectLostError, OutOfMemoryError, RayTaskError,
+                                    WorkerCrashedError)
 
         index = {r: i for i, r in enumerate(refs)}
         pending = list(refs)
@@ -213,11 +217,11 @@ class RayExecutor:
         held_since = 0.0
         stop: BudgetExceeded | None = None
 
-        def drain(last: bool = False) -> None:
+        def drain(last: bool = False, timeout: float | None = None) -> None:
             nonlocal held_since
             if sink is None or ctx.catalog is None:
                 return
-            rows = ray.get(sink.drain.remote(key))
+            rows = ray.get(sink.drain.remote(key), timeout=timeout)
             if tally is not None:
                 tally.add(rows)
             if rows and not held:
@@ -241,7 +245,8 @@ class RayExecutor:
                             stop = stop or cause
                             continue
                         raise (cause or e) from None
-                    except (WorkerCrashedError, OutOfMemoryError, NodeDiedError, LocalRayletDiedError) as e:
+                    except (WorkerCrashedError, OutOfMemoryError, NodeDiedError, LocalRayletDiedError,
+                            ObjectLostError) as e:
                         raise _died(ctx.step_id, index[r], sizes, e) from None
                     if task is not None:
                         task.advance(sizes[index[r]])
@@ -250,8 +255,8 @@ class RayExecutor:
             # answers that reached the sink (or were taken from it) are committed, so none is paid twice.
             for r in refs:
                 ray.cancel(r, force=True)
-            try:
-                drain(last=True)
+            try:  # bounded: with Ray's own processes gone (a lost node, its raylet dead) the sink may not answer
+                drain(last=True, timeout=DRAIN_ON_FAILURE_S)
             except Exception:
                 pass
             raise
@@ -260,16 +265,16 @@ class RayExecutor:
 
 
 def _died(step_id: str, i: int, sizes: list[int], e: BaseException) -> StepError:
-    """The error of a slice whose worker process died on every try (killed, out of memory, its node gone):
-    Ray's own text says only that a worker died."""
+    """The error of a slice Ray could not get through: its worker died on every try (killed, out of
+    memory), or its node or input was lost. Ray's own text says only that a worker or an object is gone."""
     first = sum(sizes[:i])
     why = (str(e).strip().splitlines() or [""])[0]
     return StepError(step_id, None, (
-        f"the Ray worker running slice {i + 1:,} of {len(sizes):,} (input rows {first:,}-{first + sizes[i] - 1:,}) "
-        f"died on every try (Ray retries a slice {TASK_RETRIES} times; {type(e).__name__}: {why}); a worker is "
-        "killed when its machine runs out of memory (`dmesg`, Ray's memory monitor) or by `kill -9`; Ray keeps "
-        "its logs (`ray logs`, /tmp/ray/session_latest/logs on that machine). The LLM answers received before "
-        "are kept: building again goes on from them"))
+        f"Ray could not run slice {i + 1:,} of {len(sizes):,} (input rows {first:,}-{first + sizes[i] - 1:,}): "
+        f"its worker died on every retry, or its node or input was lost ({type(e).__name__}: {why}). A worker "
+        "is killed when its machine runs out of memory (`dmesg`, Ray's memory monitor) or by `kill -9`; Ray "
+        "keeps its logs (`ray logs`, /tmp/ray/session_latest/logs on that machine). The LLM answers received "
+        "before are kept: building again goes on from them"))
 
 
 def _concat(parts: list[dict[str, Any]], ctx: RunContext) -> StepResult:
