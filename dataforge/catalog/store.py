@@ -563,7 +563,7 @@ def _insert_llm_calls(con, rows: list[dict[str, Any]]) -> None:
 
 
 _STAGED_BY = "staged by "
-_STAGED_RE = re.compile(rf"staged by (.+) pid ({pids.TOKEN_RE})")
+_STAGED_RE = re.compile(rf"{re.escape(_STAGED_BY)}(.+) pid ({pids.TOKEN_RE})")
 
 
 def _staged_by() -> str:
