@@ -162,7 +162,7 @@ def _execute(plan: Plan, catalog: Catalog, catalog_path: Path, forced: set[str],
                 prepared = plan.prepared.pop(s.id, None)
                 if s.id in staged:
                     n, seconds = staged[s.id]
-                    rows_in = s.accounted_inputs([])
+                    rows_in = n  # a source's rows_in is the rows it read
                     catalog.record_staged_output(build_id=build_id, step_id=s.id, type=s.type, fingerprint=fp,
                                                  rows=n, rows_in=rows_in, seconds=seconds, inputs=inputs)
                     built(s, fp, rows_in, n, 0, seconds, {})
@@ -178,6 +178,8 @@ def _execute(plan: Plan, catalog: Catalog, catalog_path: Path, forced: set[str],
                         out = prepared if prepared is not None else run_step(s, ins, ctx)
                         task.advance(rows_in)
                     res = out if isinstance(out, StepResult) else StepResult(df=out)
+                    if res.rows_read is not None:
+                        rows_in = res.rows_read
                     _check_accounting(s, res, rows_in)
                     df, lineage = _finish_rows(s, res)
                 except BaseException as e:

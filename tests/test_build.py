@@ -326,3 +326,41 @@ def test_a_build_killed_after_storing_its_sources_leaves_no_table_the_next_build
     live.stage_output_query("f" * 64, "select 'x' as id")
     assert live.drop_abandoned_staged() == [] and live.lookup_output("f" * 64) is None
     assert api.sql("select count(*) from _s_ffffffffffffffffffffffff", catalog=catalog).item() == 1
+
+
+SOURCES = """
+name: read
+steps:
+  - id: fast
+    type: source.csv
+    path: rows.csv
+    columns: [text]
+  - id: careful
+    type: source.jsonl
+    path: rows.jsonl
+  - id: few
+    type: source.jsonl
+    path: rows.jsonl
+    limit: 3
+  - id: sampled
+    type: source.inline
+    rows: [{text: a}, {text: b}, {text: c}, {text: d}]
+    sample: 2
+outputs: {fast: fast, careful: careful, few: few, sampled: sampled}
+"""
+
+
+def test_sources_record_the_rows_they_read_as_rows_in(write, catalog, cli):
+    write("rows.csv", "text\n" + "".join(f"line {i}\n" for i in range(7)))
+    write("rows.jsonl", "".join(json.dumps({"text": f"row {i}", "n": i}) + "\n" for i in range(5)))
+    r = write("read.yaml", SOURCES)
+    res = api.build(r, catalog=catalog)
+    got = {s.step_id: (s.rows_in, s.rows_out) for s in res.steps}
+    # The CSV streams straight into the catalog; the others are read by polars; limit and sample
+    # keep fewer rows than were read.
+    assert got == {"fast": (7, 7), "careful": (5, 5), "few": (5, 3), "sampled": (4, 2)}
+    _, steps = api.history(catalog=catalog)
+    assert dict(zip(steps["step_id"], steps["rows_in"])) == {"fast": 7, "careful": 5, "few": 5, "sampled": 4}
+    again = api.build(r, catalog=catalog)  # reused steps keep what their build recorded
+    assert {s.step_id: (s.status, s.rows_in) for s in again.steps} == {
+        "fast": ("reused", 7), "careful": ("reused", 5), "few": ("reused", 5), "sampled": ("reused", 4)}

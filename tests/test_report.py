@@ -89,6 +89,8 @@ def test_report_renders_offline_with_figure_data(write, catalog, tmp_path):
     assert data["dataset"]["rows"] == 12 and data["dataset"]["name"] == "with_pairs"
     steps = {s["step_id"]: s for s in data["steps"]}
     assert (steps["src"]["rows_out"], steps["clean"]["rows_out"], steps["pairs"]["rows_out"]) == (14, 12, 12)
+    assert steps["src"]["rows_in"] == 14  # a source's rows in: the rows it read
+    assert "<tr><td>src</td><td>source.inline</td><td>built</td><td class=num>14</td>" in text
     assert {(r["step_id"], r["reason"], r["rows"]) for r in data["rejections"]} == {
         ("clean", "too_short", 1), ("clean", "blacklist:draw", 1)}
 

@@ -73,7 +73,7 @@ def read(path, careful: bool, monkeypatch) -> tuple[str, pl.DataFrame | str]:
         monkeypatch.setattr(jsonl, "read_selected", lambda *a, **k: None)
     step = JsonlSource(id="s", type="source.jsonl", path=str(path), columns=COLUMNS)
     try:
-        return "rows", step.load(PlanContext(recipe_path=path.parent / "r.yaml", seed=0))
+        return "rows", step.load(PlanContext(recipe_path=path.parent / "r.yaml", seed=0)).df
     except StepError as e:
         return "error", str(e)
     finally:
@@ -106,7 +106,7 @@ def careful_and_prepared(step, ctx: PlanContext) -> tuple[pl.DataFrame | str, ob
     from dataforge.rows import assign_ids
 
     try:
-        careful: pl.DataFrame | str = assign_ids(step.load(ctx))[0]
+        careful: pl.DataFrame | str = assign_ids(step.load(ctx).df)[0]
     except StepError as e:
         careful = str(e)
     try:
@@ -132,7 +132,7 @@ def test_rows_stored_straight_from_the_file_match_the_careful_reader(tmp_path, c
         assert prepared == careful
         return
     if not isinstance(prepared, SqlLoad):
-        assert prepared.equals(careful.drop("id"))
+        assert prepared.df.equals(careful.drop("id"))
         assert case not in ("good", "escaped unicode", "crlf and blank lines"), "should be stored from the file"
         return
     assert prepared.rows == careful.height and prepared.columns == list(COLUMNS)
@@ -179,7 +179,7 @@ def test_csv_read_from_the_file_matches_the_text_path(tmp_path, monkeypatch, cas
 
     def outcome():
         try:
-            return CsvSource(id="s", type="source.csv", path=str(path), allow_empty=True).load(ctx)
+            return CsvSource(id="s", type="source.csv", path=str(path), allow_empty=True).load(ctx).df
         except StepError as e:
             return str(e)
 
@@ -240,7 +240,7 @@ def test_csv_stored_straight_from_the_file_matches_the_careful_reader(tmp_path, 
         assert prepared == careful
         return
     if not isinstance(prepared, SqlLoad):
-        assert not from_sql and prepared.equals(careful.drop("id"))
+        assert not from_sql and prepared.df.equals(careful.drop("id"))
         return
     try:
         stored = duckdb.connect().sql(prepared.query()).pl()
@@ -282,7 +282,7 @@ def test_parquet_stored_straight_from_the_file_matches_polars(tmp_path, columns,
     step = ParquetSource(id="s", type="source.parquet", path=str(path), columns=columns)
     ctx = PlanContext(recipe_path=tmp_path / "r.yaml", seed=0)
     try:
-        careful = assign_ids(step.load(ctx))[0]
+        careful = assign_ids(step.load(ctx).df)[0]
     except StepError as e:
         with pytest.raises(StepError) as got:
             step.prepare(ctx)
@@ -295,7 +295,7 @@ def test_parquet_stored_straight_from_the_file_matches_polars(tmp_path, columns,
         assert prepared.rows == careful.height
         assert stored.schema == careful.schema and stored.equals(careful, null_equal=True)
     else:
-        assert prepared.equals(careful.drop("id"))
+        assert prepared.df.equals(careful.drop("id"))
 
 
 def test_parquet_dictionaries_of_strings_are_stored_straight_from_the_file(write, catalog):

@@ -52,13 +52,15 @@ def _build(data: ReportData) -> str:
     rows = []
     for s in data.steps:
         rin, rout, rej = s["rows_in"], s["rows_out"], s["rejected"] or 0
-        if s["type"].startswith("source."):
-            rin = rin or None  # a source reads rows, it has no input rows
+        source = s["type"].startswith("source.")
+        if source:
+            rin = rin or None  # the rows a source read (0 in catalogs from before sources recorded them)
         adds = rin is None or rout is None or rin == rout + rej
         share = (rej / rin) if rin else 0.0
-        note = "" if adds else '<span class="muted"> (makes rows)</span>'
+        note = "" if adds else f'<span class="muted"> ({"limit / sample" if source else "makes rows"})</span>'
+        shown = '<span class=muted>source</span>' if source and rin is None else _cell(rin)
         rows.append(f"<tr><td>{escape(s['step_id'])}</td><td>{escape(s['type'])}</td><td>{escape(s['status'])}</td>"
-                    f"<td class=num>{'<span class=muted>source</span>' if s['type'].startswith('source.') else _cell(rin)}</td><td class=num>{_cell(rout)}</td><td class=num>{rej:,}</td>"
+                    f"<td class=num>{shown}</td><td class=num>{_cell(rout)}</td><td class=num>{rej:,}</td>"
                     f'<td class="rejbar" title="{100 * share:.1f}% of its input rejected">'
                     + (f'<div style="width:{100 * share:.1f}%"></div>' if rej else "")  # no tick for nothing
                     + f'</td><td class=num>{100 * share:.1f}%{note}</td>'

@@ -45,6 +45,9 @@ class StepResult:
     rejections: pl.DataFrame | None = None
     lineage: pl.DataFrame | None = None
     notes: dict[str, Any] = field(default_factory=dict)
+    rows_read: int | None = None
+    """Rows a source read, before its `limit` and `sample` (its `rows_in`); None for other steps,
+    whose `rows_in` counts their input rows."""
 
 
 @dataclass

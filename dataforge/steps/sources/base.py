@@ -11,7 +11,7 @@ from pydantic import Field, field_validator
 
 from dataforge.hashing import file_sha256
 from dataforge.sqlquote import quote_ident
-from dataforge.steps.base import PlanContext, RunContext, Step, StepError
+from dataforge.steps.base import PlanContext, RunContext, Step, StepError, StepResult
 
 if TYPE_CHECKING:
     import polars as pl
@@ -149,14 +149,15 @@ class Source(Step):
                             f"column(s) {', '.join(map(repr, missing))} not in the source; "
                             f"it has: {', '.join(raw) or '(none)'}")
 
-    def prepare(self, ctx: PlanContext) -> pl.DataFrame | SqlLoad:
+    def prepare(self, ctx: PlanContext) -> StepResult | SqlLoad:
         """What planning keeps for the build: the rows (`load`), or, where DuckDB can check and store
         the file itself, an `SqlLoad` (checked here unless `ctx.for_build`). Every problem found is a
         `StepError`."""
         return self.load(ctx)
 
-    def load(self, ctx: PlanContext) -> pl.DataFrame:
-        """Read the source in full and apply `columns`, `limit` and `sample`; every problem is a `StepError`."""
+    def load(self, ctx: PlanContext) -> StepResult:
+        """Read the source in full and apply `columns`, `limit` and `sample` (`rows_read`: the rows read,
+        before the last two); every problem is a `StepError`."""
         try:
             df = self.read(ctx)
         except pl.exceptions.PolarsError as e:  # e.g. one column holding numbers and lists: the data's problem
@@ -173,6 +174,7 @@ class Source(Step):
                 raise StepError(self.id, "columns", "the data has both `id` and `source_id` columns; `id` is "
                                 "dataforge's row id, so pick and rename yours with `columns:`")
             df = df.rename({"id": "source_id"})
+        read = df.height
         if self.limit is not None:
             df = df.head(self.limit)
         if self.sample is not None:
@@ -182,9 +184,9 @@ class Source(Step):
         if df.width == 0:
             hint = " (no rows name any: list them in `columns:`)" if self.allow_empty else ""
             raise StepError(self.id, None, f"source has no columns{hint}")
-        return df
+        return StepResult(df=df, rows_read=read)
 
-    def run(self, inputs: list[pl.DataFrame], ctx: RunContext) -> pl.DataFrame:
+    def run(self, inputs: list[pl.DataFrame], ctx: RunContext) -> StepResult:
         return self.load(ctx)
 
 

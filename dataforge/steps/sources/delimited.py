@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Literal
 
 from pydantic import Field
 
-from dataforge.steps.base import ID, PARENT, PlanContext, StepError
+from dataforge.steps.base import ID, PARENT, PlanContext, StepError, StepResult
 from dataforge.steps.sources.base import FileSource, SqlLoad, names_one_file, sql_load
 from dataforge.steps.sources.checks import check_column_case, exact_integers, too_many_digits
 
@@ -38,7 +38,7 @@ class CsvSource(FileSource):
     def _sep(self) -> str:
         return self.delimiter or ("\t" if self.type == "source.tsv" else ",")
 
-    def prepare(self, ctx: PlanContext) -> pl.DataFrame | SqlLoad:
+    def prepare(self, ctx: PlanContext) -> StepResult | SqlLoad:
         """A header, `columns:` by name, string fields, `"` quotes, no `limit`/`sample`: an `SqlLoad`
         for the build to stream straight from the file (`csv_duckdb`), the whole file checked by one
         DuckDB scan that keeps no rows (by the store itself, for a build); anything else, or a file

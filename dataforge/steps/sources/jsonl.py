@@ -8,7 +8,7 @@ import re
 from pathlib import Path
 from typing import TYPE_CHECKING, ClassVar, Literal, NamedTuple
 
-from dataforge.steps.base import ID, PARENT, PlanContext, StepError
+from dataforge.steps.base import ID, PARENT, PlanContext, StepError, StepResult
 from dataforge.steps.sources.base import FileSource, SqlLoad, names_one_file, sql_load
 from dataforge.steps.sources.checks import MAX_NESTING, check_column_case, check_nesting, dtype_depth, \
     exact_integers, has_lone_surrogate, lone_surrogate, mapped, may_hold_lone_surrogate, may_nest_deeper, \
@@ -30,7 +30,7 @@ class JsonlSource(FileSource):
     type: Literal["source.jsonl"]
     kind_version: ClassVar[str] = "2"  # 2: a lone surrogate escape is a located error (1 stored U+0000)
 
-    def prepare(self, ctx: PlanContext) -> pl.DataFrame | SqlLoad:
+    def prepare(self, ctx: PlanContext) -> StepResult | SqlLoad:
         """With `columns:` of plain types, no `limit`/`sample`: an `SqlLoad` for the build to store
         straight from the file, the whole file checked by one DuckDB scan that keeps no rows (by the
         store itself, for a build); anything else (or any problem the scan meets) is read by `load`,

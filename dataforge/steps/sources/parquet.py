@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Literal
 
 from dataforge.sqlquote import quote_ident, quote_literal
-from dataforge.steps.base import ID, PARENT, PlanContext
+from dataforge.steps.base import ID, PARENT, PlanContext, StepResult
 from dataforge.steps.sources import arrow_schema
 from dataforge.steps.sources.base import FileSource, SqlLoad, count_rows, names_one_file
 from dataforge.steps.sources.checks import check_column_case, exact_integers
@@ -48,7 +48,7 @@ class ParquetSource(FileSource):
 
     type: Literal["source.parquet"]
 
-    def prepare(self, ctx: PlanContext) -> pl.DataFrame | SqlLoad:
+    def prepare(self, ctx: PlanContext) -> StepResult | SqlLoad:
         """Columns of plain types, no `limit`/`sample`: an `SqlLoad` for the build to store straight
         from the file (every value checked by one DuckDB scan that keeps no rows, or, for a build, by
         the store itself); else `load`."""
