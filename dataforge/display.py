@@ -152,8 +152,10 @@ def _print_table(df: pl.DataFrame, console: Console, title: str | None, width: i
 def _fit(table: Table, df: pl.DataFrame, width: int) -> bool:
     """Share the terminal's width among the columns (narrow ones keep theirs, wide ones end in …),
     so that a wide table still prints one line per row. Numbers are never cut (`0.0…` would read as
-    another value): text columns shrink first, then number columns' headers down to their values;
-    a table whose numbers alone do not fit is printed wider than the terminal."""
+    another value). A first column whose values are all distinct (what a reader scans by: a name,
+    an id) keeps its width up to two thirds of the room, number headers giving way (down to their values, or
+    4 cells) before it is cut; other text columns share the rest. A table whose numbers alone do
+    not fit is printed wider than the terminal."""
     from rich.cells import cell_len
 
     natural = [max([cell_len(c.header)] + [cell.cell_len for cell in c._cells]) for c in table.columns]
@@ -164,16 +166,21 @@ def _fit(table: Table, df: pl.DataFrame, width: int) -> bool:
     values = [max([cell.cell_len for cell in c._cells], default=1) for c in table.columns]
     text_cols = [i for i, n in enumerate(numeric) if not n]
     alloc = [natural[i] if numeric[i] else 0 for i in range(len(natural))]
-    # Number headers give way (down to their values' width) before text columns go under 4.
-    excess = sum(alloc) + sum(min(natural[i], 4) for i in text_cols) - room
-    while excess > 0:
-        slack = [(alloc[i] - max(values[i], 1), i) for i in range(len(alloc)) if numeric[i]]
-        most, i = max(slack, default=(0, -1))
-        if most <= 0:
-            break
-        alloc[i] -= 1
-        excess -= 1
-    left, open_cols = room - sum(alloc), sorted(text_cols, key=natural.__getitem__)
+    key = bool(text_cols) and text_cols[0] == 0 and _distinct(df.to_series(0))
+    first = min(natural[0], max(2 * room // 3, 4)) if key else None
+    rest = text_cols[1:] if first is not None else text_cols
+    # Number headers give way (down to their values, or 4 cells) before the first column is cut
+    # below `first` or another text column goes under 4.
+    excess = sum(alloc) + (first or 0) + sum(min(natural[i], 4) for i in rest) - room
+    for i in sorted((i for i in range(len(alloc)) if numeric[i]), key=lambda i: values[i] - natural[i]):
+        give = max(0, min(excess, natural[i] - max(values[i], 4)))
+        alloc[i] -= give
+        excess -= give
+    left = room - sum(alloc)
+    if first is not None:
+        alloc[0] = max(min(first, left - 4 * len(rest)), 4)
+        left -= alloc[0]
+    open_cols = sorted(rest, key=natural.__getitem__)
     while open_cols:
         share = max(left // len(open_cols), 4)
         i = open_cols[0]
@@ -190,6 +197,14 @@ def _fit(table: Table, df: pl.DataFrame, width: int) -> bool:
         if is_num:
             col.min_width = need  # rich's last resort shrinks every column evenly: not these
     return True
+
+
+def _distinct(s: pl.Series) -> bool:
+    """Whether every value of a column is different from the others (a key)."""
+    try:
+        return s.len() > 0 and s.n_unique() == s.len()
+    except pl.exceptions.PolarsError:  # a kind polars cannot compare
+        return False
 
 
 def _print_vertical(df: pl.DataFrame, console: Console, title: str | None, width: int) -> None:

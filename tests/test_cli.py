@@ -438,6 +438,34 @@ def test_a_wide_table_fits_the_terminal_one_line_per_row():
     assert "--format vertical shows them whole" in buf.getvalue() and "2 of 5 rows shown" in buf.getvalue()
 
 
+def test_a_narrow_terminal_keeps_the_key_column_whole_and_cuts_number_headers_first():
+    import polars as pl
+    from rich.console import Console
+
+    from dataforge import display
+
+    def shown(df):
+        buf = io.StringIO()
+        display.print_frame(df, "table", Console(file=buf, width=80, force_terminal=True, color_system=None))
+        return buf.getvalue()
+
+    # `ls` of long dataset names: the names stay whole (a long header over a one-digit number
+    # gives way first); before, every name was cut to "symbol…"
+    names = ["symbol_eval_labels_instruction", "symbol_eval_symbols_instruction", "symbol_tuning_train"]
+    ls = pl.DataFrame({"name": names, "latest_version": [1, 1, 1], "versions": [1, 1, 1],
+                       "rows": [2000, 2000, 6000], "step_id": [n.replace("symbol_", "") for n in names],
+                       "build_id": ["20261202-082028-a80bbc"] * 3, "created_at": ["2026-12-02 08:20:31"] * 3})
+    out = shown(ls)
+    assert all(n in out for n in names) and "2,000" in out and "6,000" in out
+    assert all(len(ln) <= 80 for ln in out.splitlines())
+    # a first column that repeats (history's build_id) is no key: it shares the room like the rest
+    steps = pl.DataFrame({"build_id": ["20261202-082028-a80bbc"] * 2, "step_id": ["eval_symbols", "train_prompts"],
+                          "type": ["transform.symbols"] * 2, "status": ["built"] * 2, "rows_in": [10662, 22372],
+                          "rows_out": [2000, 6000], "rejected": [8662, 16372], "seconds": [0.435, 0.886]})
+    out = shown(steps)
+    assert "20261202-082028-a80bbc" not in out and "0.886" in out and "16,372" in out
+
+
 def test_sql_unknown_table_hints_name_only_the_catalogs_own_tables(built, cli):
     # DuckDB guesses among its own catalog too (`Did you mean "lineage or pg_enum"?`): the hint names
     # only what this catalog holds, a close match or else the tables and datasets there are.
