@@ -153,9 +153,9 @@ def _fit(table: Table, df: pl.DataFrame, width: int) -> bool:
     """Share the terminal's width among the columns (narrow ones keep theirs, wide ones end in …),
     so that a wide table still prints one line per row. Numbers are never cut (`0.0…` would read as
     another value). A first column whose values are all distinct (what a reader scans by: a name,
-    an id) keeps its width up to two thirds of the room, number headers giving way (down to their values, or
-    4 cells) before it is cut; other text columns share the rest. A table whose numbers alone do
-    not fit is printed wider than the terminal."""
+    an id) keeps its width up to two thirds of the room, number headers giving way (down to their
+    values, or 4 cells) before it is cut; other text columns share the rest. A table whose numbers
+    alone do not fit is printed wider than the terminal."""
     from rich.cells import cell_len
 
     natural = [max([cell_len(c.header)] + [cell.cell_len for cell in c._cells]) for c in table.columns]

@@ -22,8 +22,7 @@ from typing import Any, Callable
 
 from dataforge.errors import RecipeErrors, UserError
 from dataforge.recipe.loader import KeyPath, Positions, format_path
-from dataforge.steps.base import PlanContext, Step, StepError
-from dataforge.steps.sources.base import SqlLoad
+from dataforge.steps.base import PlanContext, Step, StepError, StepResult
 
 
 @dataclass
@@ -40,8 +39,9 @@ class Plan:
     fingerprints: dict[str, str]
     index: dict[str, int] = field(default_factory=dict)
     prepared: dict[str, Any] = field(default_factory=dict)
-    """What planning kept of each source it read, by step id: its rows (a `StepResult`), or an `SqlLoad` (rows left in
-    the file) that the build stores straight from the file before its first step runs."""
+    """What planning kept of each source it read, by step id: its rows (a `StepResult`), or an
+    `SqlLoad` (rows left in the file) that the build stores straight from the file before its first
+    step runs."""
 
     def context(self, catalog_path: Path | None, for_build: bool = False) -> PlanContext:
         return PlanContext(recipe_path=self.path, seed=self.recipe.seed, catalog_path=catalog_path,
@@ -135,7 +135,7 @@ def _check_step(plan: Plan, s: Step, ctx: PlanContext, stored: Callable[[str], l
             if cols is None:
                 prepared = s.prepare(ctx)  # type: ignore[attr-defined]  # rows, or an `SqlLoad` (no rows kept)
                 plan.prepared[s.id] = prepared
-                cols = prepared.columns if isinstance(prepared, SqlLoad) else prepared.df.columns
+                cols = prepared.df.columns if isinstance(prepared, StepResult) else prepared.columns
             plan.columns[s.id] = [c for c in cols if c != "id"]
             return True
         in_cols = [plan.columns.get(p) for p in parents]
