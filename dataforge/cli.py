@@ -147,11 +147,11 @@ def _interrupted(e: BaseException | None = None) -> str:
 
 
 def _print_df(df: pl.DataFrame, fmt: Format | str = Format.table, title: str | None = None, *,
-              total: int | None = None, width: int | None = None) -> None:
+              total: int | None = None, width: int | None = None, cut_hint: str = display.CUT_HINT) -> None:
     fmt = Format(fmt)
     if width is None:
         width = 0 if fmt is Format.vertical else display.CELL_WIDTH
-    display.print_frame(df, fmt.value, out, title=title, total=total, width=width)
+    display.print_frame(df, fmt.value, out, title=title, total=total, width=width, cut_hint=cut_hint)
 
 
 def _row_limit(limit: int | None, all_rows: bool, fmt: Format, default: int) -> int | None:
@@ -268,7 +268,8 @@ def show(dataset: str = typer.Argument(..., metavar="DATASET", help="Dataset nam
             raise UserError("--columns: give column names separated by commas, e.g. --columns id,text")
         info = api.dataset_info(dataset, version=version, catalog=catalog)
         df = api.show(dataset, version=info["version"], limit=n, columns=cols, catalog=catalog)
-        _print_df(df, format, title=f"{dataset} v{info['version']}", total=info["rows"], width=max_width)
+        _print_df(df, format, title=f"{dataset} v{info['version']}", total=info["rows"], width=max_width,
+                  cut_hint="--columns A,B or --format vertical shows them whole")
 
     _run(go)
 
@@ -291,7 +292,8 @@ def sql(query: str = typer.Argument(..., metavar="QUERY",
     def go() -> None:
         n = _row_limit(limit, all_rows, format, SQL_ROWS)
         df, total = api.sql_page(query, limit=n, catalog=catalog, allow_files=allow_files)
-        _print_df(df, format, total=total, width=max_width)
+        _print_df(df, format, total=total, width=max_width,
+                  cut_hint="select fewer columns, or --format vertical shows them whole")
 
     _run(go)
 
@@ -311,16 +313,20 @@ def history(limit: int = typer.Option(10, "--limit", metavar="N", min=1, help="H
                                         out.file)
             return
         _print_df(builds, format, title="builds")
-        _print_df(steps.drop("fingerprint"), format, title="steps")
+        # One table per build, titled with its id: a column of 22-character build ids would take a
+        # third of an 80-column terminal and be cut to the date they all start with.
+        steps = steps.drop("fingerprint")
+        for b in builds["build_id"]:
+            _print_df(steps.filter(pl.col("build_id") == b).drop("build_id"), format, title=f"steps of build {b}")
 
     _run(go)
 
 
 @app.command()
 def calls(build_id: Optional[str] = typer.Option(None, "--build", metavar="ID", help="Only this build."),
-          catalog: Optional[Path] = CatalogOpt) -> None:
+          format: Format = FormatOpt, catalog: Optional[Path] = CatalogOpt) -> None:
     """LLM calls, tokens and cost per build, step and model."""
-    _run(lambda: _print_df(api.calls(build_id=build_id, catalog=catalog), title="llm calls"))
+    _run(lambda: _print_df(api.calls(build_id=build_id, catalog=catalog), format, title="llm calls"))
 
 
 @app.command()

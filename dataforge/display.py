@@ -111,10 +111,15 @@ def more_rows_note(shown: int, total: int) -> str | None:
     return f"{shown:,} of {total:,} rows shown; --limit N or --all for more"
 
 
+CUT_HINT = "--format vertical shows them whole"
+"""What a table cut to the terminal's width says to do about it (a command with more ways passes its own)."""
+
+
 def print_frame(df: pl.DataFrame, fmt: str, console: Console, *, title: str | None = None,
-                total: int | None = None, width: int = CELL_WIDTH) -> None:
-    """Print `df` in `fmt`. Table views end with a note when `total` (rows in all) is more than shown;
-    the machine formats print exactly the rows given, nothing else."""
+                total: int | None = None, width: int = CELL_WIDTH, cut_hint: str = CUT_HINT) -> None:
+    """Print `df` in `fmt`. Table views end with a note when `total` (rows in all) is more than shown,
+    and with `cut_hint` when columns were cut to fit the terminal; the machine formats print exactly
+    the rows given, nothing else."""
     if fmt in ("csv", "json", "jsonl"):
         write_machine(df, fmt, console.file)
         return
@@ -122,14 +127,14 @@ def print_frame(df: pl.DataFrame, fmt: str, console: Console, *, title: str | No
     if fmt == "vertical":
         _print_vertical(df, console, title, width)
     else:
-        _print_table(df, console, title, width)
+        _print_table(df, console, title, width, cut_hint)
     if df.height == 0 and not note:
         note = "0 rows"  # said plainly, not left to an empty table (or, in vertical view, a bare title)
     if note:
         console.print(note, markup=False, highlight=False, style="dim")
 
 
-def _print_table(df: pl.DataFrame, console: Console, title: str | None, width: int) -> None:
+def _print_table(df: pl.DataFrame, console: Console, title: str | None, width: int, cut_hint: str) -> None:
     table = Table(title=escape_control(title) if title else None, show_lines=False)
     for name, dtype in df.schema.items():
         table.add_column(escape_control(name), no_wrap=True, overflow="ellipsis",
@@ -140,7 +145,7 @@ def _print_table(df: pl.DataFrame, console: Console, title: str | None, width: i
         narrowed = _fit(table, df, console.width)
         console.print(table)
         if narrowed:
-            console.print("columns cut to fit; --columns A,B or --format vertical shows them whole",
+            console.print(f"columns cut to fit; {cut_hint}",
                           markup=False, highlight=False, style="dim")
         return
     # Piped or logged: as wide as the table needs, so ids and names are not cut at 80 columns.

@@ -190,8 +190,46 @@ def test_piped_tables_are_not_folded(built):
     proc = run_dataforge("history", "--catalog", cat, env={"COLUMNS": "60"})
     assert proc.returncode == 0
     lines = proc.stdout.splitlines()
-    assert any(first.build_id in ln and " src " in ln and " built " in ln for ln in lines)
-    assert any(second.build_id in ln and " reused " in ln for ln in lines)
+    # one steps table per build, under its id: each step on one line
+    head = {b: lines.index(f"steps of build {b}") for b in (first.build_id, second.build_id)}
+    assert head[second.build_id] < head[first.build_id]  # newest first, as in the builds table
+    titles = [i for i, ln in enumerate(lines) if ln.startswith("steps of build ")] + [len(lines)]
+
+    def table(build_id):
+        at = head[build_id]
+        return lines[at + 1:titles[titles.index(at) + 1]]
+
+    assert [ln for ln in table(first.build_id) if " src " in ln and " built " in ln]
+    assert [ln for ln in table(second.build_id) if " src " in ln and " reused " in ln]
+    assert not [ln for ln in table(second.build_id) if " built " in ln]
+
+
+def test_a_cut_table_names_only_options_its_command_has(built, cli, monkeypatch):
+    # `history` said "--columns A,B or --format vertical shows them whole", and had no --columns
+    from rich.console import Console
+
+    _, cat, first, _ = built
+    buf = io.StringIO()
+    monkeypatch.setattr(cli_module, "out", Console(file=buf, width=24, force_terminal=True, color_system=None,
+                                                   soft_wrap=True))
+
+    def hints(*args):
+        buf.seek(0)
+        buf.truncate()
+        assert cli(*args, "--catalog", cat).exit_code == 0
+        return [ln for ln in buf.getvalue().splitlines() if ln.startswith("columns cut to fit")]
+
+    for cmd in (["history"], ["ls"], ["calls"]):
+        found = hints(*cmd)
+        assert found and all(h == "columns cut to fit; --format vertical shows them whole" for h in found), (cmd, found)
+        assert cli(*cmd, "--catalog", cat, "--format", "vertical").exit_code == 0  # the option it names exists
+    assert hints("show", "greetings") == ["columns cut to fit; --columns A,B or --format vertical shows them whole"]
+    assert hints("sql", "select * from steps") == [
+        "columns cut to fit; select fewer columns, or --format vertical shows them whole"]
+    buf.seek(0)
+    buf.truncate()
+    assert cli("calls", "--catalog", cat, "--format", "json").exit_code == 0
+    assert json.loads(buf.getvalue()) == []  # no LLM steps here
 
 
 # -- a CLI that fits the terminal ------------------------------------------------------------
