@@ -134,3 +134,19 @@ def test_sigkill_then_rerun_makes_only_the_missing_calls(llama_url, write, tmp_p
     resumed = api.read("answers", catalog=cat).sort("id")
     assert resumed.height == rows
     assert resumed.equals(api.read("answers", catalog=fresh).sort("id"))
+
+
+def test_a_closed_port_is_a_connection_error_not_a_timeout(write, catalog):
+    # The SDKs' aiohttp transport reports a refused connect as `ConnectTimeout`; the log said
+    # "timeout: no answer in time" 5 ms after the call began.
+    import socket
+
+    with socket.socket() as s:  # a port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    path = write("r.yaml", recipe(f"http://127.0.0.1:{port}/v1", 2, extra_llm="  max_retries: 1\n  timeout_s: 30"))
+    with pytest.raises(Exception, match="every LLM call failed") as e:
+        api.build(path, catalog=catalog, quiet=True)
+    assert f"connection error: Cannot connect to host 127.0.0.1:{port}" in str(e.value)
+    errors = calls(catalog)["error"].to_list()
+    assert errors and all(x.startswith("connection error: ") for x in errors), errors

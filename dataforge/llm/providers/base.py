@@ -102,14 +102,27 @@ def sdk_error(e: Exception, sdk: types.ModuleType, secrets: Secrets) -> Provider
             retry_after = (parse_retry_after(headers.get("retry-after-ms")) or 0) / 1000
         return ProviderError(secrets.redact(error_text(e.status_code, e.body, e.message)[:1000]), status=e.status_code,
                              retryable=retryable, fatal=fatal, retry_after=retry_after)
-    if isinstance(e, sdk.APITimeoutError):
+    if isinstance(e, sdk.APITimeoutError) and _refused(e) is None:
         return ProviderError("timeout: no answer in time", retryable=True)
     if isinstance(e, sdk.APIConnectionError):
-        return ProviderError(secrets.redact(f"connection error: {e.__cause__ or e}")[:500], retryable=True)
+        return ProviderError(secrets.redact(f"connection error: {_refused(e) or e.__cause__ or e}")[:500],
+                             retryable=True)
     if isinstance(e, (json.JSONDecodeError, sdk.APIResponseValidationError, ValueError,
                       KeyError, IndexError, TypeError, AttributeError)):
         return ProviderError(secrets.redact(f"malformed response: {type(e).__name__}: {e}")[:500], retryable=True)
     return ProviderError(secrets.redact(f"{type(e).__name__}: {e}")[:500])
+
+
+def _refused(e: BaseException) -> OSError | None:
+    """The failure to connect (refused, unreachable, no such host) under `e`, or None. The SDKs' aiohttp
+    transport reports every failed connect as a `ConnectTimeout`, a refused port included; the
+    error it wraps says what happened."""
+    cause = e.__cause__
+    while cause is not None:
+        if isinstance(cause, OSError) and not isinstance(cause, TimeoutError):
+            return cause
+        cause = cause.__cause__
+    return None
 
 
 class Provider(abc.ABC):
