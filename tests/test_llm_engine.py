@@ -94,6 +94,26 @@ def test_budget_stops_cleanly_keeps_paid_work_and_rerun_continues(server, write,
     assert (last["status"] == "cached").sum() == 6 and (last["status"] == "ok").sum() == 4
 
 
+def test_a_budget_stop_states_the_spend_once_calls_in_flight_have_settled(server, write, catalog, monkeypatch):
+    # Prompt tokens are estimated before a call (characters / 4); here every estimate is 0, so calls
+    # in flight when the budget is reached run past it. The message used to give the spend at the
+    # moment the limit was hit ($1.2 while $2.4 was billed).
+    import re
+
+    import dataforge.llm.engine as engine
+
+    monkeypatch.setattr(engine, "estimate_tokens", lambda text: 0)
+    prices = "  prices: {echo-1: [100000, 0]}"  # $0.1 per prompt token: $0.4 a call
+    text = recipe(server.url, WORDS, llm=prices + "\n  budget_usd: 1.0").replace("max_concurrency: 1", "max_concurrency: 4")
+    path = write("r.yaml", text)
+    with pytest.raises(BudgetExceeded) as e:
+        api.build(path, catalog=catalog)
+    paid = llm_calls(catalog, "status = 'ok'")["cost_usd"].sum()
+    assert paid > 1.0
+    said = float(re.search(r"\$([0-9.]+) spent in this build", str(e.value)).group(1))
+    assert said == pytest.approx(paid) and "ran past the budget" in str(e.value)
+
+
 def test_max_calls_stops_the_build(server, write, catalog):
     path = write("r.yaml", recipe(server.url, WORDS, llm="  max_calls: 4"))
     with pytest.raises(BudgetExceeded, match=r"llm.max_calls=4 reached"):

@@ -55,17 +55,24 @@ class Budget:
     calls: int
     spent: float
     reserved: float = 0.0
-    stop_reason: str | None = None
+    stopped_by: str | None = None
+    """The limit (`max_calls` | `budget_usd`) that stopped admitting calls, if one did."""
     lock: threading.Lock = field(default_factory=threading.Lock)
 
+    @property
+    def stop_reason(self) -> str | None:
+        """Why calls stopped, with the build's calls and spend as they stand now (calls in flight when
+        the limit was reached add theirs as they settle)."""
+        return limit_reached(self.cfg, self.stopped_by, self.calls, self.spent) if self.stopped_by else None
+
     def admit(self, worst_usd: float) -> bool:
-        if self.stop_reason:
+        if self.stopped_by:
             return False
         if self.cfg.max_calls is not None and self.calls >= self.cfg.max_calls:
-            self.stop_reason = limit_reached(self.cfg, "max_calls", self.calls, self.spent)
+            self.stopped_by = "max_calls"
             return False
         if self.cfg.budget_usd is not None and self.spent + self.reserved + worst_usd > self.cfg.budget_usd:
-            self.stop_reason = limit_reached(self.cfg, "budget_usd", self.calls, self.spent)
+            self.stopped_by = "budget_usd"
             return False
         self.calls += 1
         self.reserved += worst_usd
@@ -80,7 +87,9 @@ def limit_reached(cfg: LLMConfig, limit: str, calls: int, spent: float) -> str:
     """Why a build stopped calling: `limit` (`max_calls` | `budget_usd`) with the build's calls or spend so far."""
     if limit == "max_calls":
         return f"llm.max_calls={cfg.max_calls} reached ({calls} calls in this build)"
-    return f"llm.budget_usd={cfg.budget_usd:g} reached (${spent:.4f} spent in this build)"
+    over = ("; calls already sent cost more than their estimate (prompt characters / 4 plus max_tokens), "
+            "so the spend ran past the budget") if spent > cfg.budget_usd else ""
+    return f"llm.budget_usd={cfg.budget_usd:g} reached (${spent:.4f} spent in this build{over})"
 
 
 def run_requests(requests: list[Request], cfg: LLMConfig, ctx: "LLMContext | RunContext", *,
@@ -354,6 +363,12 @@ class _Round:
         finally:
             for w in workers:
                 w.cancel()
+        if self.budget.stopped_by:  # say what the build spent once every call sent has settled
+            reason = self.budget.stop_reason
+            self.stats.stop_reason = reason
+            for h, a in self.answers.items():
+                if h in self.todo and isinstance(a, CallFailure) and a.status == "skipped":
+                    self.answers[h] = CallFailure(error=reason or "budget reached", status="skipped")
             await asyncio.gather(*workers, return_exceptions=True)
             self._show(time.perf_counter())
 
