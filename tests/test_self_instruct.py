@@ -183,6 +183,34 @@ def test_a_chat_preamble_cut_off_before_its_list_is_not_kept_as_a_task(tmp_path)
         ("preamble", "Sure! Here are some more tasks for you:")]
 
 
+@pytest.mark.parametrize("answer, dropped", [
+    # a chat reply, not a list: it was kept as a new task
+    ("I'm ready to help. What's the task you'd like me to assist with?",
+     [("unnumbered", "I'm ready to help. What's the task you'd like me to assist with?")]),
+    # a list begun again at 1 answers the listed tasks: both lines were kept as tasks
+    ("1. Yes, the sentence is grammatically correct.\n2. No, it's not.",
+     [("renumbered", "1. Yes, the sentence is grammatically correct."), ("renumbered", "2. No, it's not.")]),
+])
+def test_a_chat_answer_that_does_not_continue_the_list_adds_no_task(tmp_path, answer, dropped):
+    with ScriptedOpenAI(FakeModel(overrides={"Here is a numbered list": answer})) as s:
+        res = api.build(recipe(tmp_path, s.url, "    style: chat\n    target: 5\n    max_rounds: 1\n"
+                                                "    prompts_per_round: 1\n    identify: false\n    instances: false"),
+                        catalog=tmp_path / "c.duckdb")
+    assert res.rows == {"out": 0}
+    assert sql(tmp_path / "c.duckdb", "select reason, detail from rejections order by detail") == dropped
+
+
+def test_the_chat_list_parse_keeps_only_lines_numbered_from_where_the_list_goes_on():
+    from dataforge.steps.generate.self_instruct_parse import split_chat_list
+
+    assert split_chat_list("9. Plan a party\n10. Name a river", 9) == (["Plan a party", "Name a river"], [])
+    assert split_chat_list("Sure:\n9. Plan a party\n3. Solve it\n 11 . Name a river", 9) == (
+        ["Plan a party", "Name a river"], [("preamble", "Sure:"), ("renumbered", "3. Solve it")])
+    assert split_chat_list("Here are more:", 9) == ([], [("preamble", "Here are more:")])
+    assert split_chat_list("", 9) == ([""], [])  # an empty answer: `filter.heuristics` says `empty`
+    assert split_chat_list("9. \n10. Go", 9) == (["", "Go"], [])
+
+
 def test_a_candidate_near_one_beyond_the_target_is_over_target_not_its_near_duplicate(tmp_path):
     answer = (" Invent a board game for two players and describe its rules\n10. Plan a garden party for ten guests "
               "in June\n11. Plan a garden party for ten guests in July")

@@ -119,7 +119,8 @@ class SelfInstruct(TemplatedLLMStep):
     prompts: SelfInstructPrompts = Field(default_factory=SelfInstructPrompts)
     """Override the shipped prompt templates (`style: chat` sends `bootstrap_chat` instead of `bootstrap`)."""
 
-    kind_version: ClassVar[str] = "2"  # 2: chat preambles, over_target neighbours, max_tokens
+    kind_version: ClassVar[str] = "3"  # 2: chat preambles, over_target neighbours, max_tokens; 3: chat
+    # answers with no numbered line (`unnumbered`) or numbered from 1 again (`renumbered`) are no tasks
 
     @model_validator(mode="after")
     def _sizes(self) -> "SelfInstruct":
@@ -251,9 +252,9 @@ class _Run:
                     self.reject(stable_id("response", res.text), "truncated", res.text)
                     continue
                 if st.style == "chat":
-                    preamble, pieces = sip.split_chat_list(res.text)
-                    if preamble:
-                        self.reject(stable_id("cand", preamble), "preamble", preamble)
+                    pieces, dropped = sip.split_chat_list(res.text, len(items) + 1)
+                    for reason, text in dropped:
+                        self.reject(stable_id("cand", text), reason, text)
                 else:
                     pieces = sip.split_list(res.text)
                 cands += [(p, parents, rounds) for p in pieces]

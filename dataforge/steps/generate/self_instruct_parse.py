@@ -35,17 +35,33 @@ def split_list(text: str) -> list[str]:
     return [_WS.sub(" ", piece).strip() for piece in _ITEM.split(text)]
 
 
-def split_chat_list(text: str) -> tuple[str, list[str]]:
-    """(preamble, items) of a chat answer. The chat prompt asks for numbered lines only, so when the answer
-    has a numbered line, whatever comes before the first one ("Sure! Here are more tasks:") is not a task.
-    An answer with no numbered line is one item, as `split_list` reads it, unless it ends in a colon: a
-    preamble whose list the stop sequence `\n\n` cut off."""
-    pieces = split_list(text)
-    if len(pieces) > 1:
-        return pieces[0], pieces[1:]
-    if pieces[0].endswith(":"):
-        return pieces[0], []
-    return "", pieces
+_NUMBERED = re.compile(r"(?:^|\n)[ \t]*(\d+)\s?\.[ \t]")
+
+
+def split_chat_list(text: str, start: int) -> tuple[list[str], list[tuple[str, str]]]:
+    """(tasks, dropped) of a chat answer to the bootstrap prompt, which asks for one task per numbered
+    line from number `start` on and nothing else. Dropped, each as (reason, text), are what is no task:
+    - `preamble`: text before the first numbered line ("Sure! Here are more tasks:"), also when the
+      stop sequence `\n\n` cut off the list after it (an answer of one line ending in a colon);
+    - `unnumbered`: an answer with no numbered line at all ("I'm ready to help. What's the task?");
+    - `renumbered`: lines numbered below `start`, a list begun again at 1: small chat models answer
+      the listed tasks that way ("1. Yes, the sentence is grammatically correct.") instead of adding to them.
+    Empty items (and an empty answer) are kept as tasks for a rule to drop, as `split_list` keeps them."""
+    parts = _NUMBERED.split(text)  # [before, number, item, number, item, ...]
+    head = _WS.sub(" ", parts[0]).strip()
+    if len(parts) == 1:
+        if not head:
+            return [head], []  # an empty answer: the rules call it `empty`
+        return [], [("preamble" if head.endswith(":") else "unnumbered", head)]
+    dropped = [("preamble", head)] if head else []
+    tasks = []
+    for number, item in zip(parts[1::2], parts[2::2]):
+        item = _WS.sub(" ", item).strip()
+        if int(number) < start:
+            dropped.append(("renumbered", f"{number}. {item}"))
+        else:
+            tasks.append(item)
+    return tasks, dropped
 
 
 def parse_yes_no(text: str) -> bool | None:
