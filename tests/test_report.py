@@ -174,3 +174,18 @@ def test_an_emoji_in_the_sunburst_draws_without_a_font_warning(tmp_path):
         warnings.simplefilter("error")
         path = sunburst.png(segments, tmp_path / "s.png")
     assert path.read_bytes().startswith(b"\x89PNG")
+
+
+def test_the_graded_panel_lists_questions_never_answered_right_in_order_and_counts_the_rest(write, catalog,
+                                                                                             tmp_path):
+    # It listed 5 of 6 such questions, picked in no fixed order, and said nothing of the sixth.
+    rows = [{"question": f"Q{i:02d} how many?", "rationale": "so 3", "label": "4", "correct": False,
+             "grade_reason": "wrong"} for i in range(25)]
+    rows += [{"question": "Q99 solved", "rationale": "so 4", "label": "4", "correct": True, "grade_reason": "match"}]
+    r = write("g.yaml", json.dumps({"name": "g", "steps": [{"id": "g", "type": "source.inline", "rows": rows}],
+                                    "outputs": {"graded": "g"}}))
+    api.build(r, catalog=catalog, quiet=True)
+    text, _, data = _open(api.report("graded", out=tmp_path / "rep", catalog=catalog)["html"])
+    listed = data["panels"]["graded"]["all_wrong_examples"]
+    assert listed == [f"Q{i:02d} how many?" for i in range(20)]
+    assert "25 with no correct rationale" in text and "and 5 more</li>" in text

@@ -170,7 +170,11 @@ def _panels(data: ReportData) -> str:
                  "no question column to group by.")
         per_q = bars_html([(f"{p} correct", n) for p, n in g.get("positives_per_question", [])],
                           g.get("questions"))
-        wrong = "".join(f"<li>{_cell(t, 300)}</li>" for t in g.get("all_wrong_examples", []))
+        examples = g.get("all_wrong_examples", [])
+        wrong = "".join(f"<li>{_cell(t, 300)}</li>" for t in examples)
+        if wrong and g["all_wrong"] > len(examples):
+            wrong += f'<li class="muted">and {g["all_wrong"] - len(examples):,} more</li>'
+
         out.append(f'<section id="panel-graded"><h2>Graded rationales</h2><p>{g["rows"]:,} graded rows: '
                    f'{g["positive"]:,} positive, {g["negative"]:,} negative. {escape(qline)}</p><div class="grid">'
                    f'<div class="card"><h3>positives per question</h3>{per_q}</div>'

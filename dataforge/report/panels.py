@@ -70,6 +70,10 @@ def _question_column(df: pl.DataFrame) -> str | None:
     return None
 
 
+ALL_WRONG_SHOWN = 20
+"""Questions with no correct rationale the graded panel lists (in the dataset's order; a note counts the rest)."""
+
+
 def graded(df: pl.DataFrame) -> dict[str, Any] | None:
     """Graded rationales (`transform.grade` / `generate.teacher_cot`): positives and negatives per question."""
     if not GRADED_COLUMNS <= set(df.columns):
@@ -80,14 +84,14 @@ def graded(df: pl.DataFrame) -> dict[str, Any] | None:
                            "reasons": df["grade_reason"].cast(pl.Utf8).value_counts(sort=True).head(10).rows(),
                            "question_column": qcol}
     if qcol:
-        per = (df.with_columns(correct.alias("_c")).group_by(qcol)
+        per = (df.with_columns(correct.alias("_c")).group_by(qcol, maintain_order=True)
                .agg(pl.col("_c").sum().alias("pos"), (~pl.col("_c")).sum().alias("neg")))
         out["questions"] = per.height
         out["all_wrong"] = int((per["pos"] == 0).sum())
         out["all_right"] = int((per["neg"] == 0).sum())
         spread = per.group_by("pos").len("questions").sort("pos")
         out["positives_per_question"] = spread.rows()
-        out["all_wrong_examples"] = per.filter(pl.col("pos") == 0)[qcol].head(5).to_list()
+        out["all_wrong_examples"] = per.filter(pl.col("pos") == 0)[qcol].head(ALL_WRONG_SHOWN).to_list()
     return out
 
 
