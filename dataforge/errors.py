@@ -39,8 +39,9 @@ class RecipeErrors(UserError):
     """Several located problems found while validating one recipe."""
 
     def __init__(self, errors: list[UserError]):
-        self.errors = errors
-        super().__init__("\n".join(e.render() for e in errors))
+        # One problem several steps share (the recipe's `llm:` lacks its key) is said once.
+        self.errors = list({e.render(): e for e in errors}.values())
+        super().__init__("\n".join(e.render() for e in self.errors))
 
     def render(self) -> str:  # type: ignore[override]
         return "\n".join(e.render() for e in self.errors)

@@ -62,7 +62,9 @@ class Plan:
 def locate(err: StepError, index: dict[str, int], positions: Positions, path: Path) -> UserError:
     i = index.get(err.step_id)
     kp: KeyPath = ("steps", i) if i is not None else ()
-    if err.field_name and i is not None:
+    if err.recipe_key is not None:
+        kp = err.recipe_key
+    elif err.field_name and i is not None:
         kp += (err.field_name,)
     line, col = positions.find(kp) or (None, None)
     return UserError(err.message, file=str(path), line=line, col=col, path=format_path(kp) or None)
@@ -142,8 +144,9 @@ def _check_step(plan: Plan, s: Step, ctx: PlanContext, stored: Callable[[str], l
         if in_cols and in_cols[0] is not None:
             missing = [c for c in s.required_columns() if c not in in_cols[0]]
             if missing:
+                field = next((f for f in map(s.column_field, missing) if f), None)
                 err(f"input from {parents[0]!r} lacks column(s) {', '.join(map(repr, missing))}; "
-                    f"it has: {', '.join(in_cols[0])}", ("steps", i))
+                    f"it has: {', '.join(in_cols[0])}", ("steps", i, field) if field else ("steps", i))
                 return False
         plan.columns[s.id] = s.output_columns(in_cols)
         return True

@@ -96,5 +96,5 @@ def test_a_missing_gold_column_is_refused_before_running(write, catalog, cli):
         """)
     res = cli("build", path, "--catalog", catalog)
     assert res.exit_code == 2
-    assert "r.yaml:6:5: steps[1]: " in res.output and "lacks column(s) 'gold'" in res.output
+    assert "r.yaml:6:5: steps[1].gold_column: " in res.output and "lacks column(s) 'gold'" in res.output
     assert not catalog.exists() or api.sql("select count(*) n from builds", catalog=catalog)["n"][0] == 0

@@ -482,6 +482,11 @@ def test_malformed_config_is_answered_at_file_line(world, tmp_path, cli):
                    f"output_dir: {tmp_path / 'o'}\n", encoding="utf-8")
     r = cli("train", bad, "--catalog", world["cat"])
     assert r.exit_code == 2 and f"{bad}:4:23: data.where.completion: cannot compare column 'completion'" in r.output
+    # a base model that is not there (it was `error: base_model: no such file ...`, with no file or line)
+    bad.write_text(f"base_model: {tmp_path / 'nomodel'}\ndata:\n  export: {world['export']}\n"
+                   f"output_dir: {tmp_path / 'o'}\n", encoding="utf-8")
+    r = cli("train", bad, "--catalog", world["cat"])
+    assert r.exit_code == 2 and f"{bad}:1:13: base_model: no such file or directory: {tmp_path / 'nomodel'}" in r.output
 
 
 def test_an_empty_output_dir_in_the_config_is_refused_not_read_as_the_configs_folder(world, tmp_path, cli):

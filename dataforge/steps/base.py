@@ -6,6 +6,8 @@ documented fields, the columns it needs and adds, and implements `run`.
 
 from __future__ import annotations
 
+import re
+
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, ClassVar, get_args, get_origin
@@ -169,6 +171,21 @@ class Step(BaseModel):
         """Columns that must exist in the (first) input."""
         return []
 
+    def column_field(self, column: str) -> str | None:
+        """The field that names `column`, for an error about it to point at: one whose value is the
+        name (or a list or mapping holding it), or a template reading it (`{{ column }}`); None if none."""
+        template = re.compile(r"\{[{%][^}]*?(?<![\w.])" + re.escape(column) + r"(?!\w)")
+        for name in type(self).model_fields:
+            if name in ("id", "type", "from_"):
+                continue
+            v = getattr(self, name)
+            if v == column or (isinstance(v, (list, tuple)) and column in v) or \
+                    (isinstance(v, dict) and column in (*v.keys(), *v.values())):
+                return name
+            if isinstance(v, str) and template.search(v):
+                return name
+        return None
+
     def added_columns(self) -> list[str]:
         """Columns this step adds to its input's columns."""
         return []
@@ -226,9 +243,13 @@ class Step(BaseModel):
 class StepError(UserError):
     """A step-level problem; the validator adds file/line from the recipe's positions."""
 
-    def __init__(self, step_id: str, field_name: str | None, message: str):
+    def __init__(self, step_id: str, field_name: str | None, message: str, *,
+                 recipe_key: tuple[str | int, ...] | None = None):
         self.step_id = step_id
         self.field_name = field_name
+        self.recipe_key = recipe_key
+        """Where the problem is when it is not in the step: a key path from the recipe's top (the
+        `llm:` block a step inherits), instead of the step's `field_name`."""
         super().__init__(message)
 
 

@@ -89,7 +89,10 @@ def run_training(cf: ConfigFile, *, catalog: Path, resume: bool = False, repeat_
     out = cf.resolve(cfg.output_dir)
     state = _check_output_dir(out, resume)
     resolved = cf.resolved()
-    base = resolve_base(resolved["base_model"])
+    try:
+        base = resolve_base(resolved["base_model"])
+    except UserError as e:
+        raise cf.error(e.message.removeprefix("base_model: "), ("base_model",)) from None
     if cfg.method == "nce":  # the teacher is checked before anything loads or is recorded
         from dataforge.train.nce import check_teacher
 

@@ -133,14 +133,22 @@ class LLMStep(Step):
             try:
                 model_file(cfg, ctx.resolve)
             except Exception as e:
-                raise StepError(self.id, "llm", str(e)) from None
+                raise StepError(self.id, "llm", str(e), recipe_key=self._llm_block(ctx, "model_path")) from None
         else:
             from dataforge.llm.providers.base import read_key
 
             try:
                 read_key(cfg)
             except UserError as e:
-                raise StepError(self.id, "llm", e.message) from None
+                raise StepError(self.id, "llm", e.message,
+                                recipe_key=self._llm_block(ctx, "provider", "api_key_env")) from None
+
+    def _llm_block(self, ctx: PlanContext, *keys: str) -> tuple[str] | None:
+        """`("llm",)`, the recipe's block, when that is where `keys` were set (the step's own `llm:`
+        sets none of them); None for the step's `llm` (an error then points at the step)."""
+        if ctx.llm is None or (self.llm is not None and any(getattr(self.llm, k, None) is not None for k in keys)):
+            return None
+        return ("llm",)
 
     # -- running ---------------------------------------------------------------
     def request_base(self, cfg: LLMConfig, ctx: RunContext, sampling: Sampling | None = None) -> dict[str, Any]:
