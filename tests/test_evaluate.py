@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 import dataforge.train.evaluate as evaluate
+from dataforge import api
 from dataforge.llm.config import LLMConfig
 from dataforge.llm.providers.base import Provider
 from dataforge.llm.types import Completion
@@ -107,6 +108,21 @@ def test_eval_with_scripted_samples_and_ranker(questions, tmp_path, monkeypatch,
     assert r.exit_code == 0, r.output
     assert prov.calls == 12
     assert "sc: 0.8333" in r.output and "asc_s" not in r.output  # no ranker: no ASC
+
+
+def test_the_runs_record_counts_the_time_the_eval_took_model_loading_included(questions, tmp_path, monkeypatch):
+    # `runs.wall_seconds` began after the model had loaded: 33.5 s recorded for an eval that printed 45.7 s.
+    import time
+
+    def slow_load(cfg):
+        time.sleep(1.5)
+        return Scripted(), "scripted", "scripted-model", {"model": "scripted"}
+
+    monkeypatch.setattr(evaluate, "_provider_and_label", slow_load)
+    cfg = evaluate.EvalConfig(data="qa", k=1, extractor="answer_is")
+    res = evaluate.run_eval(cfg, catalog=questions)
+    wall = api.sql(f"select wall_seconds from runs where run_id = '{res['run_id']}'", catalog=questions).item()
+    assert wall >= 1.5 and abs(wall - res["seconds"]) < 0.5
 
 
 def test_transformers_backend_samples_k_and_caches(questions, tmp_path, cli):

@@ -44,7 +44,8 @@ def _epoch(utc: dt.datetime | None) -> float | None:
     return None if utc is None else utc.replace(tzinfo=dt.timezone.utc).timestamp()
 
 
-def _now() -> dt.datetime:
+def utc_now() -> dt.datetime:
+    """Now in UTC, as the catalog stores times (naive timestamps)."""
     return dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)
 
 
@@ -172,7 +173,7 @@ class Catalog:
         with self._write() as con:
             con.execute(
                 "update builds set finished_at = ?, status = ?, error = ? where build_id = ?",
-                [_now(), status, error, build_id],
+                [utc_now(), status, error, build_id],
             )
 
     # -- step outputs -----------------------------------------------------------
@@ -319,7 +320,7 @@ class Catalog:
                 rows = con.execute(f"select count(*) from {quote_ident(table)}").fetchone()[0]
                 version = (latest[0] if latest else 0) + 1
                 con.execute("insert into datasets values (?, ?, ?, ?, ?, ?, ?)",
-                            [name, version, build_id, step_id, fp, rows, _now()])
+                            [name, version, build_id, step_id, fp, rows, utc_now()])
                 con.execute(f"create or replace view {quote_ident(name)} as "
                             f"select * from {quote_ident(table)}")
                 versions[name] = (version, True)
@@ -381,7 +382,7 @@ class Catalog:
 
         Written before the provider is asked, so a crash between its answer and `confirm_batch`
         leaves a trace the next build looks for (`pending_batch_intents`)."""
-        now = _now()
+        now = utc_now()
         values = [[intent if c == "intent" else "submitting" if c == "status" else
                    now if c in ("submitted_at", "updated_at") else r.get(c) for c in self._BATCH_COLS] for r in rows]
         if not values:
@@ -394,13 +395,13 @@ class Catalog:
         """The provider accepted the batch of this intent: its items are `submitted` to `batch_id`."""
         with self._write() as con:
             con.execute("update llm_batches set batch_id = ?, status = 'submitted', updated_at = ? "
-                        "where intent = ? and status = 'submitting'", [batch_id, _now(), intent])
+                        "where intent = ? and status = 'submitting'", [batch_id, utc_now(), intent])
 
     def abandon_batch_intent(self, intent: str, why: str) -> None:
         """No batch was found for this intent: the provider never got it (its items may be sent again)."""
         with self._write() as con:
             con.execute("update llm_batches set status = 'unsent', error = ?, updated_at = ? "
-                        "where intent = ? and status = 'submitting'", [why, _now(), intent])
+                        "where intent = ? and status = 'submitting'", [why, utc_now(), intent])
 
     def pending_batch_intents(self, hashes: list[str], provider: str,
                               endpoint: str) -> dict[str, tuple[Any, list[str]]]:
@@ -442,7 +443,7 @@ class Catalog:
         `outcomes` maps custom_id -> (status, error); statuses: succeeded, errored, expired, canceled, failed.
         """
         calls = list(calls)
-        now = _now()
+        now = utc_now()
         with self._write() as con, transaction(con):
             _insert_llm_calls(con, calls)
             con.executemany(
@@ -453,9 +454,10 @@ class Catalog:
     def begin_run(self, *, kind: str, method: str | None, config: dict[str, Any], config_path: str | None,
                   config_sha256: str | None, base_model: str | None, base_model_sha256: str | None,
                   data: list[dict[str, Any]], device: str, seed: int | None, output_dir: str | None,
-                  repeat_of: str | None = None) -> str:
+                  repeat_of: str | None = None, started_at: dt.datetime | None = None) -> str:
         """Record a run as `running` and return its id. `config` is the resolved config (repeatable as is);
-        `data` lists what the run reads ({dataset, version, fingerprint} or {export, manifest_sha256})."""
+        `data` lists what the run reads ({dataset, version, fingerprint} or {export, manifest_sha256});
+        `started_at` (`utc_now()` when the command began, before it read data and loaded models) defaults to now."""
         run_id = dt.datetime.now().strftime("run-%Y%m%d-%H%M%S-") + uuid.uuid4().hex[:6]
         self.mark_killed_runs()
         with self._write() as con:
@@ -466,7 +468,7 @@ class Catalog:
                    values (?, ?, ?, 'running', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)""",
                 [run_id, kind, method, json.dumps(config, sort_keys=True, default=str), config_path, config_sha256,
                  base_model, base_model_sha256, json.dumps(data, sort_keys=True, default=str), device, seed,
-                 output_dir, _now(), __version__, os.getpid(), socket.gethostname(), repeat_of])
+                 output_dir, started_at or utc_now(), __version__, os.getpid(), socket.gethostname(), repeat_of])
         return run_id
 
     def resume_run(self, run_id: str, *, stage: str, step: int, later_stages: Iterable[str] = ()) -> None:
@@ -497,7 +499,7 @@ class Catalog:
     def finish_run(self, run_id: str, *, status: str, metrics: dict[str, Any] | None = None,
                    adapter_path: str | None = None, error: str | None = None) -> None:
         """Close a run: status (`done`, `failed`, `interrupted`), metrics (JSON), adapter path, wall time."""
-        now = _now()
+        now = utc_now()
         with self._write() as con:
             con.execute(
                 """update runs set status = ?, metrics = coalesce(?, metrics), adapter_path = coalesce(?, adapter_path),
@@ -554,7 +556,7 @@ def _insert_llm_calls(con, rows: list[dict[str, Any]]) -> None:
         return
     schema = _llm_call_schema()
     cols = list(schema)
-    now = _now()
+    now = utc_now()
     data = {c: [r.get(c) for r in rows] for c in cols}
     data["created_at"] = [v or now for v in data["created_at"]]
     con.register("_calls", pl.DataFrame(data, schema=schema).to_arrow())
@@ -615,7 +617,7 @@ def _record_output(con, *, build_id: str, step_id: str, type: str, fingerprint: 
     n_rej = 0 if rejections is None else rejections.height
     con.execute("delete from step_outputs where fingerprint = ?", [fingerprint])
     con.execute("insert into step_outputs values (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                [fingerprint, table, step_id, type, rows_in, rows, n_rej, build_id, _now()])
+                [fingerprint, table, step_id, type, rows_in, rows, n_rej, build_id, utc_now()])
     # Stored again under the same fingerprint (`--force`, a retry of failed calls): the dataset versions
     # whose view shows this table keep their number and get its new row count. Those this build's recipe
     # published also get this build, whose steps (rows in/out, rejections) are now the ones that made them;

@@ -9,6 +9,7 @@ from typing import Any, Callable, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from dataforge.catalog.store import utc_now
 from dataforge.train.options import Device
 
 
@@ -60,6 +61,7 @@ def run_classification_eval(cfg: ClfEvalConfig, *, catalog: Path, out: Path | No
 
     require_train_deps()
     t0 = time.perf_counter()
+    started = utc_now()  # the run's record counts from here: reading data and loading models are part of it
     df, origin = read_rows(cfg.data, catalog=catalog, split=cfg.split)
     if cfg.limit:
         df = df.head(cfg.limit)
@@ -76,7 +78,7 @@ def run_classification_eval(cfg: ClfEvalConfig, *, catalog: Path, out: Path | No
                           batch_size=cfg.batch_size)
     with RunRecord.start(catalog, kind="eval", method="classification", config=cfg.model_dump(mode="json"),
                          base_model=base, base_model_sha256=None, data=[origin], device=device, seed=None,
-                         output_dir=str(out) if out else None) as run:
+                         output_dir=str(out) if out else None, started_at=started) as run:
         log(f"eval {run.run_id}: {df.height} prompts from {cfg.data} on {Path(base).name}"
             f"{' + ' + cfg.adapter if cfg.adapter else ''} ({device})")
         res = evaluate_classification(df, lm, tok, source=cfg.data, prompt_column=cfg.prompt_column,

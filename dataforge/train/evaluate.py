@@ -16,6 +16,7 @@ from typing import Any, Callable, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from dataforge.catalog.store import utc_now
 from dataforge.errors import UserError
 from dataforge.train import answers
 from dataforge.train.options import Device
@@ -141,6 +142,7 @@ def run_eval(cfg: EvalConfig, *, catalog: Path, out: Path | None = None,
     from dataforge.train.eval_data import read_rows, require_columns
 
     t0 = time.perf_counter()
+    started = utc_now()  # the run's record counts from here: reading data and loading models are part of it
     df, origin = read_rows(cfg.data, catalog=catalog, split=cfg.split)
     require_columns(df, {"--question-column": cfg.question_column, "--gold-column": cfg.gold_column}, cfg.data)
     if cfg.limit:
@@ -164,7 +166,7 @@ def run_eval(cfg: EvalConfig, *, catalog: Path, out: Path | None = None,
                          base_model=model_info.get("model") or model_info.get("model_file"),
                          base_model_sha256=model_info.get("weights"), data=[origin],
                          device=model_info.get("device", "cpu"), seed=cfg.seed,
-                         output_dir=str(out) if out else None) as run:
+                         output_dir=str(out) if out else None, started_at=started) as run:
         result = _sample_and_vote(cfg, rows, golds, ranker, provider, provider_name, label, catalog, run.run_id, log)
         result.update({"run_id": run.run_id, "data": origin, "model": model_info,
                        "seconds": round(time.perf_counter() - t0, 2)})

