@@ -280,7 +280,13 @@ def _error_text(plan: Plan, e: BaseException) -> str:
 def _check_owners(plan: Plan, catalog: Catalog, take_over: bool) -> None:
     """Refuse to publish over a dataset name that another recipe publishes, unless told to take it over."""
     owners = catalog.dataset_owners(list(plan.recipe.outputs))
-    taken = {n: r for n, r in owners.items() if r != plan.recipe.name}
+    for name, (stored, _) in owners.items():
+        if stored != name:  # one view in SQL: `select * from uni` would read whichever was published last
+            line, col = plan.positions.find(("outputs", name)) or (None, None)
+            raise UserError(f"output {name!r} differs from the catalog's dataset {stored!r} only in case, and SQL "
+                            f"names ignore case; name it {stored!r} to publish a new version of it, or pick another "
+                            "name", file=str(plan.path), line=line, col=col, path=f"outputs.{name}")
+    taken = {n: r for n, (_, r) in owners.items() if r != plan.recipe.name}
     if taken and not take_over:
         name, other = next(iter(taken.items()))
         line, col = plan.positions.find(("outputs", name)) or (None, None)

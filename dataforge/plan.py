@@ -101,9 +101,14 @@ def make_plan(recipe: Any, path: Path, sha: str, pos: Positions, catalog_path: P
     steps: list[Step] = list(recipe.steps)
     index = _index(steps, err)
     inputs = _inputs(steps, index, err)
+    seen: dict[str, str] = {}
     for name, sid in recipe.outputs.items():
         if sid not in index:
             err(f"output {name!r} names unknown step {sid!r}; steps: {', '.join(index)}", ("outputs", name))
+        if name.lower() in seen:  # SQL names ignore case: the two would be one view
+            err(f"output {name!r} differs from output {seen[name.lower()]!r} only in case, and SQL names ignore "
+                "case (both would be one view); rename one", ("outputs", name))
+        seen.setdefault(name.lower(), name)
     if errors:
         raise RecipeErrors(errors)
     order = _toposort(steps, inputs, index, err)
@@ -171,11 +176,17 @@ def _stored_columns(catalog_path: Path | None) -> Callable[[str], list[str] | No
 
 def _index(steps: list[Step], err) -> dict[str, int]:
     index: dict[str, int] = {}
+    folded: dict[str, str] = {}
     for i, s in enumerate(steps):
         if s.id in index:
             err(f"duplicate step id {s.id!r} (first used by steps[{index[s.id]}])", ("steps", i, "id"))
-        else:
-            index[s.id] = i
+            continue
+        if s.id.lower() in folded:  # a `transform.sql` query names its inputs as tables, and SQL ignores case
+            other = folded[s.id.lower()]
+            err(f"step id {s.id!r} differs from {other!r} (steps[{index[other]}]) only in case, and SQL names "
+                "ignore case (a transform.sql query could not tell them apart); rename one", ("steps", i, "id"))
+        folded.setdefault(s.id.lower(), s.id)
+        index[s.id] = i
     return index
 
 

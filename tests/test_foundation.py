@@ -157,6 +157,31 @@ def test_a_second_recipe_cannot_silently_take_over_a_dataset(write, catalog, cli
     assert cli("build", b, "--catalog", catalog).exit_code == 0  # now `second` owns it
 
 
+@pytest.mark.parametrize("recipe_name", ["first", "second"])
+def test_an_output_named_like_a_dataset_but_for_case_is_refused(write, catalog, cli, recipe_name):
+    # SQL ignores case: `Shared_Name` passed the ownership check and its view replaced `shared_name`'s,
+    # so `select * from shared_name` read the other recipe's rows while `show shared_name` did not.
+    a = write("a.yaml", """
+        name: first
+        steps: [{id: s, type: source.inline, rows: [{t: a}]}]
+        outputs: {shared_name: s}
+        """)
+    api.build(a, catalog=catalog)
+    b = write("b.yaml", f"""
+        name: {recipe_name}
+        steps: [{{id: s, type: source.inline, rows: [{{other: 1}}]}}]
+        outputs:
+          Shared_Name: s
+        """)
+    for extra in ([], ["--take-over"]):
+        res = cli("build", b, "--catalog", catalog, *extra)
+        assert res.exit_code == 2
+        assert ("b.yaml:4:16: outputs.Shared_Name: output 'Shared_Name' differs from the catalog's dataset "
+                "'shared_name' only in case") in res.output
+    assert api.sql("select * from shared_name", catalog=catalog).columns == ["id", "t"]
+    assert api.sql("select count(*) as n from datasets", catalog=catalog)["n"][0] == 1
+
+
 def test_take_over_of_the_same_rows_makes_the_recipe_the_owner(write, catalog, cli):
     """A renamed recipe builds the same fingerprint: --take-over must still hand it the name."""
     body = "\nsteps: [{id: s, type: source.inline, rows: [{t: a}]}]\noutputs: {shared_name: s}\n"

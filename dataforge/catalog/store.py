@@ -287,16 +287,18 @@ class Catalog:
                          inputs=inputs, error=error)
 
     # -- datasets ---------------------------------------------------------------
-    def dataset_owners(self, names: list[str]) -> dict[str, str]:
-        """Dataset name -> the recipe whose build published its latest version, for names that exist."""
+    def dataset_owners(self, names: list[str]) -> dict[str, tuple[str, str]]:
+        """Dataset name -> (the name as the catalog has it, the recipe whose build published its latest
+        version), for names that exist; matched ignoring case, as SQL matches the datasets' views."""
         if not names:
             return {}
         with self._read() as con:
             rows = con.execute(
                 """select d.name, b.recipe_name from datasets d join builds b using (build_id)
-                   where d.name in (select unnest(?))
+                   where lower(d.name) in (select lower(unnest(?)))
                    qualify d.version = max(d.version) over (partition by d.name)""", [names]).fetchall()
-        return dict(rows)
+        by_folded = {name.lower(): (name, recipe) for name, recipe in rows}
+        return {n: by_folded[n.lower()] for n in names if n.lower() in by_folded}
 
     def publish(self, build_id: str, outputs: dict[str, tuple[str, str]]) -> dict[str, tuple[int, bool]]:
         """Point each output dataset's view at its step's output, in one transaction.
