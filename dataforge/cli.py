@@ -97,6 +97,9 @@ def _run(fn: Callable[[], Any]) -> None:
         raise typer.Exit(_interrupt_code())
     except typer.Exit:
         raise
+    except BrokenPipeError:  # the reader stopped reading (`| head -1`): nothing is wrong, nothing more to say
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # so the exit's flush cannot fail again
+        raise typer.Exit(0)
     except Exception as e:  # an internal fault
         if is_interrupt(e):  # Ctrl-C while DuckDB ran a query outside a build step
             err.print(_interrupted(e), markup=False, highlight=False)

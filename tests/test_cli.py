@@ -706,3 +706,20 @@ def test_a_write_the_machine_refuses_is_a_user_error_that_keeps_what_was_there(w
     assert f"--out {out}: cannot write the export there (File too large" in res.output
     assert {p.name: p.read_bytes() for p in out.iterdir()} == before
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".out.")]
+
+
+def test_output_into_a_pipe_closed_early_ends_quietly(write, catalog):
+    # `dataforge show big --format jsonl | head -1` printed "internal error: BrokenPipeError" and exited 1.
+    import subprocess
+    import sys
+
+    rows = ", ".join(f"{{text: row {i} {'x' * 200}}}" for i in range(3000))
+    r = write("r.yaml", f"name: p\nsteps:\n  - {{id: s, type: source.inline, rows: [{rows}]}}\noutputs: {{big: s}}\n")
+    api.build(r, catalog=catalog, quiet=True)
+    for args in (["show", "big", "--all", "--format", "jsonl"], ["sql", "select * from big", "--format", "json"]):
+        proc = subprocess.Popen([sys.executable, "-m", "dataforge.cli", *args, "--catalog", str(catalog)],
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        assert proc.stdout.readline()  # one line, then the reader goes away
+        proc.stdout.close()
+        assert proc.wait(timeout=60) == 0, args
+        assert proc.stderr.read() == b"", args
