@@ -64,6 +64,14 @@ def test_empty_and_null_texts_have_no_pair():
     assert verbnoun.extract_verb_noun(["", None]) == ([None, None], [None, None])
 
 
+def test_a_text_over_spacys_limit_gets_the_pair_of_its_first_sentence():
+    # A 1.5-million-character cell stopped the build: "internal error: ValueError: [E088] Text of length ..."
+    huge = "Write a poem about the sea. " + "and then more words " * 75_000
+    short = "Write a poem about the sea."
+    assert len(huge) > 1_000_000
+    assert verbnoun.extract_verb_noun([huge, short]) == (["write", "write"], ["poem", "poem"])
+
+
 def _frame(pairs: list[tuple[str | None, str | None]]) -> pl.DataFrame:
     return pl.DataFrame({"id": [f"r{i}" for i in range(len(pairs))], "verb": [p[0] for p in pairs],
                          "noun": [p[1] for p in pairs]}, schema={"id": pl.Utf8, "verb": pl.Utf8, "noun": pl.Utf8})

@@ -204,16 +204,29 @@ def pair_from_constituents(sent: Any) -> tuple[Any, Any]:
     return (sent[verb] if verb is not None else None), (sent[noun] if noun is not None else None)
 
 
+PARSE_CHARS = 5_000
+"""How much of each text verb-noun extraction parses."""
+
+
+def _head(text: str) -> str:
+    if len(text) <= PARSE_CHARS:
+        return text
+    cut = text.rfind(" ", 0, PARSE_CHARS)
+    return text[:cut if cut > 0 else PARSE_CHARS]
+
+
 def extract_verb_noun(texts: Iterable[str | None], *, pipeline: str | None = None, backend: str = "spacy",
                       benepar_model: str = BENEPAR_MODEL, batch_size: int = 256, n_process: int = 1,
                       on_batch: Callable[[int], None] | None = None) -> tuple[list[str | None], list[str | None]]:
-    """Lowercased (verb, noun) lemmas of each text's first sentence; null where none is found."""
+    """Lowercased (verb, noun) lemmas of each text's first sentence; null where none is found. Only a
+    text's first `PARSE_CHARS` characters are parsed (cut at a space): its first sentence is there,
+    and spaCy refuses texts over a million characters."""
     nlp = load_pipeline(pipeline, backend, benepar_model)
     lemma = _lemmatizer(nlp)
     pick = pair_from_constituents if backend == "benepar" else pair_from_dependencies
     verbs: list[str | None] = []
     nouns: list[str | None] = []
-    texts = ["" if t is None else str(t) for t in texts]
+    texts = [_head("" if t is None else str(t)) for t in texts]
     for doc in nlp.pipe(texts, batch_size=batch_size, n_process=n_process):
         sent = next(iter(doc.sents), None) if len(doc) else None
         verb, noun = pick(sent) if sent is not None else (None, None)

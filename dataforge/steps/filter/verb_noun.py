@@ -63,7 +63,7 @@ class VerbNounFilter(Step):
     n_process: int = Field(default=1, ge=1)
     """Worker processes for `nlp.pipe`; more pays off only for tens of thousands of rows."""
 
-    kind_version: ClassVar[str] = "1"
+    kind_version: ClassVar[str] = "2"  # 2: only the first 5,000 characters are parsed (1M+ stopped spaCy)
 
     def required_columns(self) -> list[str]:
         return [self.column]
