@@ -31,8 +31,10 @@ CELL_WIDTH = 60
 (numbers are never cut)."""
 
 _ESCAPES = {"\n": "\\n", "\t": "\\t", "\r": "\\r"}
-# C0/C1 controls and DEL, and the bidirectional overrides/isolates that can make text read backwards.
-_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
+# C0/C1 controls and DEL, bidi overrides and isolates, and the invisible marks that can hide or reorder
+# text (zero-width space, LRM/RLM, word joiner and invisible operators, BOM). ZWNJ and ZWJ stay:
+# scripts and emoji sequences need them. (The HTML report escapes the same characters.)
+CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u200b\u200e\u200f\u202a-\u202e\u2060-\u2064\u2066-\u2069\ufeff]")
 
 
 def _escape_one(m: re.Match) -> str:
@@ -47,8 +49,8 @@ def escape_control(text: str, *, keep_newlines: bool = False) -> str:
     """`text` with control characters shown as escapes (`ESC` -> `\\x1b`); newlines and tabs kept
     as they are with `keep_newlines`."""
     if keep_newlines:
-        return _CONTROL.sub(lambda m: m.group(0) if m.group(0) in "\n\t" else _escape_one(m), text)
-    return _CONTROL.sub(_escape_one, text)
+        return CONTROL.sub(lambda m: m.group(0) if m.group(0) in "\n\t" else _escape_one(m), text)
+    return CONTROL.sub(_escape_one, text)
 
 
 def _json_value(v: Any) -> Any:

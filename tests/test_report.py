@@ -189,3 +189,19 @@ def test_the_graded_panel_lists_questions_never_answered_right_in_order_and_coun
     listed = data["panels"]["graded"]["all_wrong_examples"]
     assert listed == [f"Q{i:02d} how many?" for i in range(20)]
     assert "25 with no correct rationale" in text and "and 5 more</li>" in text
+
+
+def test_the_report_shows_control_characters_as_escapes_and_cuts_huge_cells(write, catalog, tmp_path):
+    # The page held raw ESC, BEL and U+202E (a browser showed "gnp.exe" as "exe.png"), and a 2 MB cell
+    # in full, twice.
+    rows = [{"text": "\x1b[2J\x1b]0;pwned\x07 hi \u202egnp.exe"}, {"text": "big " + "y" * 2_000_000},
+            {"text": "zero\u200bwidth"}]
+    r = write("c.yaml", json.dumps({"name": "c", "steps": [{"id": "s", "type": "source.inline", "rows": rows}],
+                                    "outputs": {"odd": "s"}}))
+    api.build(r, catalog=catalog, quiet=True)
+    html = api.report("odd", out=tmp_path / "rep", catalog=catalog)["html"]
+    text, _, data = _open(html)
+    assert not any(ch in text for ch in "\x1b\x07\u202e\u200b")
+    assert "\\x1b[2J\\x1b]0;pwned\\x07 hi \\u202egnp.exe" in text and "zero\\u200bwidth" in text
+    assert html.stat().st_size < 200_000
+    assert max(len(r["text"]) for r in data["sample"]) == 2_001  # 2,000 characters and the ellipsis

@@ -130,12 +130,19 @@ def _examples(catalog: Path, build: str, steps: list[dict[str, Any]]) -> list[di
         for r in rows.to_dicts():
             r["near_duplicate"] = r["reason"] in NEAR_DUPLICATE_REASONS
             out.append({"step_id": s["step_id"], "column": text, **r})
-    return out
+    return _jsonable(out)
+
+
+CELL_CHARS = 2_000
+"""Characters of a value the report keeps (the rest is cut with `…`): a page of rows, not the whole data."""
 
 
 def _jsonable(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    return [{k: (v if isinstance(v, (str, int, float, bool)) or v is None else str(v)) for k, v in r.items()}
-            for r in rows]
+    def cut(v: Any) -> Any:
+        v = v if isinstance(v, (str, int, float, bool)) or v is None else str(v)
+        return v[:CELL_CHARS] + "…" if isinstance(v, str) and len(v) > CELL_CHARS else v
+
+    return [{k: cut(v) for k, v in r.items()} for r in rows]
 
 
 def collect(catalog: Path, name: str, version: int | None = None, column: str | None = None,

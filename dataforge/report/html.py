@@ -6,6 +6,7 @@ import json
 from html import escape
 from typing import Any
 
+from dataforge.display import CONTROL, escape_control
 from dataforge.report import sunburst as sb
 from dataforge.report.charts import bars_html, histogram_svg
 from dataforge.report.data import ReportData
@@ -34,7 +35,9 @@ def _cell(v: Any, limit: int = 600) -> str:
     text = f"{v:,}" if isinstance(v, int) and not isinstance(v, bool) else str(v)
     if len(text) > limit:
         text = text[:limit] + "…"
-    return escape(text)
+    # As in the terminal: ESC, NUL, BEL and bidi overrides shown as escapes (U+202E would make
+    # "gnp.exe" read "exe.png"); newlines stay, the table wraps them.
+    return escape(escape_control(text, keep_newlines=True))
 
 
 def _table(rows: list[dict[str, Any]], columns: list[str], numeric: set[str] = frozenset(), cls: str = "",
@@ -206,6 +209,9 @@ def render(data: ReportData, png_name: str | None = None) -> str:
     png = f'<p class="muted">Also saved as <a href="{escape(png_name)}">{escape(png_name)}</a>.</p>' \
         if png_name and not data.sunburst.get("skipped") else ""
     payload = json.dumps(data.to_json(), default=str, ensure_ascii=False).replace("</", "<\\/")
+    # JSON's own escapes (`\u202e`) for what the tables show escaped: the same data, no raw bidi
+    # overrides or ESC bytes in the page's source.
+    payload = CONTROL.sub(lambda m: f"\\u{ord(m.group(0)):04x}", payload)
     nav = "".join(f'<a href="#{i}">{t}</a>' for i, t in [
         ("build", "build"), ("rejections", "rejections"), ("columns", "columns"), ("sample", "sample rows"),
         ("rows", "rows"), ("verb-noun", "verb-noun")])
