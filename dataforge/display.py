@@ -203,7 +203,16 @@ def _fit(table: Table, df: pl.DataFrame, width: int) -> bool:
         col.max_width = w
         if is_num:
             col.min_width = need  # rich's last resort shrinks every column evenly: not these
+            if isinstance(col.header, str) and cell_len(col.header) > max(w, need) >= 4:
+                col.header = _middle_cut(col.header, max(w, need))
     return True
+
+
+def _middle_cut(name: str, width: int) -> str:
+    """A header cut in the middle (`rows_in` -> `ro…_in`, `rows_out` -> `ro…out`): cut at the end, two
+    columns whose names share a start would read alike (`rows_…`, `rows_…`)."""
+    tail = (width - 1) // 2
+    return name[:width - 1 - tail] + "…" + name[len(name) - tail:]
 
 
 def _distinct(s: pl.Series) -> bool:

@@ -502,6 +502,15 @@ def test_a_narrow_terminal_keeps_the_key_column_whole_and_cuts_number_headers_fi
                           "rows_out": [2000, 6000], "rejected": [8662, 16372], "seconds": [0.435, 0.886]})
     out = shown(steps)
     assert "20261202-082028-a80bbc" not in out and "0.886" in out and "16,372" in out
+    # number headers cut to fit are cut in the middle: `rows_in` and `rows_out` both read `rows_…`
+    wide_names = pl.DataFrame({"step_id": ["eval_symbols_no_instruction"], "type": ["transform.symbol_prompts"],
+                               "status": ["built"], "rows_in": [10662], "rows_out": [2000], "rejected": [8662],
+                               "seconds": [0.507]})
+    buf = io.StringIO()
+    display.print_frame(wide_names, "table", Console(file=buf, width=70, force_terminal=True, color_system=None))
+    header = next(ln for ln in buf.getvalue().splitlines() if ln.startswith("┃"))
+    names = [h.strip() for h in header.strip("┃").split("┃")]
+    assert len(set(names)) == len(names) and not any(n.startswith("rows_…") for n in names), names
 
 
 def test_sql_unknown_table_hints_name_only_the_catalogs_own_tables(built, cli):
