@@ -230,7 +230,9 @@ class FileSource(Source):
         try:
             return raw.decode("utf-8-sig" if self.encoding.lower() in ("utf-8", "utf8") else self.encoding)
         except UnicodeDecodeError as e:
-            raise StepError(self.id, "path", f"{p}:{_line_of_offset(raw, e.start)}: not valid {self.encoding} "
-                            f"(byte 0x{raw[e.start]:02x} at offset {e.start}); set `encoding:`") from None
+            start = raw.rfind(b"\n", 0, e.start) + 1  # the column counts the line's characters before the byte
+            col = len(raw[start:e.start].decode("utf-8", errors="replace")) + 1
+            raise StepError(self.id, "path", f"{p}:{_line_of_offset(raw, e.start)}:{col}: not valid {self.encoding} "
+                            f"(byte 0x{raw[e.start]:02x}, offset {e.start:,} of the file); set `encoding:`") from None
         except LookupError:
             raise StepError(self.id, "encoding", f"unknown encoding {self.encoding!r}") from None
