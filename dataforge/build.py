@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, Callable
 from dataforge.catalog.db import is_interrupt
 from dataforge.catalog.handle import StepHandle
 from dataforge.catalog.store import Catalog
-from dataforge.errors import UserError
+from dataforge.errors import Terminated, UserError
 from dataforge.executors.base import Executor, LocalExecutor
 from dataforge.plan import Plan
 from dataforge.progress import Progress
@@ -190,7 +190,7 @@ def _execute(plan: Plan, catalog: Catalog, catalog_path: Path, forced: set[str],
                                         error=_error_text(plan, e))
                     if isinstance(e, StepError):
                         raise plan.locate(e) from None
-                    if is_interrupt(e):
+                    if is_interrupt(e) and not isinstance(e, KeyboardInterrupt):  # DuckDB's, from Ctrl-C
                         raise KeyboardInterrupt from None
                     raise
                 seconds = time.perf_counter() - t0
@@ -212,8 +212,8 @@ def _execute(plan: Plan, catalog: Catalog, catalog_path: Path, forced: set[str],
         catalog.finish_build(build_id, "ok")
         result.status = "ok"
         return result
-    except KeyboardInterrupt:
-        catalog.finish_build(build_id, "interrupted", "interrupted by the user")
+    except KeyboardInterrupt as e:
+        catalog.finish_build(build_id, "interrupted", _interrupt_text(e))
         raise
     except BaseException as e:
         catalog.finish_build(build_id, "failed", _error_text(plan, e))
@@ -237,7 +237,7 @@ def _stage_sources(plan: Plan, catalog: Catalog, forced: set[str],
         catalog.drop_staged(plan.fingerprints[s.id] for s in plan.order if s.is_source and s.id in plan.fingerprints)
         if isinstance(e, StepError):
             raise _SourceRefused(plan.locate(e)) from None
-        if is_interrupt(e):
+        if is_interrupt(e) and not isinstance(e, KeyboardInterrupt):  # DuckDB's, from Ctrl-C
             raise KeyboardInterrupt from None
         raise
     return staged
@@ -273,8 +273,12 @@ def _error_text(plan: Plan, e: BaseException) -> str:
     if isinstance(e, StepError):
         return plan.locate(e).render()[:2000]
     if is_interrupt(e):
-        return "interrupted by the user"
+        return _interrupt_text(e)
     return (str(e) or type(e).__name__)[:2000]
+
+
+def _interrupt_text(e: BaseException) -> str:
+    return "terminated (SIGTERM)" if isinstance(e, Terminated) else "interrupted by the user"
 
 
 def _check_owners(plan: Plan, catalog: Catalog, take_over: bool) -> None:

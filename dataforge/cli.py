@@ -16,7 +16,7 @@ from rich.console import Console
 
 from dataforge import __version__, api, display
 from dataforge.catalog.db import is_interrupt
-from dataforge.errors import RecipeErrors, UserError, refused_write
+from dataforge.errors import RecipeErrors, Terminated, UserError, refused_write
 
 if TYPE_CHECKING:
     import polars as pl
@@ -119,7 +119,7 @@ def _terminate(signum: int, frame: Any) -> None:
     """SIGTERM (`kill PID`, `timeout`, a cancelled CI job) stops a command as Ctrl-C does: the build is
     recorded as interrupted, the LLM answers already received are logged, staging folders removed."""
     _state["signal"] = signum
-    raise KeyboardInterrupt
+    raise Terminated
 
 
 def _interrupt_code() -> int:

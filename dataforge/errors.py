@@ -83,3 +83,7 @@ def refused_write(e: BaseException) -> UserError | None:
     reason, path = found
     return UserError(f"{path or 'a write was refused'}: {reason}; what was written before is kept: make room "
                      "(or fix the permissions) and run the command again")
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (`kill PID`, `timeout`, a cancelled CI job): handled as Ctrl-C, recorded as what it was."""

@@ -188,6 +188,8 @@ def test_ctrl_c_marks_the_build_interrupted_and_keeps_finished_steps(write, cata
     builds, steps = api.history(catalog=catalog)
     last = builds.filter(pl.col("recipe_name") == "slow").row(0, named=True)
     assert last["status"] == "interrupted"
+    # what stopped it (a `kill PID` was recorded as "interrupted by the user")
+    assert last["error"] == ("terminated (SIGTERM)" if sig == signal.SIGTERM else "interrupted by the user")
     done = steps.filter(pl.col("build_id") == last["build_id"])
     assert dict(zip(done["step_id"], done["status"])) == {"src": "built", "wait": "interrupted"}
     assert api.read("kept", catalog=catalog).equals(kept)
