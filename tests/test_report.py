@@ -205,3 +205,12 @@ def test_the_report_shows_control_characters_as_escapes_and_cuts_huge_cells(writ
     assert "\\x1b[2J\\x1b]0;pwned\\x07 hi \\u202egnp.exe" in text and "zero\\u200bwidth" in text
     assert html.stat().st_size < 200_000
     assert max(len(r["text"]) for r in data["sample"]) == 2_001  # 2,000 characters and the ellipsis
+
+
+def test_a_query_sentence_that_looks_like_a_label_is_not_read_as_the_prompts_format():
+    # An SST-2 sentence "the verdict : ..." was counted as a format `the verdict : {input} / ->`.
+    from dataforge.report.panels import _format_of
+
+    assert _format_of("a fine film\n-> foo\n\ndull and long\n-> bar\n\nthe verdict : a mess\n->") == "{input} / ->"
+    assert _format_of("Text: a fine film\nAnswer: foo\n\nText: the verdict : a mess\nAnswer:") == \
+        "Text: {input} / Answer:"

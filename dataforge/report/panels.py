@@ -30,6 +30,8 @@ def _format_of(prompt: str) -> str:
     block = prompt.rstrip("\n").rsplit("\n\n", 1)[-1]
     lines = block.splitlines() or [""]
     m = re.match(r"^([A-Za-z][\w ]{0,20}):\s", lines[0])
+    if m and ("\n" + prompt).count("\n" + m.group(0)) < 2:
+        m = None  # a label starts every exemplar too; once only, it is the input's own text ("the verdict : ...")
     head = f"{m.group(1)}: {{input}}" if m else "{input}"
     tail = lines[-1].strip() if len(lines) > 1 else (lines[0].rsplit(" ", 1)[-1] if " " in lines[0] else "")
     return f"{head} / {tail}" if len(lines) > 1 else f"{head} {tail}"
