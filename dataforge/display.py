@@ -209,8 +209,8 @@ def _fit(table: Table, df: pl.DataFrame, width: int) -> bool:
 
 
 def _middle_cut(name: str, width: int) -> str:
-    """A header cut in the middle (`rows_in` -> `ro…_in`, `rows_out` -> `ro…out`): cut at the end, two
-    columns whose names share a start would read alike (`rows_…`, `rows_…`)."""
+    """A header cut in the middle (at 6 cells `rows_in` -> `row…in`, `rows_out` -> `row…ut`): cut at the
+    end, two columns whose names share a start would read alike (`rows_…`, `rows_…`)."""
     tail = (width - 1) // 2
     return name[:width - 1 - tail] + "…" + name[len(name) - tail:]
 

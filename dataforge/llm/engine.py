@@ -363,14 +363,14 @@ class _Round:
         finally:
             for w in workers:
                 w.cancel()
+            await asyncio.gather(*workers, return_exceptions=True)
+            self._show(time.perf_counter())
         if self.budget.stopped_by:  # say what the build spent once every call sent has settled
             reason = self.budget.stop_reason
             self.stats.stop_reason = reason
             for h, a in self.answers.items():
                 if h in self.todo and isinstance(a, CallFailure) and a.status == "skipped":
                     self.answers[h] = CallFailure(error=reason or "budget reached", status="skipped")
-            await asyncio.gather(*workers, return_exceptions=True)
-            self._show(time.perf_counter())
 
     async def _worker(self, provider: Provider, queue: asyncio.Queue) -> None:
         while not queue.empty() and self.fatal is None:
@@ -383,7 +383,6 @@ class _Round:
         worst = self._cost(r.model, est_in, r.max_tokens)
         if not self.budget.admit(worst):
             self.stats.skipped += 1
-            self.stats.stop_reason = self.budget.stop_reason
             return CallFailure(error=self.budget.stop_reason or "budget reached", status="skipped")
         self.stats.called += 1
         actual = 0.0

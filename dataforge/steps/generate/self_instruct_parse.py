@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 _WS = re.compile(r"\s+")
 # An item number at the start of a line: "10. ", "10 . " (the model continues "9." with " text\n10. ...").
-_ITEM = re.compile(r"(?:^|\n)[ \t]*\d+\s?\.[ \t]")
+_ITEM = re.compile(r"(?:^|\n)[ \t]*(\d+)\s?\.[ \t]")  # split() gives [before, number, item, number, item, ...]
 _EXAMPLE = re.compile(r"Example\s?\d*\.?")
 _OUTPUT = re.compile(r"Output\s*\d*\s*:")
 _INPUT = re.compile(r"Input\s*\d*\s*:")
@@ -32,10 +32,7 @@ def split_list(text: str) -> list[str]:
     A completion continues after "9." so its first piece is item 9's text; a chat answer usually
     starts with "9. " itself, which the split removes the same way.
     """
-    return [_WS.sub(" ", piece).strip() for piece in _ITEM.split(text)]
-
-
-_NUMBERED = re.compile(r"(?:^|\n)[ \t]*(\d+)\s?\.[ \t]")
+    return [_WS.sub(" ", piece).strip() for piece in _ITEM.split(text)[::2]]
 
 
 def split_chat_list(text: str, start: int) -> tuple[list[str], list[tuple[str, str]]]:
@@ -47,7 +44,7 @@ def split_chat_list(text: str, start: int) -> tuple[list[str], list[tuple[str, s
     - `renumbered`: lines numbered below `start`, a list begun again at 1: small chat models answer
       the listed tasks that way ("1. Yes, the sentence is grammatically correct.") instead of adding to them.
     Empty items (and an empty answer) are kept as tasks for a rule to drop, as `split_list` keeps them."""
-    parts = _NUMBERED.split(text)  # [before, number, item, number, item, ...]
+    parts = _ITEM.split(text)
     head = _WS.sub(" ", parts[0]).strip()
     if len(parts) == 1:
         if not head:

@@ -227,11 +227,12 @@ class FileSource(Source):
     def _text(self, ctx: PlanContext) -> str:
         p = ctx.resolve(self.path)
         raw = p.read_bytes()
+        codec = "utf-8-sig" if self.encoding.lower() in ("utf-8", "utf8") else self.encoding
         try:
-            return raw.decode("utf-8-sig" if self.encoding.lower() in ("utf-8", "utf8") else self.encoding)
+            return raw.decode(codec)
         except UnicodeDecodeError as e:
             start = raw.rfind(b"\n", 0, e.start) + 1  # the column counts the line's characters before the byte
-            col = len(raw[start:e.start].decode("utf-8", errors="replace")) + 1
+            col = len(raw[start:e.start].decode(codec, errors="replace")) + 1
             raise StepError(self.id, "path", f"{p}:{_line_of_offset(raw, e.start)}:{col}: not valid {self.encoding} "
                             f"(byte 0x{raw[e.start]:02x}, offset {e.start:,} of the file); set `encoding:`") from None
         except LookupError:
