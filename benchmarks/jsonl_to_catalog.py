@@ -1,6 +1,7 @@
 """Side-by-side: a 1,000,000-row JSONL, CSV and Parquet file read, columns selected/renamed, stored — dataforge vs 🤗 datasets.
 
     .venv/bin/python benchmarks/jsonl_to_catalog.py [--rows 1000000] [--repeats 3] [--formats jsonl,csv,parquet]
+                                                    [--baseline CHECKOUT]
 
 For each format:
 (a) `dataforge build` of a recipe with one source step (`source.jsonl` / `source.csv` / `source.parquet`,
@@ -13,6 +14,8 @@ For each format:
     fingerprint, no catalog tables), running the exact store query (a) runs, with the same
     connection settings: once with the row ids, once without them. What (a) spends above the
     first is dataforge's own cost; the gap between the two is the cost of the content-hash ids.
+(d) With `--baseline`: (a) once more with an earlier checkout's dataforge, so that a change is
+    measured before against after in the same runs.
 
 Each run is its own fresh process (startup included), the two sides interleaved so machine noise hits
 both alike, after one untimed run of each (it writes the bytecode caches an installed package has and
@@ -63,14 +66,19 @@ sys.argv = ["dataforge", "build", sys.argv[1], "--catalog", sys.argv[2], "--quie
 main()
 """
 
-# The store (a) runs, alone: the catalog's write-connection settings and its staging memory limit.
+# The store (a) runs, alone: the catalog's write-connection settings (its row group size, argv[3],
+# comes from dataforge.catalog.db) and its staging memory limit.
 FLOOR = """
 import sys
 import duckdb
-con = duckdb.connect(sys.argv[1], config={"write_buffer_row_group_count": 1, "force_compression": "zstd"})
+con = duckdb.connect(":memory:", config={"write_buffer_row_group_count": 1, "max_vacuum_tasks": 0})
+con.execute(f"attach '{sys.argv[1]}' as c (row_group_size {int(sys.argv[3])})")
+con.execute("use c")
+con.execute("set force_compression = 'zstd'")
 con.execute("set memory_limit = '256MB'")
 con.execute("create table t as " + open(sys.argv[2], encoding="utf-8").read())
 print(con.execute("select count(*) from t").fetchone()[0])
+con.close()
 """
 
 HF = """
@@ -113,10 +121,14 @@ def make_input(rows: int) -> Path:
 CHILD_ENV = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
 
 
-def timed(args: list[str]) -> tuple[float, float, float, str]:
-    """Run a process; return (wall seconds, CPU seconds, peak RSS in MiB, stdout+stderr)."""
+def timed(args: list[str], code: Path | None = None) -> tuple[float, float, float, str]:
+    """Run a process; return (wall seconds, CPU seconds, peak RSS in MiB, stdout+stderr). `code`: a
+    checkout whose `dataforge` the process imports instead of this one's."""
+    env, cwd = CHILD_ENV, None
+    if code is not None:  # outside the repo, so that `python -c` does not find this checkout's first
+        env, cwd = {**CHILD_ENV, "PYTHONPATH": str(code)}, WORK
     t0 = time.perf_counter()
-    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=CHILD_ENV)
+    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env, cwd=cwd)
     out = proc.stdout.read()  # type: ignore[union-attr]
     _, status, usage = os.wait4(proc.pid, 0)
     seconds = time.perf_counter() - t0
@@ -153,13 +165,13 @@ def disk_mib(d: Path) -> float:
     return sum(f.stat().st_size for f in d.rglob("*") if f.is_file()) / 2**20
 
 
-def run_dataforge(fmt: str, data: Path, i: int) -> Run:
-    d = WORK / f"df_{fmt}_{i}"
+def run_dataforge(fmt: str, data: Path, i: int, code: Path | None = None) -> Run:
+    d = WORK / f"df_{fmt}_{i}{'_baseline' if code else ''}"
     shutil.rmtree(d, ignore_errors=True)
     d.mkdir(parents=True)
     recipe = d / "recipe.yaml"
     recipe.write_text(RECIPE.format(fmt=fmt, data=data), encoding="utf-8")
-    s, cpu, mib, out = timed([sys.executable, "-c", DATAFORGE, str(recipe), str(d / "catalog.duckdb")])
+    s, cpu, mib, out = timed([sys.executable, "-c", DATAFORGE, str(recipe), str(d / "catalog.duckdb")], code)
     assert "dataset bench_rows v1" in out, out
     disk = disk_mib(d)
     shutil.rmtree(d, ignore_errors=True)
@@ -189,7 +201,9 @@ def run_floor(query_file: str, fmt: str, i: int) -> Run:
     d = WORK / f"floor_{fmt}_{i}"
     shutil.rmtree(d, ignore_errors=True)
     d.mkdir(parents=True)
-    s, cpu, mib, _ = timed([sys.executable, "-c", FLOOR, str(d / "t.duckdb"), query_file])
+    from dataforge.catalog.db import ROW_GROUP_ROWS
+
+    s, cpu, mib, _ = timed([sys.executable, "-c", FLOOR, str(d / "t.duckdb"), query_file, str(ROW_GROUP_ROWS)])
     disk = disk_mib(d)
     shutil.rmtree(d, ignore_errors=True)
     return s, cpu, mib, disk
@@ -224,7 +238,12 @@ def main() -> None:
     ap.add_argument("--rows", type=int, default=1_000_000)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--formats", default="jsonl,csv,parquet", help="comma-separated: jsonl, csv, parquet")
+    ap.add_argument("--baseline", type=Path, metavar="CHECKOUT",
+                    help="also build with the dataforge of another checkout (`git worktree add /tmp/base "
+                         "<commit>`), interleaved with the rest: a change measured before against after")
     args = ap.parse_args()
+    if args.baseline is not None and not (args.baseline / "dataforge" / "__init__.py").is_file():
+        raise SystemExit(f"--baseline {args.baseline}: not a dataforge checkout (no dataforge/__init__.py)")
     formats = [f.strip() for f in args.formats.split(",") if f.strip()]
     unknown = [f for f in formats if f not in BUILDERS]
     if unknown:
@@ -238,6 +257,8 @@ def main() -> None:
         queries = store_queries(fmt, data)
         sides = {"dataforge": lambda i: run_dataforge(fmt, data, i), "datasets": lambda i: run_hf(fmt, data, i),
                  **{name: (lambda i, q=q: run_floor(q, fmt, i)) for name, q in queries.items()}}
+        if args.baseline is not None:
+            sides["dataforge_baseline"] = lambda i: run_dataforge(fmt, data, i, args.baseline.resolve())
         runs: dict[str, list[Run]] = {name: [] for name in sides}
         for name, side in sides.items():  # untimed: bytecode caches and the page cache, for every side
             side(-1)
@@ -252,7 +273,7 @@ def main() -> None:
         summary["time_ratio_dataforge_over_datasets"] = round(summary["dataforge"]["seconds_median"] / hf["seconds_median"], 2)
         summary["peak_rss_ratio_dataforge_over_datasets"] = round(
             summary["dataforge"]["peak_rss_mib_max"] / hf["peak_rss_mib_max"], 2)
-        for name in queries:
+        for name in [*queries, *(["dataforge_baseline"] if args.baseline is not None else [])]:
             summary[f"time_ratio_{name}_over_datasets"] = round(summary[name]["seconds_median"] / hf["seconds_median"], 2)
         results[fmt] = summary
 
@@ -274,13 +295,19 @@ def main() -> None:
               f"**{r['time_ratio_duckdb_alone_ids_over_datasets']:.2f}x** | "
               f"{r['duckdb_alone_no_ids']['seconds_median']:.2f} s = {r['time_ratio_duckdb_alone_no_ids_over_datasets']:.2f}x |")
 
+    if args.baseline is not None:
+        print(f"\nthe baseline ({args.baseline}) in the same runs, time / datasets' time: " + ", ".join(
+            f"{fmt} {r['dataforge_baseline']['seconds_median']:.2f} s = {r['time_ratio_dataforge_baseline_over_datasets']:.2f}x"
+            f" ({r['dataforge_baseline']['peak_rss_mib_max']:.0f} MiB)" for fmt, r in results.items()))
+
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps({
         "benchmark": "jsonl_to_catalog", "rows": args.rows, "repeats": args.repeats, "results": results,
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform()},
         "versions": versions(),
-        "command": "python benchmarks/jsonl_to_catalog.py --rows %d --repeats %d --formats %s"
-                   % (args.rows, args.repeats, ",".join(formats)),
+        "command": "python benchmarks/jsonl_to_catalog.py --rows %d --repeats %d --formats %s%s"
+                   % (args.rows, args.repeats, ",".join(formats),
+                      f" --baseline {args.baseline}" if args.baseline is not None else ""),
     }, indent=2) + "\n", encoding="utf-8")
     print(f"wrote {RESULTS.relative_to(HERE.parent)}")
 

@@ -163,6 +163,56 @@ def test_catalog_text_is_stored_zstd_compressed(tmp_path):
     assert "ZSTD" not in kinds["n:BIGINT"], kinds
 
 
+def test_a_bulk_store_fills_small_row_groups_and_no_later_write_rewrites_it(tmp_path):
+    """Stored outputs use `ROW_GROUP_ROWS`-row groups, so the reader's batches (here the row groups of
+    a Parquet file, 15,000 to 45,000 rows) are written in parallel as they come, most ending in a
+    part-filled group. A later write's checkpoint leaves those groups as they are: merging them would
+    write the table a second time and leave the file about twice its size."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from dataforge.catalog import db, store
+
+    src = tmp_path / "rows.parquet"
+    n = 0
+    with pq.ParquetWriter(src, pa.schema([("text", pa.string())])) as w:
+        for size in [40_000, 20_000, 45_000, 15_000, 35_000] * 2:
+            w.write_table(pa.table({"text": [f"instruction number {i} of many, with some words"
+                                             for i in range(n, n + size)]}), row_group_size=size)
+            n += size
+    cat = store.Catalog(tmp_path / "c.duckdb")
+    table = store.output_table("a" * 64)
+    with cat.held():
+        cat.stage_output_query("a" * 64, f"select md5(text) as id, text from read_parquet('{src}')")
+    with cat._read() as con:
+        used = con.execute("select used_blocks from pragma_database_size()").fetchone()[0]
+    cat.stage_output_query("b" * 64, "select 'x' as id")  # another write connection, another checkpoint
+    with cat._read() as con:
+        groups = con.execute(f"select row_group_id, max(count) from pragma_storage_info('{table}') "
+                             "group by all order by 1").fetchall()
+        total, free = con.execute("select total_blocks, free_blocks from pragma_database_size()").fetchone()
+        assert con.execute(f"select count(*), min(text) = 'instruction number 0 of many, with some words' "
+                           f"from {table}").fetchone() == (n, True)
+    sizes = [c for _, c in groups]
+    assert max(sizes) == db.ROW_GROUP_ROWS and 40_000 - db.ROW_GROUP_ROWS in sizes, sizes
+    assert free <= 4 and total <= used + 4, (used, total, free)
+
+
+def test_a_catalog_may_be_named_like_duckdbs_own_databases(tmp_path):
+    """A write connection attaches the file under a name of its own: a catalog called memory.duckdb
+    (DuckDB's name for the in-memory database it attaches to) builds and reads, and spills beside itself."""
+    from dataforge.catalog import db, store
+
+    for name in ("memory", "system", "temp"):
+        path = tmp_path / f"{name}.duckdb"
+        cat = store.Catalog(path)
+        cat.stage_output_query("c" * 64, "select 'x' as id")
+        with db.connect(path, read_only=False) as con:
+            assert con.execute("select current_setting('temp_directory')").fetchone()[0] == f"{path}.tmp"
+        with cat._read() as con:
+            assert con.execute(f"select id from {store.output_table('c' * 64)}").fetchall() == [("x",)]
+
+
 def test_a_catalog_file_of_an_older_storage_version_keeps_duckdbs_own_text_compression(tmp_path):
     """A catalog made by DuckDB 1.0/1.1 keeps that storage version, which has no zstd: forcing it
     there would store text uncompressed (3x larger), so such a file keeps DuckDB's own choice."""

@@ -389,7 +389,8 @@ def test_a_build_of_a_plain_file_imports_neither_pyarrow_nor_polars(tmp_path, ex
 
 def test_the_csv_shape_check_reads_random_files_as_the_readers_would(tmp_path):
     """Random small CSVs of fields, quotes, delimiters, LF/CRLF/lone CR and blank lines: the shape check
-    gives one answer whatever its chunk size (1 byte up), refuses every file with a blank line, a lone
+    gives one answer whatever its chunk size (1 byte up) and however many stretches it is split into
+    (each scanned by its own thread), refuses every file with a blank line, a lone
     carriage return or a line ending in the delimiter, and on every file it calls plain DuckDB's strict
     read gives the careful reader's rows, or the careful reader refuses the file too."""
     import random
@@ -413,7 +414,8 @@ def test_the_csv_shape_check_reads_random_files_as_the_readers_would(tmp_path):
                     for _ in range(rng.randint(1, 4))]
         data = head + b"".join(rows)
         path.write_bytes(data)
-        answers = {csv_duckdb.plain_shape(path, ",", chunk) for chunk in (1, 2, 3, 5, 8, 1 << 24)}
+        answers = {csv_duckdb.plain_shape(path, ",", chunk, parts) for chunk in (1, 2, 3, 5, 8, 1 << 24)
+                   for parts in (1, 2, 3)}
         assert len(answers) == 1, (data, answers)
         body = data[3:] if data.startswith(b"\xef\xbb\xbf") else data
         if b"\n\n" in body or b"\n\r\n" in body or b",\n" in body or b",\r\n" in body or body.endswith(b","):

@@ -21,6 +21,7 @@ from typing import Iterator
 import duckdb
 
 from dataforge.errors import CatalogBusy, UserError
+from dataforge.sqlquote import quote_literal
 
 ENV_VAR = "DATAFORGE_CATALOG"
 _lock = threading.RLock()
@@ -78,11 +79,7 @@ def connect(path: Path, *, read_only: bool, wait_s: float | None = None,
         while True:
             try:
                 config: dict = {} if allow_files else {"enable_external_access": False}
-                if not read_only:
-                    # Bulk stores flush each row group as it fills rather than five at a time: a
-                    # million-row source then stores in ~70 MiB less memory, no slower.
-                    config["write_buffer_row_group_count"] = 1
-                con = duckdb.connect(str(path), read_only=read_only, config=config)
+                con = duckdb.connect(str(path), read_only=True, config=config) if read_only else _writer(path)
                 break
             except duckdb.IOException as e:
                 if not _is_lock_error(e):  # not a DuckDB file, no permission, ...: the user's to fix
@@ -103,6 +100,37 @@ def connect(path: Path, *, read_only: bool, wait_s: float | None = None,
             yield con
         finally:
             con.close()
+
+
+# Rows per row group in tables a write connection makes (DuckDB's default: 122,880). DuckDB stores
+# an ordered bulk insert in parallel only for the reader's batches (a Parquet row group, a stretch
+# of CSV or JSON) that fill a row group; smaller ones wait to be merged by one thread. Polars writes
+# ~82k-row groups, the text readers' stretches hold ~15-60k rows: with 32,768 a million-row source
+# stores ~0.3 s faster, for a ~15% larger catalog. The size is an ATTACH option, not kept in the file.
+ROW_GROUP_ROWS = 32_768
+WRITE_ALIAS = "dataforge_catalog"
+
+
+def _writer(path: Path) -> duckdb.DuckDBPyConnection:
+    """A read-write connection to the catalog file, attached with `ROW_GROUP_ROWS` (an `ATTACH` option
+    only) and made the default database. Spilled data goes beside the file, as for `duckdb.connect(path)`."""
+    config = {
+        # Bulk stores flush each row group as it fills rather than five at a time: a million-row
+        # source then stores in ~70 MiB less memory, no slower.
+        "write_buffer_row_group_count": 1,
+        # No checkpoint merges a table's part-filled row groups (each batch's last one): it would
+        # rewrite every bulk-stored table once more, leaving the file ~2x its size.
+        "max_vacuum_tasks": 0,
+        "temp_directory": f"{path}.tmp",
+    }
+    con = duckdb.connect(":memory:", config=config)
+    try:
+        con.execute(f"ATTACH {quote_literal(str(path))} AS {WRITE_ALIAS} (ROW_GROUP_SIZE {ROW_GROUP_ROWS})")
+        con.execute(f"USE {WRITE_ALIAS}")
+    except BaseException:
+        con.close()
+        raise
+    return con
 
 
 def _stores_zstd(con: duckdb.DuckDBPyConnection) -> bool:

@@ -48,10 +48,11 @@ def header(path: Path, sep: str) -> list[str] | None:
     return names
 
 
-def plain_shape(path: Path, sep: str, chunk: int = 1 << 24) -> bool:
+def plain_shape(path: Path, sep: str, chunk: int = 1 << 24, parts: int = 2) -> bool:
     """True when nothing in the file makes the two readers differ (see the module docstring). One pass
-    over the mapped file, `chunk` bytes at a time, each chunk's pages given back once done, so the
-    check needs no file-sized memory."""
+    over the mapped file, split into `parts` stretches at line ends that threads scan side by side
+    (numpy lets go of the GIL), `chunk` bytes at a time, each chunk's pages given back once done, so
+    the check needs no file-sized memory."""
     import numpy as np
 
     from dataforge.steps.sources.checks import mapped
@@ -61,7 +62,7 @@ def plain_shape(path: Path, sep: str, chunk: int = 1 << 24) -> bool:
             return False
         data = np.frombuffer(mm, dtype=np.uint8)
         try:
-            return _plain(mm, data, ord(sep), chunk)
+            return _plain(mm, data, ord(sep), chunk, parts)
         finally:
             del data  # the buffer it exports must go before the map closes
 
@@ -69,50 +70,81 @@ def plain_shape(path: Path, sep: str, chunk: int = 1 << 24) -> bool:
 _NL, _CR, _QUOTE = ord("\n"), ord("\r"), ord('"')
 
 
-def _plain(mm, data, sep: int, chunk: int) -> bool:
+def _plain(mm, data, sep: int, chunk: int, parts: int) -> bool:
+    n = data.size
+    cuts = [0]
+    for k in range(1, parts):  # each stretch starts just after a line end
+        at = mm.find(b"\n", max(cuts[-1], n * k // parts))
+        if at < 0 or at + 1 >= n:
+            break
+        cuts.append(at + 1)
+    cuts.append(n)
+    first = 3 if bytes(data[:3]) == b"\xef\xbb\xbf" else 0  # where the first field starts
+    spans = list(zip(cuts, cuts[1:]))
+    if len(spans) == 1:
+        results = [_stretch(mm, data, sep, chunk, first, *spans[0])]
+    else:
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(len(spans)) as pool:
+            results = list(pool.map(lambda span: _stretch(mm, data, sep, chunk, first, *span), spans))
+    quotes = 0
+    for ok, count in results:
+        if not ok[quotes % 2]:
+            return False
+        quotes += count
+    if data[n - 1] == sep:
+        return False  # the last line ends in the delimiter
+    return quotes % 2 == 0  # else a quote is left open
+
+
+def _stretch(mm, data, sep: int, chunk: int, first: int, lo: int, hi: int) -> tuple[tuple[bool, bool], int]:
+    """Scan `data[lo:hi]`: whether it is plain when an even / an odd number of quotes come before
+    it, and how many quotes it holds."""
     import mmap
 
     import numpy as np
 
     edge = np.array([_NL, _CR, sep, _QUOTE], dtype=np.uint8)
-    n, quotes, last_nl, crs = data.size, 0, -2, False
-    first = 3 if bytes(data[:3]) == b"\xef\xbb\xbf" else 0  # where the first field starts
-    for i in range(0, n, chunk):
-        part = data[i:i + chunk]
-        if mm.find(b"\r", i, i + chunk) >= 0:  # most files have none: memchr says so for the chunk
-            crs = True
+    n = data.size
+    ok = [True, True]
+    quotes = 0
+    for i in range(lo, hi, chunk):
+        end = min(i + chunk, hi)
+        part = data[i:end]
+        crs = mm.find(b"\r", max(i - 2, 0), end) >= 0  # most files have none: memchr says so for the chunk
+        if crs:
             cr = np.flatnonzero(part == _CR) + i
             if not (data[np.minimum(cr + 1, n - 1)] == _NL).all():
-                return False  # a carriage return on its own
+                return (False, False), 0  # a carriage return on its own
         nl = np.flatnonzero(part == _NL) + i
         if nl.size:
-            gap = np.diff(nl, prepend=last_nl)
             before = data[np.maximum(nl - 1, 0)]
-            if (gap == 1).any() or (crs and ((gap == 2) & (before == _CR)).any()):
-                return False  # a blank line
+            if ((nl > 0) & (before == _NL)).any():
+                return (False, False), 0  # a blank line
             # DuckDB drops empty fields past the header's count even in strict mode: a line that ends
             # in the delimiter is the careful reader's (which counts the fields).
             if ((nl > 0) & (before == sep)).any():
-                return False
-            if crs and ((nl > 1) & (before == _CR) & (data[np.maximum(nl - 2, 0)] == sep)).any():
-                return False
-            last_nl = int(nl[-1])
+                return (False, False), 0
+            if crs:
+                before2 = data[np.maximum(nl - 2, 0)]
+                if ((nl > 1) & (before == _CR) & ((before2 == _NL) | (before2 == sep))).any():
+                    return (False, False), 0  # a blank line, or a line ending in the delimiter, in CRLF
         # Counted from the start, quotes pair up: each opening one starts a field (or doubles the
         # one before it), each closing one ends a field (or is doubled by the one after it).
         q = np.flatnonzero(part == _QUOTE) + i
         if q.size:
-            odd = (quotes + np.arange(q.size)) % 2 == 1
-            opening, closing = q[~odd], q[odd]
-            if not ((opening == first) | np.isin(data[np.maximum(opening - 1, 0)], edge)).all():
-                return False
-            if not ((closing == n - 1) | np.isin(data[np.minimum(closing + 1, n - 1)], edge)).all():
-                return False
+            opens = (q == first) | np.isin(data[np.maximum(q - 1, 0)], edge)
+            closes = (q == n - 1) | np.isin(data[np.minimum(q + 1, n - 1)], edge)
+            for before_here in (0, 1):  # the parity of the quotes before this stretch
+                odd = (before_here + quotes) % 2  # 1: this chunk's first quote closes a field
+                ok[before_here] = ok[before_here] and bool(opens[odd::2].all() and closes[1 - odd::2].all())
+            if not (ok[0] or ok[1]):
+                return (False, False), 0
             quotes += q.size
-        lo = i - i % mmap.PAGESIZE  # madvise wants a page boundary; the next chunk faults its part back in
-        mm.madvise(mmap.MADV_DONTNEED, lo, min(i + chunk, n) - lo)
-    if n and data[n - 1] == sep:
-        return False  # the last line ends in the delimiter
-    return quotes % 2 == 0  # else a quote is left open
+        page = i - i % mmap.PAGESIZE  # madvise wants a page boundary; the next chunk faults its part back in
+        mm.madvise(mmap.MADV_DONTNEED, page, end - page)
+    return (ok[0], ok[1]), quotes
 
 
 def select_sql(path: Path, names: list[str], sep: str, mapping: dict[str, str]) -> str:
