@@ -71,8 +71,10 @@ main()
 FLOOR = """
 import sys
 import duckdb
-con = duckdb.connect(":memory:", config={"write_buffer_row_group_count": 1, "max_vacuum_tasks": 0})
-con.execute(f"attach '{sys.argv[1]}' as c (row_group_size {int(sys.argv[3])})")
+con = duckdb.connect(":memory:", config={"write_buffer_row_group_count": 1, "max_vacuum_tasks": 0,
+                                         "temp_directory": sys.argv[1] + ".tmp"})
+path = "'" + sys.argv[1].replace("'", "''") + "'"
+con.execute(f"attach {path} as c (row_group_size {int(sys.argv[3])})")
 con.execute("use c")
 con.execute("set force_compression = 'zstd'")
 con.execute("set memory_limit = '256MB'")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import duckdb
+import pytest
 
 from dataforge.catalog import migrations
 from dataforge.catalog.store import Catalog
@@ -211,6 +212,24 @@ def test_a_catalog_may_be_named_like_duckdbs_own_databases(tmp_path):
             assert con.execute("select current_setting('temp_directory')").fetchone()[0] == f"{path}.tmp"
         with cat._read() as con:
             assert con.execute(f"select id from {store.output_table('c' * 64)}").fetchall() == [("x",)]
+
+
+def test_a_write_connection_without_file_access_reads_no_files(tmp_path):
+    """`allow_files=False` turns external access off on a write connection too (it is set after the
+    catalog is attached, which needs it), and no statement can turn it back on."""
+    from dataforge.catalog import db, store
+
+    path = tmp_path / "c.duckdb"
+    store.Catalog(path)
+    (tmp_path / "secret.csv").write_text("a\n1\n", encoding="utf-8")
+    with db.connect(path, read_only=False, allow_files=False) as con:
+        with pytest.raises(duckdb.Error, match="(?i)disabled|permission"):
+            con.execute(f"select * from read_csv('{tmp_path / 'secret.csv'}')").fetchall()
+        with pytest.raises(duckdb.Error):
+            con.execute("set enable_external_access = true")
+        con.execute("create table t as select 1 as x")
+    with db.connect(path, read_only=True) as con:
+        assert con.execute("select x from t").fetchall() == [(1,)]
 
 
 def test_a_catalog_file_of_an_older_storage_version_keeps_duckdbs_own_text_compression(tmp_path):

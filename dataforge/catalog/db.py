@@ -79,7 +79,7 @@ def connect(path: Path, *, read_only: bool, wait_s: float | None = None,
         while True:
             try:
                 config: dict = {} if allow_files else {"enable_external_access": False}
-                con = duckdb.connect(str(path), read_only=True, config=config) if read_only else _writer(path)
+                con = duckdb.connect(str(path), read_only=True, config=config) if read_only else _writer(path, allow_files)
                 break
             except duckdb.IOException as e:
                 if not _is_lock_error(e):  # not a DuckDB file, no permission, ...: the user's to fix
@@ -111,15 +111,17 @@ ROW_GROUP_ROWS = 32_768
 WRITE_ALIAS = "dataforge_catalog"
 
 
-def _writer(path: Path) -> duckdb.DuckDBPyConnection:
+def _writer(path: Path, allow_files: bool) -> duckdb.DuckDBPyConnection:
     """A read-write connection to the catalog file, attached with `ROW_GROUP_ROWS` (an `ATTACH` option
-    only) and made the default database. Spilled data goes beside the file, as for `duckdb.connect(path)`."""
+    only) and made the default database; external access off after that unless `allow_files`.
+    Spilled data goes beside the file, as for `duckdb.connect(path)`."""
     config = {
         # Bulk stores flush each row group as it fills rather than five at a time: a million-row
         # source then stores in ~70 MiB less memory, no slower.
         "write_buffer_row_group_count": 1,
         # No checkpoint merges a table's part-filled row groups (each batch's last one): it would
-        # rewrite every bulk-stored table once more, leaving the file ~2x its size.
+        # rewrite every bulk-stored table once more, leaving the file ~2x its size. (Nor does it
+        # compact groups that lost some rows to a delete; groups that lost all are freed.)
         "max_vacuum_tasks": 0,
         "temp_directory": f"{path}.tmp",
     }
@@ -127,6 +129,8 @@ def _writer(path: Path) -> duckdb.DuckDBPyConnection:
     try:
         con.execute(f"ATTACH {quote_literal(str(path))} AS {WRITE_ALIAS} (ROW_GROUP_SIZE {ROW_GROUP_ROWS})")
         con.execute(f"USE {WRITE_ALIAS}")
+        if not allow_files:
+            con.execute("SET enable_external_access = false")
     except BaseException:
         con.close()
         raise
