@@ -8,7 +8,7 @@ import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from dataforge.steps.base import ID, PARENT, PlanContext, StepError, StepResult
 from dataforge.steps.sources.base import FileSource, SqlLoad, names_one_file, sql_load
@@ -30,6 +30,14 @@ class CsvSource(FileSource):
     """Whether the first line names the columns."""
     names: list[str] | None = None
     """Column names when the file has no header line."""
+
+    @field_validator("names")
+    @classmethod
+    def _names_once(cls, v: list[str] | None) -> list[str] | None:
+        for i, name in enumerate(v or []):
+            if name in v[:i]:
+                raise ValueError(f"{name!r} is named twice (entries {v.index(name) + 1} and {i + 1})")
+        return v
     quote_char: str | None = '"'
     """Quote character; null turns quoting off."""
     infer_types: bool = False
@@ -61,6 +69,7 @@ class CsvSource(FileSource):
 
     def read(self, ctx: PlanContext) -> pl.DataFrame:
         p = ctx.resolve(self.path)
+        self._check_header(p)
         df = self._read_file(p) if self.encoding.lower() in ("utf-8", "utf8") else None
         text: str | None = None
         if df is None:
@@ -81,6 +90,27 @@ class CsvSource(FileSource):
         check_column_case(self.id, list(mapping) if mapping else df.columns, str(p),
                           "columns" if mapping else "path")
         return df
+
+    def _check_header(self, p: Path) -> None:
+        """Refuse a header line that names a column twice (polars would call the second one
+        `name_duplicated_0`, a column the file does not have)."""
+        if not self.header or self.names is not None:
+            return
+        with open(p, "rb") as fh:
+            head = fh.read(1 << 20)
+        codec = "utf-8-sig" if self.encoding.lower() in ("utf-8", "utf8") else self.encoding
+        try:
+            text = head.decode(codec, errors="replace")
+        except LookupError:
+            return  # an unknown encoding: the text path names it
+        try:
+            line, fields = next(_rows(text, self._sep(), self.quote_char), (1, []))
+        except csv.Error:  # e.g. a lone carriage return: the parser says what it makes of the file
+            return
+        for i, name in enumerate(fields):
+            if name in fields[:i]:
+                raise StepError(self.id, "path", f"{p}:{line}: the header names column {name!r} twice (fields "
+                                f"{fields.index(name) + 1} and {i + 1}); rename one of them in the file")
 
     def _parse(self, source) -> pl.DataFrame:
         return pl.read_csv(source, separator=self._sep(), has_header=self.header, new_columns=self.names,
