@@ -78,8 +78,11 @@ def connect(path: Path, *, read_only: bool, wait_s: float | None = None,
     with _lock:
         while True:
             try:
-                config: dict = {} if allow_files else {"enable_external_access": False}
-                con = duckdb.connect(str(path), read_only=True, config=config) if read_only else _writer(path, allow_files)
+                if read_only:
+                    con = duckdb.connect(str(path), read_only=True,
+                                         config={} if allow_files else {"enable_external_access": False})
+                else:
+                    con = _writer(path, allow_files)
                 break
             except duckdb.IOException as e:
                 if not _is_lock_error(e):  # not a DuckDB file, no permission, ...: the user's to fix

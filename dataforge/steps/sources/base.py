@@ -224,10 +224,14 @@ class FileSource(Source):
         check_regular_file(self.id, ctx.resolve(self.path))
         super().check(ctx)
 
+    def _codec(self) -> str:
+        """The codec that decodes the file: `encoding`, dropping a leading BOM when it is UTF-8."""
+        return "utf-8-sig" if self.encoding.lower() in ("utf-8", "utf8") else self.encoding
+
     def _text(self, ctx: PlanContext) -> str:
         p = ctx.resolve(self.path)
         raw = p.read_bytes()
-        codec = "utf-8-sig" if self.encoding.lower() in ("utf-8", "utf8") else self.encoding
+        codec = self._codec()
         try:
             return raw.decode(codec)
         except UnicodeDecodeError as e:

@@ -21,6 +21,16 @@ DECIMAL_DIGITS = 38
 """Integers outside int64 are stored as DECIMAL(38, 0): exact up to 38 digits."""
 
 
+def first_repeat(names: list[str]) -> tuple[int, int] | None:
+    """The 1-based positions of the first name given twice and of its second mention, or None."""
+    seen: dict[str, int] = {}
+    for i, name in enumerate(names, 1):
+        if name in seen:
+            return seen[name], i
+        seen[name] = i
+    return None
+
+
 def check_column_case(step_id: str, names: list[str], where: str, field: str = "path") -> None:
     """Refuse column names that differ only in case (`Text` and `text`): the catalog's SQL treats
     them as one name, so the second would be lost or fail the store. `field` is the recipe key to

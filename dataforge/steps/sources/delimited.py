@@ -12,7 +12,7 @@ from pydantic import Field, field_validator
 
 from dataforge.steps.base import ID, PARENT, PlanContext, StepError, StepResult
 from dataforge.steps.sources.base import FileSource, SqlLoad, names_one_file, sql_load
-from dataforge.steps.sources.checks import check_column_case, exact_integers, too_many_digits
+from dataforge.steps.sources.checks import check_column_case, exact_integers, first_repeat, too_many_digits
 
 if TYPE_CHECKING:
     import polars as pl
@@ -34,9 +34,9 @@ class CsvSource(FileSource):
     @field_validator("names")
     @classmethod
     def _names_once(cls, v: list[str] | None) -> list[str] | None:
-        for i, name in enumerate(v or []):
-            if name in v[:i]:
-                raise ValueError(f"{name!r} is named twice (entries {v.index(name) + 1} and {i + 1})")
+        repeat = first_repeat(v or [])
+        if repeat is not None:
+            raise ValueError(f"{v[repeat[0] - 1]!r} is named twice (entries {repeat[0]} and {repeat[1]})")
         return v
     quote_char: str | None = '"'
     """Quote character; null turns quoting off."""
@@ -98,19 +98,18 @@ class CsvSource(FileSource):
             return
         with open(p, "rb") as fh:
             head = fh.read(1 << 20)
-        codec = "utf-8-sig" if self.encoding.lower() in ("utf-8", "utf8") else self.encoding
         try:
-            text = head.decode(codec, errors="replace")
+            text = head.decode(self._codec(), errors="replace")
         except LookupError:
             return  # an unknown encoding: the text path names it
         try:
             line, fields = next(_rows(text, self._sep(), self.quote_char), (1, []))
         except csv.Error:  # e.g. a lone carriage return: the parser says what it makes of the file
             return
-        for i, name in enumerate(fields):
-            if name in fields[:i]:
-                raise StepError(self.id, "path", f"{p}:{line}: the header names column {name!r} twice (fields "
-                                f"{fields.index(name) + 1} and {i + 1}); rename one of them in the file")
+        repeat = first_repeat(fields)
+        if repeat is not None:
+            raise StepError(self.id, "path", f"{p}:{line}: the header names column {fields[repeat[0] - 1]!r} twice "
+                            f"(fields {repeat[0]} and {repeat[1]}); rename one of them in the file")
 
     def _parse(self, source) -> pl.DataFrame:
         return pl.read_csv(source, separator=self._sep(), has_header=self.header, new_columns=self.names,
