@@ -77,9 +77,10 @@ def execute(plan: Plan, catalog_path: Path, *, force: bool = False, only: list[s
         return _dry_run(plan, catalog_path, forced, retry_failed, log)
 
     new = not catalog_path.exists()
-    catalog = Catalog(catalog_path)
+    catalog = Catalog(catalog_path, hold=True)
     try:
-        # One connection for the catalog work between steps; none while a step runs (see Catalog.held).
+        # One connection for the catalog work between steps (the one that opened it); none while a
+        # step runs (see Catalog.held).
         with catalog.held():
             return _execute(plan, catalog, catalog_path, forced, quiet, take_over, retry_failed, log, executor)
     except _SourceRefused as e:

@@ -60,23 +60,34 @@ def to_arrow(df: pl.DataFrame):
 
 
 class Catalog:
-    """Read-write handle on one catalog file. Holds no connection between calls, except inside `held()`."""
+    """Read-write handle on one catalog file. Holds no connection between calls, except inside `held()`
+    (and, opened with `hold=True`, from opening until that first block)."""
 
-    def __init__(self, path: str | Path):
+    def __init__(self, path: str | Path, *, hold: bool = False):
+        """Open (creating or migrating) the catalog at `path`. `hold`: the connection that migrated it
+        stays open for the first `held()` block, instead of that block opening the file again."""
         self.path = Path(path)
         self._held: tuple[int, Any, contextlib.ExitStack] | None = None  # (thread, connection, its closer)
+        self._adopt = False  # the held connection is __init__'s, waiting for the first held() to own it
         if self.path.exists() and self.path.is_dir():
             raise UserError(f"catalog path {self.path} is a directory; give a file path")
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
         except OSError as e:
             raise UserError(f"cannot create the catalog's folder {self.path.parent}: {e.strerror}") from None
-        with self._write() as con:
-            if migrations.foreign(con):
-                raise UserError(f"{self.path} is a DuckDB database but not a dataforge catalog (it has tables "
-                                "of its own and no dataforge tables); give the catalog's file, or a new path "
-                                "to create one")
-            migrations.apply(con)
+        if hold:
+            self._take()
+        try:
+            with self._write() as con:
+                if migrations.foreign(con):
+                    raise UserError(f"{self.path} is a DuckDB database but not a dataforge catalog (it has tables "
+                                    "of its own and no dataforge tables); give the catalog's file, or a new path "
+                                    "to create one")
+                migrations.apply(con)
+        except BaseException:
+            self._let_go()
+            raise
+        self._adopt = hold
 
     def _write(self):
         con = self._held_connection()
@@ -92,10 +103,12 @@ class Catalog:
         """Calls from this thread inside the block share one read-write connection instead of opening the
         file each (opening a DuckDB database costs about 30 ms). Other processes cannot open the catalog
         meanwhile, so a build holds it only between steps: `released()` lets go while a step runs."""
-        if self._held is not None:
+        if self._held is not None and not self._adopt:
             yield
             return
-        self._take()
+        if self._held is None:
+            self._take()
+        self._adopt = False
         try:
             yield
         finally:
