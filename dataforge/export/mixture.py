@@ -19,7 +19,7 @@ from dataforge.textutil.templating import FlanTemplate, TemplateSettings, check_
 
 
 class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True)
+    model_config = ConfigDict(extra="forbid")
 
 
 class ExportTemplate(TemplateSettings):

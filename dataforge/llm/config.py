@@ -10,7 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 class LLMConfig(BaseModel):
     """Which model to call and how hard; every field may be overridden per step."""
 
-    model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True)
+    model_config = ConfigDict(extra="forbid")
 
     provider: Literal["local", "openai", "anthropic"] = "local"
     """`local` runs a GGUF in-process with llama-cpp-python; `openai` and `anthropic` use the official SDKs."""
@@ -105,10 +105,12 @@ SAMPLING_FIELDS = ("temperature", "top_p", "max_tokens", "stop", "presence_penal
 def _partial_model() -> type[BaseModel]:
     from pydantic import create_model
 
-    fields = {name: (f.annotation | None, Field(default=None, description=f.description))
-              for name, f in LLMConfig.model_fields.items()}
+    from dataforge import fielddocs
+
+    fields = {name: (f.annotation | None, Field(default=None)) for name, f in LLMConfig.model_fields.items()}
     model = create_model("LLMOverride", __config__=ConfigDict(extra="forbid"), **fields)  # type: ignore[call-overload]
     model.__doc__ = "A step's `llm:` block: any `LLMConfig` field; unset fields come from the recipe's `llm:`."
+    fielddocs.borrow(model, LLMConfig)
     return model
 
 

@@ -31,7 +31,7 @@ class ParseError(ValueError):
 class RegexParser(BaseModel):
     """Search the answer with a regex; each named group becomes a column (all must match)."""
 
-    model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True)
+    model_config = ConfigDict(extra="forbid")
 
     type: Literal["regex"] = "regex"
     pattern: Regex
@@ -63,7 +63,7 @@ class RegexParser(BaseModel):
 class JsonParser(BaseModel):
     """Read a JSON object from the answer (a ```json fence or the first {...} block) and validate it."""
 
-    model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True, populate_by_name=True)
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
 
     type: Literal["json"] = "json"
     schema_: dict[str, str] = Field(alias="schema")

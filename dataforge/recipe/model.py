@@ -33,7 +33,7 @@ OutputName = Annotated[str, AfterValidator(_check_output_name)]
 class RecipeBase(BaseModel):
     """Top-level recipe fields; `steps` is added by `recipe_model()`."""
 
-    model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True)
+    model_config = ConfigDict(extra="forbid")
 
     name: str = Field(pattern=r"^[A-Za-z0-9_][A-Za-z0-9_.\-]*$", max_length=128)
     """Recipe name, recorded with every build."""

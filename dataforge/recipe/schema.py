@@ -30,7 +30,11 @@ def _model(kind: str) -> type[BaseModel]:
 
 def schema_json(kind: str = "recipe") -> str:
     """The JSON Schema (draft 2020-12) of one kind of file, as the text `schemas/` holds."""
-    schema = _model(kind).model_json_schema(by_alias=True)
+    from dataforge.fielddocs import describe
+
+    model = _model(kind)
+    describe(model)
+    schema = model.model_json_schema(by_alias=True)
     schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
     schema["title"] = SCHEMAS[kind][1]
     return json.dumps(schema, indent=2, sort_keys=True, ensure_ascii=False) + "\n"

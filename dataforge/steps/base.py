@@ -124,7 +124,7 @@ def rejections_frame(row_ids: list[str], reason: str | list[str], score: list[fl
 class Step(BaseModel):
     """Base of every step kind."""
 
-    model_config = ConfigDict(extra="forbid", populate_by_name=True, use_attribute_docstrings=True)
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
 
     id: str = Field(pattern=r"^[A-Za-z_][A-Za-z0-9_\-]*$")
     """Unique id of this step; other steps refer to it in `from`, outputs in `outputs`."""

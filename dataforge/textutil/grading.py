@@ -37,7 +37,7 @@ class Grade:
 class GradeSettings(BaseModel):
     """How a final answer is found and compared (fields shared by the grading step kinds)."""
 
-    model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True)
+    model_config = ConfigDict(extra="forbid")
 
     extractor: Literal["gsm8k", "boxed", "answer_is", "last_number", "regex"] = "gsm8k"
     """How the final answer is found in a response: `gsm8k` (first `#### n`, else the last number), `boxed` (last

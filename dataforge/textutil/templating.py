@@ -34,7 +34,7 @@ COT_PHRASE = "Therefore, the answer is"
 class FlanTemplate(BaseModel):
     """One prompt/target template pair for a task."""
 
-    model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True)
+    model_config = ConfigDict(extra="forbid")
 
     id: str = Field(min_length=1)
     """Name recorded in the output's `template_id`."""
@@ -70,7 +70,7 @@ def check_templates(templates: list[FlanTemplate], where: str = "") -> list[Flan
 class TemplateSettings(BaseModel):
     """How templates are applied (fields shared by `transform.template` and export-time templating)."""
 
-    model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True)
+    model_config = ConfigDict(extra="forbid")
 
     answer_column: str = "label"
     """Column with each row's answer (class label or output text); templates see it as `answer`."""

@@ -16,7 +16,7 @@ from dataforge.train.options import Device
 class ClfEvalConfig(BaseModel):
     """Options of `dataforge eval-classification` (the CLI flags map to these fields)."""
 
-    model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True)
+    model_config = ConfigDict(extra="forbid")
 
     data: str
     """Prompts: a catalog dataset (`name` or `name@version`, e.g. `transform.symbols` output) or an export."""

@@ -21,7 +21,7 @@ from dataforge.recipe.located import KeyedValueError, validate_located
 
 
 class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True)
+    model_config = ConfigDict(extra="forbid")
 
 
 class DataSource(_Model):

@@ -30,7 +30,7 @@ DEFAULT_PROMPT = ("Solve this math problem step by step. Finish with a line '###
 class EvalConfig(BaseModel):
     """Options of `dataforge eval` (the CLI flags map to these fields)."""
 
-    model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True)
+    model_config = ConfigDict(extra="forbid")
 
     data: str
     """Questions with gold answers: a catalog dataset (`name` or `name@version`) or an export directory."""

@@ -19,7 +19,7 @@ RATIONALE_COLUMNS = ("rationale", "response", "completion", "output")
 class RankerConfig(BaseModel):
     """Options of `dataforge rank train` (the CLI flags map to these fields)."""
 
-    model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True)
+    model_config = ConfigDict(extra="forbid")
 
     data: str
     """Graded rationales: a catalog dataset (`name` or `name@version`, e.g. the output of

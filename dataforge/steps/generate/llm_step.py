@@ -35,7 +35,7 @@ if TYPE_CHECKING:
 class Sampling(BaseModel):
     """Request settings of one kind of call a step makes (each kind's defaults are its method's values)."""
 
-    model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True)
+    model_config = ConfigDict(extra="forbid")
 
     temperature: float = Field(default=0.7, ge=0, le=2)
     """Sampling temperature."""
@@ -205,7 +205,7 @@ def stable_id(*parts: str) -> str:
 class PromptTemplates(BaseModel):
     """A kind's `prompts:` block: one Jinja template per field; null uses the one shipped in `dataforge/prompts/`."""
 
-    model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True)
+    model_config = ConfigDict(extra="forbid")
 
     shipped: ClassVar[dict[str, str]] = {}
     """Field -> the shipped template's path under `dataforge/prompts/`."""

@@ -23,7 +23,7 @@ from dataforge.steps.generate.llm_step import LLMStep
 class MessageTemplate(BaseModel):
     """One chat message whose content is a Jinja template over the row's columns."""
 
-    model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True)
+    model_config = ConfigDict(extra="forbid")
 
     role: Literal["system", "user", "assistant"]
     """Who says it."""

@@ -39,7 +39,7 @@ INSTRUCTIONS = {
 class Exemplar(BaseModel):
     """One worked example of a few-shot prompt."""
 
-    model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True)
+    model_config = ConfigDict(extra="forbid")
 
     question: str
     """The problem."""
