@@ -5,8 +5,12 @@ Every config field is documented by the string literal after it (the house style
 every step kind, paid by each `build` and `validate` that never shows a description. So the
 models leave it off, and what shows descriptions (`dataforge schema`, the recipe reference) calls
 `describe` first: it fills `description` on the fields of a model and of every model its fields
-hold, by the same rules (an explicit `Field(description=...)` wins; an inherited field takes the
-docstring of the class that defines it), and rebuilds their schemas so JSON Schema carries them.
+hold, by pydantic's rules (an explicit `Field(description=...)` wins; an inherited field takes the
+docstring of the class that defines it; a field redefined without one has none), and rebuilds
+their schemas so JSON Schema carries them. Two differences, neither met by a schema today: a
+class made at run time (`create_model`, no source) takes its bases' docstrings for the fields it
+redefines (pydantic gives none; `sampling_model` copied them by hand), and models that never
+opted in to docstrings are described too.
 """
 
 from __future__ import annotations

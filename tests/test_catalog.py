@@ -335,3 +335,30 @@ def test_a_catalog_held_by_another_process_names_its_pid(tmp_path):
         assert "a build writing, or a command reading it) and stayed locked for 0s" in str(err.value)
     finally:
         holder.communicate("", timeout=30)
+
+
+def test_a_catalog_opened_holding_its_connection_is_held_by_its_own_thread(tmp_path):
+    """`Catalog(hold=True)` keeps the connection that migrated the file for the first `held()`;
+    another thread cannot adopt it (it would wait forever on a lock the first thread holds)."""
+    import threading
+
+    from dataforge.catalog.query import run_select
+    from dataforge.catalog.store import Catalog
+
+    cat = Catalog(tmp_path / "c.duckdb", hold=True)
+    raised: list[BaseException] = []
+
+    def other() -> None:
+        try:
+            with cat.held():
+                pass
+        except RuntimeError as e:
+            raised.append(e)
+
+    t = threading.Thread(target=other)
+    t.start()
+    t.join(10)
+    assert not t.is_alive() and "held by the thread that opened it" in str(raised[0])
+    with cat.held():
+        cat.begin_build("r", "r.yaml", "0" * 64)
+    assert run_select(tmp_path / "c.duckdb", "select count(*) n from builds")["n"][0] == 1  # let go: readable

@@ -108,6 +108,8 @@ class Catalog:
             return
         if self._held is None:
             self._take()
+        elif self._held[0] != threading.get_ident():  # its lock would be held by a thread that never lets go
+            raise RuntimeError("a Catalog opened with hold=True is held by the thread that opened it")
         self._adopt = False
         try:
             yield
