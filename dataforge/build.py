@@ -105,6 +105,7 @@ def _execute(plan: Plan, catalog: Catalog, catalog_path: Path, forced: set[str],
     _check_owners(plan, catalog, take_over)
     catalog.check_not_building(recipe.name)  # before any work; begin_build checks again as it records
     catalog.drop_abandoned_staged()
+    catalog.remember_file_hashes(plan.file_hashes.new)
     started = time.time()
     with Progress(quiet=quiet) as progress:
         staged = _stage_sources(plan, catalog, forced, progress)

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from dataforge.errors import RecipeErrors, UserError
+from dataforge.hashing import FileHashes, Hashed
 from dataforge.recipe.loader import KeyPath, Positions, format_path
 from dataforge.steps.base import PlanContext, Step, StepError, StepResult
 
@@ -38,6 +39,9 @@ class Plan:
     columns: dict[str, list[str] | None]
     fingerprints: dict[str, str]
     index: dict[str, int] = field(default_factory=dict)
+    file_hashes: FileHashes = field(default_factory=FileHashes)
+    """Source files' hashes: those the catalog remembered, and those planning computed (`new`: the
+    build records them)."""
     prepared: dict[str, Any] = field(default_factory=dict)
     """What planning kept of each source it read, by step id: its rows (a `StepResult`), or an
     `SqlLoad` (rows left in the file) that the build stores straight from the file before its first
@@ -45,7 +49,7 @@ class Plan:
 
     def context(self, catalog_path: Path | None, for_build: bool = False) -> PlanContext:
         return PlanContext(recipe_path=self.path, seed=self.recipe.seed, catalog_path=catalog_path,
-                           llm=self.recipe.llm, for_build=for_build)
+                           llm=self.recipe.llm, for_build=for_build, file_hashes=self.file_hashes)
 
     def locate(self, err: StepError) -> UserError:
         """Turn a step's error into one that names file:line:col and the key path."""
@@ -115,10 +119,10 @@ def make_plan(recipe: Any, path: Path, sha: str, pos: Positions, catalog_path: P
     if errors:
         raise RecipeErrors(errors)
 
+    stored, known = _catalog_state(catalog_path)
     plan = Plan(recipe=recipe, path=path, sha256=sha, positions=pos, order=order, inputs=inputs,
-                columns={}, fingerprints={}, index=index)
+                columns={}, fingerprints={}, index=index, file_hashes=FileHashes(known=known))
     ctx = plan.context(catalog_path, for_build)
-    stored = _stored_columns(catalog_path)
     for s in order:
         if not _check_step(plan, s, ctx, stored, errors, err):
             plan.columns[s.id] = None
@@ -161,17 +165,18 @@ def _check_step(plan: Plan, s: Step, ctx: PlanContext, stored: Callable[[str], l
         return False
 
 
-def _stored_columns(catalog_path: Path | None) -> Callable[[str], list[str] | None]:
-    """Columns of a step output already stored in the catalog under a fingerprint, or None."""
+def _catalog_state(catalog_path: Path | None) -> tuple[Callable[[str], list[str] | None], dict[str, Hashed]]:
+    """The columns of a step output already stored in the catalog under a fingerprint (or None),
+    and the source files' hashes the catalog remembers."""
     if catalog_path is None or not Path(catalog_path).is_file():
-        return lambda fp: None
+        return (lambda fp: None), {}
     from dataforge.catalog import query as q
 
     try:
-        tables = q.stored_outputs(Path(catalog_path))
+        tables, known = q.planning_state(Path(catalog_path))
     except UserError:
-        return lambda fp: None  # not a catalog (yet): the build says so when it opens it
-    return lambda fp: q.output_columns(Path(catalog_path), tables[fp]) if fp in tables else None
+        return (lambda fp: None), {}  # not a catalog (yet): the build says so when it opens it
+    return (lambda fp: q.output_columns(Path(catalog_path), tables[fp]) if fp in tables else None), known
 
 
 def _index(steps: list[Step], err) -> dict[str, int]:

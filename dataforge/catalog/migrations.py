@@ -96,6 +96,16 @@ MIGRATIONS: list[tuple[str, list[str]]] = [
                 learning_rate double, tokens bigint, seconds double)""",
         ],
     ),
+    (
+        # What each source file hashed to, by its identity on disk, so that a rebuild need not read an
+        # unchanged file again to fingerprint it (`dataforge.hashing.FileHashes` says when it may trust one).
+        "m007_file_hashes",
+        [
+            """create table _file_hashes (
+                path varchar primary key, device ubigint, inode ubigint, size ubigint,
+                mtime_ns bigint, ctime_ns bigint, sha256 varchar, hashed_at_ns bigint)""",
+        ],
+    ),
 ]
 
 

@@ -13,6 +13,7 @@ from dataforge.catalog import migrations
 from dataforge.catalog.db import check_catalog_file, connect, is_file_access_error
 from dataforge.catalog.store import output_table
 from dataforge.errors import UserError
+from dataforge.hashing import Hashed
 from dataforge.sqlquote import quote_ident
 
 if TYPE_CHECKING:
@@ -306,10 +307,19 @@ def kept_work(path: Path | None, pid: int) -> dict[str, Any] | None:
 
 def stored_outputs(path: Path) -> dict[str, str]:
     """fingerprint -> storage table of every step output in the catalog."""
+    return planning_state(path)[0]
+
+
+def planning_state(path: Path) -> tuple[dict[str, str], dict[str, Hashed]]:
+    """What planning reads of the catalog, in one connection: `stored_outputs`, and the source
+    files' hashes it remembers (absolute path -> `Hashed`)."""
     with connect(_require(path), read_only=True) as con:
         if migrations.pending(con):
-            return {}
-        return dict(con.execute("select fingerprint, table_name from step_outputs").fetchall())
+            return {}, {}
+        tables = dict(con.execute("select fingerprint, table_name from step_outputs").fetchall())
+        rows = con.execute("select path, device, inode, size, mtime_ns, ctime_ns, sha256, hashed_at_ns "
+                           "from _file_hashes").fetchall()
+    return tables, {r[0]: Hashed(tuple(r[1:6]), r[6], r[7]) for r in rows}  # type: ignore[arg-type]
 
 
 def rejection_counts(path: Path, reason: str) -> dict[str, int]:

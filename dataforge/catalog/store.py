@@ -23,6 +23,8 @@ from dataforge.sqlquote import quote_ident, quote_literal
 
 if TYPE_CHECKING:
     import polars as pl
+
+    from dataforge.hashing import Hashed
 else:
     from dataforge.lazy import polars as pl
 
@@ -257,6 +259,14 @@ class Catalog:
                 finally:
                     con.execute("reset memory_limit")
         raise AssertionError("unreachable")
+
+    def remember_file_hashes(self, hashed: dict[str, Hashed]) -> None:
+        """Keep what planning hashed (absolute path -> `Hashed`) for later plans (`FileHashes`)."""
+        if not hashed:
+            return
+        rows = [[path, *h.identity, h.sha256, h.hashed_at_ns] for path, h in hashed.items()]
+        with self._write() as con, transaction(con):
+            con.executemany("insert or replace into _file_hashes values (?, ?, ?, ?, ?, ?, ?, ?)", rows)
 
     def record_staged_output(self, *, build_id: str, step_id: str, type: str, fingerprint: str, rows: int,
                              rows_in: int, seconds: float, inputs: list[str]) -> None:

@@ -19,6 +19,7 @@ from dataforge.errors import UserError
 if TYPE_CHECKING:
     import polars as pl
     from dataforge.catalog.handle import StepHandle
+    from dataforge.hashing import FileHashes
     from dataforge.llm.config import LLMConfig
     from dataforge.progress import Progress
 else:
@@ -63,10 +64,18 @@ class PlanContext:
     for_build: bool = False
     """Planning for a build, which stores every `SqlLoad` before its first step runs and checks the
     file as it stores it: a source may then leave its full-file check to that store."""
+    file_hashes: FileHashes | None = None
+    """The source files' hashes the catalog remembers (and those this plan computes)."""
 
     @property
     def recipe_dir(self) -> Path:
         return self.recipe_path.parent
+
+    def file_sha256(self, path: Path) -> str:
+        """A file's sha256 for a fingerprint, not read again when the catalog remembers it unchanged."""
+        from dataforge.hashing import file_sha256
+
+        return self.file_hashes.sha256(path) if self.file_hashes is not None else file_sha256(path)
 
     def resolve(self, path: str | Path) -> Path:
         """A path from the recipe, relative to the recipe file unless absolute."""

@@ -9,7 +9,6 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from pydantic import Field, field_validator
 
-from dataforge.hashing import file_sha256
 from dataforge.sqlquote import quote_ident
 from dataforge.steps.base import PlanContext, RunContext, Step, StepError, StepResult
 
@@ -218,7 +217,7 @@ class FileSource(Source):
     """Text encoding of the file."""
 
     def fingerprint_extra(self, ctx: PlanContext) -> Any:
-        return file_sha256(ctx.resolve(self.path))
+        return ctx.file_sha256(ctx.resolve(self.path))
 
     def check(self, ctx: PlanContext) -> None:
         check_regular_file(self.id, ctx.resolve(self.path))

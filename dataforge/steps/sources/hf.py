@@ -6,7 +6,6 @@ from typing import Any, Literal
 
 import polars as pl
 
-from dataforge.hashing import file_sha256
 from dataforge.steps.base import PlanContext, StepError
 from dataforge.steps.sources.base import Source, check_regular_file
 from dataforge.steps.sources.checks import check_column_case, exact_integers
@@ -24,7 +23,7 @@ class HFSource(Source):
     """Split to read (from a DatasetDict or `load_dataset`)."""
 
     def fingerprint_extra(self, ctx: PlanContext) -> Any:
-        return file_sha256(ctx.resolve(self.path))
+        return ctx.file_sha256(ctx.resolve(self.path))
 
     def check(self, ctx: PlanContext) -> None:
         p = ctx.resolve(self.path)
