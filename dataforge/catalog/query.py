@@ -307,7 +307,12 @@ def kept_work(path: Path | None, pid: int) -> dict[str, Any] | None:
 
 def stored_outputs(path: Path) -> dict[str, str]:
     """fingerprint -> storage table of every step output in the catalog."""
-    return planning_state(path)[0]
+    with connect(_require(path), read_only=True) as con:
+        return {} if migrations.pending(con) else _stored_outputs(con)
+
+
+def _stored_outputs(con: duckdb.DuckDBPyConnection) -> dict[str, str]:
+    return dict(con.execute("select fingerprint, table_name from step_outputs").fetchall())
 
 
 def planning_state(path: Path) -> tuple[dict[str, str], dict[str, Hashed]]:
@@ -316,7 +321,7 @@ def planning_state(path: Path) -> tuple[dict[str, str], dict[str, Hashed]]:
     with connect(_require(path), read_only=True) as con:
         if migrations.pending(con):
             return {}, {}
-        tables = dict(con.execute("select fingerprint, table_name from step_outputs").fetchall())
+        tables = _stored_outputs(con)
         rows = con.execute("select path, device, inode, size, mtime_ns, ctime_ns, sha256, hashed_at_ns "
                            "from _file_hashes").fetchall()
     return tables, {r[0]: Hashed(tuple(r[1:6]), r[6], r[7]) for r in rows}  # type: ignore[arg-type]
