@@ -89,6 +89,7 @@ def _docstring(model: type, name: str) -> str | None:
     return None
 
 
+@functools.cache
 def _class_docs(cls: type) -> dict[str, str] | None:
     """Field name -> docstring for the class body of `cls`, or None when its source is not to be had."""
     node = _class_nodes(cls.__module__).get(cls.__qualname__)

@@ -7,6 +7,8 @@ import json
 
 from pydantic import BaseModel
 
+from dataforge.fielddocs import describe
+
 #: kind -> (file name in `schemas/`, schema title)
 SCHEMAS = {
     "recipe": ("recipe.schema.json", "dataforge recipe"),
@@ -30,8 +32,6 @@ def _model(kind: str) -> type[BaseModel]:
 
 def schema_json(kind: str = "recipe") -> str:
     """The JSON Schema (draft 2020-12) of one kind of file, as the text `schemas/` holds."""
-    from dataforge.fielddocs import describe
-
     model = _model(kind)
     describe(model)
     schema = model.model_json_schema(by_alias=True)
